@@ -1,0 +1,46 @@
+"""Option parsers shared by the commands."""
+from __future__ import annotations
+
+import click
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,3,224,224' -> (1, 3, 224, 224)."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape like 1,3,224,224") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise click.BadParameter(f"{text!r} is not a shape like 1,3,224,224")
+    return shape
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def model_options(f):
+    """--model, --input-shape, --num-classes, --width-mult, --round-to: a zoo model and its space."""
+    for opt in reversed([
+        click.option("--model", "model_name", required=True, help="Zoo model name (see `hwprune models`)."),
+        click.option("--input-shape", help="Example input, e.g. 1,3,224,224 (default: the model's own)."),
+        click.option("--num-classes", type=int, help="Classifier outputs (default: the model's own)."),
+        click.option("--width-mult", type=float, help="Width multiplier of the unpruned model."),
+        click.option("--round-to", type=int, help="Make every width a multiple of N."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def build_space(model_name, input_shape, num_classes, width_mult, round_to):
+    """The zoo model and its SearchSpace, from the options of :func:`model_options`."""
+    import hwprune as hp
+    from hwprune.models import model_input_shape
+
+    model = hp.create_model(model_name, num_classes=num_classes, width_mult=width_mult)
+    shape = parse_shape(input_shape) if input_shape else (1,) + model_input_shape(model_name)
+    return model, hp.SearchSpace.from_model(model, shape, round_to=round_to)
