@@ -5,7 +5,10 @@ on the target device. The public API is what this module exports; everything els
 may change.
 """
 from .errors import EncodingError, HwpruneError, SpaceMismatchError, UnsupportedModelError
+from .latency import (FidelityReport, LatencyTable, MissingEntryError, TableMismatchError, profile,
+                      validate_table)
 from .models import create_model, list_models
+from .profilers import ProfilerUnavailableError, list_profilers
 from .space import ChannelGroup, SearchSpace, default_ratios
 
 __version__ = "0.1.0"
@@ -14,4 +17,6 @@ __all__ = [
     "SearchSpace", "ChannelGroup", "default_ratios",
     "create_model", "list_models",
     "HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError",
+    "profile", "LatencyTable", "validate_table", "FidelityReport", "TableMismatchError", "MissingEntryError",
+    "ProfilerUnavailableError", "list_profilers",
 ]

@@ -31,3 +31,4 @@ def main() -> None:
 
 
 from . import info  # noqa: E402,F401  (registers the commands)
+from . import profile  # noqa: E402,F401  (registers `hwprune profile`)

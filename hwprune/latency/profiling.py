@@ -1,0 +1,167 @@
+"""``profile(space, ...)``: measure every kernel a space's networks can run, then calibrate.
+
+1. The space's kernels (:mod:`.kernels`) and every (cin, cout) each can take; kernels
+   with the same spec share rows, so a width measured for one layer serves all.
+2. What the kernel store (:mod:`.store`) lacks is measured, chunk by chunk, with a
+   progress bar; the store is saved as it goes, so a rerun after an interruption
+   (or for another model with the same kernels) skips what is measured.
+3. A few whole networks (full width, uniform 0.5 and 0.25, random ones) are measured
+   end to end; the overhead is the median of (measured - sum of lookups), and the
+   FLOPs predictor's ms-per-GFLOP comes from the same networks, so the two
+   predictors are calibrated on the same data.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HwpruneError
+from ..profilers.base import QUIET_TOLERANCE, SPEC_COLUMNS, STATISTICS, Profiler, chunked, get_profiler
+from .kernels import kernel_slots, slot_pairs
+from .store import KernelStore, default_cache_dir
+from .table import COLUMNS, FORMAT, LatencyTable, space_meta
+
+if TYPE_CHECKING:
+    from ..space import SearchSpace
+
+__all__ = ["profile", "calibration_encodings", "progress_bar"]
+
+
+def progress_bar(total: float, desc: str, quiet: bool, unit: str = "entry"):
+    """tqdm on a terminal; silent when not a tty or ``quiet``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
+
+
+def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple[int, ...]]:
+    """Full width, uniform 0.5 and 0.25, then random encodings: ``n`` distinct ones."""
+    rng = np.random.default_rng(seed)
+    out = list(dict.fromkeys([space.full(), space.uniform(0.5), space.uniform(0.25)]))[:n]
+    tries = 0
+    while len(out) < n and tries < 100 * n:
+        enc = space.sample(rng)
+        tries += 1
+        if enc not in out:
+            out.append(enc)
+    return out
+
+
+def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "cpu", threads: int = 1,
+            batch_size: int = 1, dtype: str = "float32", out: str | os.PathLike | None = None,
+            cache_dir: str | os.PathLike | None = None, statistic: str = "p10", repeats: int = 25,
+            warmup: int = 3, calibrate: int = 8, passes: int = 5, runs_per_pass: int = 10, seed: int = 0,
+            options: dict | None = None, interpolate: bool = False, quiet: bool = False,
+            profiler: Profiler | None = None) -> LatencyTable:
+    """Measure the latency table of ``space`` on a backend (see the module docstring).
+
+    ``statistic``: which of p10 / median / p90 the table predicts with (all three
+    are recorded). p10 is the default because on a machine shared with other jobs it
+    is the one two measurements of the same network agree on; every end-to-end
+    measurement (calibration, validation) uses the same statistic.
+    ``cache_dir``: the kernel store folder (default: :func:`~.store.default_cache_dir`).
+    """
+    if statistic not in STATISTICS:
+        raise HwpruneError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    if calibrate < 1:
+        raise HwpruneError("calibrate must be at least 1 network (the overhead is fitted on them)")
+    profiler = profiler or get_profiler(backend, device, threads=threads, batch_size=batch_size, dtype=dtype,
+                                        repeats=repeats, warmup=warmup, options=dict(options or {}))
+    started = time.time()
+    slots, unmodelled = kernel_slots(space, profiler.batch_size, profiler.dtype)
+    needed: dict[str, tuple] = {}
+    for slot in slots:
+        spec, pairs = needed.get(slot.spec.key(), (slot.spec, set()))
+        needed[spec.key()] = (spec, pairs | slot_pairs(space, slot))
+    store = KernelStore(cache_dir or default_cache_dir(), profiler.fingerprint())
+    profiler.anchors = store.anchors  # one quiet reference for every session with this backend setting
+    todo = [(spec, store.missing(spec, sorted(pairs))) for spec, pairs in needed.values()]
+    total = sum(len(p) for _, p in todo)
+    kernel_s = _measure(todo, store, profiler, f"profile {type(space.model).__name__}", quiet)
+    # entries judged against a quiet reference that later turned out >10% slower: measure them once more
+    stale = set(store.stale(QUIET_TOLERANCE))
+    redo = [(spec, [p for p in sorted(pairs) if (spec.key(),) + p in stale]) for spec, pairs in needed.values()]
+    redo = [(spec, pairs) for spec, pairs in redo if pairs]
+    if redo:
+        store.drop([(spec.key(),) + p for spec, pairs in redo for p in pairs])
+        kernel_s += _measure(redo, store, profiler, "re-measure", quiet)
+    rows = []
+    for spec, pairs in needed.values():
+        base = spec.to_row()
+        for cin, cout in sorted(pairs):
+            m = store.get(spec, cin, cout)
+            rows.append({**base, "cin": cin, "cout": cout, "p10_ms": m.p10_ms, "median_ms": m.median_ms,
+                         "p90_ms": m.p90_ms, "runs": m.runs, "backend_kernels": m.note})
+    entries = pd.DataFrame(rows, columns=SPEC_COLUMNS + ["cin", "cout", "p10_ms", "median_ms", "p90_ms", "runs",
+                                                         "backend_kernels"])[COLUMNS]
+    from .. import __version__
+
+    meta = {
+        "format": FORMAT, "hwprune": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "backend": profiler.fingerprint(), "statistic": statistic,
+        "protocol": {"kernel_repeats": profiler.repeats, "kernel_warmup": profiler.warmup,
+                     "network_passes": passes, "network_runs_per_pass": runs_per_pass},
+        "calibration": {"overhead_ms": 0.0},
+        "space": space_meta(space, profiler.batch_size, slots, unmodelled),
+    }
+    table = LatencyTable(entries, meta, interpolate=interpolate)
+    t = time.perf_counter()
+    meta["calibration"] = calibrate_table(table, space, profiler, calibrate, passes, runs_per_pass, seed, quiet)
+    meta["anchors"] = dict(store.anchors)
+    store.save(force=True)  # the calibration may have found a quieter probe
+    table = LatencyTable(entries, meta, interpolate=interpolate)
+    meta["profiling"] = {"entries": len(entries), "measured": total, "reused": len(entries) - total,
+                         "re_measured": sum(len(p) for _, p in redo),
+                         "kernel_seconds": round(kernel_s, 1),
+                         "calibration_seconds": round(time.perf_counter() - t, 1),
+                         "total_seconds": round(time.time() - started, 1),
+                         "entries_per_second": round(total / kernel_s, 1) if kernel_s > 0 else None}
+    if out is not None:
+        table.save(out)
+    return table
+
+
+def _measure(todo, store: KernelStore, profiler: Profiler, desc: str, quiet: bool) -> float:
+    """Measure (spec, pairs) chunk by chunk into the store; seconds spent measuring."""
+    seconds = 0.0
+    bar = progress_bar(sum(len(p) for _, p in todo), desc, quiet)
+    try:
+        for spec, pairs in todo:
+            for chunk in chunked(pairs, spec, *profiler.chunk_limits()):
+                t = time.perf_counter()
+                store.add(spec, chunk, profiler.measure_kernels(spec, chunk))
+                seconds += time.perf_counter() - t
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        store.save()  # what was measured survives an interruption
+    return seconds
+
+
+def calibrate_table(table: LatencyTable, space: "SearchSpace", profiler: Profiler, n: int, passes: int,
+                    runs_per_pass: int, seed: int, quiet: bool = False) -> dict:
+    """Measure ``n`` networks end to end; the overhead and the FLOPs rate that fit them best (robustly)."""
+    encs = calibration_encodings(space, n, seed)
+    bar = progress_bar(len(encs), "calibrate", quiet, unit="net")
+    try:
+        models = [space.materialize(e) for e in encs]
+        measured = profiler.measure_networks(models, space.input_shapes[0], passes=passes,
+                                             runs_per_pass=runs_per_pass, seed=seed, progress=bar.update)
+    finally:
+        bar.close()
+    ms = np.array([m.value(table.statistic) for m in measured])
+    lookups = table.predict_batch(np.array(encs)) - table.overhead_ms
+    flops = space.flops_batch(np.array(encs)).astype(np.float64) * profiler.batch_size
+    return {
+        "overhead_ms": float(np.median(ms - lookups)),
+        "flops_ms_per_gflop": float(np.median(ms / (flops / 1e9))),
+        "networks": [{"encoding": list(map(int, e)), "measured_ms": round(float(m), 5),
+                      "lookup_sum_ms": round(float(l), 5), "flops": int(f)}
+                     for e, m, l, f in zip(encs, ms, lookups, flops)],
+    }

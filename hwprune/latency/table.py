@@ -1,0 +1,303 @@
+"""LatencyTable: measured kernel latencies of one space on one backend, and the predictor over them.
+
+``predict(enc)`` is the sum, over the network's kernels (see :mod:`.kernels`), of
+the measured latency of each kernel at the widths ``enc`` gives it, plus an
+overhead calibrated on whole networks measured at profile time (session call,
+layout reorders at the network's ends, ops that cost the same at every width).
+
+For speed the lookups are compiled once: each kernel's latency depends on the
+choices of at most a few groups, so it becomes a small dense array indexed by those
+choice indices; a prediction is a few integer products and one gather per kernel,
+vectorised over many encodings in :meth:`LatencyTable.predict_batch`.
+
+The file is a CSV (one row per measured kernel variant, full column names) with a
+metadata block: backend fingerprint (backend, device name, threads, batch, dtype,
+runtime versions), date, statistic, calibration, and the space's fingerprint and
+kernels. Loading checks it against the space and the machine it is used on.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import EncodingError, HwpruneError, SpaceMismatchError
+from ..profilers.base import SPEC_COLUMNS, KernelSpec, cpu_name, version_of
+from .csvmeta import read_csv, write_csv
+from .interpolate import Interpolator
+from .kernels import Slot, kernel_slots
+
+if TYPE_CHECKING:
+    from ..space import SearchSpace
+
+__all__ = ["LatencyTable", "TableMismatchError", "MissingEntryError", "space_key"]
+
+FORMAT = "hwprune.latency/1"
+COLUMNS = ["op", "cin", "cout", "kernel", "stride", "groups", "height", "width", "batch", "dtype", "median_ms",
+           "p10_ms", "p90_ms", "runs", "padding", "dilation", "bias", "batchnorm", "activation", "residual",
+           "residual_activation", "backend_kernels"]
+
+
+class TableMismatchError(SpaceMismatchError):
+    """The table was measured for another space, backend or device."""
+
+
+class MissingEntryError(HwpruneError, LookupError):
+    """A kernel width the table has no measurement for (and interpolation is off)."""
+
+
+def space_key(space: "SearchSpace", batch: int) -> str:
+    """Structure, width choices and batch: what a table's rows and kernels depend on."""
+    blob = json.dumps([space.fingerprint, [list(g.choices) for g in space.groups], batch])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def space_meta(space: "SearchSpace", batch: int, slots: list[Slot], unmodelled: list[str]) -> dict:
+    return {"model": type(space.model).__name__, "fingerprint": space.fingerprint, "key": space_key(space, batch),
+            "input_shape": list(space.input_shapes[0]), "group_names": [g.name for g in space.groups],
+            "base_widths": [g.width for g in space.all_groups], "prunable": list(space.prunable_index),
+            "choices": [list(g.choices) for g in space.groups],
+            "slots": [[s.name, s.spec.key(), [list(t) for t in s.cin], [list(t) for t in s.cout]] for s in slots],
+            "unmodelled": unmodelled}
+
+
+class LatencyTable:
+    """Kernel latencies + calibrated overhead of one space on one backend; see the module docstring."""
+
+    def __init__(self, entries: pd.DataFrame, meta: dict, interpolate: bool = False):
+        self.entries = entries.reset_index(drop=True)
+        self.meta = meta
+        self.interpolate = interpolate
+        self.statistic = meta.get("statistic", "p10")
+        self.overhead_ms = float(meta.get("calibration", {}).get("overhead_ms", 0.0))
+        self._compile()
+
+    # ---- identity -----------------------------------------------------------------------------
+    @property
+    def backend(self) -> dict:
+        return self.meta["backend"]
+
+    @property
+    def space_key(self) -> str:
+        return self.meta["space"]["key"]
+
+    def __repr__(self) -> str:
+        b = self.backend
+        return (f"LatencyTable({self.meta['space']['model']}, {b['backend']} on {b['device_name']}, "
+                f"{b['threads']} threads, batch {b['batch']}, {len(self.entries)} entries, "
+                f"overhead {self.overhead_ms:.3f} ms)")
+
+    # ---- lookups ------------------------------------------------------------------------------
+    def lookup(self, spec: KernelSpec, cin: int, cout: int) -> float:
+        """Measured latency (ms, the table's statistic) of one kernel variant."""
+        v = self._values.get((spec.key(), int(cin), int(cout)))
+        if v is None and self.interpolate:
+            v = self._interpolator(spec).estimate(int(cin), int(cout))
+        if v is None or math.isnan(v):
+            raise MissingEntryError(f"no latency entry for {spec.op} {spec.key()} at cin={cin}, cout={cout}; "
+                                    f"profile this space, or load the table with interpolate=True")
+        return v
+
+    def slots(self) -> list[Slot]:
+        return [Slot(name, self._specs[key], tuple(map(tuple, cin)), tuple(map(tuple, cout)))
+                for name, key, cin, cout in self.meta["space"]["slots"]]
+
+    def breakdown(self, enc: Sequence[int]) -> dict[str, float]:
+        """Latency (ms) of every kernel of the network under ``enc``, by kernel name (overhead excluded)."""
+        enc = self._check(enc)
+        widths = np.array(self.meta["space"]["base_widths"], dtype=np.int64)
+        widths[self._prunable] = [c[e] for c, e in zip(self._choices, enc)]
+        out = {}
+        for slot in self.slots():
+            cin = sum(int(widths[g]) * m for g, m in slot.cin)
+            cout = sum(int(widths[g]) * m for g, m in slot.cout)
+            out[slot.name] = self.lookup(slot.spec, cin, cout)
+        return out
+
+    def predict(self, enc: Sequence[int]) -> float:
+        """Predicted latency (ms) of the network under ``enc``: sum of kernel lookups + overhead."""
+        enc = self._check(enc)
+        flat, total = self._flat_list, self.overhead_ms
+        for offset, dims in self._py_slots:
+            i = offset
+            for d, s in dims:
+                i += enc[d] * s
+            total += flat[i]
+        if total != total:  # NaN: some kernel width has no entry
+            self._raise_missing(np.asarray([enc]))
+        return total
+
+    def predict_batch(self, encs) -> np.ndarray:
+        """Predicted latency (ms) of many encodings: ``encs`` is (N, groups) of choice indices."""
+        encs = np.asarray(encs, dtype=np.int64)
+        if encs.ndim != 2 or encs.shape[1] != len(self._choices):
+            raise EncodingError(f"expected encodings of shape (N, {len(self._choices)}), got {encs.shape}")
+        if ((encs < 0) | (encs >= self._n_choices)).any():
+            bad = int(np.argwhere((encs < 0) | (encs >= self._n_choices))[0][1])
+            raise EncodingError(f"choice out of range for group {bad} (0..{self._n_choices[bad] - 1})")
+        padded = np.concatenate([encs, np.zeros((len(encs), 1), np.int64)], axis=1)  # last column: no group
+        idx = self._offsets + (padded[:, self._dims] * self._strides).sum(-1)  # (N, kernels)
+        total = self._flat[idx].sum(1) + self.overhead_ms
+        if np.isnan(total).any():
+            self._raise_missing(encs[np.isnan(total)][:1])
+        return total
+
+    # ---- checks -------------------------------------------------------------------------------
+    def check(self, space: "SearchSpace | None" = None, expect: dict | None = None, check_device: bool = True) -> None:
+        """Refuse (one line) a table for another space, backend setting or machine."""
+        b = self.backend
+        if space is not None and space_key(space, b["batch"]) != self.space_key:
+            raise TableMismatchError(
+                f"this latency table was profiled for another space ({self.meta['space']['model']}, space "
+                f"{self.space_key}, not {space_key(space, b['batch'])}: other model, input size, width choices "
+                f"or batch); profile this space, or pass allow_mismatch=True to reuse it deliberately")
+        for k, want in (expect or {}).items():
+            if want is not None and str(b.get(k)) != str(want):
+                raise TableMismatchError(f"this latency table was measured with {k}={b.get(k)!r}, not {want!r}; "
+                                         f"use a table for {k}={want!r} or pass allow_mismatch=True")
+        if check_device:
+            here = current_device_name(b["device"])
+            if here is not None and here != b["device_name"]:
+                raise TableMismatchError(f"this latency table was measured on {b['device_name']!r}, this machine "
+                                         f"is {here!r}; profile here, or pass allow_mismatch=True to reuse it")
+            runtime, version = next(iter(b.get("versions", {}).items()), (None, None))
+            now = version_of(runtime) if runtime else None
+            if version and now and _minor(now) != _minor(version):
+                raise TableMismatchError(f"this latency table was measured with {runtime} {version}, this machine "
+                                         f"has {now}; profile again, or pass allow_mismatch=True to reuse it")
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the CSV + metadata atomically."""
+        write_csv(path, self.meta, self.entries[COLUMNS], "hwprune latency table")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, space: "SearchSpace | None" = None, expect: dict | None = None,
+             check_device: bool = True, allow_mismatch: bool = False, interpolate: bool = False) -> "LatencyTable":
+        """Read a table; refused for another ``space``/``expect``ed setting/machine unless ``allow_mismatch``.
+
+        With ``allow_mismatch`` and a ``space`` of other structure, the table's
+        entries are rebound to that space (see :meth:`bind`).
+        """
+        meta, frame = read_csv(path, "latency table")
+        if meta.get("format") != FORMAT:
+            raise HwpruneError(f"{str(path)!r} is not a hwprune latency table (expected format {FORMAT!r})")
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise HwpruneError(f"latency table {str(path)!r} lacks columns {missing}")
+        table = cls(_normalize(frame), meta, interpolate=interpolate)
+        if not allow_mismatch:
+            table.check(space, expect, check_device)
+        elif space is not None and space_key(space, table.backend["batch"]) != table.space_key:
+            return table.bind(space)
+        return table
+
+    def bind(self, space: "SearchSpace") -> "LatencyTable":
+        """The same measurements used for another space of this backend (its kernels may lack entries)."""
+        slots, unmodelled = kernel_slots(space, self.backend["batch"], self.backend["dtype"])
+        meta = dict(self.meta, space=space_meta(space, self.backend["batch"], slots, unmodelled))
+        return LatencyTable(self.entries, meta, self.interpolate)
+
+    # ---- compilation --------------------------------------------------------------------------
+    def _compile(self) -> None:
+        stat = f"{self.statistic}_ms"
+        keys = [KernelSpec.from_row(r) for r in self.entries[SPEC_COLUMNS].to_dict("records")]
+        self._specs = {s.key(): s for s in keys}
+        self._values = {(s.key(), int(a), int(b)): float(v)
+                        for s, a, b, v in zip(keys, self.entries["cin"], self.entries["cout"], self.entries[stat])}
+        sm = self.meta["space"]
+        for _, key, _, _ in sm["slots"]:
+            self._specs.setdefault(key, KernelSpec.from_row(dict(zip(SPEC_COLUMNS, key.split("|")))))
+        self._prunable = np.array(sm["prunable"], dtype=np.int64)
+        self._choices = [tuple(c) for c in sm["choices"]]
+        self._n_choices = np.array([len(c) for c in self._choices], dtype=np.int64)
+        position = {g: i for i, g in enumerate(sm["prunable"])}
+        base = sm["base_widths"]
+        flat, offsets, dims, strides, py_slots = [], [], [], [], []
+        for slot in self.slots():
+            ds = [position[g] for g in slot.groups() if g in position]
+            shape = [len(self._choices[d]) for d in ds]
+            st = [int(np.prod(shape[i + 1:])) for i in range(len(ds))]
+            offsets.append(len(flat))
+            for combo in itertools.product(*(range(n) for n in shape)):
+                w = {g: base[g] for g in slot.groups()}
+                for d, c in zip(ds, combo):
+                    w[sm["prunable"][d]] = self._choices[d][c]
+                cin = sum(w[g] * m for g, m in slot.cin)
+                cout = sum(w[g] * m for g, m in slot.cout)
+                v = self._values.get((slot.spec.key(), cin, cout))
+                if v is None and self.interpolate:
+                    v = self._interpolator(slot.spec).estimate(cin, cout)
+                flat.append(float("nan") if v is None else v)
+            dims.append(ds)
+            strides.append(st)
+            py_slots.append((offsets[-1], tuple(zip(ds, st))))
+        width = max([1] + [len(d) for d in dims])
+        none = len(self._choices)  # the zero column predict_batch appends
+        self._dims = np.array([d + [none] * (width - len(d)) for d in dims], dtype=np.int64).reshape(-1, width)
+        self._strides = np.array([s + [0] * (width - len(s)) for s in strides], dtype=np.int64).reshape(-1, width)
+        self._offsets = np.array(offsets, dtype=np.int64)
+        self._flat = np.array(flat, dtype=np.float64)
+        self._flat_list = flat
+        self._py_slots = py_slots
+
+    def _interpolator(self, spec: KernelSpec) -> Interpolator:
+        cache = self.__dict__.setdefault("_interpolators", {})
+        if spec.key() not in cache:
+            pts = {(a, b): v for (k, a, b), v in self._values.items() if k == spec.key()}
+            cache[spec.key()] = Interpolator(spec, pts)
+        return cache[spec.key()]
+
+    def _check(self, enc: Sequence[int]) -> tuple[int, ...]:
+        enc = tuple(int(v) for v in enc)
+        if len(enc) != len(self._choices):
+            raise EncodingError(f"encoding has {len(enc)} entries but the table's space has "
+                                f"{len(self._choices)} prunable groups")
+        for i, (v, n) in enumerate(zip(enc, self._n_choices)):
+            if not 0 <= v < n:
+                raise EncodingError(f"encoding entry {i} is {v}; it must be in 0..{n - 1}")
+        return enc
+
+    def _raise_missing(self, encs: np.ndarray) -> None:
+        self.breakdown(encs[0])  # raises MissingEntryError naming the kernel and widths
+        raise MissingEntryError("a kernel width has no latency entry")  # not reached
+
+
+def _normalize(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for c in ("cin", "cout", "height", "width", "batch", "runs"):
+        frame[c] = frame[c].astype(np.int64)
+    for c in ("median_ms", "p10_ms", "p90_ms"):
+        frame[c] = frame[c].astype(np.float64)
+    for c in ("bias", "batchnorm", "residual"):
+        frame[c] = frame[c].map(lambda v: v if isinstance(v, bool) else str(v).lower() in ("true", "1"))
+    for c in ("op", "kernel", "stride", "groups", "padding", "dilation", "activation", "residual_activation",
+              "dtype", "backend_kernels"):
+        frame[c] = frame[c].astype(str)
+    return frame
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def current_device_name(device: str) -> str | None:
+    """The name this machine gives ``device`` (None when it cannot tell)."""
+    if device == "cpu":
+        return cpu_name()
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                index = int(device.split(":")[1]) if ":" in device else 0
+                return torch.cuda.get_device_name(index)
+        except Exception:  # no CUDA torch: nothing to compare with
+            return None
+    return None

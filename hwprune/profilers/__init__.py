@@ -1,0 +1,10 @@
+"""Latency measurement backends: one module per backend, one small interface (:mod:`.base`).
+
+``onnxruntime`` (CPU execution provider), ``torch`` (eager, CPU or CUDA) and
+``tensorrt`` (TensorRT 10, CUDA). Each imports its heavy library only when used.
+"""
+from .base import (KernelSpec, Measurement, Profiler, ProfilerUnavailableError, get_profiler, list_profilers,
+                   register_profiler)
+
+__all__ = ["KernelSpec", "Measurement", "Profiler", "ProfilerUnavailableError", "get_profiler", "list_profilers",
+           "register_profiler"]

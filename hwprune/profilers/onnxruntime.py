@@ -1,0 +1,168 @@
+"""onnxruntime on the CPU execution provider, with fixed intra-op threads.
+
+Kernels: a chunk of variants in one ONNX graph (see :mod:`.onnx_graphs`) runs in a
+session with onnxruntime's profiler on; each variant's time is the sum of the
+kernel times of *its* nodes in the optimized graph (``v{i}_...``), so the fused
+conv (BN folded, activation, residual sum) is timed exactly as the runtime runs it,
+without the session overhead or the layout reorders that a lone kernel would need
+and a network mostly does not. Every run executes every variant of the chunk, so
+the variants are interleaved run by run. A reference kernel in every chunk tells
+which runs the machine was quiet in (another job on a 2-core machine slows
+everything by up to 1.5x for seconds at a time): only those runs count, and a chunk
+with too few is measured again (see :func:`.base.quiet_runs`).
+
+Networks: exported with ``torch.onnx.export``, sessions with the same options,
+timed with ``perf_counter_ns`` around ``run_with_iobinding``, interleaved, each
+visit bracketed by probes of the reference kernel (see :func:`.base.interleaved`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from .base import (REFERENCE, KernelSpec, Measurement, Profiler, cpu_count, cpu_name, interleaved, quiet_runs,
+                   register_profiler, summarize, version_of)
+from .onnx_graphs import export_network, kernel_model
+
+__all__ = ["OnnxruntimeProfiler"]
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+MAX_ATTEMPTS = 3  # measurements of a chunk that another job disturbed throughout
+
+
+@register_profiler("onnxruntime")
+@dataclass
+class OnnxruntimeProfiler(Profiler):
+    """Options: ``opt_level`` ('all', the runtime's default, or 'extended' / 'basic' / 'disable')."""
+
+    @classmethod
+    def unavailable_reason(cls, device: str) -> str | None:
+        if device != "cpu":
+            return "this backend drives the CPU execution provider only (use device 'cpu')"
+        if version_of("onnxruntime") is None:
+            return "the onnxruntime package is not installed (pip install onnxruntime)"
+        return None
+
+    def __post_init__(self):
+        self.options = {"opt_level": "all", **self.options}
+        if self.options["opt_level"] not in _LEVELS:
+            from ..errors import HwpruneError
+
+            raise HwpruneError(f"opt_level must be one of {', '.join(_LEVELS)}, got {self.options['opt_level']!r}")
+        if self.dtype != "float32":
+            from ..errors import HwpruneError
+
+            raise HwpruneError(f"the onnxruntime CPU backend measures float32 only, not {self.dtype}")
+
+    def fingerprint(self) -> dict:
+        return {"backend": self.name, "device": "cpu", "device_name": cpu_name(), "cpu_count": cpu_count(),
+                "threads": self.threads, "batch": self.batch_size, "dtype": self.dtype,
+                "opt_level": self.options["opt_level"],
+                "versions": {"onnxruntime": version_of("onnxruntime"), "onnx": version_of("onnx")}}
+
+    def _session(self, model_bytes: bytes, profile_prefix: str | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[self.options["opt_level"]])
+        so.log_severity_level = 3  # the NCHWc transformer warns on every session otherwise
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
+        return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+    # ---- kernels ------------------------------------------------------------------------
+    def measure_kernels(self, spec: KernelSpec, pairs: Sequence[tuple[int, int]]) -> list[Measurement]:
+        model, feeds, prefixes = kernel_model(spec, pairs, share_inputs=True, residual_from_conv=True,
+                                              reference=REFERENCE)
+        blob = model.SerializeToString()
+        best = None
+        for attempt in range(MAX_ATTEMPTS):
+            per_run, ref, notes = self._profile_once(blob, feeds, prefixes)  # us
+            times, how = quiet_runs(per_run / 1e3, ref / 1e3, self.anchors, max(5, self.repeats // 3))
+            if best is None or how != "normalized" or np.median(ref) < best[2]:
+                best = (times, how, float(np.median(ref)))
+            if how != "normalized":
+                break
+            time.sleep(0.5 * (attempt + 1))  # let another job's burst pass, then measure again
+        times, how, _ = best
+        return [replace(summarize(times[:, j]), note=f"{notes[j]} ({how})", reference_ms=self.anchors["kernel_ref_ms"])
+                for j in range(len(prefixes))]
+
+    def _profile_once(self, blob: bytes, feeds: dict, prefixes: list[str]):
+        """(runs x variants kernel times in us, the reference kernel's time per run in us, what each ran)."""
+        with tempfile.TemporaryDirectory(prefix="hwprune-ort-") as tmp:
+            sess = self._session(blob, os.path.join(tmp, "prof"))
+            binding = sess.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            for out in sess.get_outputs():
+                binding.bind_output(out.name)
+            for _ in range(self.warmup + self.repeats):
+                sess.run_with_iobinding(binding)
+            with open(sess.end_profiling()) as f:
+                events = json.load(f)
+        nodes, ops = defaultdict(list), {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                name = e["name"][: -len("_kernel_time")]
+                nodes[name].append(e["dur"])  # us, one per run
+                ops[name] = e.get("args", {}).get("op_name", "?") + ("/nchwc" if name.endswith("_nchwc") else "")
+        by_variant: dict[str, list[str]] = defaultdict(list)
+        for name in nodes:
+            by_variant[name.split("_", 1)[0] + "_"].append(name)  # v12_conv_nchwc -> v12_
+        def per_run(prefix: str) -> np.ndarray:  # the branch's nodes summed, one value per timed run
+            names = by_variant.get(prefix, [])
+            if not names:  # the runtime removed the whole branch: it costs nothing
+                return np.zeros(self.repeats)
+            return np.sum([nodes[k][-self.repeats:] for k in names], axis=0).astype(np.float64)
+
+        kernels = np.stack([per_run(p) for p in prefixes], axis=1)  # (runs, variants)
+        notes = ["+".join(ops[k] for k in by_variant.get(p, [])) for p in prefixes]
+        return kernels, per_run("ref_"), notes
+
+    def probe(self):
+        """A function timing one run of the reference kernel alone (ms): the machine's speed right now."""
+        if getattr(self, "_probe", None) is None:
+            model, feeds, _ = kernel_model(REFERENCE, [(REFERENCE.height, REFERENCE.height)])
+            sess = self._session(model.SerializeToString())
+            binding = sess.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            binding.bind_output(sess.get_outputs()[0].name)
+
+            def probe() -> float:
+                t = time.perf_counter_ns()
+                sess.run_with_iobinding(binding)
+                return (time.perf_counter_ns() - t) / 1e6
+
+            self._probe = probe
+        return self._probe
+
+    # ---- networks -----------------------------------------------------------------------
+    def measure_networks(self, models: Sequence, input_shape: tuple[int, ...], passes: int = 5,
+                         runs_per_pass: int = 10, seed: int = 0, progress=None) -> list[Measurement]:
+        shape = (self.batch_size,) + tuple(input_shape[1:])
+        bound = []
+        for m in models:
+            sess = self._session(export_network(m, shape))
+            binding = sess.io_binding()
+            binding.bind_cpu_input(sess.get_inputs()[0].name, np.random.default_rng(0).standard_normal(
+                shape, dtype=np.float32))
+            binding.bind_output(sess.get_outputs()[0].name)
+            bound.append((sess, binding))
+            if progress:
+                progress(0.5)
+        return interleaved(lambda i: bound[i][0].run_with_iobinding(bound[i][1]), len(bound), passes,
+                           runs_per_pass, seed, progress, probe=self.probe(), anchors=self.anchors)
