@@ -114,6 +114,7 @@ class SearchSpace:
         """The space as JSON: fingerprint, input shape, ratios and every group's widths."""
         return json.dumps({
             "format": FORMAT, "fingerprint": self.fingerprint, "model": type(self.model).__name__,
+            "model_spec": getattr(self.model, "hwprune_spec", None),  # zoo name and kwargs, when from the zoo
             "input_shapes": [list(s) for s in self.input_shapes], "ratios": list(self.ratios),
             "round_to": self.round_to, "ignored_layers": list(self.ignored_layers),
             "groups": [{"name": g.name, "width": g.width, "choices": list(g.choices), "members": list(g.members)}

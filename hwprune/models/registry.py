@@ -44,7 +44,10 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
     """Build a zoo model by name, e.g. ``create_model("resnet20", num_classes=10)``."""
     _check(name)
     kw = dict(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult, **kwargs)
-    return _MODELS[name](**{k: v for k, v in kw.items() if v is not None})
+    kw = {k: v for k, v in kw.items() if v is not None}
+    model = _MODELS[name](**kw)
+    model.hwprune_spec = {"name": name, "kwargs": kw}  # lets checkpoints rebuild the model by name
+    return model
 
 
 def _check(name: str) -> None:

@@ -1,0 +1,67 @@
+"""Atomic checkpoint writes and safe loads (``weights_only=True``; nothing is unpickled).
+
+A checkpoint is a dict of tensors and plain values with a ``format`` key naming
+what it holds; configurations (space JSON, encodings, options) travel inside it
+so that the module can be rebuilt without pickling code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import HwpruneError
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "write_atomic"]
+
+
+class CheckpointError(HwpruneError):
+    """A checkpoint that is missing, corrupt, truncated or of another kind."""
+
+
+def write_atomic(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    if "format" not in payload:
+        raise ValueError("checkpoint payload needs a 'format' key")
+    write_atomic(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, expect_format: str | None = None, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`; one-line errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({msg}); delete it and retrain, "
+                              f"or restore it from a copy") from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise CheckpointError(f"{path} is not a hwprune checkpoint")
+    if expect_format and payload["format"] != expect_format:
+        raise CheckpointError(f"{path} holds a {payload['format']!r}, not a {expect_format!r}")
+    return payload

@@ -1,0 +1,50 @@
+"""``hwprune train``: train a PruningNet on a dataset (bundled MNIST subset by default)."""
+from __future__ import annotations
+
+import click
+
+from . import main
+
+
+@main.command()
+@click.option("--model", "model_name", default="resnet20", show_default=True, help="Zoo model name.")
+@click.option("--data", default="bundled", show_default=True,
+              help="'bundled' (5,000 MNIST digits) or a path: ImageFolder, CIFAR python batches, MNIST idx.")
+@click.option("--image-size", type=int, help="Resize / pad images to this size.")
+@click.option("--width-mult", type=float, help="Width multiplier of the unpruned model.")
+@click.option("--round-to", type=int, help="Make every width a multiple of N.")
+@click.option("--epochs", type=int, help="Epochs in all (default 10; with --resume, the saved run's).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Per process.")
+@click.option("--lr", type=float, help="Peak learning rate (default: scaled to the batch size).")
+@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="linear", show_default=True)
+@click.option("--hidden", type=int, default=32, show_default=True, help="Generator hidden units.")
+@click.option("--rank", "gen_rank", type=int, help="Low-rank generator output with N bases (default: full).")
+@click.option("--bn", type=click.Choice(["per_choice", "shared"]), default="per_choice", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
+@click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option("--workers", type=int, default=0, show_default=True, help="Data loader processes.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@click.option("--out", default="runs/pruningnet", show_default=True, type=click.Path(file_okay=False),
+              help="Run folder (config, checkpoint, history).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings.")
+@click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
+def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size, lr, weight_decay,
+          label_smoothing, schedule, hidden, gen_rank, bn, seed, checkpoint_every, limit, workers, device, out,
+          resume, quiet):
+    """Train a PruningNet by stochastic structure sampling.
+
+    Runs data-parallel under torchrun: torchrun --nproc_per_node 2 -m hwprune.cli train ...
+    """
+    from hwprune.jobs import TrainJob, run_train_job
+
+    job = TrainJob(model=model_name, data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
+                   batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank=gen_rank, bn=bn,
+                   device=device,
+                   train=dict(lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                              schedule=schedule, seed=seed, checkpoint_every=checkpoint_every,
+                              **({"epochs": epochs} if epochs is not None else {})))
+    run_train_job(job, out, resume=resume, progress=False if quiet else None,
+                  log=(lambda s: None) if quiet else None)

@@ -1,0 +1,305 @@
+"""PruningNet: the MetaPruning meta network, built for any SearchSpace.
+
+For every conv and linear layer a small generator MLP maps the layer's width ratios
+``(cin / cin_orig, cout / cout_orig)`` to the full-size weight (and bias); the
+candidate's weight is its leading channels per group (index maps for concatenated
+layouts). BatchNorm keeps running statistics per width choice of its group (the
+paper's default, affine off), or one shared set (``bn="shared"``) that search
+recalibrates per candidate. ``pnet(x, enc)`` runs the traced graph of the original
+model with these weights; ``pnet.materialize(enc)`` returns the plain pruned
+network carrying them.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import HwpruneError
+from .space import SearchSpace
+from .tracing import LayerInfo, Layout
+
+__all__ = ["PruningNet", "generator_params"]
+
+BN_MODES = ("per_choice", "shared")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def generator_params(space: SearchSpace, hidden: int = 32, rank: int | None = None) -> int:
+    """Parameter count of a PruningNet's generators, without building them (e.g. for resnet50)."""
+    total = 0
+    for layer in space.layers:
+        if layer.kind == "bn":
+            continue
+        numel = _weight_numel(space, layer)
+        total += 2 * hidden + hidden  # first layer: 2 ratios -> hidden
+        total += (hidden + 1) * numel if rank is None else hidden * rank + rank + (rank + 1) * numel
+    return total
+
+
+def _max_widths(space: SearchSpace) -> np.ndarray:
+    w = space._base.copy()
+    for g, i in zip(space.groups, space.prunable_index):
+        w[i] = max(g.choices)
+    return w
+
+
+def _weight_numel(space: SearchSpace, layer: LayerInfo) -> int:
+    shape, bias = _full_shape(layer, _max_widths(space), space.model.get_submodule(layer.name))
+    return math.prod(shape) + bias
+
+
+def _full_shape(layer: LayerInfo, maxw: np.ndarray, module: nn.Module) -> tuple[tuple[int, ...], int]:
+    cin = sum(int(maxw[s.group]) * s.mult for s in layer.in_layout)
+    cout = sum(int(maxw[s.group]) * s.mult for s in layer.out_layout)
+    bias = cout if getattr(module, "bias", None) is not None else 0
+    if layer.kind == "linear":
+        return (cout, cin), bias
+    per_group = 1 if layer.depthwise else cin // layer.groups
+    return (cout, per_group, *module.kernel_size), bias
+
+
+def _indices(layout: Layout, widths: np.ndarray, maxw: np.ndarray) -> torch.Tensor | int:
+    """Positions in the full-size (max width) tensor of the channels ``widths`` keeps.
+
+    Returns an int when they are simply the leading ones (a cheap narrow), else an index tensor.
+    """
+    if len(layout) == 1:
+        return int(widths[layout[0].group]) * layout[0].mult
+    parts, off = [], 0
+    for seg in layout:
+        keep = int(widths[seg.group])
+        parts.append(off + (np.arange(keep)[:, None] * seg.mult + np.arange(seg.mult)[None, :]).ravel())
+        off += int(maxw[seg.group]) * seg.mult
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def _take(t: torch.Tensor, dim: int, idx: torch.Tensor | int) -> torch.Tensor:
+    return t.narrow(dim, 0, idx) if isinstance(idx, int) else t.index_select(dim, idx.to(t.device))
+
+
+class _Generator(nn.Module):
+    """ratios (2,) -> Linear -> ReLU -> Linear -> flat weight (+ bias) of the full-size layer.
+
+    ``rank=None`` is the paper's output layer (one weight tensor per hidden unit); a
+    rank ``r`` mixes only ``r`` full-size bases, ``hidden / r`` times fewer parameters.
+    The output starts near ``init`` (the original layer's initial weights).
+    """
+
+    def __init__(self, init: torch.Tensor, hidden: int, rank: int | None):
+        super().__init__()
+        numel = init.numel()
+        self.fc1 = nn.Linear(2, hidden)
+        scale = float(init.std()) if numel > 1 else 0.01
+        scale = scale if scale > 0 else 0.01
+        if rank is None:
+            self.fc2 = nn.Linear(hidden, numel)
+            nn.init.normal_(self.fc2.weight, 0, 0.5 * scale / math.sqrt(hidden))
+            with torch.no_grad():
+                self.fc2.bias.copy_(init)
+        else:
+            self.coef = nn.Linear(hidden, rank)
+            self.basis = nn.Parameter(torch.randn(rank, numel) * (0.5 * scale / math.sqrt(rank)))
+            self.base = nn.Parameter(init.clone())
+        self.rank = rank
+
+    def forward(self, ratios: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(ratios))  # (hidden,)
+        if self.rank is None:
+            return self.fc2(h)  # (numel,)
+        return self.base + self.coef(h) @ self.basis  # (numel,)
+
+
+class _ChoiceBN(nn.Module):
+    """Running statistics of one BatchNorm, a row per width choice (or one shared row)."""
+
+    def __init__(self, rows: int, size: int, eps: float, momentum: float | None):
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(rows, size))
+        self.register_buffer("running_var", torch.ones(rows, size))
+        self.eps, self.momentum = eps, 0.1 if momentum is None else momentum
+
+
+class PruningNet(nn.Module):
+    """Weight-generating meta network for ``space``; see the module docstring."""
+
+    def __init__(self, space: SearchSpace, hidden: int = 32, bn: str = "per_choice", rank: int | None = None):
+        super().__init__()
+        if bn not in BN_MODES:
+            raise HwpruneError(f"bn must be one of {BN_MODES}, got {bn!r}")
+        if hidden < 1 or (rank is not None and rank < 1):
+            raise HwpruneError(f"hidden and rank must be positive, got hidden={hidden}, rank={rank}")
+        self.space, self.hidden, self.bn_mode, self.rank = space, hidden, bn, rank
+        self.config = {"hidden": hidden, "bn": bn, "rank": rank}
+        self._maxw = _max_widths(space)
+        self._layers = {layer.name: layer for layer in space.layers}
+        self._group_pos = {gi: p for p, gi in enumerate(space.prunable_index)}
+        self.generators = nn.ModuleDict()
+        self.bns = nn.ModuleDict()
+        self._bn_momentum: float | None = None  # set by recalibration
+        modules = dict(space.model.named_modules())
+        for layer in space.layers:
+            m = modules[layer.name]
+            if layer.kind == "bn":
+                size = sum(int(self._maxw[s.group]) * s.mult for s in layer.in_layout)
+                rows = self._bn_rows(layer)
+                self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m.eps, m.momentum)
+                continue
+            shape, nbias = _full_shape(layer, self._maxw, m)
+            init = torch.zeros(math.prod(shape) + nbias)
+            w = _pad_to(m.weight.detach(), shape)
+            init[: w.numel()] = w.flatten()
+            if nbias:
+                init[w.numel():] = _pad_to(m.bias.detach(), (shape[0],))
+            self.generators[_key(layer.name)] = _Generator(init, hidden, rank)
+        # The rest of the graph (activations, pooling, dropout, ...) as this module's own copies,
+        # so that train()/eval() and .to() reach them.
+        self.rest = nn.ModuleDict()
+        self._graph = space.traced.graph_module.graph
+        for node in self._graph.nodes:
+            if node.op == "call_module" and node.target not in self._layers:
+                self.rest[_key(node.target)] = copy.deepcopy(modules[node.target])
+        self._consts = {n.target: getattr(space.traced.graph_module, n.target)
+                        for n in self._graph.nodes if n.op == "get_attr"}
+        base_cin, base_cout = space._cin @ space._base, space._cout @ space._base
+        self._orig_io = {l.name: (int(a), int(b)) for l, a, b in zip(space.layers, base_cin, base_cout)}
+
+    def _bn_rows(self, layer: LayerInfo) -> int:
+        lay = layer.in_layout
+        if self.bn_mode == "per_choice" and len(lay) == 1 and lay[0].group in self._group_pos:
+            return len(self.space.groups[self._group_pos[lay[0].group]].choices)
+        return 1
+
+    def _bn_row(self, layer: LayerInfo, enc: Sequence[int]) -> int:
+        if self._bn_rows(layer) == 1:
+            return 0
+        return int(enc[self._group_pos[layer.in_layout[0].group]])
+
+    # ---- weights of a candidate -----------------------------------------------------------
+    def layer_weights(self, enc: Sequence[int]) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Cropped (weight, bias) of every conv and linear layer for encoding ``enc``."""
+        widths = self.space.widths(enc)
+        cin_all, cout_all = self.space._cin @ widths, self.space._cout @ widths
+        dev = next(self.parameters()).device
+        out = {}
+        for i, layer in enumerate(self.space.layers):
+            if layer.kind == "bn":
+                continue
+            oin, oout = self._orig_io[layer.name]
+            ratios = torch.tensor([cin_all[i] / oin, cout_all[i] / oout], dtype=torch.float32, device=dev)
+            flat = self.generators[_key(layer.name)](ratios)
+            m = self.space.model.get_submodule(layer.name)
+            shape, nbias = _full_shape(layer, self._maxw, m)
+            n = math.prod(shape)
+            w = flat[:n].view(shape)
+            o_idx = _indices(layer.out_layout, widths, self._maxw)
+            w = _take(w, 0, o_idx)
+            if not layer.depthwise and layer.groups == 1:
+                w = _take(w, 1, _indices(layer.in_layout, widths, self._maxw))
+            b = _take(flat[n:], 0, o_idx) if nbias else None
+            out[layer.name] = (w, b)
+        return out
+
+    # ---- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, enc: Sequence[int]) -> torch.Tensor:
+        enc = self.space.check(enc)
+        widths = self.space.widths(enc)
+        weights = self.layer_weights(enc)
+        env: dict[fx.Node, object] = {}
+        inputs = iter([x])
+        load = lambda a: fx.node.map_arg(a, lambda n: env[n])  # noqa: E731
+        for node in self._graph.nodes:
+            if node.op == "placeholder":
+                env[node] = next(inputs)
+            elif node.op == "get_attr":
+                env[node] = self._consts[node.target]
+            elif node.op == "call_function":
+                env[node] = node.target(*load(node.args), **load(node.kwargs))
+            elif node.op == "call_method":
+                args = load(node.args)
+                env[node] = getattr(args[0], node.target)(*args[1:], **load(node.kwargs))
+            elif node.op == "call_module":
+                args = load(node.args)
+                layer = self._layers.get(node.target)
+                if layer is None:
+                    env[node] = self.rest[_key(node.target)](*args, **load(node.kwargs))
+                elif layer.kind == "bn":
+                    env[node] = self._bn(layer, args[0], enc, widths)
+                else:
+                    env[node] = self._run_layer(layer, args[0], *weights[layer.name])
+            elif node.op == "output":
+                return load(node.args[0])
+        raise HwpruneError("the traced graph has no output")
+
+    def _run_layer(self, layer: LayerInfo, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        if layer.kind == "linear":
+            return F.linear(x, w, b)
+        m = self.space.model.get_submodule(layer.name)
+        groups = w.shape[0] if layer.depthwise else layer.groups
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(m.kernel_size)]
+        if m.padding_mode != "zeros":
+            x = F.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+            return conv(x, w, b, m.stride, 0, m.dilation, groups)
+        return conv(x, w, b, m.stride, m.padding, m.dilation, groups)
+
+    def _bn(self, layer: LayerInfo, x: torch.Tensor, enc, widths) -> torch.Tensor:
+        st = self.bns[_key(layer.name)]
+        row = self._bn_row(layer, enc)
+        idx = _indices(layer.in_layout, widths, self._maxw)
+        momentum = self._bn_momentum if self._bn_momentum is not None else st.momentum
+        if isinstance(idx, int):  # views: batch_norm updates the stored rows in place
+            rm, rv = st.running_mean[row, :idx], st.running_var[row, :idx]
+            return F.batch_norm(x, rm, rv, None, None, self.training, momentum, st.eps)
+        idx = idx.to(x.device)
+        rm, rv = st.running_mean[row, idx], st.running_var[row, idx]  # copies
+        y = F.batch_norm(x, rm, rv, None, None, self.training, momentum, st.eps)
+        if self.training:
+            st.running_mean[row, idx], st.running_var[row, idx] = rm, rv
+        return y
+
+    # ---- output -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def materialize(self, enc: Sequence[int]) -> nn.Module:
+        """The plain pruned network of ``enc`` with the generated weights and that choice's BN statistics."""
+        enc = self.space.check(enc)
+        model = self.space.materialize(enc)
+        widths = self.space.widths(enc)
+        for name, (w, b) in self.layer_weights(enc).items():
+            m = model.get_submodule(name)
+            m.weight.copy_(w)
+            if b is not None:
+                m.bias.copy_(b)
+        for layer in self.space.layers:
+            if layer.kind != "bn":
+                continue
+            m = model.get_submodule(layer.name)
+            st = self.bns[_key(layer.name)]
+            idx = _indices(layer.in_layout, widths, self._maxw)
+            row = self._bn_row(layer, enc)
+            m.running_mean.copy_(_take(st.running_mean[row], 0, idx))
+            m.running_var.copy_(_take(st.running_var[row], 0, idx))
+            m.eps = st.eps
+            if m.affine:  # PruningNet BN is affine-free: identity scale and shift
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+        return model.to(next(self.parameters()).device).train(self.training)
+
+    def generator_params(self) -> int:
+        return sum(p.numel() for p in self.generators.parameters())
+
+
+def _pad_to(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``t`` zero-padded (or cropped) to ``shape``: the generator's starting point when widths exceed the original."""
+    out = torch.zeros(shape, dtype=t.dtype)
+    sl = tuple(slice(0, min(a, b)) for a, b in zip(t.shape, shape))
+    out[sl] = t[sl]
+    return out

@@ -1,0 +1,119 @@
+"""PruningNet training: learning, exact resume after a real interruption, DDP, checkpoint errors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import hwprune as hp
+from hwprune.checkpoint import CheckpointError, load_checkpoint
+from hwprune.data import load_dataset, make_loaders
+from hwprune.meta import PruningNet
+from hwprune.train import TrainConfig, load_pruningnet, sample_encoding, train_pruningnet
+
+SMALL = ["--limit", "256", "--batch-size", "32", "--hidden", "8", "--quiet"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "hwprune.cli", *args], capture_output=True, text=True, env=ENV,
+                       timeout=600)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_short_training_lowers_the_loss():
+    data = load_dataset("bundled")
+    data.train_idx = data.train_idx[:640]
+    loaders = make_loaders(data, 64)
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1), (1, 1, 32, 32))
+    torch.manual_seed(0)
+    pnet = PruningNet(space)
+    hist = train_pruningnet(pnet, loaders.train, config=TrainConfig(epochs=4, eval_ratios=()), progress=False,
+                            log=lambda s: None)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    assert hist[-1]["loss"] < hist[0]["loss"] - 0.1
+    assert hist[-1]["train_acc"] > 0.2  # well above chance (0.1)
+
+
+def test_every_rank_and_resume_draw_the_same_encoding():
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20"), (1, 3, 32, 32))
+    assert sample_encoding(space, 0, 7) == sample_encoding(space, 0, 7) != sample_encoding(space, 0, 8)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "uninterrupted"
+    cli("train", *SMALL, "--epochs", "2", "--checkpoint-every", "3", "--out", str(out))
+    return out
+
+
+def test_run_folder_and_reload(trained_run):
+    assert {"config.json", "space.json", "history.csv", "pruningnet.pt"} <= {p.name for p in trained_run.iterdir()}
+    assert len((trained_run / "history.csv").read_text().strip().splitlines()) == 3
+    pnet = load_pruningnet(trained_run / "pruningnet.pt")
+    enc = pnet.space.uniform(0.5)
+    x = torch.randn(2, 1, 32, 32)
+    pnet.eval()
+    with torch.no_grad():
+        assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max() <= 1e-5
+
+
+def test_resume_after_kill_equals_uninterrupted(trained_run, tmp_path):
+    out = tmp_path / "interrupted"
+    ckpt = out / "pruningnet.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "hwprune.cli", "train", *SMALL, "--epochs", "2",
+                             "--checkpoint-every", "3", "--out", str(out)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)  # no chance to save anything: only the periodic checkpoint survives
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)
+    assert (killed_at["epoch"], killed_at["step_in_epoch"]) < (2, 0)
+    cli("train", "--resume", "--out", str(out), "--quiet")
+    a = load_checkpoint(trained_run / "pruningnet.pt")
+    b = load_checkpoint(ckpt)
+    assert b["epoch"] == 2
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    timing = lambda h: [{k: v for k, v in row.items() if k != "img_per_s"} for row in h]  # noqa: E731
+    assert timing(a["history"]) == timing(b["history"])
+
+
+def test_corrupt_or_truncated_checkpoint_is_one_line(trained_run, tmp_path):
+    bad = tmp_path / "run"
+    bad.mkdir()
+    for name in ("config.json", "space.json"):
+        (bad / name).write_bytes((trained_run / name).read_bytes())
+    data = (trained_run / "pruningnet.pt").read_bytes()
+    for content in (data[: len(data) // 2], b"garbage" * 10):
+        (bad / "pruningnet.pt").write_bytes(content)
+        with pytest.raises(CheckpointError, match="is corrupt or truncated"):
+            load_pruningnet(bad / "pruningnet.pt")
+        r = cli("train", "--resume", "--out", str(bad), "--quiet", check=False)
+        assert r.returncode == 1
+        assert r.stderr.strip().count("\n") == 0 and "is corrupt or truncated" in r.stderr
+    r = cli("train", *SMALL, "--epochs", "1", "--out", str(trained_run), check=False)
+    assert r.returncode == 1 and "pass --resume" in r.stderr
+
+
+def test_ddp_two_cpu_processes_agree(tmp_path):
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29517", "-m", "hwprune.cli", "train", "--limit", "256", "--batch-size",
+                        "32", "--hidden", "8", "--epochs", "1", "--out", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ranks agree: 2 processes hold identical weights" in r.stderr
+    ck = load_checkpoint(out / "pruningnet.pt")
+    assert ck["epoch"] == 1
+    assert '"world_size": 2' in (out / "config.json").read_text()
