@@ -26,6 +26,8 @@ from .options import build_space, model_options
 @click.option("--repeats", type=int, default=25, show_default=True, help="Timed runs per kernel chunk.")
 @click.option("--calibrate", type=int, default=8, show_default=True,
               help="Networks measured end to end to fit the overhead.")
+@click.option("--passes", type=int, default=5, show_default=True,
+              help="Interleaved passes over the networks in every end-to-end measurement.")
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),
               help="onnxruntime graph optimisation level (default: all, the runtime's default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Kernel store folder (resume, reuse).")
@@ -34,7 +36,7 @@ from .options import build_space, model_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def profile(model_name, input_shape, num_classes, width_mult, round_to, backend, device, threads, batch_size,
-            dtype, out, validate_n, statistic, repeats, calibrate, opt_level, cache_dir, force, seed, quiet,
+            dtype, out, validate_n, statistic, repeats, calibrate, passes, opt_level, cache_dir, force, seed, quiet,
             as_json):
     """Measure a latency lookup table for a model's search space on a backend.
 
@@ -58,14 +60,15 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
     else:
         table = run_profile(space, backend=backend, device=device, threads=threads, batch_size=batch, dtype=dtype,
                             out=out, cache_dir=cache_dir, statistic=statistic, repeats=repeats,
-                            calibrate=calibrate, seed=seed, options=options, quiet=quiet)
+                            calibrate=calibrate, passes=passes, seed=seed, options=options, quiet=quiet)
     summary = {"table": str(out), "model": model_name, "backend": table.backend,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms,
                "profiling": table.meta.get("profiling", {})}
     report = None
     if validate_n:
         stem = str(out)[:-4] if str(out).endswith(".csv") else str(out)
-        report = validate_table(table, space, n=validate_n, seed=seed + 1, report=f"{stem}.fidelity.json",
+        report = validate_table(table, space, n=validate_n, seed=seed + 1, passes=passes,
+                                report=f"{stem}.fidelity.json",
                                 plot=f"{stem}.fidelity.png", quiet=quiet)
         summary["fidelity"] = {k: getattr(report, k) for k in ("n", "lut", "flops", "retest", "drift")}
         summary["fidelity"].update(report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")

@@ -39,7 +39,7 @@ def write_csv(path: str | os.PathLike, meta: dict, frame: pd.DataFrame, title: s
     buf.write(f"# {title}\n")
     for k, v in meta.items():
         buf.write(f"# {k}: {json.dumps(v, separators=(',', ':'))}\n")
-    frame.to_csv(buf, index=False, float_format="%.9g")
+    frame.to_csv(buf, index=False)  # shortest repr of each float: exact when read back
     atomic_write(path, buf.getvalue())
 
 

@@ -71,7 +71,7 @@ class LatencyTable:
     """Kernel latencies + calibrated overhead of one space on one backend; see the module docstring."""
 
     def __init__(self, entries: pd.DataFrame, meta: dict, interpolate: bool = False):
-        self.entries = entries.reset_index(drop=True)
+        self.entries = _normalize(entries).reset_index(drop=True)
         self.meta = meta
         self.interpolate = interpolate
         self.statistic = meta.get("statistic", "p10")
@@ -122,16 +122,21 @@ class LatencyTable:
 
     def predict(self, enc: Sequence[int]) -> float:
         """Predicted latency (ms) of the network under ``enc``: sum of kernel lookups + overhead."""
-        enc = self._check(enc)
-        flat, total = self._flat_list, self.overhead_ms
-        for offset, dims in self._py_slots:
+        if len(enc) != len(self._n_list) or not all(0 <= v < n for v, n in zip(enc, self._n_list)):
+            enc = self._check(enc)  # raises, naming the bad entry
+        flat, total = self._flat_list, self.overhead_ms + self._const
+        for o, a, sa, b, sb in self._py_two:  # most kernels: one width group in, one out
+            total += flat[o + enc[a] * sa + enc[b] * sb]
+        for o, a, sa in self._py_one:
+            total += flat[o + enc[a] * sa]
+        for offset, dims in self._py_more:
             i = offset
             for d, s in dims:
                 i += enc[d] * s
             total += flat[i]
         if total != total:  # NaN: some kernel width has no entry
             self._raise_missing(np.asarray([enc]))
-        return total
+        return float(total)
 
     def predict_batch(self, encs) -> np.ndarray:
         """Predicted latency (ms) of many encodings: ``encs`` is (N, groups) of choice indices."""
@@ -142,8 +147,10 @@ class LatencyTable:
             bad = int(np.argwhere((encs < 0) | (encs >= self._n_choices))[0][1])
             raise EncodingError(f"choice out of range for group {bad} (0..{self._n_choices[bad] - 1})")
         padded = np.concatenate([encs, np.zeros((len(encs), 1), np.int64)], axis=1)  # last column: no group
-        idx = self._offsets + (padded[:, self._dims] * self._strides).sum(-1)  # (N, kernels)
-        total = self._flat[idx].sum(1) + self.overhead_ms
+        idx = np.broadcast_to(self._offsets, (len(encs), len(self._offsets))).copy()  # (N, kernels)
+        for j in range(self._dims.shape[1]):  # a kernel depends on at most a few groups
+            idx += padded[:, self._dims[:, j]] * self._strides[:, j]
+        total = self._flat.take(idx).sum(1) + self.overhead_ms
         if np.isnan(total).any():
             self._raise_missing(encs[np.isnan(total)][:1])
         return total
@@ -245,7 +252,11 @@ class LatencyTable:
         self._offsets = np.array(offsets, dtype=np.int64)
         self._flat = np.array(flat, dtype=np.float64)
         self._flat_list = flat
-        self._py_slots = py_slots
+        self._n_list = [len(c) for c in self._choices]
+        self._const = sum(flat[o] for o, dims in py_slots if not dims)  # kernels no prunable width reaches
+        self._py_two = [(o, d[0][0], d[0][1], d[1][0], d[1][1]) for o, d in py_slots if len(d) == 2]
+        self._py_one = [(o, d[0][0], d[0][1]) for o, d in py_slots if len(d) == 1]
+        self._py_more = [(o, d) for o, d in py_slots if len(d) > 2]
 
     def _interpolator(self, spec: KernelSpec) -> Interpolator:
         cache = self.__dict__.setdefault("_interpolators", {})
@@ -273,8 +284,8 @@ def _normalize(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for c in ("cin", "cout", "height", "width", "batch", "runs"):
         frame[c] = frame[c].astype(np.int64)
-    for c in ("median_ms", "p10_ms", "p90_ms"):
-        frame[c] = frame[c].astype(np.float64)
+    for c in ("median_ms", "p10_ms", "p90_ms"):  # to the ns: the CSV then round-trips exactly
+        frame[c] = frame[c].astype(np.float64).round(6)
     for c in ("bias", "batchnorm", "residual"):
         frame[c] = frame[c].map(lambda v: v if isinstance(v, bool) else str(v).lower() in ("true", "1"))
     for c in ("op", "kernel", "stride", "groups", "padding", "dilation", "activation", "residual_activation",

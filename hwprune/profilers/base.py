@@ -20,7 +20,8 @@ import os
 import platform
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
@@ -90,11 +91,15 @@ class KernelSpec:
 
     def key(self) -> str:
         """A compact, stable text key (the cache and the table index rows by it)."""
-        return "|".join(_fmt(v) for v in asdict(self).values())
+        return self._key
+
+    @cached_property
+    def _key(self) -> str:  # computed once: tables look keys up tens of thousands of times
+        return "|".join(self.to_row().values())
 
     def to_row(self) -> dict:
         """Column values for a CSV row (tuples as '3x3')."""
-        return {k: _fmt(v) for k, v in asdict(self).items()}
+        return {k: _fmt(getattr(self, k)) for k in _SPEC_FIELDS}
 
     @classmethod
     def from_row(cls, row: dict) -> "KernelSpec":
@@ -113,7 +118,7 @@ class KernelSpec:
         return cls(**kw)
 
 
-SPEC_COLUMNS = [f.name for f in fields(KernelSpec)]
+SPEC_COLUMNS = _SPEC_FIELDS = [f.name for f in fields(KernelSpec)]
 
 
 def _fmt(v) -> str:
@@ -294,33 +299,30 @@ def chunked(items: Sequence, spec: KernelSpec, max_items: int, max_bytes: int) -
 
 def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progress=None, rewarm: int = 2,
                 clock=time.perf_counter_ns, sync=None, probe=None, anchors: dict | None = None,
-                min_quiet_visits: int = 2) -> list[Measurement]:
+                min_quiet_runs: int | None = None) -> list[Measurement]:
     """Time ``run(i)`` for i < n: ``passes`` passes, each visiting every i once in a fresh random order.
 
     A visit re-warms (``rewarm`` untimed runs: the previous network evicted this
     one's weights from cache) and times ``runs_per_pass`` runs, so slow drift hits all
     networks alike. With a ``probe`` (one run of a fixed reference kernel, in ms),
-    each visit is bracketed by probes: a visit is *quiet* when both are within
+    every timed run is bracketed by probe runs: it is *quiet* when both are within
     QUIET_TOLERANCE of the quietest probe ever seen (``anchors["probe_ms"]``, kept
-    across sessions by the kernel store). Networks with fewer than
-    ``min_quiet_visits`` quiet visits are visited again (up to ``passes`` more
-    passes); a network's statistics use its quiet visits only, or, if it never got
-    one, all its runs scaled by quiet probe / visit probe (noted "normalized").
+    across sessions by the kernel store), i.e. no other job slowed the machine
+    around it. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
+    pass worth) are visited again, up to ``passes`` more passes. A network's
+    statistics use its quiet runs only, or, if it never got enough, all its runs
+    scaled by quiet probe / bracketing probe (noted "normalized").
     """
     rng = np.random.default_rng(seed)
     anchors = anchors if anchors is not None else {}
-    visits: list[list[tuple[float, list[float]]]] = [[] for _ in range(n)]  # (visit probe ms, run times ms)
+    need = runs_per_pass if min_quiet_runs is None else min_quiet_runs
+    runs: list[list[tuple[float, float]]] = [[] for _ in range(n)]  # (bracketing probe ms, run ms)
     seen: list[float] = []  # probe times of this call
 
-    def probe_ms() -> float:
-        probe()
-        return min(probe() for _ in range(3))
-
     def visit(i: int) -> None:
-        before = probe_ms() if probe else 1.0
         for _ in range(rewarm):
             run(i)
-        times = []
+        before = probe() if probe else 1.0
         for _ in range(runs_per_pass):
             if sync:
                 sync()
@@ -328,16 +330,17 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
             run(i)
             if sync:
                 sync()
-            times.append((clock() - t) / 1e6)  # ns -> ms
-        state = max(before, probe_ms()) if probe else 1.0
+            ms = (clock() - t) / 1e6  # ns -> ms
+            after = probe() if probe else 1.0
+            runs[i].append((max(before, after), ms))
+            seen.append(after)
+            before = after
         if probe:
-            anchors["probe_ms"] = min(anchors.get("probe_ms", state), before, state)
-            seen.append(min(before, state))
-        visits[i].append((state, times))
+            anchors["probe_ms"] = min(anchors.get("probe_ms", before), min(seen[-runs_per_pass:]))
 
-    def quiet(i: int) -> list[tuple[float, list[float]]]:
+    def quiet(i: int) -> list[float]:
         limit = (1 + QUIET_TOLERANCE) * anchors.get("probe_ms", 1.0)
-        return [v for v in visits[i] if not probe or v[0] <= limit]
+        return [ms for state, ms in runs[i] if not probe or state <= limit]
 
     for _ in range(passes):
         for i in rng.permutation(n):
@@ -345,7 +348,7 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
             if progress:
                 progress(0.5 / passes)
     for _ in range(passes if probe else 0):  # re-measure what drift or another job disturbed
-        again = [i for i in range(n) if len(quiet(i)) < min_quiet_visits]
+        again = [i for i in range(n) if len(quiet(i)) < need]
         if not again:
             break
         for i in rng.permutation(again):
@@ -355,11 +358,10 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
     out = []
     for i in range(n):
         good = quiet(i)
-        if good:
-            m = summarize([t for _, ts in good for t in ts])
-            out.append(replace(m, note=f"{len(good)}/{len(visits[i])} quiet visits"))
-        else:  # never quiet: scale each visit to the quiet machine speed
+        if len(good) >= max(1, need // 2):
+            out.append(replace(summarize(good), note=f"{len(good)}/{len(runs[i])} quiet runs"))
+        else:  # hardly ever quiet: scale each run to the quiet machine speed
             base = anchors["probe_ms"]
-            m = summarize([t * base / state for state, ts in visits[i] for t in ts])
-            out.append(replace(m, note=f"normalized ({len(visits[i])} visits, none quiet)"))
+            m = summarize([ms * base / state for state, ms in runs[i]])
+            out.append(replace(m, note=f"normalized ({len(good)}/{len(runs[i])} quiet runs)"))
     return out

@@ -1,0 +1,84 @@
+"""A deterministic stand-in backend: kernel latency is a known function of the kernel, so the
+table, calibration and predictor can be checked exactly, without timing noise."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwprune.latency.kernels import kernel_slots
+from hwprune.profilers.base import KernelSpec, Measurement, Profiler
+
+OVERHEAD_MS = 0.0425  # what every fake network costs beyond its kernels
+
+
+def fake_ms(spec: KernelSpec, cin: int, cout: int) -> float:
+    return 1e-3 + spec.macs(cin, cout) * 2e-8 + 1e-4 * spec.residual  # ms
+
+
+@dataclass
+class FakeProfiler(Profiler):
+    fail_after: int | None = None  # raise KeyboardInterrupt after this many chunks (an interruption)
+    chunks: int = 0
+    measured: int = 0
+
+    def fingerprint(self) -> dict:
+        return {"backend": "fake", "device": "cpu", "device_name": "fake cpu", "threads": self.threads,
+                "batch": self.batch_size, "dtype": self.dtype, "versions": {}}
+
+    def chunk_limits(self):
+        return 50, 1 << 30
+
+    def measure_kernels(self, spec, pairs):
+        if self.fail_after is not None and self.chunks >= self.fail_after:
+            raise KeyboardInterrupt
+        self.chunks += 1
+        self.measured += len(pairs)
+        out = []
+        for cin, cout in pairs:
+            v = fake_ms(spec, cin, cout)
+            out.append(Measurement(v, 1.1 * v, 1.3 * v, 25, "fake"))
+        return out
+
+    def measure_networks(self, models, input_shape, passes=5, runs_per_pass=10, seed=0, progress=None):
+        import hwprune as hp
+
+        out = []
+        for m in models:  # the network's kernels at its real widths, plus a fixed overhead
+            space = hp.SearchSpace.from_model(m, (self.batch_size,) + tuple(input_shape[1:]))
+            slots, _ = kernel_slots(space, self.batch_size, self.dtype)
+            w = space.widths(space.full())
+            ms = OVERHEAD_MS + sum(fake_ms(s.spec, sum(int(w[g]) * k for g, k in s.cin),
+                                           sum(int(w[g]) * k for g, k in s.cout)) for s in slots)
+            out.append(Measurement(ms, 1.1 * ms, 1.3 * ms, passes * runs_per_pass, "fake"))
+            if progress:
+                progress(1)
+        return out
+
+
+def direct_sum(table, space, enc) -> float:
+    """The prediction computed by hand from the table's rows: sum of kernel rows + overhead."""
+    if getattr(table, "_test_rows", None) is None:
+        table._test_rows = _rows(table), kernel_slots(space)[0]
+    rows, slots = table._test_rows
+    w = space.widths(enc)
+    total = table.overhead_ms
+    for s in slots:
+        sp = s.spec
+        cin = sum(int(w[g]) * k for g, k in s.cin)
+        cout = sum(int(w[g]) * k for g, k in s.cout)
+        key = (sp.op, "x".join(map(str, sp.kernel)), "x".join(map(str, sp.stride)), sp.groups, sp.height, sp.width,
+               sp.activation, sp.residual, sp.residual_activation, cin, cout)
+        total += rows[key]
+    return float(total)
+
+
+def _rows(table) -> dict:
+    return {(r["op"], r["kernel"], r["stride"], r["groups"], r["height"], r["width"], r["activation"], r["residual"],
+             r["residual_activation"], r["cin"], r["cout"]): r[f"{table.statistic}_ms"]
+            for r in table.entries.to_dict("records")}
+
+
+def encodings(space, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]

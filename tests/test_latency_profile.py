@@ -1,0 +1,67 @@
+"""A tiny real profile with onnxruntime, the CLI over it, and its fidelity check."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import hwprune as hp
+from hwprune.cli import main
+
+RATIOS = [0.25, 0.49, 1.0]  # three widths per group keeps the real run to seconds
+
+
+@pytest.fixture(scope="module")
+def small_space():
+    return hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32), ratios=RATIOS)
+
+
+@pytest.fixture(scope="module")
+def real_table(small_space, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("profile")
+    return hp.profile(small_space, backend="onnxruntime", threads=1, cache_dir=tmp / "kernels", out=tmp / "t.csv",
+                      repeats=12, calibrate=4, passes=2, runs_per_pass=5, quiet=True), tmp
+
+
+def test_tiny_real_profile_measures_every_width_and_predicts_its_networks(real_table, small_space):
+    table, tmp = real_table
+    p = table.meta["profiling"]
+    assert p["measured"] == len(table.entries) > 50 and p["reused"] == 0 and p["entries_per_second"] > 5
+    assert table.backend["backend"] == "onnxruntime" and table.backend["threads"] == 1
+    assert table.backend["versions"]["onnxruntime"] and table.meta["anchors"]["kernel_ref_ms"] > 0
+    assert (table.entries.p10_ms > 0).all() and (table.entries.p10_ms <= table.entries.p90_ms).all()
+    nets = table.meta["calibration"]["networks"]  # the overhead was fitted on them: a loose but real check
+    errors = sorted(abs(table.predict(n["encoding"]) / n["measured_ms"] - 1) for n in nets)
+    assert errors[len(errors) // 2] < 0.15, errors  # the median one (the machine is shared: no max)
+    assert table.predict(small_space.full()) > 2 * table.predict(small_space.uniform(0.25))
+    again = hp.LatencyTable.load(tmp / "t.csv", small_space)  # this machine, this space: accepted
+    assert again.predict(small_space.full()) == pytest.approx(table.predict(small_space.full()))
+
+
+def test_cli_profile_validate_and_refusal(real_table, tmp_path):
+    _, tmp = real_table
+    out = tmp_path / "r20.csv"
+    args = ["profile", "--model", "resnet20", "--input-shape", "1,3,32,32", "--threads", "1", "-o", str(out),
+            "--width-mult", "0.25", "--cache-dir", str(tmp / "kernels"), "--calibrate", "3", "--repeats", "10",
+            "--passes", "2", "--quiet"]  # a quarter-width resnet20: a few hundred kernels
+    r = CliRunner().invoke(main, args + ["--validate", "3", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["entries"] == d["profiling"]["measured"] + d["profiling"]["reused"] > 100
+    f = d["fidelity"]
+    assert f["n"] == 3 and 0 <= f["lut"]["within_10pct"] <= 1 and f["lut"]["mape"] < 0.3
+    assert set(f["retest"]) == {"within_10pct", "mape", "spearman"}
+    report = json.loads((tmp_path / "r20.fidelity.json").read_text())
+    assert len(report["measured_ms"]) == len(report["lut_ms"]) == len(report["flops_ms"]) == 3
+    assert (tmp_path / "r20.fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same command on the finished table reuses it; other settings are refused in one line
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "entries" in r.output
+    r = CliRunner().invoke(main, args[:6] + ["2"] + args[7:])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "threads=1, not 2" in r.output
+
+
+def test_cli_unavailable_backend_is_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["profile", "--model", "resnet20", "--backend", "tensorrt", "--device", "cpu",
+                                  "-o", str(tmp_path / "x.csv")])
+    assert r.exit_code == 1 and r.output.startswith("error: backend 'tensorrt' cannot run on 'cpu' here")
+    assert r.output.count("\n") == 1

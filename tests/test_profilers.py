@@ -1,0 +1,115 @@
+"""Backends: real onnxruntime and torch CPU measurements, refusals, and the quiet-run protocol."""
+import numpy as np
+import pytest
+import torch
+
+import hwprune as hp
+from hwprune.profilers.base import (QUIET_TOLERANCE, REFERENCE, KernelSpec, get_profiler, interleaved,
+                                    quiet_runs)
+
+CONV = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=32, width=32, batchnorm=True, activation="relu")
+RESIDUAL = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=16, width=16, batchnorm=True, residual=True,
+                      residual_activation="relu")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_kernel_times_follow_the_work(backend):
+    prof = get_profiler(backend, "cpu", threads=1, repeats=15)
+    try:
+        small, large, res = prof.measure_kernels(CONV, [(8, 8), (64, 64)]) + prof.measure_kernels(RESIDUAL,
+                                                                                                  [(32, 32)])
+    finally:
+        prof.close()
+    assert large.p10_ms > 4 * small.p10_ms  # 64x the MACs; small kernels carry fixed costs (eager: dispatch)
+    for m in (small, large, res):
+        assert 0 < m.p10_ms <= m.median_ms <= m.p90_ms and m.runs >= 5
+    assert 0 < prof.anchors["kernel_ref_ms"] < 5  # the reference kernel: a 32->32 3x3 conv at 32x32
+    if backend == "onnxruntime":
+        assert large.note.startswith("Conv/nchwc")  # BN folded and ReLU fused into one NCHWc conv
+        assert res.note.startswith("Conv/nchwc") and "Add" not in res.note  # the residual sum fused as well
+        assert "FusedConv" in prof.measure_kernels(CONV, [(14, 11)])[0].note  # off the vector-width grid
+
+
+def test_onnxruntime_networks_interleaved_and_ordered():
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32))
+    prof = get_profiler("onnxruntime", "cpu", threads=1)
+    full, small = prof.measure_networks([space.materialize(space.full()), space.materialize(space.uniform(0.25))],
+                                        (1, 3, 32, 32), passes=3, runs_per_pass=5)
+    assert full.p10_ms > 2.5 * small.p10_ms  # 16x fewer MACs
+    assert full.runs >= 3 and "quiet runs" in full.note
+    assert prof.anchors["probe_ms"] > 0 and "session_probe_ms" in prof.anchors
+
+
+def test_backends_that_cannot_run_say_why_in_one_line():
+    with pytest.raises(hp.ProfilerUnavailableError, match="CPU execution provider only") as e:
+        get_profiler("onnxruntime", "cuda")
+    assert "\n" not in str(e.value)
+    with pytest.raises(hp.ProfilerUnavailableError, match="CUDA GPUs only"):
+        get_profiler("tensorrt", "cpu")
+    with pytest.raises(hp.HwpruneError, match="unknown latency backend 'tvm'"):
+        get_profiler("tvm")
+    assert {"onnxruntime", "torch", "tensorrt"} <= set(hp.list_profilers())
+    if not torch.cuda.is_available():
+        with pytest.raises(hp.ProfilerUnavailableError, match="sees no CUDA GPU"):
+            get_profiler("torch", "cuda")
+
+
+def test_quiet_runs_keep_undisturbed_runs_or_normalize():
+    kernel = np.array([[1.0, 2.0], [1.5, 3.0], [1.0, 2.0], [1.5, 3.0]])  # ms, runs x variants
+    ref = np.array([0.2, 0.3, 0.2, 0.3])  # the slow runs had another job on the machine
+    anchors = {}
+    kept, how = quiet_runs(kernel, ref, anchors, min_runs=2)
+    assert how == "2/4 quiet" and (kept == kernel[[0, 2]]).all() and anchors["kernel_ref_ms"] == pytest.approx(0.2)
+    anchors = {"kernel_ref_ms": 0.1}  # a quieter machine was seen before: every run here is disturbed
+    kept, how = quiet_runs(kernel, ref, anchors, min_runs=2)
+    assert how == "normalized" and np.allclose(kept, kernel * (0.1 / ref)[:, None])
+
+
+def test_interleaving_revisits_disturbed_networks_and_keeps_quiet_visits():
+    """Another job makes the machine 1.5x slower during the first pass: those visits are left out."""
+    state = {"probes": 0, "t": 0}
+    true_ms = [1.0, 2.0, 3.0]
+
+    def slow():
+        return state["probes"] <= 12  # a probe follows each run: 4 per visit, the whole first pass of 3 visits
+
+    def probe():
+        state["probes"] += 1
+        return 0.2 * (1.5 if slow() else 1.0)  # ms
+
+    runs = []
+
+    def run(i):
+        runs.append(i)
+        state["t"] += int(true_ms[i] * (1.5 if slow() else 1.0) * 1e6)  # ns
+
+    out = interleaved(run, 3, passes=2, runs_per_pass=3, seed=0, rewarm=0, clock=lambda: state["t"], probe=probe,
+                      anchors={}, min_quiet_runs=5)
+    assert [m.p10_ms for m in out] == pytest.approx(true_ms)
+    assert [m.note for m in out] == ["6/9 quiet runs"] * 3  # 3 quiet runs < 5 after two passes: one more
+    assert len(runs) == 3 * 3 * 3
+    assert QUIET_TOLERANCE == 0.10 and REFERENCE.op == "conv2d"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the torch CUDA backend needs one")
+def test_torch_cuda_kernels_with_cuda_events():
+    prof = get_profiler("torch", "cuda", repeats=10)
+    small, large = prof.measure_kernels(CONV, [(8, 8), (256, 256)])
+    assert large.p10_ms > small.p10_ms > 0 and prof.fingerprint()["cudnn_benchmark"] is True
+
+
+def _tensorrt_reason():
+    from hwprune.profilers.tensorrt import TensorRTProfiler
+
+    return TensorRTProfiler.unavailable_reason("cuda")
+
+
+@pytest.mark.skipif(_tensorrt_reason() is not None, reason=f"TensorRT cannot run here: {_tensorrt_reason()}")
+def test_tensorrt_kernels_and_networks():
+    prof = get_profiler("tensorrt", "cuda", repeats=10)
+    small, large = prof.measure_kernels(CONV, [(8, 8), (256, 256)])
+    assert large.p10_ms > small.p10_ms > 0
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32))
+    full, tiny = prof.measure_networks([space.materialize(space.full()), space.materialize(space.uniform(0.1))],
+                                       (1, 3, 32, 32), passes=2, runs_per_pass=5)
+    assert full.p10_ms >= tiny.p10_ms > 0
