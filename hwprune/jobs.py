@@ -108,3 +108,48 @@ def run_train_job(job: TrainJob, out: str | Path, resume: bool = False, progress
         (out / "space.json").write_text(space.to_json())
     return train_pruningnet(pnet, loaders.train, config=cfg, val_loader=loaders.val, calib_loader=loaders.calib,
                             run_dir=out, resume=resume, progress=progress, log=log)
+
+
+def training_settings(checkpoint: str | Path) -> dict | None:
+    """The ``config.json`` of the training run a PruningNet checkpoint came from, if it sits beside it."""
+    path = Path(checkpoint).parent / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def search_loaders(checkpoint: str | Path, data: str | None, batch_size: int | None = None, workers: int = 0):
+    """Validation and calibration loaders for searching a PruningNet: the training run's data and split."""
+    from .data import load_dataset, make_loaders
+
+    saved = training_settings(checkpoint)
+    job = TrainJob.from_dict(saved["job"]) if saved else TrainJob()
+    seed = (saved or {}).get("resolved_train", {}).get("seed", 0)
+    if data is None and saved is None:
+        raise HwpruneError(f"no config.json beside {checkpoint}: pass --data (the dataset it was trained on)")
+    ds = load_dataset(data or job.data, image_size=job.image_size, seed=seed)
+    return make_loaders(ds, batch_size or job.batch_size, seed=seed, workers=workers)
+
+
+def run_search_job(checkpoint: str | Path, out: str | Path, table: str | Path | None = None,
+                   latency_ms: list[float] | None = None, flops: float | None = None, params: float | None = None,
+                   data: str | None = None, config=None, device: str = "auto", resume: bool = False,
+                   allow_mismatch: bool = False, log=None):
+    """Search a trained PruningNet under budgets; writes result.json, history.csv, pareto.png into ``out``."""
+    from .latency import LatencyTable
+    from .search import SearchConfig, save_result, search
+    from .train import load_pruningnet
+
+    cfg = config or SearchConfig()
+    dev = resolve_device(device)
+    init_distributed(dev)
+    pnet = load_pruningnet(checkpoint).to(dev)
+    lut = LatencyTable.load(table, space=pnet.space, allow_mismatch=allow_mismatch) if table else None
+    loaders = search_loaders(checkpoint, data)
+    out = Path(out)
+    result = search(pnet, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
+                    config=cfg, run_dir=out, resume=resume, log=log)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json(out / "config.json", {"checkpoint": str(checkpoint), "table": str(table) if table else None,
+                                         "latency_ms": latency_ms, "flops": flops, "params": params,
+                                         "data": data, "search": asdict(cfg)})
+        save_result(result, out)
+    return result

@@ -44,3 +44,30 @@ def build_space(model_name, input_shape, num_classes, width_mult, round_to):
     model = hp.create_model(model_name, num_classes=num_classes, width_mult=width_mult)
     shape = parse_shape(input_shape) if input_shape else (1,) + model_input_shape(model_name)
     return model, hp.SearchSpace.from_model(model, shape, round_to=round_to)
+
+
+_SUFFIX = {"K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def parse_count(text: str | None) -> float | None:
+    """'20M' -> 2e7, '0.2M' -> 2e5, '1.5G' -> 1.5e9, '300000' -> 3e5."""
+    if text is None:
+        return None
+    t = text.strip().upper()
+    try:
+        return float(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a count like 20M, 0.2M or 1.5G") from None
+
+
+def parse_floats(text: str | None) -> list[float] | None:
+    """'1.0,1.5,2' -> [1.0, 1.5, 2.0]."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of numbers like 1.0,1.5,2.0") from None
+    if not values or min(values) <= 0:
+        raise click.BadParameter(f"{text!r}: budgets must be positive numbers")
+    return values

@@ -1,0 +1,75 @@
+"""``hwprune search``: evolutionary search of a trained PruningNet under latency / FLOPs / params budgets."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import main
+from .options import human, parse_count, parse_floats
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="PruningNet checkpoint (runs/x/pruningnet.pt).")
+@click.option("--table", type=click.Path(exists=True, dir_okay=False), help="Latency table CSV of this space.")
+@click.option("--latency-ms", help="Latency budget(s) in ms, e.g. 1.5 or 1.0,1.5,2.0 (one best per budget).")
+@click.option("--flops", help="FLOPs (MACs) budget, e.g. 20M.")
+@click.option("--params", help="Parameter budget, e.g. 0.2M.")
+@click.option("--data", help="Dataset (default: the one the PruningNet was trained on).")
+@click.option("--population", type=int, default=50, show_default=True)
+@click.option("--generations", type=int, default=20, show_default=True)
+@click.option("--parents", type=int, default=10, show_default=True)
+@click.option("--keep-top", type=int, default=50, show_default=True)
+@click.option("--mutations", type=int, default=25, show_default=True)
+@click.option("--crossovers", type=int, default=25, show_default=True)
+@click.option("--mutation-prob", type=float, default=0.1, show_default=True)
+@click.option("--calib-batches", type=int, default=10, show_default=True, help="BN recalibration batches.")
+@click.option("--val-batches", type=int, help="Validation batches per candidate (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
+@click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
+@click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
+@click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
+@click.option("--quiet", is_flag=True)
+def search(checkpoint, table, latency_ms, flops, params, data, population, generations, parents, keep_top,
+           mutations, crossovers, mutation_prob, calib_batches, val_batches, seed, device, out, resume,
+           allow_mismatch, as_json, quiet):
+    """Find the most accurate channel configuration under each budget."""
+    from hwprune.jobs import run_search_job
+    from hwprune.search import SearchConfig
+
+    lat, fl, pa = parse_floats(latency_ms), parse_count(flops), parse_count(params)
+    if lat is None and fl is None and pa is None:
+        raise click.UsageError("give at least one budget: --latency-ms, --flops or --params")
+    cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
+                       crossovers=crossovers, mutation_prob=mutation_prob, generations=generations,
+                       calib_batches=calib_batches, val_batches=val_batches, seed=seed)
+    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    result = run_search_job(checkpoint, out, table=table, latency_ms=lat, flops=fl, params=pa, data=data,
+                            config=cfg, device=device, resume=resume, allow_mismatch=allow_mismatch, log=log)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+        return
+    click.echo(f"{result.stats['evaluated']} candidates evaluated, {result.stats['candidates_per_s']:.2f}/s; "
+               f"results in {out}/result.json, history.csv, pareto.png")
+    for best in result.best:
+        u = best.get("uniform")
+        lat_s = f"{best['latency_ms']:.3f} ms  " if best["latency_ms"] is not None else ""
+        line = (f"budget {_label(best['budget'])}: best top-1 {best['fitness']:.4f}  {lat_s}"
+                f"FLOPs {human(best['flops'])}  params {human(best['params'])}")
+        if u:
+            line += f"  | uniform x{u['ratio']:.2f}: {u['fitness']:.4f}"
+        click.echo(line)
+
+
+def _label(b: dict) -> str:
+    parts = []
+    if b["latency_ms"] is not None:
+        parts.append(f"{b['latency_ms']:g} ms")
+    if b["flops"] is not None:
+        parts.append(f"{human(b['flops'])} FLOPs")
+    if b["params"] is not None:
+        parts.append(f"{human(b['params'])} params")
+    return ", ".join(parts)

@@ -1,0 +1,46 @@
+"""Plots written into run folders (matplotlib, non-interactive backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .search import SearchResult
+
+__all__ = ["plot_pareto"]
+
+
+def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
+    """Every evaluated candidate, the accuracy-latency front, the budgets and the uniform baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_latency = all(h["latency_ms"] is not None for h in result.history)
+    x = lambda d: d["latency_ms"] if by_latency else d["flops"] / 1e6  # noqa: E731
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter([x(h) for h in result.history], [h["fitness"] for h in result.history], s=8, alpha=0.35,
+               color="tab:gray", label="evaluated candidates")
+    front = sorted((result.history[i] for i in result.pareto), key=x)
+    ax.plot([x(h) for h in front], [h["fitness"] for h in front], "-o", ms=3, color="tab:blue", label="Pareto front")
+    for k, best in enumerate(result.best):
+        b = best["budget"]
+        limit = b["latency_ms"] if by_latency else (b["flops"] / 1e6 if b["flops"] is not None else None)
+        if limit is not None:
+            ax.axvline(limit, color="tab:red", ls="--", lw=1, label="budget" if k == 0 else None)
+        ax.scatter([x(best)], [best["fitness"]], marker="*", s=160, color="tab:orange", zorder=5,
+                   label="best (searched)" if k == 0 else None)
+        if best.get("uniform"):
+            u = best["uniform"]
+            ax.scatter([x(u)], [u["fitness"]], marker="s", s=50, color="tab:green", zorder=5,
+                       label="uniform width (same budget)" if k == 0 else None)
+    ax.set_xlabel("predicted latency (ms)" if by_latency else "MFLOPs (MACs)")
+    ax.set_ylabel("PruningNet top-1 (val, BN recalibrated)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,152 @@
+"""Evolutionary search: budgets are never exceeded, encodings stay valid, resume is exact."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import hwprune as hp
+from hwprune.data import load_dataset, make_loaders
+from hwprune.meta import PruningNet
+from hwprune.search import (InfeasibleBudgetError, SearchConfig, _Evaluator, _Evolution, Budget, pareto_front,
+                            save_result, search)
+from hwprune.train import TrainConfig, pnet_payload, train_pruningnet
+
+from latency_fakes import FakeProfiler
+
+TINY = SearchConfig(population=8, keep_top=8, parents=4, mutations=4, crossovers=3, generations=3,
+                    calib_batches=1, val_batches=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A PruningNet trained briefly on the bundled data, its loaders, and a deterministic latency table."""
+    torch.manual_seed(0)
+    data = load_dataset("bundled").limit_train(512)
+    loaders = make_loaders(data, 64, eval_batch_size=128)
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1), (1, 1, 32, 32))
+    pnet = PruningNet(space, hidden=8)
+    train_pruningnet(pnet, loaders.train, config=TrainConfig(epochs=2, eval_ratios=()), progress=False,
+                     log=lambda s: None)
+    cache = tmp_path_factory.mktemp("kernels")
+    table = hp.profile(space, profiler=FakeProfiler(), cache_dir=cache, calibrate=4, quiet=True)
+    return pnet, loaders, table, cache
+
+
+def test_budgets_are_never_exceeded_and_nothing_is_evaluated_twice(setup):
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    full_lat, full_flops = table.predict(space.full()), space.flops(space.full())
+    lats = [0.45 * full_lat, 0.7 * full_lat]
+    flops = 0.6 * full_flops
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lats, flops=flops, config=TINY)
+    assert len(res.best) == 2 and len(res.history) == 2 * TINY.generations * TINY.population
+    for h in res.history:
+        limit = lats[h["budget"]]
+        assert table.predict(h["encoding"]) <= limit and space.flops(h["encoding"]) <= flops
+    encs = [tuple(h["encoding"]) for h in res.history]
+    per_budget = [[e for e, h in zip(encs, res.history) if h["budget"] == b] for b in (0, 1)]
+    assert all(len(set(p)) == len(p) for p in per_budget)  # novel within a budget's search
+    assert res.stats["evaluated"] == len(set(encs)) + sum(1 for b in res.best if b["uniform"]
+                                                          and tuple(b["uniform"]["encoding"]) not in set(encs))
+    for b, best in enumerate(res.best):  # the best is the fittest of its budget's candidates
+        assert best["fitness"] == max(h["fitness"] for h in res.history if h["budget"] == b)
+        assert best["latency_ms"] <= lats[b] and best["uniform"]["latency_ms"] <= lats[b]
+        assert best["channels"] == space.channels(best["encoding"])
+    assert res.best[0]["fitness"] > 0.15  # a trained PruningNet: well above chance (0.10)
+
+
+def test_mutation_and_crossover_keep_encodings_valid(setup):
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    budget = Budget(latency_ms=0.6 * table.predict(space.full()))
+    ev = _Evaluator(pnet, table, loaders.val, loaders.calib, TINY)
+    evo = _Evolution(ev, budget, TINY, 0)
+    parents = evo._random(6, set())
+    assert len(parents) == 6
+    evo.seen.update(parents)
+    for make in (evo._mutate, evo._crossover):
+        kids = make(parents, 20, set())
+        assert len(kids) == 20 and len(set(kids)) == 20 and not set(kids) & set(parents)
+        arr = np.asarray(kids)
+        assert ((arr >= 0) & (arr < np.asarray(space.num_choices))).all()
+        assert ev.feasible(arr, budget).all()
+    mutated = np.asarray(evo._mutate(parents, 200, set()))
+    differs = (mutated[:, None, :] != np.asarray(parents)[None]).sum(-1).min(1)  # genes changed vs nearest parent
+    assert 0.5 < differs.mean() < 0.25 * len(space)  # about mutation_prob of the genes
+
+
+def test_infeasible_budget_names_the_minimum(setup):
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    narrowest = table.predict([0] * len(space))
+    with pytest.raises(InfeasibleBudgetError, match=rf"below the smallest latency this space reaches "
+                                                    rf"\({narrowest:.4g} ms"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=0.5 * narrowest, config=TINY)
+    with pytest.raises(InfeasibleBudgetError, match="FLOPs budget"):
+        search(pnet, loaders.val, loaders.calib, flops=10, config=TINY)
+    with pytest.raises(hp.HwpruneError, match="needs a latency table"):
+        search(pnet, loaders.val, loaders.calib, latency_ms=1.0, config=TINY)
+
+
+def test_table_of_another_space_is_refused(setup):
+    pnet, loaders, _, cache = setup
+    other = hp.SearchSpace.from_model(hp.create_model("resnet20"), (1, 3, 32, 32))  # 3 input channels
+    table = hp.profile(other, profiler=FakeProfiler(), cache_dir=cache, calibrate=4, quiet=True)
+    with pytest.raises(hp.TableMismatchError, match="profiled for another space"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=1.0, config=TINY)
+
+
+def test_resume_equals_uninterrupted(setup, tmp_path):
+    pnet, loaders, table, _ = setup
+    budget = 0.6 * table.predict(pnet.space.full())
+    whole = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
+                   run_dir=tmp_path / "a")
+
+    def interrupt(line):
+        if "generation 1/" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
+               run_dir=tmp_path / "b", log=interrupt)
+    state = json.loads((tmp_path / "b" / "search_state.json").read_text())
+    assert state["evolutions"][0]["generation"] == 1
+    resumed = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
+                     run_dir=tmp_path / "b", resume=True)
+    assert resumed.history == whole.history and resumed.best == whole.best
+    with pytest.raises(hp.HwpruneError, match="other budgets or settings"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget * 0.9, config=TINY,
+               run_dir=tmp_path / "b", resume=True)
+
+
+def test_pareto_front():
+    xs, ys = [1, 2, 3, 4, 2.5], [0.5, 0.4, 0.7, 0.6, 0.8]
+    assert pareto_front(xs, ys) == [0, 4]
+
+
+def test_cli_search_writes_the_run_folder(setup, tmp_path):
+    pnet, loaders, table, _ = setup
+    run = tmp_path / "train"
+    run.mkdir()
+    torch.save(pnet_payload(pnet), run / "pruningnet.pt")
+    table.save(tmp_path / "table.csv")
+    full = table.predict(pnet.space.full())
+    base = [sys.executable, "-m", "hwprune.cli", "search", "--checkpoint", str(run / "pruningnet.pt"),
+            "--table", str(tmp_path / "table.csv"), "--allow-mismatch", "--data", "bundled", "--population", "6",
+            "--parents", "3", "--mutations", "3", "--crossovers", "2", "--generations", "2", "--calib-batches", "1",
+            "--val-batches", "1", "--quiet", "--out", str(tmp_path / "s")]
+    r = subprocess.run(base + ["--latency-ms", f"{0.5 * full:.5f},{0.8 * full:.5f}", "--flops", "30M"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("budget ") == 2 and "candidates evaluated" in r.stdout
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert [b["budget"]["latency_ms"] for b in result["best"]] == [round(0.5 * full, 5), round(0.8 * full, 5)]
+    assert all(b["flops"] <= 30e6 for b in result["best"])
+    assert (tmp_path / "s" / "pareto.png").stat().st_size > 10_000
+    rows = (tmp_path / "s" / "history.csv").read_text().strip().splitlines()
+    assert rows[0] == "budget,generation,encoding,latency_ms,flops,params,fitness" and len(rows) == 1 + 2 * 2 * 6
+    r = subprocess.run(base + ["--latency-ms", "0.000001"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and r.stderr.startswith("error: latency budget 1e-06ms is below the smallest")
