@@ -151,11 +151,11 @@ def validate_table(table: "LatencyTable", space: "SearchSpace", n: int = 100, se
         finally:
             bar.close()
         measured.append(np.array([m.value(table.statistic) for m in ms]))
-        normalized = sum(m.note.startswith("normalized") for m in ms)
+        unverified = sum(m.note.startswith("unverified") for m in ms)
         if "session_probe_ms" in profiler.anchors and table.meta.get("anchors", {}).get("probe_ms"):
             drift.append({"probe_vs_profile": round(profiler.anchors["session_probe_ms"] /
                                                     table.meta["anchors"]["probe_ms"], 3),
-                          "networks_normalized": normalized})
+                          "networks_unverified": unverified})
     lut = table.predict_batch(np.array(encs))
     rate = table.meta["calibration"]["flops_ms_per_gflop"]
     flops = space.flops_batch(np.array(encs)).astype(np.float64) * b["batch"] / 1e9 * rate

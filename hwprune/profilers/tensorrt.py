@@ -149,9 +149,9 @@ class TensorRTProfiler(Profiler):
                 names[i].append(layer)
         del context, engine, buffers
         times = np.stack(per_variant, axis=1)  # (runs, variants + 1) ms
-        kept, how = quiet_runs(times[:, :-1], times[:, -1], self.anchors, max(5, self.repeats // 3))
-        return [replace(summarize(kept[:, j]), note=f"{len(names[j])} layers ({how})",
-                        reference_ms=self.anchors["kernel_ref_ms"]) for j in range(len(pairs))]
+        kept, how, state = quiet_runs(times[:, :-1], times[:, -1], self.anchors, max(5, self.repeats // 3))
+        return [replace(summarize(kept[:, j]), note=f"{len(names[j])} layers ({how})", reference_ms=state)
+                for j in range(len(pairs))]
 
     # ---- networks -----------------------------------------------------------------------
     def measure_networks(self, models: Sequence, input_shape: tuple[int, ...], passes: int = 5,

@@ -1,0 +1,89 @@
+"""How well the shipped latency tables predict real networks, beside FLOPs and test-retest.
+
+    python benchmarks/latency_fidelity.py [--models resnet20-32 mobilenet_v2_cifar-32] [--threads 1] [--n 100]
+
+For each shipped onnxruntime table of this CPU (``benchmarks/profile_tables.py``
+makes them): N random networks measured end to end twice, now, and compared with
+the table's prediction, a FLOPs-proportional prediction and the second measurement.
+Also the predictor's speed (predictions per second, one at a time and batched).
+Writes ``benchmarks/results/latency_fidelity.csv``, ``predict_speed.csv`` and a
+scatter plot per table, ``latency_fidelity_<table>.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+
+import hwprune as hp
+from hwprune.profilers.base import cpu_name, version_of
+
+from profile_tables import TABLES, table_path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def speed(table, space, seconds: float = 2.0) -> tuple[float, float]:
+    """(predictions/s one at a time, predictions/s in batches of 10,000)."""
+    rng = np.random.default_rng(0)
+    encs = [space.sample(rng) for _ in range(10_000)]
+    batch = np.array(encs)
+    best_single = best_batch = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:  # best of several rounds: the machine is shared
+        t = time.perf_counter()
+        for e in encs[:2000]:
+            table.predict(e)
+        best_single = max(best_single, 2000 / (time.perf_counter() - t))
+        t = time.perf_counter()
+        table.predict_batch(batch)
+        best_batch = max(best_batch, len(batch) / (time.perf_counter() - t))
+    return best_single, best_batch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", choices=list(TABLES), default=["resnet20-32", "mobilenet_v2_cifar-32"])
+    ap.add_argument("--threads", nargs="+", type=int, default=[1])
+    ap.add_argument("--n", type=int, default=100, help="random networks per table")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fidelity, speeds = [], []
+    for name in args.models:
+        model_name, shape, _ = TABLES[name]
+        space = hp.SearchSpace.from_model(hp.create_model(model_name).eval(), shape)
+        for threads in args.threads:
+            path = table_path(name, threads)
+            if not path.exists():
+                raise SystemExit(f"{path} is missing: run benchmarks/profile_tables.py --only {name} first")
+            table = hp.LatencyTable.load(path, space)
+            tag = f"{name}.t{threads}"
+            report = hp.validate_table(table, space, n=args.n, seed=7, plot=RESULTS / f"latency_fidelity_{tag}.png",
+                                       report=RESULTS / f"latency_fidelity_{tag}.json")
+            print(report.summary())
+            for predictor, r in (("LUT", report.lut), ("FLOPs", report.flops), ("test-retest", report.retest)):
+                fidelity.append({"table": path.name, "model": model_name, "threads": threads, "n": report.n,
+                                 "predictor": predictor, "within_10pct": round(r["within_10pct"], 3),
+                                 "mape": round(r["mape"], 4), "spearman": round(r["spearman"], 4),
+                                 "drift": ";".join(str(d["probe_vs_profile"]) for d in report.drift),
+                                 "load_average": report.load_average[0] if report.load_average else ""})
+            single, batched = speed(table, space)
+            speeds.append({"table": path.name, "kernels": len(table.slots()), "predict_per_s": round(single),
+                           "predict_batch_per_s": round(batched)})
+            print(f"{tag}: predict() {single:,.0f}/s, predict_batch() {batched:,.0f}/s")
+    head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, "
+            f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    for rows, fname in ((fidelity, "latency_fidelity.csv"), (speeds, "predict_speed.csv")):
+        with (RESULTS / fname).open("w", newline="") as f:
+            f.write(head)
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {RESULTS / fname}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Profile the shipped latency tables from scratch and record what profiling costs.
+
+    python benchmarks/profile_tables.py [--only resnet20-32] [--threads 1 2] [--validate 100] [--force]
+
+For each (model, input size, threads): a fresh kernel store (so the cost is the
+cost of a first profile), ``hwprune.profile`` with onnxruntime on this CPU, then
+``validate_table`` on N random networks. Writes ``latency_tables/<model>-<size>.
+onnxruntime-<cpu>.t<threads>.csv`` with its ``.fidelity.json`` / ``.fidelity.png``,
+and one row per table to ``benchmarks/results/profile_cost.csv`` (entries,
+entries measured per second, kernel / calibration / total seconds). Tables that
+exist are kept (their recorded cost is reported again) unless ``--force``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import hwprune as hp
+from hwprune.profilers.base import cpu_name, version_of
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {  # name: (zoo model, input shape, networks validated)
+    "resnet20-32": ("resnet20", (1, 3, 32, 32), 100),
+    "mobilenet_v2_cifar-32": ("mobilenet_v2_cifar", (1, 3, 32, 32), 100),
+    "resnet18-224": ("resnet18", (1, 3, 224, 224), 40),
+}
+
+
+def table_path(name: str, threads: int, folder: Path = ROOT / "latency_tables") -> Path:
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
+    return folder / f"{name}.onnxruntime-{cpu}.t{threads}.csv"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", choices=list(TABLES), default=list(TABLES))
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--validate", type=int, help="networks to validate (default: 100, 40 for resnet18-224)")
+    ap.add_argument("--force", action="store_true", help="profile again even if the table exists")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile_cost.csv"))
+    args = ap.parse_args()
+    rows = []
+    for name in args.only:
+        model_name, shape, n_validate = TABLES[name]
+        for threads in args.threads:
+            path = table_path(name, threads)
+            space = hp.SearchSpace.from_model(hp.create_model(model_name).eval(), shape)
+            if path.exists() and not args.force:
+                table = hp.LatencyTable.load(path, space)
+                print(f"{path.name}: exists, kept")
+            else:
+                store = Path(tempfile.mkdtemp(prefix="hwprune-kernels-"))  # a first profile: nothing reused
+                try:
+                    started = time.time()
+                    table = hp.profile(space, threads=threads, out=path, cache_dir=store)
+                    print(f"{path.name}: {len(table.entries)} entries in {time.time() - started:.0f} s")
+                finally:
+                    shutil.rmtree(store, ignore_errors=True)
+                stem = str(path)[:-4]
+                report = hp.validate_table(table, space, n=args.validate or n_validate,
+                                           report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
+                print(report.summary())
+            p = table.meta["profiling"]
+            rows.append({"table": path.name, "model": model_name, "input": "x".join(map(str, shape[1:])),
+                         "threads": threads, "entries": p["entries"], "measured": p["measured"],
+                         "kernel_seconds": p["kernel_seconds"], "calibration_seconds": p["calibration_seconds"],
+                         "total_seconds": p["total_seconds"], "entries_per_second": p["entries_per_second"],
+                         "overhead_ms": round(table.overhead_ms, 4), "date": table.meta["date"]})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = {}
+    if out.exists():  # keep rows of tables not profiled in this run
+        with out.open() as f:
+            old = {r["table"]: r for r in csv.DictReader(line for line in f if not line.startswith("#"))}
+    old.update({r["table"]: r for r in rows})
+    with out.open("w", newline="") as f:
+        f.write(f"# profiling cost of the shipped tables: onnxruntime {version_of('onnxruntime')}"
+                f" on {cpu_name()}, first profile (empty kernel store)\n")
+        w = csv.DictWriter(f, fieldnames=list(next(iter(old.values()))))
+        w.writeheader()
+        w.writerows(old.values())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
