@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwprune.latency.kernels import kernel_slots
-from hwprune.profilers.base import KernelSpec, Measurement, Profiler
+from hwprune.profilers.base import Profiler
+from hwprune.profilers.spec import KernelSpec, Measurement
 
 OVERHEAD_MS = 0.0425  # what every fake network costs beyond its kernels
 

@@ -3,7 +3,7 @@ import pytest
 
 import hwprune as hp
 from hwprune.latency.kernels import kernel_slots, slot_pairs
-from hwprune.profilers.base import KernelSpec
+from hwprune.profilers.spec import KernelSpec
 
 from conftest import ToyNet
 

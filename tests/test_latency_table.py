@@ -162,7 +162,7 @@ def test_bad_encodings_are_refused_in_one_line(table):
 
 def test_fake_latency_model_is_what_the_rows_hold(table):
     row = table.entries.iloc[0]
-    from hwprune.profilers.base import KernelSpec
+    from hwprune.profilers.spec import KernelSpec
 
     spec = KernelSpec.from_row(row.to_dict())
     assert row.p10_ms == pytest.approx(fake_ms(spec, row.cin, row.cout), abs=5e-7)  # stored to the ns

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import hwprune as hp
-from hwprune.profilers.base import (QUIET_TOLERANCE, REFERENCE, KernelSpec, get_profiler, interleaved,
-                                    quiet_runs)
+from hwprune.profilers.base import get_profiler
+from hwprune.profilers.protocol import QUIET_TOLERANCE, REFERENCE, interleaved, quiet_runs
+from hwprune.profilers.spec import KernelSpec
 
 CONV = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=32, width=32, batchnorm=True, activation="relu")
 RESIDUAL = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=16, width=16, batchnorm=True, residual=True,

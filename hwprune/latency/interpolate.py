@@ -13,7 +13,7 @@ import bisect
 
 import numpy as np
 
-from ..profilers.base import KernelSpec
+from ..profilers.spec import KernelSpec
 
 __all__ = ["Interpolator"]
 

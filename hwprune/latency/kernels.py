@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UnsupportedModelError
-from ..profilers.base import KernelSpec
+from ..profilers.spec import KernelSpec
 
 if TYPE_CHECKING:
     from ..space import SearchSpace

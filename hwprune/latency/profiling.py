@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import HwpruneError
-from ..profilers.base import QUIET_TOLERANCE, SPEC_COLUMNS, STATISTICS, Profiler, chunked, get_profiler
+from ..profilers.base import Profiler, get_profiler
+from ..profilers.protocol import QUIET_TOLERANCE, chunked
+from ..profilers.spec import SPEC_COLUMNS, STATISTICS
 from .kernels import kernel_slots, slot_pairs
 from .store import KernelStore, default_cache_dir
 from .table import COLUMNS, FORMAT, LatencyTable, space_meta

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import HwpruneError
-from ..profilers.base import SPEC_COLUMNS, KernelSpec, Measurement
+from ..profilers.spec import SPEC_COLUMNS, KernelSpec, Measurement
 from .csvmeta import read_csv, write_csv
 
 __all__ = ["KernelStore", "default_cache_dir", "fingerprint_hash"]

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError
-from ..profilers.base import SPEC_COLUMNS, KernelSpec, cpu_name, version_of
+from ..profilers.base import cpu_name, version_of
+from ..profilers.spec import SPEC_COLUMNS, KernelSpec
 from .csvmeta import read_csv, write_csv
 from .interpolate import Interpolator
 from .kernels import Slot, kernel_slots

@@ -3,8 +3,8 @@
 ``onnxruntime`` (CPU execution provider), ``torch`` (eager, CPU or CUDA) and
 ``tensorrt`` (TensorRT 10, CUDA). Each imports its heavy library only when used.
 """
-from .base import (KernelSpec, Measurement, Profiler, ProfilerUnavailableError, get_profiler, list_profilers,
-                   register_profiler)
+from .base import Profiler, ProfilerUnavailableError, get_profiler, list_profilers, register_profiler
+from .spec import KernelSpec, Measurement
 
 __all__ = ["KernelSpec", "Measurement", "Profiler", "ProfilerUnavailableError", "get_profiler", "list_profilers",
            "register_profiler"]

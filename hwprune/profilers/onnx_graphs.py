@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import KernelSpec
+from .spec import KernelSpec
 
 __all__ = ["kernel_model", "branches_model", "export_network", "OPSET", "IR_VERSION"]
 

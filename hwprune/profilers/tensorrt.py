@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (REFERENCE, KernelSpec, Measurement, Profiler, interleaved, quiet_runs, register_profiler,
-                   summarize, version_of)
+from .base import Profiler, register_profiler, version_of
+from .protocol import REFERENCE, interleaved, quiet_runs
+from .spec import KernelSpec, Measurement, summarize
 from .onnx_graphs import export_network, kernel_model
 
 __all__ = ["TensorRTProfiler"]

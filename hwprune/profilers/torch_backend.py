@@ -17,8 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (REFERENCE, KernelSpec, Measurement, Profiler, cpu_count, cpu_name, interleaved, quiet_runs,
-                   register_profiler, summarize, version_of)
+from .base import Profiler, cpu_count, cpu_name, register_profiler, version_of
+from .protocol import REFERENCE, interleaved, quiet_runs
+from .spec import KernelSpec, Measurement, summarize
 
 __all__ = ["TorchProfiler"]
 

@@ -1,0 +1,129 @@
+"""The measurement protocol on a machine shared with other jobs.
+
+Another job on a 2-core machine slows everything by up to 1.5x for seconds at a
+time. A fixed reference kernel (:data:`REFERENCE`) is measured inside every kernel
+chunk and around every timed network run; a run counts when the reference was
+within :data:`QUIET_TOLERANCE` of its quietest time seen (the *anchors*, kept
+across sessions by the kernel store), so tables, calibrations and validations all
+measure the machine in the same, quiet state. Networks are interleaved: passes
+over all of them in a fresh random order, so drift hits every network alike.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .spec import KernelSpec, Measurement, summarize
+
+__all__ = ["QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked"]
+
+QUIET_TOLERANCE = 0.10  # a probe within 10% of the quietest one seen means the machine is not disturbed
+
+# measured inside every kernel chunk and around every network visit: its time says how fast the machine is
+REFERENCE = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), (1, 1), "1", 32, 32, batchnorm=True, activation="relu")
+
+
+def quiet_runs(kernel_ms: np.ndarray, ref_ms: np.ndarray, anchors: dict, min_runs: int
+               ) -> tuple[np.ndarray, str, float]:
+    """Kernel run times (runs x variants) from the runs the machine was quiet in, how, and the state (ms).
+
+    A run is quiet when the reference kernel in it took at most QUIET_TOLERANCE more
+    than its quietest time (``anchors["kernel_ref_ms"]``, updated here). With fewer
+    than ``min_runs`` quiet runs every run is kept ("unverified"): scaling by the
+    reference would be worse, since another job slows a kernel that streams from L3
+    more than the reference, which fits in L2. The state returned, the reference's
+    median over the kept runs, lets a later, quieter anchor flag the entry as stale.
+    """
+    best = float(np.percentile(ref_ms, 10))
+    anchors["kernel_ref_ms"] = min(anchors.get("kernel_ref_ms", best), best)
+    quiet = ref_ms <= (1 + QUIET_TOLERANCE) * anchors["kernel_ref_ms"]
+    if quiet.sum() >= min_runs:
+        return kernel_ms[quiet], f"{int(quiet.sum())}/{len(quiet)} quiet", float(np.median(ref_ms[quiet]))
+    return kernel_ms, f"unverified, {int(quiet.sum())}/{len(quiet)} quiet", float(np.median(ref_ms))
+
+
+def chunked(items: Sequence, spec: KernelSpec, max_items: int, max_bytes: int) -> Iterable[list]:
+    """Split (cin, cout) pairs into chunks under a variant count and a weight-bytes budget."""
+    chunk, size = [], 0
+    for cin, cout in items:
+        k = spec.kernel[0] * spec.kernel[1] if spec.op == "conv2d" else 1
+        nbytes = 4 * (cout * (cin // max(1, spec.groups_for(cin))) * k if spec.op in ("conv2d", "linear") else cin)
+        if chunk and (len(chunk) >= max_items or size + nbytes > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((cin, cout))
+        size += nbytes
+    if chunk:
+        yield chunk
+
+
+def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progress=None, rewarm: int = 2,
+                clock=time.perf_counter_ns, sync=None, probe=None, anchors: dict | None = None,
+                min_quiet_runs: int | None = None) -> list[Measurement]:
+    """Time ``run(i)`` for i < n: ``passes`` passes, each visiting every i once in a fresh random order.
+
+    A visit re-warms (``rewarm`` untimed runs: the previous network evicted this
+    one's weights from cache) and times ``runs_per_pass`` runs, so slow drift hits all
+    networks alike. With a ``probe`` (one run of a fixed reference kernel, in ms),
+    every timed run is bracketed by probe runs: it is *quiet* when both are within
+    QUIET_TOLERANCE of the quietest probe ever seen (``anchors["probe_ms"]``, kept
+    across sessions by the kernel store), i.e. no other job slowed the machine
+    around it. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
+    pass worth) are visited again, up to ``passes`` more passes. A network's
+    statistics use its quiet runs only, or, if it never got enough, all its runs
+    (noted "unverified"; scaling by the probe would be worse, see :func:`quiet_runs`).
+    """
+    rng = np.random.default_rng(seed)
+    anchors = anchors if anchors is not None else {}
+    need = runs_per_pass if min_quiet_runs is None else min_quiet_runs
+    runs: list[list[tuple[float, float]]] = [[] for _ in range(n)]  # (bracketing probe ms, run ms)
+    seen: list[float] = []  # probe times of this call
+
+    def visit(i: int) -> None:
+        for _ in range(rewarm):
+            run(i)
+        before = probe() if probe else 1.0
+        for _ in range(runs_per_pass):
+            if sync:
+                sync()
+            t = clock()
+            run(i)
+            if sync:
+                sync()
+            ms = (clock() - t) / 1e6  # ns -> ms
+            after = probe() if probe else 1.0
+            runs[i].append((max(before, after), ms))
+            seen.append(after)
+            before = after
+        if probe:
+            anchors["probe_ms"] = min(anchors.get("probe_ms", before), min(seen[-runs_per_pass:]))
+
+    def quiet(i: int) -> list[float]:
+        limit = (1 + QUIET_TOLERANCE) * anchors.get("probe_ms", 1.0)
+        return [ms for state, ms in runs[i] if not probe or state <= limit]
+
+    for _ in range(passes):
+        for i in rng.permutation(n):
+            visit(int(i))
+            if progress:
+                progress(0.5 / passes)
+    for _ in range(passes if probe else 0):  # re-measure what drift or another job disturbed
+        again = [i for i in range(n) if len(quiet(i)) < need]
+        if not again:
+            break
+        for i in rng.permutation(again):
+            visit(int(i))
+    if seen:  # how fast the machine got during this call: compared with the anchor, the drift since profiling
+        anchors["session_probe_ms"] = float(np.percentile(seen, 10))
+    out = []
+    for i in range(n):
+        good = quiet(i)
+        if len(good) >= max(1, need // 2):
+            out.append(replace(summarize(good), note=f"{len(good)}/{len(runs[i])} quiet runs"))
+        else:  # hardly ever quiet: the best this session could do
+            m = summarize([ms for _, ms in runs[i]])
+            out.append(replace(m, note=f"unverified ({len(good)}/{len(runs[i])} quiet runs)"))
+    return out
