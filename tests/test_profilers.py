@@ -5,7 +5,7 @@ import torch
 
 import hwprune as hp
 from hwprune.profilers.base import get_profiler
-from hwprune.profilers.protocol import QUIET_TOLERANCE, REFERENCE, interleaved, quiet_runs
+from hwprune.profilers.protocol import QUIET_TOLERANCE, REFERENCE, interleaved, quiet_runs, wait_for_quiet
 from hwprune.profilers.spec import KernelSpec
 
 CONV = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=32, width=32, batchnorm=True, activation="relu")
@@ -67,30 +67,43 @@ def test_quiet_runs_keep_undisturbed_runs_or_flag_them():
     assert how == "unverified, 0/4 quiet" and (kept == kernel).all() and state == pytest.approx(0.25)
 
 
-def test_interleaving_revisits_disturbed_networks_and_keeps_quiet_visits():
-    """Another job makes the machine 1.5x slower during the first pass: those visits are left out."""
-    state = {"probes": 0, "t": 0}
+def test_interleaving_revisits_disturbed_networks_and_keeps_quiet_runs():
+    """Another job makes the machine 1.5x slower during the first pass: those runs are left out."""
+    state = {"runs": 0, "t": 0}
     true_ms = [1.0, 2.0, 3.0]
 
     def slow():
-        return state["probes"] <= 12  # a probe follows each run: 4 per visit, the whole first pass of 3 visits
+        return state["runs"] < 9  # 3 timed runs per visit: the whole first pass over 3 networks
 
     def probe():
-        state["probes"] += 1
         return 0.2 * (1.5 if slow() else 1.0)  # ms
 
-    runs = []
-
     def run(i):
-        runs.append(i)
         state["t"] += int(true_ms[i] * (1.5 if slow() else 1.0) * 1e6)  # ns
+        state["runs"] += 1
 
+    anchors = {"probe_ms": 0.2}  # the quiet speed, as a kernel store remembers it
     out = interleaved(run, 3, passes=2, runs_per_pass=3, seed=0, rewarm=0, clock=lambda: state["t"], probe=probe,
-                      anchors={}, min_quiet_runs=5)
+                      anchors=anchors, min_quiet_runs=5, max_wait_s=0)
     assert [m.p10_ms for m in out] == pytest.approx(true_ms)
     assert [m.note for m in out] == ["6/9 quiet runs"] * 3  # 3 quiet runs < 5 after two passes: one more
-    assert len(runs) == 3 * 3 * 3
+    assert state["runs"] == 3 * 3 * 3
     assert QUIET_TOLERANCE == 0.10 and REFERENCE.op == "conv2d"
+
+
+def test_waiting_for_a_quiet_machine():
+    calls = {"n": 0}
+
+    def probe():  # slow for the first 10 probes, then quiet
+        calls["n"] += 1
+        return 0.3 if calls["n"] <= 10 else 0.2
+
+    anchors = {"probe_ms": 0.2}
+    assert wait_for_quiet(probe, anchors, max_wait_s=5) and calls["n"] > 10
+    assert not wait_for_quiet(lambda: 0.3, anchors, max_wait_s=0.2)  # never quiet: gives up, says so
+    fresh = {}
+    wait_for_quiet(lambda: 0.25, fresh, max_wait_s=0)
+    assert fresh["probe_ms"] == pytest.approx(0.25)  # the first call anchors on what it sees
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the torch CUDA backend needs one")

@@ -23,6 +23,7 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()
@@ -32,6 +33,12 @@ def atomic_write(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_csv(path: str | os.PathLike, meta: dict, frame: pd.DataFrame, title: str) -> None:

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import Profiler, cpu_count, cpu_name, register_profiler, version_of
-from .protocol import REFERENCE, interleaved, quiet_runs
+from .protocol import REFERENCE, interleaved, quiet_runs, wait_for_quiet
 from .spec import KernelSpec, Measurement, summarize
 from .onnx_graphs import export_network, kernel_model
 
@@ -90,13 +90,13 @@ class OnnxruntimeProfiler(Profiler):
         blob = model.SerializeToString()
         best = None
         for attempt in range(MAX_ATTEMPTS):
+            wait_for_quiet(self.probe(), self.anchors)
             per_run, ref, notes = self._profile_once(blob, feeds, prefixes)  # us
             result = quiet_runs(per_run / 1e3, ref / 1e3, self.anchors, max(5, self.repeats // 3))
             if best is None or result[2] < best[2]:
                 best = result
             if not result[1].startswith("unverified"):
                 break
-            time.sleep(0.5 * (attempt + 1))  # let another job's burst pass, then measure again
         times, how, state = best
         return [replace(summarize(times[:, j]), note=f"{notes[j]} ({how})", reference_ms=state)
                 for j in range(len(prefixes))]

@@ -78,7 +78,10 @@ class TensorRTProfiler(Profiler):
 
     # ---- engines ------------------------------------------------------------------------
     def _engine(self, onnx_bytes: bytes):
-        """(engine, context, {tensor name: torch CUDA tensor}) for an ONNX model."""
+        """(engine, context, {tensor name: torch CUDA tensor}, runtime) for an ONNX model.
+
+        The runtime is returned so the caller keeps it alive as long as its engine.
+        """
         import torch
 
         from ..errors import HwpruneError
@@ -98,7 +101,8 @@ class TensorRTProfiler(Profiler):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise HwpruneError("TensorRT failed to build an engine (see the TensorRT log above)")
-        engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
+        runtime = trt.Runtime(self.logger)
+        engine = runtime.deserialize_cuda_engine(serialized)
         context = engine.create_execution_context()
         buffers = {}
         for i in range(engine.num_io_tensors):
@@ -109,17 +113,18 @@ class TensorRTProfiler(Profiler):
                 torch.zeros(shape, dtype=dtype, device=self.device)
             context.set_tensor_address(name, t.data_ptr())
             buffers[name] = t
-        return engine, context, buffers
+        return engine, context, buffers, runtime
 
     # ---- kernels ------------------------------------------------------------------------
     def measure_kernels(self, spec: KernelSpec, pairs: Sequence[tuple[int, int]]) -> list[Measurement]:
         import torch
 
         trt = self.trt
-        model, _, _ = kernel_model(spec, pairs, share_inputs=False, residual_from_conv=False, reference=REFERENCE)
-        if self.dtype == "float16":
-            spec = replace(spec, dtype="float32")  # the graph is float32; the FP16 flag lowers precision
-        engine, context, buffers = self._engine(model.SerializeToString())
+        # the graph is float32; for float16 the builder's FP16 flag lowers the precision
+        graph_spec = replace(spec, dtype="float32")
+        model, _, _ = kernel_model(graph_spec, pairs, share_inputs=False, residual_from_conv=False,
+                                   reference=REFERENCE)
+        engine, context, buffers, runtime = self._engine(model.SerializeToString())
 
         class LayerTimes(trt.IProfiler):
             def __init__(self):
@@ -148,7 +153,7 @@ class TensorRTProfiler(Profiler):
             for i in hits:  # a layer fused across variants (should not happen) is shared equally
                 per_variant[i][-len(t):] += t / len(hits)
                 names[i].append(layer)
-        del context, engine, buffers
+        del context, engine, buffers, runtime
         times = np.stack(per_variant, axis=1)  # (runs, variants + 1) ms
         kept, how, state = quiet_runs(times[:, :-1], times[:, -1], self.anchors, max(5, self.repeats // 3))
         return [replace(summarize(kept[:, j]), note=f"{len(names[j])} layers ({how})", reference_ms=state)

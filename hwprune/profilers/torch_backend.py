@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .base import Profiler, cpu_count, cpu_name, register_profiler, version_of
-from .protocol import REFERENCE, interleaved, quiet_runs
+from .protocol import REFERENCE, interleaved, quiet_runs, wait_for_quiet
 from .spec import KernelSpec, Measurement, summarize
 
 __all__ = ["TorchProfiler"]
@@ -130,14 +130,14 @@ class TorchProfiler(Profiler):
             ref = self._variant(REFERENCE, REFERENCE.height, REFERENCE.height)
             best = None
             for attempt in range(MAX_ATTEMPTS):
+                wait_for_quiet(self.probe(), self.anchors)
                 times = self._rounds(runs + [ref])  # (rounds, variants + 1) ms
                 result = quiet_runs(times[:, :-1], times[:, -1], self.anchors, max(5, self.repeats // 3))
                 if best is None or result[2] < best[2]:
                     best = result
                 if not result[1].startswith("unverified"):
                     break
-                time.sleep(0.5 * (attempt + 1))  # let another job's burst pass, then measure again
-        kept, how, state = best
+            kept, how, state = best
         kind = "cuda" if self.cuda else "eager"
         return [replace(summarize(kept[:, j]), note=f"{kind} ({how})", reference_ms=state) for j in range(len(pairs))]
 
