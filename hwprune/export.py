@@ -1,0 +1,190 @@
+"""Export a pruned network: one self-contained ONNX file, checked; a TensorRT engine where TensorRT exists.
+
+``export_onnx`` writes the file atomically, runs ``onnx.checker`` on it, and runs it
+in onnxruntime on the inputs given (real data, preferably) beside torch; a max
+absolute difference above the tolerance is an error, not a warning. The file's
+metadata carries hwprune's description of the network (space JSON, encoding,
+channels), so ``hwprune verify`` can predict its latency from a table and rebuild
+the dense network to compare with.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .checkpoint import write_atomic
+from .errors import HwpruneError
+
+__all__ = ["ExportError", "ExportReport", "onnx_bytes", "export_onnx", "read_metadata", "build_tensorrt_engine",
+           "tensorrt_unavailable_reason", "OPSET"]
+
+OPSET = 17
+MAX_CHECKED = 256  # samples per check input compared between torch and onnxruntime
+META_PREFIX = "hwprune."
+
+
+class ExportError(HwpruneError):
+    """Export failed, or the exported file does not compute what the torch model computes."""
+
+
+@dataclass
+class ExportReport:
+    path: str
+    max_abs_diff: float  # onnxruntime vs torch on the check inputs
+    inputs_checked: int
+    bytes: int
+
+
+def onnx_bytes(model: nn.Module, example_input: torch.Tensor, dynamic_batch: bool = False, opset: int = OPSET) -> bytes:
+    """``model`` as ONNX bytes (input ``input``, output ``output``), BatchNorm folded by the exporter in eval mode."""
+    model = model.eval()
+    buf = io.BytesIO()
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter: 0.25 s for resnet20 where the dynamo exporter takes 4.6 s, same graph.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example_input,), buf, dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["output"], dynamic_axes=axes)
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export failed: {str(e).strip().splitlines()[0]}") from None
+    return buf.getvalue()
+
+
+def export_onnx(model: nn.Module, path: str | Path, example_inputs: torch.Tensor, *, dynamic_batch: bool = False,
+                metadata: dict | None = None, check_inputs: Sequence[torch.Tensor] | None = None,
+                tolerance: float = 1e-4) -> ExportReport:
+    """Export ``model`` to ``path`` and prove the file computes the same outputs (see the module docstring)."""
+    import onnx
+
+    model = model.eval().cpu()
+    example = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
+    proto = onnx.load_from_string(onnx_bytes(model, example, dynamic_batch))
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value if isinstance(value, str) else json.dumps(value)
+    data = proto.SerializeToString()
+    if len(data) > 2_000_000_000:
+        raise ExportError("the model is over 2 GB, past what one ONNX file can hold")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported graph fails onnx.checker: {str(e).strip().splitlines()[0]}") from None
+    diff, n = _parity(model, data, list(check_inputs) if check_inputs is not None else [example])
+    if diff > tolerance:
+        raise ExportError(f"onnxruntime's outputs differ from torch's by {diff:.3g} (> {tolerance:g}); the export "
+                          f"is not faithful; look for ops the exporter translates loosely")
+    write_atomic(path, lambda f: f.write(data))
+    return ExportReport(str(path), diff, n, len(data))
+
+
+def _parity(model: nn.Module, data: bytes, inputs: list[torch.Tensor]) -> tuple[float, int]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    batch = sess.get_inputs()[0].shape[0]
+    step = batch if isinstance(batch, int) else 64  # a fixed-batch file takes inputs in its own batch size
+    worst, n = 0.0, 0
+    with torch.no_grad():
+        for big in inputs:
+            for x in big[: (MAX_CHECKED // step) * step or step].split(step):
+                if len(x) != step and isinstance(batch, int):
+                    continue
+                want = model(x).numpy()
+                got = sess.run(None, {"input": x.numpy().astype(np.float32)})[0]
+                if got.shape != want.shape:
+                    raise ExportError(f"onnxruntime output shape {got.shape} differs from torch's {want.shape}")
+                worst = max(worst, float(np.abs(got - want).max()))
+                n += len(x)
+    if n == 0:
+        raise ExportError(f"no check input fits the exported batch size {batch}")
+    return worst, n
+
+
+def read_metadata(path: str | Path) -> dict:
+    """hwprune's metadata of an exported ONNX file (empty for files hwprune did not write)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise HwpruneError(f"cannot read ONNX file {path}: {str(e).strip().splitlines()[0]}") from None
+    out = {}
+    for p in proto.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            key = p.key[len(META_PREFIX):]
+            try:
+                out[key] = json.loads(p.value)
+            except json.JSONDecodeError:
+                out[key] = p.value
+    return out
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """None where TensorRT engines can be built, else one line saying why not and what to do."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return ("TensorRT is not installed; on a machine with an NVIDIA GPU run: pip install 'hwprune[tensorrt]' "
+                "(TensorRT 10 and a CUDA build of torch)")
+    if not torch.cuda.is_available():
+        return "TensorRT needs an NVIDIA GPU, and torch sees none here"
+    return None
+
+
+def serialize_engine(onnx_data: bytes, fp16: bool = False, workspace_mb: int = 1024,
+                     batch_range: tuple[int, int, int] | None = None, logger=None, detailed_profiling: bool = False):
+    """A serialized TensorRT 10 engine (``IHostMemory``) built from ONNX bytes.
+
+    ``batch_range`` = (min, opt, max) for an ONNX file exported with a dynamic batch.
+    """
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise HwpruneError(reason)
+    import tensorrt as trt
+
+    logger = logger or trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_data):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse the ONNX graph: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if detailed_profiling:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names in the profiler
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    inp = network.get_input(0)
+    if batch_range is not None or any(d < 0 for d in inp.shape):
+        lo, opt, hi = batch_range or (1, 1, 1)
+        rest = tuple(inp.shape)[1:]
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, (lo, *rest), (opt, *rest), (hi, *rest))
+        config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT failed to build an engine (see the TensorRT log above)")
+    return serialized
+
+
+def build_tensorrt_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False,
+                          workspace_mb: int = 1024, batch_range: tuple[int, int, int] | None = None) -> Path:
+    """Build a serialized TensorRT engine file from an ONNX file (written atomically)."""
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise HwpruneError(reason)
+    serialized = serialize_engine(Path(onnx_path).read_bytes(), fp16, workspace_mb, batch_range)
+    write_atomic(engine_path, lambda f: f.write(bytes(serialized)))
+    return Path(engine_path)

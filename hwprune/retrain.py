@@ -1,0 +1,110 @@
+"""Retrain a chosen encoding as a plain pruned network, and its checkpoint format.
+
+The pruned network is :meth:`SearchSpace.materialize` of the encoding, trained from
+scratch (MetaPruning's way: fresh CNN initialisation) or from the PruningNet's
+generated weights (``init="pruningnet"``), optionally distilled from a teacher (the
+retrained unpruned model). The checkpoint stores the space (JSON), the encoding and
+the state dict, never a pickled module; :func:`load_pruned` rebuilds it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .errors import HwpruneError
+from .fit import TrainConfig, fit
+from .models._layers import init_weights
+from .space import SearchSpace
+
+__all__ = ["MODEL_FORMAT", "retrain", "load_pruned", "model_payload", "distillation_loss"]
+
+MODEL_FORMAT = "hwprune.model/1"
+INITS = ("scratch", "pruningnet")
+
+
+def model_payload(space: SearchSpace, enc: Sequence[int], model: nn.Module, **extra) -> dict:
+    return {"format": MODEL_FORMAT, "space": space.to_json(), "encoding": [int(v) for v in enc],
+            "channels": space.channels(enc), "state_dict": model.state_dict(), **extra}
+
+
+def load_pruned(path: str | Path, model: nn.Module | None = None, map_location="cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a pruned network from its checkpoint; returns (module in eval mode, checkpoint info)."""
+    from .models import create_model
+
+    ck = load_checkpoint(path, MODEL_FORMAT, map_location)
+    space_json = json.loads(ck["space"])
+    if model is None:
+        spec = space_json.get("model_spec")
+        if not spec:
+            raise CheckpointError(f"{path} holds a model outside the zoo; pass that (unpruned) model to load it")
+        model = create_model(spec["name"], **spec["kwargs"])
+    space = SearchSpace.from_json(space_json, model)
+    pruned = space.materialize(ck["encoding"])
+    try:
+        pruned.load_state_dict(ck["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not match its own encoding: {str(e).splitlines()[0]}") from None
+    info = {k: v for k, v in ck.items() if k not in ("state_dict", "optimizer", "torch_rng")}
+    info["space_obj"] = space
+    return pruned.eval(), info
+
+
+def distillation_loss(teacher: nn.Module, alpha: float = 0.9, temperature: float = 4.0,
+                      label_smoothing: float = 0.1) -> Callable:
+    """Hinton et al.'s knowledge distillation: alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * CE."""
+    teacher.eval()
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(x).float()
+        kd = F.kl_div(F.log_softmax(out / temperature, 1), F.log_softmax(t / temperature, 1), log_target=True,
+                      reduction="batchmean") * temperature ** 2
+        return alpha * kd + (1 - alpha) * ce(out, y)
+
+    return loss
+
+
+def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: TrainConfig | None = None,
+            init: str = "scratch", pnet=None, teacher: nn.Module | None = None, val_loader=None, test_loader=None,
+            run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
+            log: Callable[[str], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train the pruned network of ``enc``; with ``run_dir`` writes ``model.pt`` (+ accuracy) and ``history.csv``."""
+    from .evaluate import accuracy
+
+    cfg = config or TrainConfig()
+    enc = space.check(enc)
+    if init not in INITS:
+        raise HwpruneError(f"init must be one of {INITS}, got {init!r}")
+    if init == "pruningnet":
+        if pnet is None:
+            raise HwpruneError("init='pruningnet' needs the trained PruningNet (pnet=...)")
+        model = pnet.materialize(enc)
+    else:
+        torch.manual_seed(cfg.seed)
+        model = space.materialize(enc)
+        init_weights(model)
+    device = next(pnet.parameters()).device if pnet is not None else torch.device("cpu")
+    model = model.to(device)
+    if teacher is not None:
+        teacher = teacher.to(device)
+    ckpt = Path(run_dir) / "model.pt" if run_dir else None
+    fingerprint = f"{space.fingerprint}:{','.join(map(str, enc))}"
+    evaluate = (lambda: {"val_acc": accuracy(model, val_loader)}) if val_loader is not None else None
+    history = fit(model, train_loader, cfg, forward=lambda m, x, step: m(x),
+                  payload=lambda: model_payload(space, enc, model, init=init),
+                  fmt=MODEL_FORMAT, fingerprint=fingerprint, checkpoint=ckpt,
+                  loss_fn=distillation_loss(teacher, label_smoothing=cfg.label_smoothing) if teacher else None,
+                  evaluate=evaluate, resume=resume, progress=progress, log=log)
+    if ckpt is not None:  # final accuracies beside the weights
+        ck = load_checkpoint(ckpt, MODEL_FORMAT)
+        ck["val_acc"] = accuracy(model, val_loader) if val_loader is not None else None
+        ck["test_acc"] = accuracy(model, test_loader) if test_loader is not None else None
+        save_checkpoint(ckpt, ck)
+    return model.eval(), history
