@@ -26,6 +26,9 @@ _LAZY = {
     "PruningNet": ".meta",
     "TrainConfig": ".train", "train_pruningnet": ".train", "load_pruningnet": ".train",
     "SearchConfig": ".search", "SearchResult": ".search", "search": ".search",
+    "retrain": ".retrain", "load_pruned": ".retrain",
+    "export_onnx": ".export", "build_tensorrt_engine": ".export",
+    "verify": ".verify", "VerifyReport": ".verify",
 }
 
 __all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError", *_LAZY]
@@ -66,3 +69,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .search import SearchConfig, SearchResult, search
     from .space import ChannelGroup, SearchSpace, default_ratios
     from .train import TrainConfig, load_pruningnet, train_pruningnet
+    from .retrain import load_pruned, retrain
+    from .export import build_tensorrt_engine, export_onnx
+    from .verify import VerifyReport, verify

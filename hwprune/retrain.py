@@ -103,7 +103,7 @@ def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: Tra
                   loss_fn=distillation_loss(teacher, label_smoothing=cfg.label_smoothing) if teacher else None,
                   evaluate=evaluate, resume=resume, progress=progress, log=log)
     if ckpt is not None:  # final accuracies beside the weights
-        ck = load_checkpoint(ckpt, MODEL_FORMAT)
+        ck = load_checkpoint(ckpt, MODEL_FORMAT) if ckpt.exists() else model_payload(space, enc, model, init=init)
         ck["val_acc"] = accuracy(model, val_loader) if val_loader is not None else None
         ck["test_acc"] = accuracy(model, test_loader) if test_loader is not None else None
         save_checkpoint(ckpt, ck)

@@ -30,5 +30,5 @@ def main() -> None:
     """hwprune: hardware-aware channel pruning (MetaPruning with measured latency)."""
 
 
-from . import export, info, retrain, search, train  # noqa: E402,F401  (registers the commands)
+from . import export, info, quickstart, retrain, search, train, verify  # noqa: E402,F401  (registers the commands)
 from . import profile  # noqa: E402,F401  (registers `hwprune profile`)

@@ -1,0 +1,24 @@
+"""``hwprune quickstart``: the whole pipeline on the bundled default, with a report."""
+from __future__ import annotations
+
+import click
+
+from . import main
+
+
+@main.command()
+@click.option("--out", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False))
+@click.option("--fast", is_flag=True, help="A ~2-minute smoke version (tiny training and search).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bars (stage lines still print).")
+def quickstart(out, fast, resume, quiet):
+    """Profile, train, search at half the dense latency, retrain, export, verify: resnet20 on bundled MNIST."""
+    from hwprune.quickstart import FAST, FULL, quickstart as run
+
+    figures = run(out, FAST if fast else FULL, resume=resume, progress=False if quiet else None,
+                  log=lambda s: click.echo(s, err=True))
+    for name, r in figures["networks"].items():
+        click.echo(f"{name:<9} test top-1 {r['test_acc']:.4f}  measured {r['measured_ms']:.4f} ms "
+                   f"(predicted {r['predicted_ms']:.4f}, budget {figures['budget_ms']:.4f}, dense "
+                   f"{r['dense_measured_ms']:.4f}: {r['speedup']:.2f}x)")
+    click.echo(f"report: {out}/report.md")

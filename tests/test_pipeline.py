@@ -1,0 +1,85 @@
+"""The deployable end: retrain, verify's verdicts, and the quickstart end to end (fast settings)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import hwprune as hp
+from hwprune.fit import TrainConfig
+from hwprune.meta import PruningNet
+from hwprune.quickstart import FAST, quickstart
+from hwprune.retrain import distillation_loss, load_pruned, retrain
+
+
+@pytest.fixture(scope="module")
+def qs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs") / "run"
+    figures = quickstart(out, FAST, progress=False, log=lambda s: None)
+    return out, figures
+
+
+def test_quickstart_fast_end_to_end(qs):
+    out, f = qs
+    for name in ("report.md", "report.json", "latency_table.csv", "search/result.json", "search/pareto.png",
+                 "searched.onnx", "uniform.onnx", "retrain_searched/model.pt", "pruningnet/pruningnet.pt"):
+        assert (out / name).exists(), name
+    assert set(f["networks"]) == {"searched", "uniform"}
+    for name, r in f["networks"].items():
+        assert r["predicted_ms"] <= f["budget_ms"]  # the search and the baseline both meet the budget on paper
+        assert 0.5 < r["measured_ms"] / r["predicted_ms"] < 2.0  # the table predicts the real network
+        assert r["speedup"] > 1.2  # about half the dense latency, measured side by side
+        assert r["onnx_max_abs_diff"] <= 1e-4 and 0 <= r["test_acc"] <= 1
+    assert abs(f["budget_ms"] - 0.5 * f["dense_predicted_ms"]) < 1e-4
+    report = (out / "report.md").read_text()
+    assert "| searched |" in report and "| uniform |" in report and "pareto.png" in report
+
+
+def test_verify_exit_status_on_budgets(qs):
+    out, f = qs
+    r = f["networks"]["searched"]
+    base = [sys.executable, "-m", "hwprune.cli", "verify", "--model", str(out / "searched.onnx"), "--table",
+            str(out / "latency_table.csv"), "--passes", "2", "--no-dense"]
+    ok = subprocess.run(base + ["--latency-ms", str(3 * r["measured_ms"]), "--json"], capture_output=True,
+                        text=True, timeout=600)
+    assert ok.returncode == 0, ok.stderr
+    rep = json.loads(ok.stdout)
+    assert rep["within_budget"] is True and rep["predicted_ms"] == pytest.approx(r["predicted_ms"], rel=1e-3)
+    over = subprocess.run(base + ["--latency-ms", str(0.3 * r["measured_ms"])], capture_output=True, text=True,
+                          timeout=600)
+    assert over.returncode == 3 and "OVER BUDGET" in over.stdout
+    missing = subprocess.run(base[:5] + [str(out / "nope.onnx")] + base[6:], capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_retrain_from_pruningnet_starts_at_the_generated_network(tmp_path):
+    from hwprune.data import load_dataset, make_loaders
+
+    torch.manual_seed(0)
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1), (1, 1, 32, 32))
+    pnet = PruningNet(space, hidden=8).eval()
+    enc = space.sample(np.random.default_rng(0))
+    loaders = make_loaders(load_dataset("bundled").limit_train(128), 64)
+    model, hist = retrain(space, enc, loaders.train, config=TrainConfig(epochs=0), init="pruningnet", pnet=pnet,
+                          run_dir=tmp_path / "r0")
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert hist == [] and (model(x) - pnet(x, enc)).abs().max() <= 1e-5
+    model, hist = retrain(space, enc, loaders.train, config=TrainConfig(epochs=2), val_loader=loaders.val,
+                          run_dir=tmp_path / "r2")
+    assert len(hist) == 2 and "val_acc" in hist[-1]
+    loaded, info = load_pruned(tmp_path / "r2" / "model.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert info["encoding"] == list(enc) and info["val_acc"] == pytest.approx(hist[-1]["val_acc"])
+
+
+def test_distillation_loss():
+    teacher = torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    same = distillation_loss(teacher, alpha=1.0)(teacher(x).detach(), y, x)
+    assert same.abs() < 1e-6  # matching the teacher exactly costs nothing
+    other = distillation_loss(teacher, alpha=1.0)(torch.zeros(8, 3), y, x)
+    assert other > 0.01
