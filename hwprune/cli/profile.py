@@ -24,7 +24,7 @@ from .options import build_space, model_options
 @click.option("--statistic", type=click.Choice(["p10", "median", "p90"]), default="p10", show_default=True,
               help="Which recorded statistic the table predicts.")
 @click.option("--repeats", type=int, default=25, show_default=True, help="Timed runs per kernel chunk.")
-@click.option("--calibrate", type=int, default=8, show_default=True,
+@click.option("--calibrate", type=int, default=16, show_default=True,
               help="Networks measured end to end to fit the overhead.")
 @click.option("--passes", type=int, default=5, show_default=True,
               help="Interleaved passes over the networks in every end-to-end measurement.")

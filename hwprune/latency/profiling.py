@@ -5,7 +5,7 @@
 2. What the kernel store (:mod:`.store`) lacks is measured, chunk by chunk, with a
    progress bar; the store is saved as it goes, so a rerun after an interruption
    (or for another model with the same kernels) skips what is measured.
-3. A few whole networks (full width, uniform 0.5 and 0.25, random ones) are measured
+3. A few whole networks (full width, uniform 0.5, random ones; 16 by default) are measured
    end to end; the overhead is the median of (measured - sum of lookups), and the
    FLOPs predictor's ms-per-GFLOP comes from the same networks, so the two
    predictors are calibrated on the same data.
@@ -43,9 +43,14 @@ def progress_bar(total: float, desc: str, quiet: bool, unit: str = "entry"):
 
 
 def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple[int, ...]]:
-    """Full width, uniform 0.5 and 0.25, then random encodings: ``n`` distinct ones."""
+    """Full width and uniform 0.5, then random encodings: ``n`` distinct ones.
+
+    Mostly random: the search ranks random-like candidates, and on mobilenet_v2 the
+    residual (measured - sum of lookups) of extreme networks (full width, uniform
+    0.25) sits 0.2-0.3 ms from that of random ones.
+    """
     rng = np.random.default_rng(seed)
-    out = list(dict.fromkeys([space.full(), space.uniform(0.5), space.uniform(0.25)]))[:n]
+    out = list(dict.fromkeys([space.full(), space.uniform(0.5)]))[:n]
     tries = 0
     while len(out) < n and tries < 100 * n:
         enc = space.sample(rng)
@@ -58,7 +63,7 @@ def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple
 def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "cpu", threads: int = 1,
             batch_size: int = 1, dtype: str = "float32", out: str | os.PathLike | None = None,
             cache_dir: str | os.PathLike | None = None, statistic: str = "p10", repeats: int = 25,
-            warmup: int = 3, calibrate: int = 8, passes: int = 5, runs_per_pass: int = 10, seed: int = 0,
+            warmup: int = 3, calibrate: int = 16, passes: int = 5, runs_per_pass: int = 10, seed: int = 0,
             options: dict | None = None, interpolate: bool = False, quiet: bool = False,
             profiler: Profiler | None = None) -> LatencyTable:
     """Measure the latency table of ``space`` on a backend (see the module docstring).
@@ -115,7 +120,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     table = LatencyTable(entries, meta, interpolate=interpolate)
     t = time.perf_counter()
     meta["calibration"] = calibrate_table(table, space, profiler, calibrate, passes, runs_per_pass, seed, quiet)
-    meta["anchors"] = dict(store.anchors)
+    meta["anchors"] = {k: v for k, v in store.anchors.items() if not k.startswith("_")}
     store.save(force=True)  # the calibration may have found a quieter probe
     table = LatencyTable(entries, meta, interpolate=interpolate)
     meta["profiling"] = {"entries": len(entries), "measured": total, "reused": len(entries) - total,

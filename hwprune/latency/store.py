@@ -104,6 +104,7 @@ class KernelStore:
             return
         columns = SPEC_COLUMNS + ["cin", "cout"] + STAT_COLUMNS + ["backend_kernels", "measured_at"]
         frame = pd.DataFrame(list(self.rows.values()), columns=columns)
-        meta = {"format": FORMAT, "fingerprint": self.fingerprint, "anchors": self.anchors}
+        anchors = {k: v for k, v in self.anchors.items() if not k.startswith("_")}  # "_": this session only
+        meta = {"format": FORMAT, "fingerprint": self.fingerprint, "anchors": anchors}
         write_csv(self.path, meta, frame, "hwprune kernel store")
         self._dirty, self._saved_at = False, time.monotonic()

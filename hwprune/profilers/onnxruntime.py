@@ -6,14 +6,15 @@ kernel times of *its* nodes in the optimized graph (``v{i}_...``), so the fused
 conv (BN folded, activation, residual sum) is timed exactly as the runtime runs it,
 without the session overhead or the layout reorders that a lone kernel would need
 and a network mostly does not. Every run executes every variant of the chunk, so
-the variants are interleaved run by run. A reference kernel in every chunk tells
-which runs the machine was quiet in (another job on a 2-core machine slows
-everything by up to 1.5x for seconds at a time): only those runs count, and a chunk
-with too few is measured again (see :func:`.base.quiet_runs`).
+the variants are interleaved run by run. A chunk is measured once a probe says the
+machine is quiet, and a reference kernel in every chunk tells which runs it stayed
+quiet in: only those count, and a chunk with too few is measured again (see
+:mod:`.protocol`; another job on this 2-core machine slows everything by up to 1.5x
+for seconds at a time).
 
 Networks: exported with ``torch.onnx.export``, sessions with the same options,
 timed with ``perf_counter_ns`` around ``run_with_iobinding``, interleaved, each
-visit bracketed by probes of the reference kernel (see :func:`.base.interleaved`).
+timed run bracketed by probes of the reference kernel (see :func:`.protocol.interleaved`).
 """
 from __future__ import annotations
 

@@ -67,10 +67,13 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool
     Another job here alternates the machine between a quiet and a ~1.25x slower
     state for seconds at a time; measuring only in the quiet state is what makes a
     table and a later measurement agree. The first call sets the anchor from a
-    second of probing. False when ``max_wait_s`` passed without a quiet probe.
+    second of probing. False when the wait ran out without a quiet probe; each such
+    miss halves the next wait (down to 1 s) until a quiet probe is seen again, so a
+    machine that stays busy costs minutes, not hours (``anchors["_patience_s"]``).
     """
     if probe is None:
         return True
+    max_wait_s = min(max_wait_s, anchors.get("_patience_s", max_wait_s))
     if "probe_ms" not in anchors:
         runs = [probe() for _ in range(5)]
         end = time.perf_counter() + 1.0
@@ -82,8 +85,10 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool
         p = min(probe(), probe())
         anchors["probe_ms"] = min(anchors["probe_ms"], p)
         if p <= (1 + QUIET_TOLERANCE) * anchors["probe_ms"]:
+            anchors.pop("_patience_s", None)
             return True
         if time.perf_counter() > deadline:
+            anchors["_patience_s"] = max(1.0, max_wait_s / 2)
             return False
         time.sleep(0.05)
 

@@ -5,7 +5,7 @@ with its Python dispatch, and that is what a deployed eager model pays; so a ker
 variant is those modules run in sequence exactly as the materialized network runs
 them. Variants of a chunk are interleaved: each round runs every variant once, and
 a reference kernel timed in every round tells which rounds the machine was
-quiet in (see :func:`.base.quiet_runs`). On CUDA each variant is timed with a pair of CUDA events per round, after
+quiet in (see :func:`.protocol.quiet_runs`). On CUDA each variant is timed with a pair of CUDA events per round, after
 warm-up runs that let cuDNN's autotuner settle; ``torch.backends.cudnn.benchmark``
 is set to a fixed value (option ``cudnn_benchmark``, default True) and recorded.
 """
