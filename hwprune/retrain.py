@@ -8,7 +8,6 @@ the state dict, never a pickled module; :func:`load_pruned` rebuilds it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,16 +34,8 @@ def model_payload(space: SearchSpace, enc: Sequence[int], model: nn.Module, **ex
 
 def load_pruned(path: str | Path, model: nn.Module | None = None, map_location="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a pruned network from its checkpoint; returns (module in eval mode, checkpoint info)."""
-    from .models import create_model
-
     ck = load_checkpoint(path, MODEL_FORMAT, map_location)
-    space_json = json.loads(ck["space"])
-    if model is None:
-        spec = space_json.get("model_spec")
-        if not spec:
-            raise CheckpointError(f"{path} holds a model outside the zoo; pass that (unpruned) model to load it")
-        model = create_model(spec["name"], **spec["kwargs"])
-    space = SearchSpace.from_json(space_json, model)
+    space = SearchSpace.from_json(ck["space"], model)
     pruned = space.materialize(ck["encoding"])
     try:
         pruned.load_state_dict(ck["state_dict"])

@@ -122,11 +122,22 @@ class SearchSpace:
         }, indent=1)
 
     @classmethod
-    def from_json(cls, data: str | dict, model: nn.Module) -> "SearchSpace":
-        """Rebuild a saved space for ``model``; refused when the model's structure differs."""
+    def from_json(cls, data: str | dict, model: nn.Module | None = None) -> "SearchSpace":
+        """Rebuild a saved space for ``model``; refused when the model's structure differs.
+
+        Without ``model``, a zoo model is rebuilt from the space's ``model_spec``.
+        """
         d = json.loads(data) if isinstance(data, str) else data
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise SpaceMismatchError(f"not a hwprune search space (expected format {FORMAT!r})")
+        if model is None:
+            from .models import create_model
+
+            spec = d.get("model_spec")
+            if not spec:
+                raise SpaceMismatchError(f"this space is of a model outside the zoo ({d.get('model')}); "
+                                         f"pass that model to rebuild it")
+            model = create_model(spec["name"], **spec["kwargs"])
         inputs = tuple(torch.randn(*s) for s in d["input_shapes"])
         try:
             traced = trace_model(model, inputs, d.get("ignored_layers") or None)

@@ -8,7 +8,6 @@ checkpoint and resumed ends with the same weights as one never interrupted.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -38,16 +37,8 @@ def pnet_payload(pnet: PruningNet) -> dict:
 
 def load_pruningnet(path: str | Path, model: nn.Module | None = None, map_location="cpu") -> PruningNet:
     """Rebuild a trained PruningNet. ``model`` is needed only for models outside the zoo."""
-    from .models import create_model
-
     ck = load_checkpoint(path, PNET_FORMAT, map_location)
-    space_json = json.loads(ck["space"])
-    if model is None:
-        spec = space_json.get("model_spec")
-        if not spec:
-            raise CheckpointError(f"{path} was trained on a model outside the zoo; pass that model to load it")
-        model = create_model(spec["name"], **spec["kwargs"])
-    space = SearchSpace.from_json(space_json, model)
+    space = SearchSpace.from_json(ck["space"], model)
     pnet = PruningNet(space, **ck["pnet"])
     try:
         pnet.load_state_dict(ck["state_dict"])

@@ -74,7 +74,6 @@ def verify(model_path: str | Path, table, latency_ms: float | None = None, toler
            dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None) -> VerifyReport:
     """Measure an exported ONNX file (written by hwprune) on ``table``'s backend; see the module docstring."""
     from .export import read_metadata
-    from .models import create_model
     from .space import SearchSpace
 
     path = Path(model_path)
@@ -84,11 +83,9 @@ def verify(model_path: str | Path, table, latency_ms: float | None = None, toler
         raise HwpruneError(f"tolerance must be >= 0, got {tolerance}")
     meta = read_metadata(path)
     space = enc = None
-    if "space" in meta and "encoding" in meta:
-        spec = meta["space"].get("model_spec")
-        if spec:
-            space = SearchSpace.from_json(meta["space"], create_model(spec["name"], **spec["kwargs"]))
-            enc = tuple(meta["encoding"])
+    if "space" in meta and "encoding" in meta and meta["space"].get("model_spec"):
+        space = SearchSpace.from_json(meta["space"])
+        enc = tuple(meta["encoding"])
     if space is not None:
         table.check(space, check_device=False)  # a table of another space would predict nonsense
     profiler = profiler or profiler_for_table(table)

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 import hwprune as hp
 
-from conftest import ToyNet, small_input
+from conftest import small_input
 
 
 def hook_macs(model: nn.Module, x: torch.Tensor) -> int:

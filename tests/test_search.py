@@ -1,5 +1,6 @@
 """Evolutionary search: budgets are never exceeded, encodings stay valid, resume is exact."""
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import hwprune as hp
 from hwprune.data import load_dataset, make_loaders
 from hwprune.meta import PruningNet
 from hwprune.search import (InfeasibleBudgetError, SearchConfig, _Evaluator, _Evolution, Budget, pareto_front,
-                            save_result, search)
+                            search)
 from hwprune.train import TrainConfig, pnet_payload, train_pruningnet
 
 from latency_fakes import FakeProfiler
@@ -138,8 +139,9 @@ def test_cli_search_writes_the_run_folder(setup, tmp_path):
             "--table", str(tmp_path / "table.csv"), "--allow-mismatch", "--data", "bundled", "--population", "6",
             "--parents", "3", "--mutations", "3", "--crossovers", "2", "--generations", "2", "--calib-batches", "1",
             "--val-batches", "1", "--quiet", "--out", str(tmp_path / "s")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(base + ["--latency-ms", f"{0.5 * full:.5f},{0.8 * full:.5f}", "--flops", "30M"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("budget ") == 2 and "candidates evaluated" in r.stdout
     result = json.loads((tmp_path / "s" / "result.json").read_text())
@@ -148,5 +150,5 @@ def test_cli_search_writes_the_run_folder(setup, tmp_path):
     assert (tmp_path / "s" / "pareto.png").stat().st_size > 10_000
     rows = (tmp_path / "s" / "history.csv").read_text().strip().splitlines()
     assert rows[0] == "budget,generation,encoding,latency_ms,flops,params,fitness" and len(rows) == 1 + 2 * 2 * 6
-    r = subprocess.run(base + ["--latency-ms", "0.000001"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(base + ["--latency-ms", "0.000001"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 1 and r.stderr.startswith("error: latency budget 1e-06ms is below the smallest")

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import hwprune as hp
 
-from conftest import ToyNet, small_input
+from conftest import small_input
 
 
 def space_of(name, **kw):

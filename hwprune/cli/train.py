@@ -24,7 +24,9 @@ from . import main
 @click.option("--bn", type=click.Choice(["per_choice", "shared"]), default="per_choice", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
-@click.option("--limit", type=int, help="Use only the first N training images.")
+@click.option("--limit", type=int, help="Use only N training images (a seeded random subset).")
+@click.option("--eval-ratios", default="1.0,0.5", show_default=True,
+              help="Uniform widths scored on validation after each epoch ('' for none).")
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader processes.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--out", default="runs/pruningnet", show_default=True, type=click.Path(file_okay=False),
@@ -32,8 +34,8 @@ from . import main
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size, lr, weight_decay,
-          label_smoothing, schedule, hidden, gen_rank, bn, seed, checkpoint_every, limit, workers, device, out,
-          resume, quiet):
+          label_smoothing, schedule, hidden, gen_rank, bn, seed, checkpoint_every, limit, eval_ratios, workers, device,
+          out, resume, quiet):
     """Train a PruningNet by stochastic structure sampling.
 
     Runs data-parallel under torchrun: torchrun --nproc_per_node 2 -m hwprune.cli train ...
@@ -45,6 +47,7 @@ def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size
                    device=device,
                    train=dict(lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
                               schedule=schedule, seed=seed, checkpoint_every=checkpoint_every,
+                              eval_ratios=tuple(float(r) for r in eval_ratios.split(",") if r.strip()),
                               **({"epochs": epochs} if epochs is not None else {})))
     run_train_job(job, out, resume=resume, progress=False if quiet else None,
                   log=(lambda s: None) if quiet else None)
