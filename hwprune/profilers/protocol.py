@@ -99,9 +99,10 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
     """Time ``run(i)`` for i < n: ``passes`` passes, each visiting every i once in a fresh random order.
 
     A visit waits for a quiet machine (:func:`wait_for_quiet`), re-warms (``rewarm``
-    untimed runs: the previous network evicted this one's weights from cache) and times ``runs_per_pass`` runs, so slow drift hits all
-    networks alike. With a ``probe`` (one run of a fixed reference kernel, in ms),
-    every timed run is bracketed by probe runs: it is *quiet* when both are within
+    untimed runs: the previous network evicted this one's weights from cache) and
+    times ``runs_per_pass`` runs, so slow drift hits all networks alike. With a
+    ``probe`` (one run of a fixed reference kernel, in ms), every timed run is
+    bracketed by probe runs: it is *quiet* when both are within
     QUIET_TOLERANCE of the quietest probe ever seen (``anchors["probe_ms"]``, kept
     across sessions by the kernel store), i.e. no other job slowed the machine
     around it. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one

@@ -4,8 +4,9 @@ Buffers are torch CUDA tensors (``set_tensor_address(name, t.data_ptr())``) and 
 stream is a torch CUDA stream, so pycuda is not needed. Kernels: one engine per
 chunk of variants, built from the same ONNX kernel graphs as onnxruntime but with
 one input per variant (TensorRT would otherwise merge parallel layers reading one
-tensor) and a reference branch (see :func:`.protocol.quiet_runs`); an ``IProfiler`` collects per-layer times (engine built with detailed
-profiling verbosity so layers keep their ONNX names), and a fused layer whose name
+tensor) and a reference branch (see :func:`.protocol.quiet_runs`); an ``IProfiler``
+collects per-layer times (engine built with detailed profiling verbosity so layers
+keep their ONNX names), and a fused layer whose name
 contains ``v{i}_`` counts for variant ``i``. Reformatting layers between a graph
 input and the first kernel are left out, as the runtime mostly avoids them inside a
 network. Networks: one engine each, timed with CUDA events, interleaved.
