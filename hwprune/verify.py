@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import HwpruneError
 
-__all__ = ["VerifyReport", "verify", "profiler_for_table"]
+__all__ = ["VerifyReport", "verify"]
 
 DEFAULT_TOLERANCE = 0.05  # measured latency may exceed the budget by 5% (noise on a shared machine)
 
@@ -58,18 +58,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def profiler_for_table(table):
-    """A profiler with the settings a table was measured with, anchored to its reference speeds."""
-    from .profilers import get_profiler
-
-    b = table.backend
-    options = {k: b[k] for k in ("opt_level", "cudnn_benchmark", "workspace_mb") if k in b}
-    profiler = get_profiler(b["backend"], b["device"], threads=b["threads"], batch_size=b["batch"],
-                            dtype=b["dtype"], options=options)
-    profiler.anchors = dict(table.meta.get("anchors", {}))
-    return profiler
-
-
 def verify(model_path: str | Path, table, latency_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
            dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None) -> VerifyReport:
     """Measure an exported ONNX file (written by hwprune) on ``table``'s backend; see the module docstring."""
@@ -88,6 +76,8 @@ def verify(model_path: str | Path, table, latency_ms: float | None = None, toler
         enc = tuple(meta["encoding"])
     if space is not None:
         table.check(space, check_device=False)  # a table of another space would predict nonsense
+    from .latency.fidelity import profiler_for_table
+
     profiler = profiler or profiler_for_table(table)
     shape = tuple(space.input_shapes[0]) if space is not None else tuple(meta.get("input_shape") or ())
     if not shape:

@@ -115,6 +115,17 @@ class FidelityReport:
         os.replace(tmp, path)
 
 
+def profiler_for_table(table):
+    """A profiler with the settings a table was measured with (backend, device, threads, batch, dtype, options),
+    anchored to the reference speeds seen when it was profiled."""
+    b = table.backend
+    options = {k: b[k] for k in ("opt_level", "cudnn_benchmark", "workspace_mb") if k in b}
+    profiler = get_profiler(b["backend"], b["device"], threads=b["threads"], batch_size=b["batch"], dtype=b["dtype"],
+                            options=options)
+    profiler.anchors = dict(table.meta.get("anchors", {}))
+    return profiler
+
+
 def validate_table(table: "LatencyTable", space: "SearchSpace", n: int = 100, seed: int = 1, passes: int = 5,
                    runs_per_pass: int = 10, profiler=None, report: str | os.PathLike | None = None,
                    plot: str | os.PathLike | None = None, quiet: bool = False) -> FidelityReport:
@@ -130,10 +141,7 @@ def validate_table(table: "LatencyTable", space: "SearchSpace", n: int = 100, se
 
     table.check(space, check_device=False)
     b = table.backend
-    if profiler is None:
-        options = {k: b[k] for k in ("opt_level", "cudnn_benchmark", "workspace_mb") if k in b}
-        profiler = get_profiler(b["backend"], b["device"], threads=b["threads"], batch_size=b["batch"],
-                                dtype=b["dtype"], options=options)
+    profiler = profiler or profiler_for_table(table)
     # judge quiet visits against the reference speed seen at profile time, so both measure the same machine state
     profiler.anchors = dict(table.meta.get("anchors", {}))
     if n < 2:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
@@ -44,6 +44,8 @@ MAX_ATTEMPTS = 3  # measurements of a chunk that another job disturbed throughou
 @dataclass
 class OnnxruntimeProfiler(Profiler):
     """Options: ``opt_level`` ('all', the runtime's default, or 'extended' / 'basic' / 'disable')."""
+
+    consumes_onnx: ClassVar[bool] = True  # measure_networks also takes ONNX bytes (an exported file as is)
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
@@ -158,7 +160,7 @@ class OnnxruntimeProfiler(Profiler):
         shape = (self.batch_size,) + tuple(input_shape[1:])
         bound = []
         for m in models:
-            sess = self._session(export_network(m, shape))
+            sess = self._session(m if isinstance(m, (bytes, bytearray)) else export_network(m, shape))
             binding = sess.io_binding()
             binding.bind_cpu_input(sess.get_inputs()[0].name, np.random.default_rng(0).standard_normal(
                 shape, dtype=np.float32))

@@ -87,21 +87,12 @@ class TensorRTProfiler(Profiler):
 
         from ..errors import HwpruneError
 
+        from ..export import serialize_engine
+
         trt = self.trt
-        builder = trt.Builder(self.logger)
-        network = builder.create_network(0)  # TensorRT 10: explicit batch always
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse(onnx_bytes):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise HwpruneError(f"TensorRT could not parse the ONNX graph: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.options["workspace_mb"]) << 20)
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer names in the profiler
-        if self.dtype == "float16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise HwpruneError("TensorRT failed to build an engine (see the TensorRT log above)")
+        serialized = serialize_engine(onnx_bytes, fp16=self.dtype == "float16",
+                                      workspace_mb=int(self.options["workspace_mb"]), logger=self.logger,
+                                      detailed_profiling=True)  # layer names in the profiler
         runtime = trt.Runtime(self.logger)
         engine = runtime.deserialize_cuda_engine(serialized)
         context = engine.create_execution_context()
