@@ -21,7 +21,7 @@ from .spec import KernelSpec, Measurement, summarize
 __all__ = ["QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet"]
 
 QUIET_TOLERANCE = 0.10  # a probe within 10% of the quietest one seen means the machine is not disturbed
-MAX_WAIT_S = 20.0  # how long to wait for a quiet machine before measuring anyway (flagged)
+MAX_WAIT_S = 10.0  # how long to wait for a quiet machine before measuring anyway (flagged)
 
 # measured inside every kernel chunk and around every network visit: its time says how fast the machine is
 REFERENCE = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), (1, 1), "1", 32, 32, batchnorm=True, activation="relu")
@@ -68,8 +68,8 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool
     state for seconds at a time; measuring only in the quiet state is what makes a
     table and a later measurement agree. The first call sets the anchor from a
     second of probing. False when the wait ran out without a quiet probe; each such
-    miss halves the next wait (down to 1 s) until a quiet probe is seen again, so a
-    machine that stays busy costs minutes, not hours (``anchors["_patience_s"]``).
+    miss halves the next wait (down to 0.5 s) and each quiet probe doubles it back,
+    so a machine that stays busy costs minutes, not hours (``anchors["_patience_s"]``).
     """
     if probe is None:
         return True
@@ -85,10 +85,10 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool
         p = min(probe(), probe())
         anchors["probe_ms"] = min(anchors["probe_ms"], p)
         if p <= (1 + QUIET_TOLERANCE) * anchors["probe_ms"]:
-            anchors.pop("_patience_s", None)
+            anchors["_patience_s"] = min(MAX_WAIT_S, 2 * max_wait_s)
             return True
         if time.perf_counter() > deadline:
-            anchors["_patience_s"] = max(1.0, max_wait_s / 2)
+            anchors["_patience_s"] = max(0.5, max_wait_s / 2)
             return False
         time.sleep(0.05)
 
