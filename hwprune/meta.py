@@ -36,11 +36,13 @@ def _key(name: str) -> str:
 
 def generator_params(space: SearchSpace, hidden: int = 32, rank: int | None = None) -> int:
     """Parameter count of a PruningNet's generators, without building them (e.g. for resnet50)."""
+    maxw = _max_widths(space)
     total = 0
     for layer in space.layers:
         if layer.kind == "bn":
             continue
-        numel = _weight_numel(space, layer)
+        shape, bias = _full_shape(layer, maxw, space.model.get_submodule(layer.name))
+        numel = math.prod(shape) + bias
         total += 2 * hidden + hidden  # first layer: 2 ratios -> hidden
         total += (hidden + 1) * numel if rank is None else hidden * rank + rank + (rank + 1) * numel
     return total
@@ -51,11 +53,6 @@ def _max_widths(space: SearchSpace) -> np.ndarray:
     for g, i in zip(space.groups, space.prunable_index):
         w[i] = max(g.choices)
     return w
-
-
-def _weight_numel(space: SearchSpace, layer: LayerInfo) -> int:
-    shape, bias = _full_shape(layer, _max_widths(space), space.model.get_submodule(layer.name))
-    return math.prod(shape) + bias
 
 
 def _full_shape(layer: LayerInfo, maxw: np.ndarray, module: nn.Module) -> tuple[tuple[int, ...], int]:
@@ -147,6 +144,8 @@ class PruningNet(nn.Module):
         self.bns = nn.ModuleDict()
         self._bn_momentum: float | None = None  # set by recalibration
         modules = dict(space.model.named_modules())
+        self._template = {layer.name: modules[layer.name] for layer in space.layers}  # never registered
+        self._full = {}  # layer -> (full-size weight shape, bias length)
         for layer in space.layers:
             m = modules[layer.name]
             if layer.kind == "bn":
@@ -154,7 +153,7 @@ class PruningNet(nn.Module):
                 rows = self._bn_rows(layer)
                 self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m.eps, m.momentum)
                 continue
-            shape, nbias = _full_shape(layer, self._maxw, m)
+            shape, nbias = self._full[layer.name] = _full_shape(layer, self._maxw, m)
             init = torch.zeros(math.prod(shape) + nbias)
             w = _pad_to(m.weight.detach(), shape)
             init[: w.numel()] = w.flatten()
@@ -162,7 +161,7 @@ class PruningNet(nn.Module):
                 init[w.numel():] = _pad_to(m.bias.detach(), (shape[0],))
             self.generators[_key(layer.name)] = _Generator(init, hidden, rank)
         # The rest of the graph (activations, pooling, dropout, ...) as this module's own copies,
-        # so that train()/eval() and .to() reach them.
+        # so that mode switches and .to() reach them.
         self.rest = nn.ModuleDict()
         self._graph = space.traced.graph_module.graph
         for node in self._graph.nodes:
@@ -197,8 +196,7 @@ class PruningNet(nn.Module):
             oin, oout = self._orig_io[layer.name]
             ratios = torch.tensor([cin_all[i] / oin, cout_all[i] / oout], dtype=torch.float32, device=dev)
             flat = self.generators[_key(layer.name)](ratios)
-            m = self.space.model.get_submodule(layer.name)
-            shape, nbias = _full_shape(layer, self._maxw, m)
+            shape, nbias = self._full[layer.name]
             n = math.prod(shape)
             w = flat[:n].view(shape)
             o_idx = _indices(layer.out_layout, widths, self._maxw)
@@ -243,7 +241,7 @@ class PruningNet(nn.Module):
     def _run_layer(self, layer: LayerInfo, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         if layer.kind == "linear":
             return F.linear(x, w, b)
-        m = self.space.model.get_submodule(layer.name)
+        m = self._template[layer.name]
         groups = w.shape[0] if layer.depthwise else layer.groups
         conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(m.kernel_size)]
         if m.padding_mode != "zeros":
