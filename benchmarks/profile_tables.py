@@ -16,6 +16,8 @@ import argparse
 import csv
 import re
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,15 +46,21 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="profile again even if the table exists")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile_cost.csv"))
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally blocks: no stray kernel stores
     rows = []
     for name in args.only:
         model_name, shape, n_validate = TABLES[name]
         for threads in args.threads:
             path = table_path(name, threads)
             space = hp.SearchSpace.from_model(hp.create_model(model_name).eval(), shape)
+            stem = str(path)[:-4]
             if path.exists() and not args.force:
                 table = hp.LatencyTable.load(path, space)
                 print(f"{path.name}: exists, kept")
+                if not Path(f"{stem}.fidelity.json").exists():  # an interrupted run: validate what it made
+                    report = hp.validate_table(table, space, n=args.validate or n_validate,
+                                               report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
+                    print(report.summary())
             else:
                 store = Path(tempfile.mkdtemp(prefix="hwprune-kernels-"))  # a first profile: nothing reused
                 try:
@@ -61,7 +69,6 @@ def main() -> None:
                     print(f"{path.name}: {len(table.entries)} entries in {time.time() - started:.0f} s")
                 finally:
                     shutil.rmtree(store, ignore_errors=True)
-                stem = str(path)[:-4]
                 report = hp.validate_table(table, space, n=args.validate or n_validate,
                                            report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
                 print(report.summary())
