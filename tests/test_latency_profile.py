@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 import hwprune as hp
 from hwprune.cli import main
+from hwprune.profilers import get_profiler
 
 RATIOS = [0.25, 0.49, 1.0]  # three widths per group keeps the real run to seconds
 
@@ -18,8 +19,9 @@ def small_space():
 @pytest.fixture(scope="module")
 def real_table(small_space, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("profile")
-    return hp.profile(small_space, backend="onnxruntime", threads=1, cache_dir=tmp / "kernels", out=tmp / "t.csv",
-                      repeats=12, calibrate=4, passes=2, runs_per_pass=5, quiet=True), tmp
+    prof = get_profiler("onnxruntime", "cpu", threads=1, repeats=12, max_wait_s=1)  # tests share the machine
+    return hp.profile(small_space, profiler=prof, cache_dir=tmp / "kernels", out=tmp / "t.csv", calibrate=4,
+                      passes=2, runs_per_pass=5, quiet=True), tmp
 
 
 def test_tiny_real_profile_measures_every_width_and_predicts_its_networks(real_table, small_space):

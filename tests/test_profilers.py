@@ -15,7 +15,7 @@ RESIDUAL = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=16, width=16, bat
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_kernel_times_follow_the_work(backend):
-    prof = get_profiler(backend, "cpu", threads=1, repeats=15)
+    prof = get_profiler(backend, "cpu", threads=1, repeats=15, max_wait_s=1)  # tests share the machine too
     try:
         small, large, res = prof.measure_kernels(CONV, [(8, 8), (64, 64)]) + prof.measure_kernels(RESIDUAL,
                                                                                                   [(32, 32)])
@@ -33,7 +33,7 @@ def test_kernel_times_follow_the_work(backend):
 
 def test_onnxruntime_networks_interleaved_and_ordered():
     space = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32))
-    prof = get_profiler("onnxruntime", "cpu", threads=1)
+    prof = get_profiler("onnxruntime", "cpu", threads=1, max_wait_s=1)
     full, small = prof.measure_networks([space.materialize(space.full()), space.materialize(space.uniform(0.25))],
                                         (1, 3, 32, 32), passes=3, runs_per_pass=5)
     assert full.p10_ms > 2.5 * small.p10_ms  # 16x fewer MACs

@@ -43,6 +43,7 @@ class Profiler(ABC):
     dtype: str = "float32"
     repeats: int = 25  # timed runs per kernel chunk
     warmup: int = 3  # untimed runs first (caches, allocators, autotuners)
+    max_wait_s: float = 10.0  # longest wait for a quiet machine before a measurement (see .protocol)
     options: dict = field(default_factory=dict)  # backend-specific settings, recorded in the fingerprint
     # the quietest times of the reference kernel seen so far (ms): "kernel_ref_ms" inside a kernel chunk,
     # "probe_ms" run alone; the kernel store keeps them across sessions so every measurement has one anchor

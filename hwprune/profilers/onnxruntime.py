@@ -93,7 +93,7 @@ class OnnxruntimeProfiler(Profiler):
         blob = model.SerializeToString()
         best = None
         for attempt in range(MAX_ATTEMPTS):
-            wait_for_quiet(self.probe(), self.anchors)
+            wait_for_quiet(self.probe(), self.anchors, self.max_wait_s)
             per_run, ref, notes = self._profile_once(blob, feeds, prefixes)  # us
             result = quiet_runs(per_run / 1e3, ref / 1e3, self.anchors, max(5, self.repeats // 3))
             if best is None or result[2] < best[2]:
@@ -169,4 +169,5 @@ class OnnxruntimeProfiler(Profiler):
             if progress:
                 progress(0.5)
         return interleaved(lambda i: bound[i][0].run_with_iobinding(bound[i][1]), len(bound), passes,
-                           runs_per_pass, seed, progress, probe=self.probe(), anchors=self.anchors)
+                           runs_per_pass, seed, progress, probe=self.probe(), anchors=self.anchors,
+                           max_wait_s=self.max_wait_s)

@@ -130,7 +130,7 @@ class TorchProfiler(Profiler):
             ref = self._variant(REFERENCE, REFERENCE.height, REFERENCE.height)
             best = None
             for attempt in range(MAX_ATTEMPTS):
-                wait_for_quiet(self.probe(), self.anchors)
+                wait_for_quiet(self.probe(), self.anchors, self.max_wait_s)
                 times = self._rounds(runs + [ref])  # (rounds, variants + 1) ms
                 result = quiet_runs(times[:, :-1], times[:, -1], self.anchors, max(5, self.repeats // 3))
                 if best is None or result[2] < best[2]:
@@ -200,7 +200,7 @@ class TorchProfiler(Profiler):
         sync = torch.cuda.synchronize if self.cuda else None
         with torch.inference_mode():
             return interleaved(lambda i: nets[i](x), len(nets), passes, runs_per_pass, seed, progress, sync=sync,
-                               probe=self.probe(), anchors=self.anchors)
+                               probe=self.probe(), anchors=self.anchors, max_wait_s=self.max_wait_s)
 
 
 def _act(name: str):
