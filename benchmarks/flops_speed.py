@@ -8,6 +8,7 @@ at least 10,000 encodings/s for resnet50 one at a time.
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import platform
 import time
@@ -33,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", nargs="+", default=["resnet50", "mobilenet_v2", "resnet20"])
     ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "flops_speed.csv"))
+    ap.add_argument("--out", default=str(Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).parent / "results")) / "flops_speed.csv"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []

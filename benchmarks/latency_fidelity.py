@@ -12,6 +12,7 @@ scatter plot per table, ``latency_fidelity_<table>.png``.
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from hwprune.profilers.base import cpu_name, version_of
 
 from profile_tables import TABLES, table_path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def speed(table, space, seconds: float = 2.0) -> tuple[float, float]:

@@ -13,6 +13,7 @@ exist are kept (their recorded cost is reported again) unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import re
 import shutil
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--validate", type=int, help="networks to validate (default: 100, 40 for resnet18-224)")
     ap.add_argument("--force", action="store_true", help="profile again even if the table exists")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile_cost.csv"))
+    ap.add_argument("--out", default=str(Path(os.environ.get("HWPRUNE_BENCH_RESULTS", ROOT / "benchmarks" / "results")) / "profile_cost.csv"))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally blocks: no stray kernel stores
     rows = []

@@ -15,6 +15,7 @@ Writes benchmarks/results/pruningnet_overhead*.csv and prints a summary.
 from __future__ import annotations
 
 import argparse
+import os
 import csv
 import platform
 import statistics
@@ -31,7 +32,7 @@ from hwprune.evaluate import evaluate_candidate
 from hwprune.meta import PruningNet, generator_params
 from hwprune.train import TrainConfig, train_pruningnet
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).parent / "results"))  # run_all.sh --fast: elsewhere
 
 
 def step_times(name: str, loaders, steps: int) -> dict:
