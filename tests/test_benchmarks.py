@@ -1,0 +1,109 @@
+"""The comparison benchmark's own logic: the magnitude baseline it builds and how it reports."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import hwprune as hp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    pytest.importorskip("torch_pruning", reason="the magnitude baseline needs torch-pruning (pip install -e .[test])")
+    spec = importlib.util.spec_from_file_location("accuracy_vs_latency", ROOT / "benchmarks" / "accuracy_vs_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _convs(model):
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2_cifar"])
+def test_l1_prune_is_global_rounded_and_keeps_the_classifier(bench, name):
+    torch.manual_seed(0)
+    dense = hp.create_model(name, num_classes=10, in_channels=1).eval()
+    s = bench.Settings()
+    x = torch.randn(2, 1, 32, 32)
+    pruned = bench.l1_prune(dense, 0.5, x[:1], s)
+    widths = [c.out_channels for c in _convs(pruned)]
+    dense_widths = [c.out_channels for c in _convs(dense)]
+    assert pruned(x).shape == (2, 10)
+    assert bench.classifier(pruned).out_features == 10
+    assert all(w % s.round_to == 0 for w in widths)
+    assert sum(widths) < 0.75 * sum(dense_widths)
+    # a layer stops being pruned once past tp_max_ratio; its last step may overshoot a little, never to nothing
+    assert all(w >= max(s.round_to, d * (1 - s.tp_max_ratio) / 2) for w, d in zip(widths, dense_widths))
+    # global ranking: layers are pruned by different fractions, not one uniform ratio
+    kept = {round(w / d, 2) for w, d in zip(widths, dense_widths) if d >= 16}
+    assert len(kept) > 1
+    assert bench.l1_prune(dense, 0.0, x[:1], s) is not dense  # ratio 0: an untouched copy
+
+
+def test_l1_prune_keeps_the_largest_l1_channels(bench):
+    torch.manual_seed(0)
+    dense = hp.create_model("resnet20", num_classes=10, in_channels=1).eval()
+    conv = dense.conv1 if hasattr(dense, "conv1") else _convs(dense)[0]
+    with torch.no_grad():  # make the stem's channel 5 by far the strongest: it must survive pruning
+        conv.weight[5] *= 50
+    pruned = bench.l1_prune(dense, 0.6, torch.zeros(1, 1, 32, 32), bench.Settings())
+    first = _convs(pruned)[0]
+    norms = first.weight.abs().sum((1, 2, 3))
+    assert norms.max() >= conv.weight[5].abs().sum() - 1e-4
+
+
+def test_count_flops_agrees_with_the_search_space(bench, rng):
+    model = hp.create_model("resnet20", num_classes=10, in_channels=1).eval()
+    space = hp.SearchSpace.from_model(model, (1, 1, 32, 32), round_to=4)
+    for _ in range(3):
+        enc = space.sample(rng)
+        assert bench.count_flops(space.materialize(enc), (1, 32, 32)) == space.flops(enc)
+
+
+def test_fit_ratio_finds_the_least_pruning_that_meets_the_budget(bench):
+    measure_calls = []
+
+    def measure(r):  # latency falls linearly with the ratio: 2 ms dense, 0.2 ms at 0.9
+        measure_calls.append(r)
+        return 2.0 - 2.0 * r
+
+    ratio, ms, tried = bench.fit_ratio(measure, 1.0, 0.9, steps=10)
+    assert ms <= 1.0 and ratio == pytest.approx(0.5, abs=0.9 / 2 ** 10 * 2)
+    assert len(tried) == len(measure_calls) == 11
+    with pytest.raises(hp.HwpruneError, match="over the 0.1000 ms budget"):
+        bench.fit_ratio(measure, 0.1, 0.9, steps=3)
+
+
+def test_summary_and_table(bench):
+    rows = [{"model": "m", "method": meth, "budget_fraction": f, "budget_ms": b, "seed": seed,
+             "test_acc": acc, "measured_ms": ms, "speedup": 2.0, "flops": 1e6}
+            for meth, f, b, seed, acc, ms in [
+                ("dense", None, None, 0, 0.9, 1.0), ("dense", None, None, 1, 0.8, 1.2),
+                ("hwprune", 0.5, 0.5, 0, 0.7, 0.5), ("hwprune", 0.5, 0.5, 1, 0.9, 0.5),
+                ("hwprune", 0.5, 0.5, 2, 0.8, 0.5)]]
+    summary = bench.summarise(rows)
+    assert [(r["method"], r["seeds"]) for r in summary] == [("dense", 2), ("hwprune", 3)]
+    assert summary[1]["test_acc_mean"] == pytest.approx(0.8)
+    assert summary[1]["test_acc_std"] == pytest.approx(np.std([0.7, 0.9, 0.8], ddof=1), abs=1e-4)
+    assert summary[0]["measured_ms_mean"] == pytest.approx(1.1)
+    table = bench.markdown(summary)
+    assert "| m | dense | dense | 0.8500 ± 0.0707 |" in table
+    assert "| m | 50% (0.500 ms) | hwprune search (a) | 0.8000 ± 0.1000 |" in table
+
+
+def test_l1_prune_shrinks_monotonically_with_the_ratio(bench):
+    """The bisection on measured latency needs cost to fall as the ratio grows (one-step global pruning broke this)."""
+    torch.manual_seed(0)
+    dense = hp.create_model("mobilenet_v2_cifar", num_classes=10, in_channels=1).eval()
+    s = bench.Settings()
+    flops = [bench.count_flops(bench.l1_prune(dense, r, torch.zeros(1, 1, 32, 32), s), (1, 32, 32))
+             for r in (0.3, 0.6, 0.9)]
+    assert flops[0] > flops[1] > flops[2]
