@@ -58,6 +58,7 @@ from hwprune.data import load_dataset, make_loaders
 from hwprune.evaluate import accuracy
 from hwprune.fit import fit
 from hwprune.search import save_result
+from hwprune.tracing import count_macs
 from hwprune.verify import DEFAULT_TOLERANCE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,38 +187,18 @@ def run_job(job: dict) -> dict:
         dense, _ = hp.load_pruned(job["dense"])
         model = l1_prune(dense, job["ratio"], torch.zeros(1, *loaders.input_shape), s)
         fit(model.train(), loaders.train, train_config(s, job["seed"]), forward=lambda m, x, step: m(x),
-               payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=TP_FORMAT,
-               fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt", resume=True,
-               progress=False, log=log)
+            payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=TP_FORMAT,
+            fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt", resume=True,
+            progress=False, log=log)
         result = {"ratio": job["ratio"]}
     else:
         raise ValueError(job["kind"])
     if job["kind"] != "pnet":
         result.update(test_acc=accuracy(model, loaders.test), val_acc=accuracy(model, loaders.val),
-                      flops=count_flops(model, loaders.input_shape), params=sum(p.numel() for p in model.parameters()))
+                      flops=count_macs(model, [torch.zeros(1, *loaders.input_shape)]), params=sum(p.numel() for p in model.parameters()))
     result["train_seconds"] = round(time.time() - started, 1)
     write_json(out, result)
     return result
-
-
-def count_flops(model: nn.Module, shape) -> int:
-    """Multiply-accumulates of convs and linears, counted with hooks (any module, pruned or not)."""
-    total = [0]
-
-    def hook(m, inp, o):
-        if isinstance(m, nn.Conv2d):
-            total[0] += o.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            total[0] += m.in_features * m.out_features
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *shape))
-    finally:
-        for h in hs:
-            h.remove()
-    return total[0]
 
 
 def run_pool(jobs: list[dict], workers: int, say) -> None:

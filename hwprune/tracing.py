@@ -508,6 +508,12 @@ def _count_macs(module: nn.Module, arg_nodes) -> int:
     args = [n.meta.get("tensor_meta") for n in arg_nodes]
     if any(a is None or not hasattr(a, "shape") for a in args):
         return 0
+    return count_macs(module, [torch.zeros(a.shape, dtype=a.dtype) for a in args])
+
+
+def count_macs(module: nn.Module, inputs) -> int:
+    """Multiply-accumulates per example of the convs and linears in ``module`` (any module, pruned or
+    not), counted with hooks on one eval-mode run on ``inputs``; the module's mode is restored."""
     total = 0
 
     def hook(m, inp, out):
@@ -522,7 +528,7 @@ def _count_macs(module: nn.Module, arg_nodes) -> int:
     try:
         module.eval()
         with torch.no_grad():
-            module(*[torch.zeros(a.shape, dtype=a.dtype) for a in args])
+            module(*inputs)
     finally:
         module.train(training)
         for h in handles:
