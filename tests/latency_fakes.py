@@ -20,6 +20,7 @@ def fake_ms(spec: KernelSpec, cin: int, cout: int) -> float:
 @dataclass
 class FakeProfiler(Profiler):
     fail_after: int | None = None  # raise KeyboardInterrupt after this many chunks (an interruption)
+    network_scale: float = 1.0  # a network costs OVERHEAD_MS + network_scale * its kernels
     chunks: int = 0
     measured: int = 0
 
@@ -49,8 +50,9 @@ class FakeProfiler(Profiler):
             space = hp.SearchSpace.from_model(m, (self.batch_size,) + tuple(input_shape[1:]))
             slots, _ = kernel_slots(space, self.batch_size, self.dtype)
             w = space.widths(space.full())
-            ms = OVERHEAD_MS + sum(fake_ms(s.spec, sum(int(w[g]) * k for g, k in s.cin),
-                                           sum(int(w[g]) * k for g, k in s.cout)) for s in slots)
+            kernels = sum(fake_ms(s.spec, sum(int(w[g]) * k for g, k in s.cin), sum(int(w[g]) * k for g, k in s.cout))
+                          for s in slots)
+            ms = OVERHEAD_MS + self.network_scale * kernels
             out.append(Measurement(ms, 1.1 * ms, 1.3 * ms, passes * runs_per_pass, "fake"))
             if progress:
                 progress(1)
@@ -58,12 +60,12 @@ class FakeProfiler(Profiler):
 
 
 def direct_sum(table, space, enc) -> float:
-    """The prediction computed by hand from the table's rows: sum of kernel rows + overhead."""
+    """The prediction computed by hand from the table's rows: overhead + scale * sum of kernel rows."""
     if getattr(table, "_test_rows", None) is None:
         table._test_rows = _rows(table), kernel_slots(space)[0]
     rows, slots = table._test_rows
     w = space.widths(enc)
-    total = table.overhead_ms
+    total = 0.0
     for s in slots:
         sp = s.spec
         cin = sum(int(w[g]) * k for g, k in s.cin)
@@ -71,7 +73,7 @@ def direct_sum(table, space, enc) -> float:
         key = (sp.op, "x".join(map(str, sp.kernel)), "x".join(map(str, sp.stride)), sp.groups, sp.height, sp.width,
                sp.activation, sp.residual, sp.residual_activation, cin, cout)
         total += rows[key]
-    return float(total)
+    return float(table.overhead_ms + table.scale * total)
 
 
 def _rows(table) -> dict:

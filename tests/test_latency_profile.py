@@ -59,6 +59,15 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     # the same command on the finished table reuses it; other settings are refused in one line
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and "entries" in r.output
+    before = hp.LatencyTable.load(out)
+    r = CliRunner().invoke(main, args + ["--calibration", "affine"])  # refit the finished table: nothing measured
+    assert r.exit_code == 0 and "scale" in r.output
+    refit = hp.LatencyTable.load(out)
+    assert before.meta["calibration"]["model"] == "constant" and before.scale == 1.0  # 3 networks: no slope
+    assert refit.meta["calibration"]["model"] == "affine"
+    assert [n["measured_ms"] for n in refit.meta["calibration"]["networks"]] == \
+        [n["measured_ms"] for n in before.meta["calibration"]["networks"]]
+    assert (refit.entries.values == before.entries.values).all()
     r = CliRunner().invoke(main, args[:6] + ["2"] + args[7:])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "threads=1, not 2" in r.output
 

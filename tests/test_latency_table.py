@@ -27,6 +27,7 @@ def test_predict_is_sum_of_rows_plus_overhead(table, space):
     assert np.allclose([table.predict(e) for e in encs], by_hand, rtol=1e-12)
     assert np.allclose(table.predict_batch(np.array(encs)), by_hand, rtol=1e-12)
     enc = encs[0]
+    assert table.scale == 1.0  # 4 calibration networks: too few to fit a slope
     assert sum(table.breakdown(enc).values()) + table.overhead_ms == pytest.approx(table.predict(enc), rel=1e-12)
     assert len(table.breakdown(enc)) == 23  # 21 convs + pooling + classifier, each once
     assert table.predict(space.full()) > table.predict(space.uniform(0.5)) > table.predict(space.uniform(0.25))

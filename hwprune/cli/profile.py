@@ -26,6 +26,10 @@ from .options import build_space, model_options
 @click.option("--repeats", type=int, default=25, show_default=True, help="Timed runs per kernel chunk.")
 @click.option("--calibrate", type=int, default=16, show_default=True,
               help="Networks measured end to end to fit the overhead.")
+@click.option("--calibration", type=click.Choice(["auto", "constant", "affine"]),
+              help="Predict overhead + kernel sum (constant), overhead + scale * sum (affine), or whichever "
+                   "predicts the calibration networks clearly better (auto, the default). On a finished OUT: "
+                   "refit it on its stored networks, without measuring.")
 @click.option("--passes", type=int, default=5, show_default=True,
               help="Interleaved passes over the networks in every end-to-end measurement.")
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),
@@ -36,8 +40,8 @@ from .options import build_space, model_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def profile(model_name, input_shape, num_classes, width_mult, round_to, backend, device, threads, batch_size,
-            dtype, out, validate_n, statistic, repeats, calibrate, passes, opt_level, cache_dir, force, seed, quiet,
-            as_json):
+            dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level, cache_dir,
+            force, seed, quiet, as_json):
     """Measure a latency lookup table for a model's search space on a backend.
 
     Every prunable layer is measured at every width the space allows, as the kernel
@@ -47,6 +51,7 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
     from hwprune.latency import LatencyTable, profile as run_profile, validate_table
+    from hwprune.latency.calibration import recalibrate
 
     model, space = build_space(model_name, input_shape, num_classes, width_mult, round_to)
     batch = batch_size or space.input_shapes[0][0]
@@ -55,14 +60,20 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
     if Path(out).exists() and not force:  # resume the finished job: refused if OUT is another table
         table = LatencyTable.load(out, space, expect={"backend": backend, "device": device, "threads": threads,
                                                       "batch": batch, "dtype": dtype, **options})
+        if calibration:
+            table = recalibrate(table, calibration)
+            table.save(out)
         if not quiet:
-            click.echo(f"{out} already holds this table (use --force to measure again)", err=True)
+            click.echo(f"{out} already holds this table (use --force to measure again)" +
+                       (f"; refitted its calibration ({table.meta['calibration']['model']})" if calibration else ""),
+                       err=True)
     else:
         table = run_profile(space, backend=backend, device=device, threads=threads, batch_size=batch, dtype=dtype,
                             out=out, cache_dir=cache_dir, statistic=statistic, repeats=repeats,
-                            calibrate=calibrate, passes=passes, seed=seed, options=options, quiet=quiet)
+                            calibrate=calibrate, passes=passes, seed=seed, options=options, quiet=quiet,
+                            calibration=calibration or "auto")
     summary = {"table": str(out), "model": model_name, "backend": table.backend,
-               "entries": len(table.entries), "overhead_ms": table.overhead_ms,
+               "entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                "profiling": table.meta.get("profiling", {})}
     report = None
     if validate_n:
@@ -76,7 +87,7 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
         click.echo(json.dumps(summary, indent=1))
         return
     p = summary["profiling"]
-    click.echo(f"{out}: {summary['entries']} entries, overhead {table.overhead_ms:+.4f} ms" +
+    click.echo(f"{out}: {summary['entries']} entries, overhead {table.overhead_ms:+.4f} ms, scale {table.scale:.3f}" +
                (f"; measured {p['measured']} in {p['kernel_seconds']} s ({p['entries_per_second']}/s), "
                 f"total {p['total_seconds']} s" if p and p.get("measured") else ""))
     if report is not None:

@@ -12,12 +12,16 @@ one after the other) and compares:
 
 For each: the share within +-10%, the mean absolute percentage error, and Spearman's
 rank correlation (what a search that ranks candidates cares about).
+
+:meth:`FidelityReport.rescore` judges another calibration of the same table on a
+report's stored measurements, without measuring again.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +63,8 @@ class FidelityReport:
     retest_ms: list = field(default_factory=list)
     lut_ms: list = field(default_factory=list)
     flops_ms: list = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)  # the table's model, overhead and scale behind lut_ms
+    rescored: str = ""  # set when lut_ms was recomputed from these measurements for another calibration
 
     def summary(self) -> str:
         """A small text table: the three predictors side by side."""
@@ -70,6 +76,10 @@ class FidelityReport:
                  f"{'predictor':<22}{'within +-10%':>14}{'MAPE':>9}{'Spearman':>10}"]
         for name, r in rows:
             lines.append(f"{name:<22}{r['within_10pct']:>13.1%}{r['mape']:>9.1%}{r['spearman']:>10.3f}")
+        if self.calibration:
+            c = self.calibration
+            lines.append(f"table calibration: {c.get('model', 'constant')}, {c['overhead_ms']:+.3f} ms + "
+                         f"{c.get('scale', 1.0):.3f} x kernel sum" + (f" ({self.rescored})" if self.rescored else ""))
         if self.drift:
             lines.append("machine speed vs profiling (reference probe, >1 = slower): " + ", ".join(
                 f"{d['probe_vs_profile']:.2f}" for d in self.drift) + f"; load average {self.load_average}")
@@ -80,6 +90,31 @@ class FidelityReport:
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FidelityReport":
+        """Read a report written by :meth:`save` (plain JSON)."""
+        from ..errors import HwpruneError
+
+        try:
+            data = json.loads(Path(path).read_text())
+            names = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except (OSError, ValueError, TypeError) as e:
+            raise HwpruneError(f"cannot read fidelity report {str(path)!r} ({e}); validate the table again") from e
+
+    def rescore(self, table: "LatencyTable") -> "FidelityReport":
+        """This report with the LUT column predicted by ``table`` (the same space, e.g. recalibrated)
+        against the same measurements; the FLOPs and test-retest columns are unchanged."""
+        import time
+
+        from ..errors import HwpruneError
+
+        if table.meta["space"]["model"] != self.model or len(self.encodings) != len(self.measured_ms):
+            raise HwpruneError(f"this report is for {self.model}, not the table's {table.meta['space']['model']}")
+        lut = table.predict_batch(np.array(self.encodings))
+        return replace(self, lut=agreement(lut, self.measured_ms), lut_ms=_r(lut), calibration=_calibration(table),
+                       rescored=f"LUT column rescored {time.strftime('%Y-%m-%d')} on the stored measurements")
 
     def plot(self, path: str | os.PathLike) -> None:
         """Scatter PNG: predicted vs measured for the table and for FLOPs, with the +-10% band."""
@@ -173,12 +208,18 @@ def validate_table(table: "LatencyTable", space: "SearchSpace", n: int = 100, se
         retest=agreement(measured[1], measured[0]), seconds=round(time.time() - started, 1), drift=drift,
         load_average=_loadavg(),
         encodings=[list(map(int, e)) for e in encs], measured_ms=_r(measured[0]), retest_ms=_r(measured[1]),
-        lut_ms=_r(lut), flops_ms=_r(flops))
+        lut_ms=_r(lut), flops_ms=_r(flops), calibration=_calibration(table))
     if report:
         result.save(report)
     if plot:
         result.plot(plot)
     return result
+
+
+def _calibration(table: "LatencyTable") -> dict:
+    c = table.meta.get("calibration", {})
+    return {"model": c.get("model", "constant"), "overhead_ms": round(table.overhead_ms, 5),
+            "scale": round(table.scale, 5)}
 
 
 def _loadavg() -> list[float]:

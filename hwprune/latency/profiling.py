@@ -6,9 +6,9 @@
    progress bar; the store is saved as it goes, so a rerun after an interruption
    (or for another model with the same kernels) skips what is measured.
 3. A few whole networks (full width, uniform 0.5, random ones; 16 by default) are measured
-   end to end; the overhead is the median of (measured - sum of lookups), and the
-   FLOPs predictor's ms-per-GFLOP comes from the same networks, so the two
-   predictors are calibrated on the same data.
+   end to end and the table's overhead (and scale, where it clearly helps) is fitted
+   on them (:mod:`.calibration`); the FLOPs predictor's ms-per-GFLOP comes from the
+   same networks, so the two predictors are calibrated on the same data.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..errors import HwpruneError
 from ..profilers.base import Profiler, get_profiler
 from ..profilers.protocol import QUIET_TOLERANCE, chunked
 from ..profilers.spec import SPEC_COLUMNS, STATISTICS
+from .calibration import fit_calibration
 from .kernels import kernel_slots, slot_pairs
 from .store import KernelStore, default_cache_dir
 from .table import COLUMNS, FORMAT, LatencyTable, space_meta
@@ -65,7 +66,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
             cache_dir: str | os.PathLike | None = None, statistic: str = "p10", repeats: int = 25,
             warmup: int = 3, calibrate: int = 16, passes: int = 5, runs_per_pass: int = 10, seed: int = 0,
             options: dict | None = None, interpolate: bool = False, quiet: bool = False,
-            profiler: Profiler | None = None) -> LatencyTable:
+            profiler: Profiler | None = None, calibration: str = "auto") -> LatencyTable:
     """Measure the latency table of ``space`` on a backend (see the module docstring).
 
     ``statistic``: which of p10 / median / p90 the table predicts with (all three
@@ -73,6 +74,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     is the one two measurements of the same network agree on; every end-to-end
     measurement (calibration, validation) uses the same statistic.
     ``cache_dir``: the kernel store folder (default: :func:`~.store.default_cache_dir`).
+    ``calibration``: "auto", "constant" or "affine" (:func:`~.calibration.fit_calibration`).
     """
     if statistic not in STATISTICS:
         raise HwpruneError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
@@ -119,7 +121,8 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     }
     table = LatencyTable(entries, meta, interpolate=interpolate)
     t = time.perf_counter()
-    meta["calibration"] = calibrate_table(table, space, profiler, calibrate, passes, runs_per_pass, seed, quiet)
+    meta["calibration"] = calibrate_table(table, space, profiler, calibrate, passes, runs_per_pass, seed, quiet,
+                                          calibration)
     meta["anchors"] = {k: v for k, v in store.anchors.items() if not k.startswith("_")}
     store.save(force=True)  # the calibration may have found a quieter probe
     table = LatencyTable(entries, meta, interpolate=interpolate)
@@ -152,8 +155,8 @@ def _measure(todo, store: KernelStore, profiler: Profiler, desc: str, quiet: boo
 
 
 def calibrate_table(table: LatencyTable, space: "SearchSpace", profiler: Profiler, n: int, passes: int,
-                    runs_per_pass: int, seed: int, quiet: bool = False) -> dict:
-    """Measure ``n`` networks end to end; the overhead and the FLOPs rate that fit them best (robustly)."""
+                    runs_per_pass: int, seed: int, quiet: bool = False, model: str = "auto") -> dict:
+    """Measure ``n`` networks end to end; the calibration and the FLOPs rate that fit them best."""
     encs = calibration_encodings(space, n, seed)
     bar = progress_bar(len(encs), "calibrate", quiet, unit="net")
     try:
@@ -163,10 +166,10 @@ def calibrate_table(table: LatencyTable, space: "SearchSpace", profiler: Profile
     finally:
         bar.close()
     ms = np.array([m.value(table.statistic) for m in measured])
-    lookups = table.predict_batch(np.array(encs)) - table.overhead_ms
+    lookups = table.kernel_sum_batch(np.array(encs))
     flops = space.flops_batch(np.array(encs)).astype(np.float64) * profiler.batch_size
     return {
-        "overhead_ms": float(np.median(ms - lookups)),
+        **fit_calibration(ms, lookups, model),
         "flops_ms_per_gflop": float(np.median(ms / (flops / 1e9))),
         "networks": [{"encoding": list(map(int, e)), "measured_ms": round(float(m), 5),
                       "lookup_sum_ms": round(float(l), 5), "flops": int(f)}

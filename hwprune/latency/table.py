@@ -1,9 +1,11 @@
 """LatencyTable: measured kernel latencies of one space on one backend, and the predictor over them.
 
-``predict(enc)`` is the sum, over the network's kernels (see :mod:`.kernels`), of
-the measured latency of each kernel at the widths ``enc`` gives it, plus an
-overhead calibrated on whole networks measured at profile time (session call,
-layout reorders at the network's ends, ops that cost the same at every width).
+``predict(enc)`` is ``overhead + scale * sum``: the sum, over the network's kernels
+(see :mod:`.kernels`), of the measured latency of each kernel at the widths ``enc``
+gives it, calibrated (:mod:`.calibration`) on whole networks measured at profile
+time. The overhead holds the session call, layout reorders at the network's ends and
+ops that cost the same at every width; ``scale`` is 1 unless kernels measurably cost
+more inside a network than alone (several threads on a small CPU).
 
 For speed the lookups are compiled once: each kernel's latency depends on the
 choices of at most a few groups, so it becomes a small dense array indexed by those
@@ -77,6 +79,7 @@ class LatencyTable:
         self.interpolate = interpolate
         self.statistic = meta.get("statistic", "p10")
         self.overhead_ms = float(meta.get("calibration", {}).get("overhead_ms", 0.0))
+        self.scale = float(meta.get("calibration", {}).get("scale", 1.0))  # tables before the affine model: 1
         self._compile()
 
     # ---- identity -----------------------------------------------------------------------------
@@ -92,7 +95,7 @@ class LatencyTable:
         b = self.backend
         return (f"LatencyTable({self.meta['space']['model']}, {b['backend']} on {b['device_name']}, "
                 f"{b['threads']} threads, batch {b['batch']}, {len(self.entries)} entries, "
-                f"overhead {self.overhead_ms:.3f} ms)")
+                f"overhead {self.overhead_ms:.3f} ms" + (f", scale {self.scale:.3f})" if self.scale != 1 else ")"))
 
     # ---- lookups ------------------------------------------------------------------------------
     def lookup(self, spec: KernelSpec, cin: int, cout: int) -> float:
@@ -110,7 +113,8 @@ class LatencyTable:
                 for name, key, cin, cout in self.meta["space"]["slots"]]
 
     def breakdown(self, enc: Sequence[int]) -> dict[str, float]:
-        """Latency (ms) of every kernel of the network under ``enc``, by kernel name (overhead excluded)."""
+        """Latency (ms) of every kernel of the network under ``enc``, by kernel name, as measured alone:
+        ``predict(enc) == overhead_ms + scale * sum(breakdown(enc).values())``."""
         enc = self._check(enc)
         widths = np.array(self.meta["space"]["base_widths"], dtype=np.int64)
         widths[self._prunable] = [c[e] for c, e in zip(self._choices, enc)]
@@ -122,10 +126,10 @@ class LatencyTable:
         return out
 
     def predict(self, enc: Sequence[int]) -> float:
-        """Predicted latency (ms) of the network under ``enc``: sum of kernel lookups + overhead."""
+        """Predicted latency (ms) of the network under ``enc``: overhead + scale * sum of kernel lookups."""
         if len(enc) != len(self._n_list) or not all(0 <= v < n for v, n in zip(enc, self._n_list)):
             enc = self._check(enc)  # raises, naming the bad entry
-        flat, total = self._flat_list, self.overhead_ms + self._const
+        flat, total = self._flat_list, self._const
         for o, a, sa, b, sb in self._py_two:  # most kernels: one width group in, one out
             total += flat[o + enc[a] * sa + enc[b] * sb]
         for o, a, sa in self._py_one:
@@ -137,10 +141,14 @@ class LatencyTable:
             total += flat[i]
         if total != total:  # NaN: some kernel width has no entry
             self._raise_missing(np.asarray([enc]))
-        return float(total)
+        return float(self.overhead_ms + self.scale * total)
 
     def predict_batch(self, encs) -> np.ndarray:
         """Predicted latency (ms) of many encodings: ``encs`` is (N, groups) of choice indices."""
+        return self.overhead_ms + self.scale * self.kernel_sum_batch(encs)
+
+    def kernel_sum_batch(self, encs) -> np.ndarray:
+        """Sum of the kernel lookups (ms, uncalibrated) of many encodings, (N, groups) -> (N,)."""
         encs = np.asarray(encs, dtype=np.int64)
         if encs.ndim != 2 or encs.shape[1] != len(self._choices):
             raise EncodingError(f"expected encodings of shape (N, {len(self._choices)}), got {encs.shape}")
@@ -151,7 +159,7 @@ class LatencyTable:
         idx = np.broadcast_to(self._offsets, (len(encs), len(self._offsets))).copy()  # (N, kernels)
         for j in range(self._dims.shape[1]):  # a kernel depends on at most a few groups
             idx += padded[:, self._dims[:, j]] * self._strides[:, j]
-        total = self._flat.take(idx).sum(1) + self.overhead_ms
+        total = self._flat.take(idx).sum(1)
         if np.isnan(total).any():
             self._raise_missing(encs[np.isnan(total)][:1])
         return total

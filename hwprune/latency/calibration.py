@@ -1,0 +1,112 @@
+"""Calibration: from the sum of a network's kernel lookups to its measured latency.
+
+A table predicts ``overhead + scale * sum(kernel lookups)``, fitted on whole
+networks measured end to end at profile time. Two models compete:
+
+- *constant* (``scale = 1``): ``overhead = median(measured - sum)``. Right when a kernel
+  costs inside a network what it cost timed alone, plus a fixed cost per network
+  (session call, reorders at the network's ends, width-independent ops): onnxruntime
+  at 1 thread, where it predicts resnet20 with a MAPE of 1.9%.
+- *affine*: the least-squares line ``measured = overhead + scale * sum``. At 2 threads
+  on a 2-core CPU a network's latency grows about twice as fast as its kernels' sum
+  (resnet20 on the shipped EPYC: measured = 1.98 * sum - 0.37 ms), so a constant
+  misses the level of most networks while ranking them well.
+
+The affine model is taken only when it predicts each calibration network clearly
+better from the others (leave-one-out mean absolute percentage error below
+:data:`AFFINE_GAIN` times the constant's and at least :data:`AFFINE_MIN_POINTS` lower),
+its slope is positive, and there are at least :data:`MIN_AFFINE_NETWORKS` networks;
+otherwise the constant, which needs less data and cannot extrapolate badly. Both errors are kept in the table's
+metadata.
+
+:func:`recalibrate` refits a table from the networks stored in its metadata, with
+no new measurement: what a table made before this model existed, or with another
+choice, gets.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import HwpruneError
+
+if TYPE_CHECKING:
+    from .table import LatencyTable
+
+__all__ = ["fit_calibration", "recalibrate", "AFFINE_GAIN", "AFFINE_MIN_POINTS", "MIN_AFFINE_NETWORKS"]
+
+AFFINE_GAIN = 0.9  # affine only if its leave-one-out MAPE is below this share of the constant's
+AFFINE_MIN_POINTS = 0.005  # ... and lower by this much (half a point of MAPE: more than measurement noise)
+MIN_AFFINE_NETWORKS = 5
+
+
+def _constant(measured: np.ndarray, sums: np.ndarray) -> tuple[float, float]:
+    return float(np.median(measured - sums)), 1.0
+
+
+def _affine(measured: np.ndarray, sums: np.ndarray) -> tuple[float, float]:
+    a = np.vstack([np.ones_like(sums), sums]).T
+    overhead, scale = np.linalg.lstsq(a, measured, rcond=None)[0]
+    return float(overhead), float(scale)
+
+
+def _loo_mape(fit, measured: np.ndarray, sums: np.ndarray) -> float:
+    errors = []
+    for i in range(len(measured)):
+        keep = np.arange(len(measured)) != i
+        overhead, scale = fit(measured[keep], sums[keep])
+        errors.append(abs(overhead + scale * sums[i] - measured[i]) / measured[i])
+    return float(np.mean(errors))
+
+
+def fit_calibration(measured, sums, model: str = "auto") -> dict:
+    """``{"model", "overhead_ms", "scale", "loo_mape"}`` for networks measured at ``measured``
+    ms whose kernel lookups sum to ``sums`` ms. ``model``: "auto" (module docstring),
+    "constant" or "affine"."""
+    m, s = np.asarray(measured, dtype=np.float64), np.asarray(sums, dtype=np.float64)
+    if m.shape != s.shape or m.ndim != 1 or len(m) < 1:
+        raise HwpruneError(f"calibration needs one kernel sum per measured network, got {m.shape} and {s.shape}")
+    if not (np.isfinite(m).all() and np.isfinite(s).all() and (m > 0).all()):
+        raise HwpruneError("calibration measurements must be finite and positive; measure the networks again")
+    if model not in ("auto", "constant", "affine"):
+        raise HwpruneError(f"calibration model must be auto, constant or affine, got {model!r}")
+    loo = {}
+    if len(m) >= 3:
+        loo["constant"] = _loo_mape(_constant, m, s)
+        if np.ptp(s) > 0:
+            loo["affine"] = _loo_mape(_affine, m, s)
+    if model == "affine":
+        if len(m) < 2 or np.ptp(s) == 0:
+            raise HwpruneError("an affine calibration needs at least 2 networks with different kernel sums")
+        chosen = "affine"
+    elif model == "constant":
+        chosen = "constant"
+    else:
+        chosen = "constant"
+        if (len(m) >= MIN_AFFINE_NETWORKS and "affine" in loo and loo["affine"] < AFFINE_GAIN * loo["constant"]
+                and loo["constant"] - loo["affine"] >= AFFINE_MIN_POINTS):
+            chosen = "affine" if _affine(m, s)[1] > 0 else "constant"
+    overhead, scale = (_affine if chosen == "affine" else _constant)(m, s)
+    return {"model": chosen, "overhead_ms": overhead, "scale": scale,
+            "loo_mape": {k: round(v, 5) for k, v in loo.items()}}
+
+
+def recalibrate(table: "LatencyTable", model: str = "auto") -> "LatencyTable":
+    """The same table refitted (:func:`fit_calibration`) on the networks its calibration measured.
+
+    The networks' kernel sums are recomputed from the table's own rows, so only the
+    measured end-to-end latencies are taken from the stored calibration.
+    """
+    from .table import LatencyTable
+
+    cal = dict(table.meta.get("calibration", {}))
+    nets = cal.get("networks") or []
+    if not nets:
+        raise HwpruneError("this table stores no calibration networks to refit on; profile it again")
+    encs = np.array([n["encoding"] for n in nets], dtype=np.int64)
+    sums = table.kernel_sum_batch(encs)
+    measured = [n["measured_ms"] for n in nets]
+    cal.update(fit_calibration(measured, sums, model))
+    cal["networks"] = [dict(n, lookup_sum_ms=round(float(v), 5)) for n, v in zip(nets, sums)]
+    return LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)

@@ -1,0 +1,118 @@
+"""Calibration: constant vs affine (overhead + scale * kernel sum), refitting, rescoring a fidelity report."""
+import numpy as np
+import pytest
+
+import hwprune as hp
+from hwprune.latency.calibration import fit_calibration, recalibrate
+from hwprune.latency.fidelity import FidelityReport
+
+from latency_fakes import OVERHEAD_MS, FakeProfiler, direct_sum, encodings
+
+
+@pytest.fixture(scope="module")
+def space():
+    return hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def scaled(space, tmp_path_factory):
+    """A backend where a network costs twice its kernels' sum, plus OVERHEAD_MS (as 2 threads on 2 cores)."""
+    prof = FakeProfiler(network_scale=2.0)
+    return hp.profile(space, profiler=prof, cache_dir=tmp_path_factory.mktemp("kernels"), calibrate=8, quiet=True)
+
+
+def noisy(values, rel, seed=0):
+    return np.asarray(values) * (1 + np.random.default_rng(seed).uniform(-rel, rel, len(values)))
+
+
+def test_affine_is_chosen_when_latency_grows_faster_than_the_kernel_sum():
+    sums = np.linspace(0.3, 0.75, 16)
+    cal = fit_calibration(noisy(1.98 * sums - 0.37, 0.01), sums)
+    assert cal["model"] == "affine"
+    assert cal["scale"] == pytest.approx(1.98, rel=0.05) and cal["overhead_ms"] == pytest.approx(-0.37, abs=0.04)
+    assert cal["loo_mape"]["affine"] < 0.02 < cal["loo_mape"]["constant"]
+
+
+def test_constant_is_kept_when_a_scale_does_not_clearly_help():
+    sums = np.linspace(0.3, 1.2, 16)
+    cal = fit_calibration(noisy(sums + 0.1, 0.02, seed=1), sums)  # an offset, and noise a line could chase
+    assert cal["model"] == "constant" and cal["scale"] == 1.0
+    assert cal["overhead_ms"] == pytest.approx(np.median(noisy(sums + 0.1, 0.02, seed=1) - sums))
+    exact = fit_calibration(sums + 0.1, sums)  # both fit exactly: nothing to gain, keep the simpler model
+    assert exact["model"] == "constant" and exact["overhead_ms"] == pytest.approx(0.1)
+    few = fit_calibration(2 * sums[:4], sums[:4])  # too few networks to trust a slope
+    assert few["model"] == "constant"
+    forced = fit_calibration(2 * sums[:4], sums[:4], model="affine")
+    assert forced["model"] == "affine" and forced["scale"] == pytest.approx(2.0)
+
+
+def test_bad_calibration_input_is_one_line():
+    with pytest.raises(hp.HwpruneError, match="one kernel sum per measured network"):
+        fit_calibration([1.0, 2.0], [1.0])
+    with pytest.raises(hp.HwpruneError, match="finite and positive"):
+        fit_calibration([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(hp.HwpruneError, match="auto, constant or affine"):
+        fit_calibration([1.0, 2.0], [1.0, 2.0], model="cubic")
+    with pytest.raises(hp.HwpruneError, match="different kernel sums"):
+        fit_calibration([1.0, 2.0], [1.0, 1.0], model="affine")
+
+
+def test_profile_fits_the_scale_and_predicts_scaled_networks_exactly(scaled, space):
+    cal = scaled.meta["calibration"]
+    assert cal["model"] == "affine" and scaled.scale == pytest.approx(2.0, rel=1e-4)
+    assert scaled.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-4)
+    for net in cal["networks"]:
+        assert scaled.predict(net["encoding"]) == pytest.approx(net["measured_ms"], rel=1e-4)
+    enc = encodings(space, 1, seed=4)[0]
+    assert scaled.predict(enc) == pytest.approx(scaled.overhead_ms + 2.0 * sum(scaled.breakdown(enc).values()),
+                                                rel=1e-4)
+    encs = encodings(space, 20, seed=2)
+    by_hand = [direct_sum(scaled, space, e) for e in encs]
+    assert np.allclose([scaled.predict(e) for e in encs], by_hand, rtol=1e-12)
+    assert np.allclose(scaled.predict_batch(np.array(encs)), by_hand, rtol=1e-12)
+
+
+def test_scale_survives_a_round_trip_and_old_tables_read_as_constant(scaled, space, tmp_path):
+    scaled.save(tmp_path / "t.csv")
+    again = hp.LatencyTable.load(tmp_path / "t.csv", space, check_device=False)
+    assert again.scale == scaled.scale and again.predict(space.full()) == pytest.approx(scaled.predict(space.full()))
+    meta = dict(scaled.meta, calibration={"overhead_ms": 0.25})  # a table written before the scale existed
+    old = hp.LatencyTable(scaled.entries, meta)
+    assert old.scale == 1.0
+    assert old.predict(space.full()) == pytest.approx(0.25 + old.kernel_sum_batch([space.full()])[0])
+
+
+def test_recalibrate_refits_on_stored_networks_without_measuring(scaled, space):
+    constant = recalibrate(scaled, "constant")
+    assert constant.scale == 1.0 and constant.meta["calibration"]["model"] == "constant"
+    assert constant.meta["calibration"]["networks"] == scaled.meta["calibration"]["networks"]
+    nets = scaled.meta["calibration"]["networks"]
+    errors = [abs(constant.predict(n["encoding"]) / n["measured_ms"] - 1) for n in nets]
+    assert max(errors) > 0.1  # a constant cannot follow a network that costs twice its kernels
+    back = recalibrate(constant)
+    assert back.meta["calibration"]["model"] == "affine" and back.scale == pytest.approx(scaled.scale)
+    assert (back.entries.values == scaled.entries.values).all()
+    no_nets = hp.LatencyTable(scaled.entries, dict(scaled.meta, calibration={"overhead_ms": 0.1}))
+    with pytest.raises(hp.HwpruneError, match="no calibration networks"):
+        recalibrate(no_nets)
+
+
+def test_rescoring_a_report_judges_a_new_calibration_on_the_same_measurements(scaled, space, tmp_path):
+    constant = recalibrate(scaled, "constant")
+    report = hp.validate_table(constant, space, n=6, profiler=FakeProfiler(network_scale=2.0), quiet=True)
+    assert report.calibration["model"] == "constant" and report.lut["within_10pct"] < 1
+    report.save(tmp_path / "r.json")
+    loaded = FidelityReport.load(tmp_path / "r.json")
+    assert loaded == report
+    better = loaded.rescore(scaled)
+    assert better.measured_ms == report.measured_ms and better.flops == report.flops
+    assert better.retest == report.retest
+    assert better.lut["within_10pct"] == 1.0 and better.lut["mape"] < 1e-4
+    assert better.calibration["model"] == "affine" and "rescored" in better.rescored
+    assert "affine" in better.summary()
+    other = hp.LatencyTable(scaled.entries, dict(scaled.meta, space=dict(scaled.meta["space"], model="MobileNetV2")))
+    with pytest.raises(hp.HwpruneError, match="not the table's"):
+        loaded.rescore(other)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(hp.HwpruneError, match="cannot read fidelity report"):
+        FidelityReport.load(tmp_path / "bad.json")
