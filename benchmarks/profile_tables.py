@@ -111,6 +111,10 @@ def recalibrate_all(names: list[str], threads: list[int], out: Path) -> None:
     from hwprune.latency.calibration import recalibrate
     from hwprune.latency.fidelity import FidelityReport
 
+    kept = {}  # a rerun leaves the row of a table it does not change: its "before" is the earlier fit
+    if out.exists():
+        with out.open() as f:
+            kept = {r["table"]: r for r in csv.DictReader(line for line in f if not line.startswith("#"))}
     rows = []
     for name in names:
         for t in threads:
@@ -139,18 +143,18 @@ def recalibrate_all(names: list[str], threads: list[int], out: Path) -> None:
                     row.update({f"lut_within_10pct_{tag}": round(r["within_10pct"], 3),
                                 f"lut_mape_{tag}": round(r["mape"], 4), f"lut_spearman_{tag}": round(r["spearman"], 4)})
                 row["validated_networks"] = after.n
-            rows.append(row)
+            rows.append(row if changed or path.name not in kept else kept[path.name])
             print(f"{path.name}: {cal['model']}, {table.overhead_ms:+.3f} ms + {table.scale:.3f} x kernel sum"
                   + (f"; LUT within 10% {row['lut_within_10pct_before']:.0%} -> {row['lut_within_10pct_after']:.0%},"
                      f" MAPE {row['lut_mape_before']:.1%} -> {row['lut_mape_after']:.1%}" if "lut_mape_after" in row
                      else ""))
     if rows:
         out.parent.mkdir(parents=True, exist_ok=True)
-        names = list(dict.fromkeys(k for r in rows for k in r))
+        fieldnames = list(dict.fromkeys(k for r in rows for k in r))
         with out.open("w", newline="") as f:
             f.write("# calibration refitted on each table's stored networks; LUT fidelity rescored on its report's "
                     "stored measurements (python benchmarks/profile_tables.py --recalibrate)\n")
-            w = csv.DictWriter(f, fieldnames=names)
+            w = csv.DictWriter(f, fieldnames=fieldnames)
             w.writeheader()
             w.writerows(rows)
         print(f"wrote {out}")

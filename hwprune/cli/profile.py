@@ -87,7 +87,8 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
         click.echo(json.dumps(summary, indent=1))
         return
     p = summary["profiling"]
-    click.echo(f"{out}: {summary['entries']} entries, overhead {table.overhead_ms:+.4f} ms, scale {table.scale:.3f}" +
+    click.echo(f"{out}: {summary['entries']} entries, overhead {table.overhead_ms:+.4f} ms, "
+               f"scale {table.scale:.3f}" +
                (f"; measured {p['measured']} in {p['kernel_seconds']} s ({p['entries_per_second']}/s), "
                 f"total {p['total_seconds']} s" if p and p.get("measured") else ""))
     if report is not None:

@@ -16,12 +16,12 @@ The affine model is taken only when it predicts each calibration network clearly
 better from the others (leave-one-out mean absolute percentage error below
 :data:`AFFINE_GAIN` times the constant's and at least :data:`AFFINE_MIN_POINTS` lower),
 its slope is positive, and there are at least :data:`MIN_AFFINE_NETWORKS` networks;
-otherwise the constant, which needs less data and cannot extrapolate badly. Both errors are kept in the table's
-metadata.
+otherwise the constant, which needs less data and cannot extrapolate badly. Both
+errors are kept in the table's metadata.
 
-:func:`recalibrate` refits a table from the networks stored in its metadata, with
-no new measurement: what a table made before this model existed, or with another
-choice, gets.
+:func:`recalibrate` refits a table on the networks stored in its metadata, with no
+new measurement (a table profiled before the affine model existed, or another
+choice of model).
 """
 from __future__ import annotations
 

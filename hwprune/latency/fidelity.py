@@ -110,7 +110,7 @@ class FidelityReport:
 
         from ..errors import HwpruneError
 
-        if table.meta["space"]["model"] != self.model or len(self.encodings) != len(self.measured_ms):
+        if table.meta["space"]["model"] != self.model:
             raise HwpruneError(f"this report is for {self.model}, not the table's {table.meta['space']['model']}")
         lut = table.predict_batch(np.array(self.encodings))
         return replace(self, lut=agreement(lut, self.measured_ms), lut_ms=_r(lut), calibration=_calibration(table),
