@@ -53,13 +53,14 @@ import torch
 import torch.nn as nn
 
 import hwprune as hp
-from hwprune.checkpoint import load_checkpoint, write_atomic, write_json
+from hwprune.files.atomic import write_atomic, write_json
+from hwprune.files.checkpoint import load_checkpoint
 from hwprune.data import load_dataset, make_loaders
-from hwprune.evaluate import accuracy
-from hwprune.fit import fit
+from hwprune.training.metrics import accuracy
+from hwprune.training.loop import fit
 from hwprune.search import save_result
-from hwprune.tracing import count_macs
-from hwprune.verify import DEFAULT_TOLERANCE
+from hwprune.core.tracing import count_macs
+from hwprune.deploy.verify import DEFAULT_TOLERANCE
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = {"hwprune": "hwprune search (a)", "uniform": "uniform width (b)", "l1": "L1 magnitude, Torch-Pruning (c)"}
@@ -432,7 +433,7 @@ def environment() -> dict:
     import onnxruntime
     import torch_pruning
 
-    from hwprune.profilers.base import cpu_name
+    from hwprune.profilers.machine import cpu_name
 
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(), "cores": mp.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import hwprune as hp
-from hwprune.profilers.base import cpu_name, version_of
+from hwprune.profilers.machine import cpu_name, version_of
 
 from profile_tables import TABLES, table_path
 

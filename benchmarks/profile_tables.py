@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import hwprune as hp
-from hwprune.profilers.base import cpu_name, version_of
+from hwprune.profilers.machine import cpu_name, version_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {  # name: (zoo model, input shape, networks validated)

@@ -28,9 +28,9 @@ import torch.nn as nn
 
 import hwprune as hp
 from hwprune.data import load_dataset, make_loaders
-from hwprune.evaluate import evaluate_candidate
-from hwprune.meta import PruningNet, generator_params
-from hwprune.train import TrainConfig, train_pruningnet
+from hwprune.supernet.evaluate import evaluate_candidate
+from hwprune.supernet.pruningnet import PruningNet, generator_params
+from hwprune.supernet.train import TrainConfig, train_pruningnet
 
 RESULTS = Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).parent / "results"))  # run_all.sh --fast: elsewhere
 

@@ -31,7 +31,7 @@ python - "$results/environment.json" "$fast" <<'EOF'
 import json, os, platform, subprocess, sys, time
 from importlib.metadata import PackageNotFoundError, version
 
-from hwprune.profilers.base import cpu_name
+from hwprune.profilers.machine import cpu_name
 
 def v(p):
     try:

@@ -8,8 +8,6 @@ does not pay for torch, onnxruntime or pandas until something needs them.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from .errors import EncodingError, HwpruneError, SpaceMismatchError, UnsupportedModelError
@@ -18,17 +16,17 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "SearchSpace": ".space", "ChannelGroup": ".space", "default_ratios": ".space",
+    "SearchSpace": ".core.space", "ChannelGroup": ".core.space", "default_ratios": ".core.space",
     "create_model": ".models", "list_models": ".models",
     "profile": ".latency", "LatencyTable": ".latency", "validate_table": ".latency",
     "FidelityReport": ".latency", "TableMismatchError": ".latency", "MissingEntryError": ".latency",
     "ProfilerUnavailableError": ".profilers", "list_profilers": ".profilers",
-    "PruningNet": ".meta",
-    "TrainConfig": ".train", "train_pruningnet": ".train", "load_pruningnet": ".train",
-    "SearchConfig": ".search", "SearchResult": ".search", "search": ".search",
-    "retrain": ".retrain", "load_pruned": ".retrain",
-    "export_onnx": ".export", "build_tensorrt_engine": ".export",
-    "verify": ".verify", "VerifyReport": ".verify",
+    "PruningNet": ".supernet.pruningnet",
+    "TrainConfig": ".training.config", "train_pruningnet": ".supernet.train", "load_pruningnet": ".supernet.train",
+    "SearchConfig": ".search", "SearchResult": ".search", "search": None,  # the package itself, callable
+    "retrain": ".deploy.retrain", "load_pruned": ".deploy.retrain",
+    "export_onnx": ".deploy.export", "build_tensorrt_engine": ".deploy.export",
+    "verify": ".deploy.verify", "VerifyReport": ".deploy.verify",
 }
 
 __all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError", *_LAZY]
@@ -36,7 +34,9 @@ __all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMisma
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        module = _LAZY[name]
+        value = importlib.import_module(f".{name}" if module is None else module, __name__)
+        value = value if module is None else getattr(value, name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module 'hwprune' has no attribute {name!r}")
@@ -46,29 +46,17 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-class _Package(types.ModuleType):
-    """Keeps ``hwprune.search`` the function: importing the submodule ``hwprune.search``
-    would otherwise bind the module object over it (``from hwprune.search import ...``
-    still finds the module through ``sys.modules``)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .latency import (FidelityReport, LatencyTable, MissingEntryError, TableMismatchError, profile,
                           validate_table)
-    from .meta import PruningNet
+    from .supernet.pruningnet import PruningNet
     from .models import create_model, list_models
     from .profilers import ProfilerUnavailableError, list_profilers
-    from .search import SearchConfig, SearchResult, search
-    from .space import ChannelGroup, SearchSpace, default_ratios
-    from .train import TrainConfig, load_pruningnet, train_pruningnet
-    from .retrain import load_pruned, retrain
-    from .export import build_tensorrt_engine, export_onnx
-    from .verify import VerifyReport, verify
+    from . import search
+    from .search import SearchConfig, SearchResult
+    from .core.space import ChannelGroup, SearchSpace, default_ratios
+    from .supernet.train import load_pruningnet, train_pruningnet
+    from .training.config import TrainConfig
+    from .deploy.retrain import load_pruned, retrain
+    from .deploy.export import build_tensorrt_engine, export_onnx
+    from .deploy.verify import VerifyReport, verify

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import hwprune as hp
 from hwprune.data import load_dataset
-from hwprune.export import (ExportError, build_tensorrt_engine, export_onnx, read_metadata,
+from hwprune.deploy.export import (ExportError, build_tensorrt_engine, export_onnx, read_metadata,
                             tensorrt_unavailable_reason)
 
 from conftest import small_input

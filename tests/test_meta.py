@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hwprune as hp
-from hwprune.meta import PruningNet, generator_params
+from hwprune.supernet.pruningnet import PruningNet, generator_params
 
 from conftest import ToyNet, small_input
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import hwprune as hp
-from hwprune.fit import TrainConfig
-from hwprune.meta import PruningNet
-from hwprune.quickstart import FAST, quickstart
-from hwprune.retrain import distillation_loss, load_pruned, retrain
+from hwprune.training import TrainConfig
+from hwprune.supernet.pruningnet import PruningNet
+from hwprune.runs.quickstart import FAST, quickstart
+from hwprune.deploy.retrain import load_pruned, retrain
+from hwprune.training.distill import distillation_loss
 
 
 @pytest.fixture(scope="module")

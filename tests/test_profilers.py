@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hwprune as hp
-from hwprune.profilers.base import get_profiler
+from hwprune.profilers import get_profiler
 from hwprune.profilers.protocol import QUIET_TOLERANCE, REFERENCE, interleaved, quiet_runs, wait_for_quiet
 from hwprune.profilers.spec import KernelSpec
 

@@ -10,10 +10,10 @@ import torch
 
 import hwprune as hp
 from hwprune.data import load_dataset, make_loaders
-from hwprune.meta import PruningNet
+from hwprune.supernet.pruningnet import PruningNet
 from hwprune.search import (InfeasibleBudgetError, SearchConfig, _Evaluator, _Evolution, Budget, pareto_front,
                             search)
-from hwprune.train import TrainConfig, pnet_payload, train_pruningnet
+from hwprune.supernet.train import TrainConfig, pnet_payload, train_pruningnet
 
 from latency_fakes import FakeProfiler
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import hwprune as hp
-from hwprune.checkpoint import CheckpointError, load_checkpoint
+from hwprune.files.checkpoint import CheckpointError, load_checkpoint
 from hwprune.data import load_dataset, make_loaders
-from hwprune.meta import PruningNet
-from hwprune.train import TrainConfig, load_pruningnet, sample_encoding, train_pruningnet
+from hwprune.supernet.pruningnet import PruningNet
+from hwprune.supernet.train import TrainConfig, load_pruningnet, sample_encoding, train_pruningnet
 
 SMALL = ["--limit", "256", "--batch-size", "32", "--hidden", "8", "--eval-ratios", "0.5", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

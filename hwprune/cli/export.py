@@ -20,7 +20,7 @@ from . import main
 @click.option("--json", "as_json", is_flag=True)
 def export(checkpoint, fmt, out, batch_size, dynamic_batch, fp16, data, as_json):
     """Export to ONNX (checked with onnx.checker and onnxruntime-vs-torch parity) or TensorRT."""
-    from hwprune.jobs import run_export_job
+    from hwprune.runs.stages import run_export_job
 
     r = run_export_job(checkpoint, out, fmt=fmt, dynamic_batch=dynamic_batch, fp16=fp16, batch_size=batch_size,
                        data=data)

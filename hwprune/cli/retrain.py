@@ -32,8 +32,8 @@ from . import main
 def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, teacher, data, epochs, batch_size, lr,
             weight_decay, schedule, seed, checkpoint_every, device, out, resume, quiet):
     """Retrain a searched (or uniform-width) pruned network; writes OUT/model.pt with its accuracy."""
-    from hwprune.checkpoint import load_checkpoint
-    from hwprune.jobs import run_retrain_job
+    from hwprune.files.checkpoint import load_checkpoint
+    from hwprune.runs.stages import run_retrain_job
 
     train = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule, checkpoint_every=checkpoint_every,
                  eval_ratios=())

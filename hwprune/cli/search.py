@@ -37,8 +37,8 @@ def search(checkpoint, table, latency_ms, flops, params, data, population, gener
            mutations, crossovers, mutation_prob, calib_batches, val_batches, seed, device, out, resume,
            allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
-    from hwprune.jobs import run_search_job
-    from hwprune.search import SearchConfig
+    from hwprune.runs.stages import run_search_job
+    from hwprune.search.evolution import SearchConfig
 
     lat, fl, pa = parse_floats(latency_ms), parse_count(flops), parse_count(params)
     if lat is None and fl is None and pa is None:

@@ -40,7 +40,7 @@ def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size
 
     Runs data-parallel under torchrun: torchrun --nproc_per_node 2 -m hwprune.cli train ...
     """
-    from hwprune.jobs import TrainJob, run_train_job
+    from hwprune.runs.stages import TrainJob, run_train_job
 
     job = TrainJob(model=model_name, data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
                    batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank=gen_rank, bn=bn,

@@ -29,7 +29,7 @@ def verify(model_path, table, latency_ms, tolerance, passes, no_dense, allow_mis
     Exit status 3 when the measured latency exceeds the budget by more than the tolerance.
     """
     from hwprune.latency import LatencyTable
-    from hwprune.verify import verify as run
+    from hwprune.deploy.verify import verify as run
 
     lut = LatencyTable.load(table, allow_mismatch=allow_mismatch)
     report = run(model_path, lut, latency_ms=latency_ms, tolerance=tolerance, dense=not no_dense, passes=passes)

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..profilers.base import get_profiler
-from .csvmeta import atomic_write
+from ..profilers.registry import get_profiler
+from ..files.atomic import write_atomic
 from .profiling import progress_bar
 
 if TYPE_CHECKING:
-    from ..space import SearchSpace
+    from ..core.space import SearchSpace
     from .table import LatencyTable
 
 __all__ = ["FidelityReport", "validate_table", "agreement"]
@@ -89,7 +89,7 @@ class FidelityReport:
         return asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FidelityReport":
@@ -144,10 +144,8 @@ class FidelityReport:
                      fontsize=9)
         ax.legend(fontsize=8, loc="upper left")
         fig.tight_layout()
-        tmp = f"{path}.tmp.png"
-        fig.savefig(tmp)
+        write_atomic(path, lambda f: fig.savefig(f, format="png"))
         plt.close(fig)
-        os.replace(tmp, path)
 
 
 def profiler_for_table(table):

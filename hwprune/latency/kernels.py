@@ -30,7 +30,7 @@ from ..errors import UnsupportedModelError
 from ..profilers.spec import KernelSpec
 
 if TYPE_CHECKING:
-    from ..space import SearchSpace
+    from ..core.space import SearchSpace
 
 __all__ = ["Slot", "kernel_slots", "slot_pairs", "MAX_COMBINATIONS"]
 

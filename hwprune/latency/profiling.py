@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import HwpruneError
-from ..profilers.base import Profiler, get_profiler
+from ..profilers.base import Profiler
+from ..profilers.registry import get_profiler
 from ..profilers.protocol import QUIET_TOLERANCE, chunked
 from ..profilers.spec import SPEC_COLUMNS, STATISTICS
 from .calibration import fit_calibration
@@ -30,7 +31,7 @@ from .store import KernelStore, default_cache_dir
 from .table import COLUMNS, FORMAT, LatencyTable, space_meta
 
 if TYPE_CHECKING:
-    from ..space import SearchSpace
+    from ..core.space import SearchSpace
 
 __all__ = ["profile", "calibration_encodings", "progress_bar"]
 

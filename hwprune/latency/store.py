@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import HwpruneError
 from ..profilers.spec import SPEC_COLUMNS, KernelSpec, Measurement
-from .csvmeta import read_csv, write_csv
+from ..files.csvmeta import read_csv, write_csv
 
 __all__ = ["KernelStore", "default_cache_dir", "fingerprint_hash"]
 

@@ -30,14 +30,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError
-from ..profilers.base import cpu_name, version_of
+from ..profilers.machine import cpu_name, version_of
 from ..profilers.spec import SPEC_COLUMNS, KernelSpec
-from .csvmeta import read_csv, write_csv
+from ..files.csvmeta import read_csv, write_csv
 from .interpolate import Interpolator
 from .kernels import Slot, kernel_slots
 
 if TYPE_CHECKING:
-    from ..space import SearchSpace
+    from ..core.space import SearchSpace
 
 __all__ = ["LatencyTable", "TableMismatchError", "MissingEntryError", "space_key"]
 

@@ -1,4 +1,4 @@
-"""The contract between latency tables and measurement backends, and the backend registry.
+"""The contract between latency tables and measurement backends.
 
 A backend measures two things and nothing else:
 
@@ -9,24 +9,18 @@ A backend measures two things and nothing else:
 - :meth:`Profiler.measure_networks`: end-to-end latency of whole ``nn.Module`` s,
   interleaved so that drift on a shared machine hits every network alike.
 
-Backends register under a name with :func:`register_profiler`; :func:`get_profiler`
-builds one and raises :class:`ProfilerUnavailableError` with a one-line reason when
-it cannot run on this machine.
+Backends are found by name in :mod:`.registry`.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import platform
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 from ..errors import HwpruneError
 from .spec import KernelSpec, Measurement
 
-__all__ = ["Profiler", "ProfilerUnavailableError", "register_profiler", "get_profiler", "list_profilers",
-           "cpu_name", "cpu_count", "version_of"]
+__all__ = ["Profiler", "ProfilerUnavailableError"]
 
 
 class ProfilerUnavailableError(HwpruneError):
@@ -49,7 +43,7 @@ class Profiler(ABC):
     # "probe_ms" run alone; the kernel store keeps them across sessions so every measurement has one anchor
     anchors: dict = field(default_factory=dict)
 
-    name: ClassVar[str] = "base"  # set by @register_profiler
+    name: ClassVar[str] = "base"  # the name the registry knows it by
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
@@ -83,65 +77,3 @@ class Profiler(ABC):
 
     def close(self) -> None:
         """Release what the backend holds (threads settings are restored here)."""
-
-
-_PROFILERS: dict[str, type[Profiler]] = {}
-
-
-def register_profiler(name: str) -> Callable[[type[Profiler]], type[Profiler]]:
-    """Class decorator: make a backend available to :func:`get_profiler` under ``name``."""
-
-    def wrap(cls: type[Profiler]) -> type[Profiler]:
-        cls.name = name
-        _PROFILERS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_profilers() -> list[str]:
-    _load_builtin()
-    return sorted(_PROFILERS)
-
-
-def get_profiler(backend: str, device: str = "cpu", **settings) -> Profiler:
-    """Build backend ``backend`` for ``device``; refused in one line when it cannot run here."""
-    _load_builtin()
-    if backend not in _PROFILERS:
-        raise HwpruneError(f"unknown latency backend {backend!r}; available: {', '.join(sorted(_PROFILERS))}")
-    cls = _PROFILERS[backend]
-    reason = cls.unavailable_reason(device)
-    if reason:
-        raise ProfilerUnavailableError(f"backend {backend!r} cannot run on {device!r} here: {reason}")
-    settings = {k: v for k, v in settings.items() if v is not None}
-    if settings.get("threads", 1) < 1 or settings.get("batch_size", 1) < 1:
-        raise HwpruneError("threads and batch_size must be positive integers")
-    return cls(device=device, **settings)
-
-
-def _load_builtin() -> None:
-    # importing the modules registers them; each imports its heavy library lazily
-    from . import onnxruntime, tensorrt, torch_backend  # noqa: F401
-
-
-def cpu_name() -> str:
-    """The CPU model as the OS reports it, e.g. 'AMD EPYC 7B13' (cheap; no heavy imports)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def version_of(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None

@@ -192,6 +192,6 @@ def export_network(model, input_shape: tuple[int, ...]) -> bytes:
     """``model`` (an ``nn.Module``) as ONNX bytes, exported as ``hwprune export`` exports it."""
     import torch
 
-    from ..export import onnx_bytes
+    from .runtimes import onnx_bytes
 
     return onnx_bytes(model.eval(), torch.randn(*input_shape), opset=OPSET)

@@ -28,7 +28,8 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from .base import Profiler, cpu_count, cpu_name, register_profiler, version_of
+from .base import Profiler
+from .machine import cpu_count, cpu_name, version_of
 from .protocol import REFERENCE, interleaved, quiet_runs, wait_for_quiet
 from .spec import KernelSpec, Measurement, summarize
 from .onnx_graphs import export_network, kernel_model
@@ -40,10 +41,11 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
 MAX_ATTEMPTS = 3  # measurements of a chunk that another job disturbed throughout
 
 
-@register_profiler("onnxruntime")
 @dataclass
 class OnnxruntimeProfiler(Profiler):
     """Options: ``opt_level`` ('all', the runtime's default, or 'extended' / 'basic' / 'disable')."""
+
+    name: ClassVar[str] = "onnxruntime"
 
     consumes_onnx: ClassVar[bool] = True  # measure_networks also takes ONNX bytes (an exported file as is)
 

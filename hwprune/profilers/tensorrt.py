@@ -16,11 +16,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
-from .base import Profiler, register_profiler, version_of
+from .base import Profiler
+from .machine import version_of
 from .protocol import REFERENCE, interleaved, quiet_runs
 from .spec import KernelSpec, Measurement, summarize
 from .onnx_graphs import export_network, kernel_model
@@ -30,10 +31,11 @@ __all__ = ["TensorRTProfiler"]
 _VARIANT = re.compile(r"(?<![A-Za-z0-9])v(\d+)_")
 
 
-@register_profiler("tensorrt")
 @dataclass
 class TensorRTProfiler(Profiler):
     """Options: ``workspace_mb`` (builder workspace, default 1024)."""
+
+    name: ClassVar[str] = "tensorrt"
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:
@@ -87,7 +89,7 @@ class TensorRTProfiler(Profiler):
 
         from ..errors import HwpruneError
 
-        from ..export import serialize_engine
+        from .runtimes import serialize_engine
 
         trt = self.trt
         serialized = serialize_engine(onnx_bytes, fp16=self.dtype == "float16",

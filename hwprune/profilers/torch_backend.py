@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
-from .base import Profiler, cpu_count, cpu_name, register_profiler, version_of
+from .base import Profiler
+from .machine import cpu_count, cpu_name, version_of
 from .protocol import REFERENCE, interleaved, quiet_runs, wait_for_quiet
 from .spec import KernelSpec, Measurement, summarize
 
@@ -27,10 +28,11 @@ MAX_ATTEMPTS = 3  # measurements of a chunk that another job disturbed throughou
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
-@register_profiler("torch")
 @dataclass
 class TorchProfiler(Profiler):
     """Options: ``cudnn_benchmark`` (CUDA; default True)."""
+
+    name: ClassVar[str] = "torch"
 
     @classmethod
     def unavailable_reason(cls, device: str) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import SpaceMismatchError
+from ..errors import SpaceMismatchError
 from .tracing import Layout, LayerInfo
 
 if TYPE_CHECKING:

@@ -6,41 +6,18 @@ so that the module can be rebuilt without pickling code.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .errors import HwpruneError
+from ..errors import HwpruneError
+from .atomic import write_atomic
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "write_atomic"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
 
 
 class CheckpointError(HwpruneError):
     """A checkpoint that is missing, corrupt, truncated or of another kind."""
-
-
-def write_atomic(path: str | Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:

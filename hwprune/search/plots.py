@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .search import SearchResult
+    from .evolution import SearchResult
 
 __all__ = ["plot_pareto"]
 

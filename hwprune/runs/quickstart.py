@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .checkpoint import write_atomic, write_json
+from ..files.atomic import write_atomic, write_json
 
 __all__ = ["QuickstartConfig", "FULL", "FAST", "quickstart"]
 
@@ -55,23 +55,23 @@ FAST = QuickstartConfig(round_to=8, pnet_epochs=1, retrain_epochs=1, limit=384, 
 def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = FULL, resume: bool = False,
                progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run the pipeline (module docstring); returns the report's figures."""
-    from . import profile
-    from .data import load_dataset, make_loaders
-    from .evaluate import accuracy
-    from .export import export_onnx
-    from .fit import TrainConfig
-    from .meta import PruningNet
-    from .models import create_model
-    from .retrain import retrain
-    from .search import SearchConfig, save_result, search
-    from .space import SearchSpace
-    from .train import train_pruningnet
-    from .verify import verify
+    from ..latency import profile
+    from ..data import load_dataset, make_loaders
+    from ..supernet.evaluate import accuracy
+    from ..deploy.export import export_onnx
+    from ..training.config import TrainConfig
+    from ..supernet.pruningnet import PruningNet
+    from ..models import create_model
+    from ..deploy.retrain import retrain
+    from ..search import SearchConfig, save_result, search
+    from ..core.space import SearchSpace
+    from ..supernet.train import train_pruningnet
+    from ..deploy.verify import verify
 
     cfg = config
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
-        from .errors import HwpruneError
+        from ..errors import HwpruneError
 
         raise HwpruneError(f"{out} is not empty; pass --resume to continue that run or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     (out / "space.json").write_text(space.to_json())
 
     stage("1/6 profile the latency table (onnxruntime, CPU, 1 thread)")
-    from .latency import LatencyTable
+    from ..latency import LatencyTable
 
     table_path = out / "latency_table.csv"
     if resume and table_path.exists():

@@ -14,10 +14,11 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .fit import TrainConfig, fit, lr_at
-from .meta import PruningNet
-from .space import SearchSpace
+from ..files.checkpoint import CheckpointError, load_checkpoint
+from ..training.config import TrainConfig, lr_at
+from ..training.loop import fit
+from .pruningnet import PruningNet
+from ..core.space import SearchSpace
 
 __all__ = ["TrainConfig", "train_pruningnet", "load_pruningnet", "PNET_FORMAT", "lr_at", "sample_encoding"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import EncodingError, HwpruneError, SpaceMismatchError
+from ..errors import EncodingError, HwpruneError, SpaceMismatchError
 from .tracing import GroupInfo, LayerInfo, TracedModel, trace_model
 
 __all__ = ["SearchSpace", "ChannelGroup", "default_ratios"]
@@ -131,7 +131,7 @@ class SearchSpace:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise SpaceMismatchError(f"not a hwprune search space (expected format {FORMAT!r})")
         if model is None:
-            from .models import create_model
+            from ..models import create_model
 
             spec = d.get("model_spec")
             if not spec:

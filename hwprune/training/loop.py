@@ -2,7 +2,7 @@
 
 One loop with atomic checkpoints (every epoch and every ``checkpoint_every``
 steps), exact resume (optimizer, RNG and the epoch position are saved; data order
-is seeded per epoch by :class:`~hwprune.data.SeededSampler`), data parallelism
+is seeded per epoch by :class:`~hwprune.data.loaders.SeededSampler`), data parallelism
 under ``torch.distributed``, mixed precision on CUDA, and a progress bar on a
 terminal or one log line per epoch otherwise. What differs between callers, the
 forward pass of a step, the loss, the per-epoch evaluation and what the checkpoint
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -23,51 +22,14 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
-from .data import SeededSampler
-from .errors import HwpruneError
+from ..files.atomic import write_atomic
+from ..files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..data.loaders import SeededSampler
+from ..errors import HwpruneError
+from .config import TrainConfig, lr_at
+from .distributed import world_info
 
-__all__ = ["TrainConfig", "fit", "lr_at"]
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    # None: 0.01 per 64 images, scaled linearly with the global batch. Lower than MetaPruning's
-    # 0.5 per 1024 because a generator moves each weight by ~(1 + |h|^2) times the nominal step;
-    # on the bundled data 0.05 at batch 64 diverged where 0.01 learned (see README).
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 4e-5  # MetaPruning's value for its PruningNets
-    label_smoothing: float = 0.1
-    schedule: str = "linear"  # linear decay to 0 over the run (the paper's); "cosine" or "constant"
-    warmup_steps: int = 0
-    seed: int = 0
-    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = only at epoch ends
-    amp: bool | None = None  # mixed precision (bfloat16 autocast); None = on for CUDA
-    eval_ratios: tuple[float, ...] = (1.0, 0.5)  # PruningNet: uniform widths scored on validation each epoch
-    calib_batches: int = 10  # PruningNet: BN recalibration batches before each validation score
-    grad_clip: float | None = None
-    extra: dict = field(default_factory=dict)  # the caller's own settings, saved with the run
-
-
-def lr_at(cfg: TrainConfig, base_lr: float, step: int, total: int) -> float:
-    if step < cfg.warmup_steps:
-        return base_lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    if cfg.schedule == "linear":
-        return base_lr * max(0.0, 1.0 - t)
-    if cfg.schedule == "cosine":
-        return base_lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    if cfg.schedule == "constant":
-        return base_lr
-    raise HwpruneError(f"unknown lr schedule {cfg.schedule!r}; use linear, cosine or constant")
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+__all__ = ["fit"]
 
 
 def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable, payload: Callable[[], dict],
@@ -81,7 +43,7 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
     what the checkpoint holds besides the training state (format ``fmt``); a checkpoint
     whose ``fingerprint`` differs is refused on resume.
     """
-    rank, world = _world()
+    rank, world = world_info()
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     say = log if rank == 0 else (lambda s: None)
     if progress is None:

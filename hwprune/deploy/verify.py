@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import HwpruneError
+from ..errors import HwpruneError
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -62,7 +62,7 @@ def verify(model_path: str | Path, table, latency_ms: float | None = None, toler
            dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None) -> VerifyReport:
     """Measure an exported ONNX file (written by hwprune) on ``table``'s backend; see the module docstring."""
     from .export import read_metadata
-    from .space import SearchSpace
+    from ..core.space import SearchSpace
 
     path = Path(model_path)
     if not path.is_file():
@@ -76,7 +76,7 @@ def verify(model_path: str | Path, table, latency_ms: float | None = None, toler
         enc = tuple(meta["encoding"])
     if space is not None:
         table.check(space, check_device=False)  # a table of another space would predict nonsense
-    from .latency.fidelity import profiler_for_table
+    from ..latency.fidelity import profiler_for_table
 
     profiler = profiler or profiler_for_table(table)
     shape = tuple(space.input_shapes[0]) if space is not None else tuple(meta.get("input_shape") or ())

@@ -21,9 +21,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import HwpruneError
-from .space import SearchSpace
-from .tracing import LayerInfo, Layout
+from ..errors import HwpruneError
+from ..core.space import SearchSpace
+from ..core.tracing import LayerInfo, Layout
 
 __all__ = ["PruningNet", "generator_params"]
 

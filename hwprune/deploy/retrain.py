@@ -13,15 +13,17 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .errors import HwpruneError
-from .fit import TrainConfig, fit
-from .models._layers import init_weights
-from .space import SearchSpace
+from ..files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..errors import HwpruneError
+from ..training.config import TrainConfig
+from ..training.distill import distillation_loss
+from ..training.loop import fit
+from ..models._layers import init_weights
+from ..core.space import SearchSpace
+from ..training.metrics import accuracy
 
-__all__ = ["MODEL_FORMAT", "retrain", "load_pruned", "model_payload", "distillation_loss"]
+__all__ = ["MODEL_FORMAT", "retrain", "load_pruned", "model_payload"]
 
 MODEL_FORMAT = "hwprune.model/1"
 INITS = ("scratch", "pruningnet")
@@ -46,29 +48,11 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, map_location="
     return pruned.eval(), info
 
 
-def distillation_loss(teacher: nn.Module, alpha: float = 0.9, temperature: float = 4.0,
-                      label_smoothing: float = 0.1) -> Callable:
-    """Hinton et al.'s knowledge distillation: alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * CE."""
-    teacher.eval()
-    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-    def loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t = teacher(x).float()
-        kd = F.kl_div(F.log_softmax(out / temperature, 1), F.log_softmax(t / temperature, 1), log_target=True,
-                      reduction="batchmean") * temperature ** 2
-        return alpha * kd + (1 - alpha) * ce(out, y)
-
-    return loss
-
-
 def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: TrainConfig | None = None,
             init: str = "scratch", pnet=None, teacher: nn.Module | None = None, val_loader=None, test_loader=None,
             run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
             log: Callable[[str], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """Train the pruned network of ``enc``; with ``run_dir`` writes ``model.pt`` (+ accuracy) and ``history.csv``."""
-    from .evaluate import accuracy
-
     cfg = config or TrainConfig()
     enc = space.check(enc)
     if init not in INITS:

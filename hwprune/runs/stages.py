@@ -6,15 +6,14 @@ results. Resuming reads the config back, so ``--resume`` needs only the folder.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from .checkpoint import write_json
-from .errors import HwpruneError
+from ..files.atomic import write_json
+from ..errors import HwpruneError
+from ..training.distributed import init_distributed, is_main, resolve_device
 
 __all__ = ["TrainJob", "run_train_job", "resolve_device", "init_distributed"]
 
@@ -44,37 +43,14 @@ class TrainJob:
         return cls(**d)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise HwpruneError("CUDA was asked for but torch sees no GPU; use --device cpu")
-        if "LOCAL_RANK" in os.environ and device == "cuda":
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return torch.device(device)
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); (rank, world)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def run_train_job(job: TrainJob, out: str | Path, resume: bool = False, progress: bool | None = None,
                   log=None) -> list[dict]:
     """Train a PruningNet for ``job`` in run folder ``out``; returns the epoch history."""
-    from .data import load_dataset, make_loaders
-    from .meta import PruningNet
-    from .models import create_model
-    from .space import SearchSpace
-    from .train import TrainConfig, train_pruningnet
+    from ..data import load_dataset, make_loaders
+    from ..supernet.pruningnet import PruningNet
+    from ..models import create_model
+    from ..core.space import SearchSpace
+    from ..supernet.train import TrainConfig, train_pruningnet
 
     out = Path(out)
     cfg_path = out / "config.json"
@@ -118,7 +94,7 @@ def training_settings(checkpoint: str | Path) -> dict | None:
 
 def run_loaders(checkpoint: str | Path, data: str | None, batch_size: int | None = None, workers: int = 0):
     """Loaders over the data and split a PruningNet was trained on (its run folder's config.json)."""
-    from .data import load_dataset, make_loaders
+    from ..data import load_dataset, make_loaders
 
     saved = training_settings(checkpoint)
     job = TrainJob.from_dict(saved["job"]) if saved else TrainJob()
@@ -134,9 +110,9 @@ def run_search_job(checkpoint: str | Path, out: str | Path, table: str | Path | 
                    data: str | None = None, config=None, device: str = "auto", resume: bool = False,
                    allow_mismatch: bool = False, log=None):
     """Search a trained PruningNet under budgets; writes result.json, history.csv, pareto.png into ``out``."""
-    from .latency import LatencyTable
-    from .search import SearchConfig, save_result, search
-    from .train import load_pruningnet
+    from ..latency import LatencyTable
+    from ..search import SearchConfig, save_result, search
+    from ..supernet.train import load_pruningnet
 
     cfg = config or SearchConfig()
     dev = resolve_device(device)
@@ -147,7 +123,7 @@ def run_search_job(checkpoint: str | Path, out: str | Path, table: str | Path | 
     out = Path(out)
     result = search(pnet, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
                     config=cfg, run_dir=out, resume=resume, log=log)
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main():
         write_json(out / "config.json", {"checkpoint": str(checkpoint), "table": str(table) if table else None,
                                          "latency_ms": latency_ms, "flops": flops, "params": params,
                                          "data": data, "search": asdict(cfg)})
@@ -186,9 +162,9 @@ def run_retrain_job(out: str | Path, *, result: str | Path | None = None, budget
                     data: str | None = None, batch_size: int | None = None, train: dict | None = None,
                     device: str = "auto", resume: bool = False, progress: bool | None = None, log=None):
     """Retrain an encoding: a search's choice (``result``) or a uniform width ``ratio`` of a PruningNet's space."""
-    from .fit import TrainConfig
-    from .retrain import load_pruned, retrain
-    from .train import load_pruningnet
+    from ..training.config import TrainConfig
+    from ..deploy.retrain import load_pruned, retrain
+    from ..supernet.train import load_pruningnet
 
     out = Path(out)
     if result is not None:
@@ -232,8 +208,8 @@ def model_loaders(model_checkpoint: str | Path, data: str | None = None):
 def run_export_job(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False,
                    fp16: bool = False, batch_size: int = 1, data: str | None = None, workspace_mb: int = 1024) -> dict:
     """Export a retrained model checkpoint to ONNX (checked on real inputs) and, for ``tensorrt``, an engine."""
-    from .export import build_tensorrt_engine, export_onnx, tensorrt_unavailable_reason
-    from .retrain import load_pruned
+    from ..deploy.export import build_tensorrt_engine, export_onnx, tensorrt_unavailable_reason
+    from ..deploy.retrain import load_pruned
 
     if fmt not in ("onnx", "tensorrt"):
         raise HwpruneError(f"format must be onnx or tensorrt, got {fmt!r}")

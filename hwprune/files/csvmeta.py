@@ -1,44 +1,21 @@
 """CSV files with a metadata block: ``# key: <json>`` lines, then a plain CSV that pandas reads.
 
-Written atomically (a temp file in the same folder, then ``os.replace``), so an
-interrupted write leaves the previous file whole.
+Written with :func:`~hwprune.files.atomic.write_atomic`, so an interrupted write leaves the
+previous file whole.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import HwpruneError
+from .atomic import write_atomic
 
-__all__ = ["write_csv", "read_csv", "atomic_write"]
-
-
-def atomic_write(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+__all__ = ["write_csv", "read_csv"]
 
 
 def write_csv(path: str | os.PathLike, meta: dict, frame: pd.DataFrame, title: str) -> None:
@@ -47,7 +24,7 @@ def write_csv(path: str | os.PathLike, meta: dict, frame: pd.DataFrame, title: s
     for k, v in meta.items():
         buf.write(f"# {k}: {json.dumps(v, separators=(',', ':'))}\n")
     frame.to_csv(buf, index=False)  # shortest repr of each float: exact when read back
-    atomic_write(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def read_csv(path: str | os.PathLike, what: str) -> tuple[dict, pd.DataFrame]:

@@ -1,0 +1,21 @@
+"""Settings of the evolutionary search (MetaPruning's defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SearchConfig"]
+
+
+@dataclass
+class SearchConfig:
+    population: int = 50
+    keep_top: int = 50  # best candidates seen, kept across generations
+    parents: int = 10  # top candidates that breed
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.1  # per gene
+    generations: int = 20
+    calib_batches: int = 10  # BatchNorm recalibration batches per candidate
+    val_batches: int | None = None  # limit validation batches per candidate (None: all)
+    seed: int = 0
+    max_draws: int = 200_000  # random encodings tried when filling a population before giving up

@@ -1,0 +1,74 @@
+"""What the search asks of a candidate: its costs (vectorised) and its fitness (cached, spread over ranks).
+
+Fitness is MetaPruning's: validation top-1 with PruningNet weights after BatchNorm
+recalibration on training batches (:func:`~hwprune.supernet.evaluate.evaluate_candidate`).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch.distributed as dist
+
+from ..supernet.evaluate import evaluate_candidate
+from ..supernet.pruningnet import PruningNet
+from ..training.distributed import world_info
+from .budgets import Budget
+from .config import SearchConfig
+
+__all__ = ["CandidateEvaluator", "Enc"]
+
+Enc = tuple[int, ...]
+
+
+class CandidateEvaluator:
+    """Costs (vectorised) and fitness (cached, spread over ranks) of encodings."""
+
+    def __init__(self, pnet: PruningNet, table, val_loader, calib_loader, cfg: SearchConfig):
+        self.pnet, self.space, self.table, self.cfg = pnet, pnet.space, table, cfg
+        self.val = _Limited(val_loader, cfg.val_batches) if cfg.val_batches else val_loader
+        self.calib = calib_loader
+        self.cache: dict[Enc, float] = {}
+        self.evaluated = 0
+        self.eval_seconds = 0.0
+
+    def costs(self, encs: np.ndarray) -> np.ndarray:
+        """(N, 3): predicted latency (ms, NaN without a table), FLOPs, params."""
+        lat = self.table.predict_batch(encs) if self.table is not None else np.full(len(encs), np.nan)
+        return np.stack([lat, self.space.flops_batch(encs), self.space.params_batch(encs)], 1)
+
+    def feasible(self, encs: np.ndarray, budget: Budget) -> np.ndarray:
+        c = self.costs(encs)
+        ok = np.ones(len(encs), bool)
+        for col, limit in enumerate((budget.latency_ms, budget.flops, budget.params)):
+            if limit is not None:
+                ok &= c[:, col] <= limit
+        return ok
+
+    def fitness(self, encs: list[Enc]) -> list[float]:
+        todo = [e for e in dict.fromkeys(encs) if e not in self.cache]
+        if todo:
+            t = time.perf_counter()
+            rank, world = world_info()
+            mine = {e: evaluate_candidate(self.pnet, e, self.val, self.calib, self.cfg.calib_batches)
+                    for e in todo[rank::world]}
+            if world > 1:
+                parts: list = [None] * world
+                dist.all_gather_object(parts, mine)
+                for p in parts:
+                    mine.update(p)
+            self.cache.update(mine)
+            self.evaluated += len(todo)
+            self.eval_seconds += time.perf_counter() - t
+        return [self.cache[e] for e in encs]
+
+
+class _Limited:
+    def __init__(self, loader, n):
+        self.loader, self.n = loader, n
+
+    def __iter__(self):
+        for k, batch in enumerate(self.loader):
+            if k >= self.n:
+                return
+            yield batch

@@ -1,0 +1,82 @@
+"""A search's result: the best encoding per budget with its costs, every evaluated candidate, the Pareto front."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..files.atomic import write_atomic, write_json
+from .budgets import Budget
+from .evaluator import CandidateEvaluator, Enc
+
+__all__ = ["SearchResult", "RESULT_FORMAT", "pareto_front", "save_result", "describe", "uniform_baseline"]
+
+RESULT_FORMAT = "hwprune.search-result/1"
+
+
+@dataclass
+class SearchResult:
+    fingerprint: str
+    budgets: list[Budget]
+    best: list[dict]  # per budget: encoding, channels, latency_ms, flops, params, fitness, uniform baseline
+    history: list[dict]  # every evaluated candidate
+    pareto: list[int] = field(default_factory=list)  # indices into history: accuracy vs latency (or FLOPs) front
+    stats: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"format": RESULT_FORMAT, "fingerprint": self.fingerprint,
+                "budgets": [asdict(b) for b in self.budgets], "best": self.best,
+                "pareto": [self.history[i] for i in self.pareto], "stats": self.stats}
+
+
+def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
+    """The widest uniform width ratio that meets the budget, and its PruningNet fitness."""
+    ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
+    encs = np.asarray([ev.space.uniform(r) for r in ratios])
+    ok = ev.feasible(encs, budget)
+    if not ok.any():
+        return None
+    i = int(np.argmax(ok))
+    enc = tuple(int(v) for v in encs[i])
+    return {"ratio": float(ratios[i]), **describe(ev, enc, ev.fitness([enc])[0])}
+
+
+def describe(ev: CandidateEvaluator, enc: Enc, fitness: float) -> dict:
+    lat, flops, params = ev.costs(np.asarray([enc]))[0]
+    return {"encoding": list(enc), "channels": ev.space.channels(enc),
+            "latency_ms": None if np.isnan(lat) else round(float(lat), 5),
+            "flops": int(flops), "params": int(params), "fitness": round(float(fitness), 5)}
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
+    """Indices of points not dominated by one with lower-or-equal x and higher-or-equal y."""
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if ys[i] > best:
+            front.append(i)
+            best = ys[i]
+    return front
+
+
+def save_result(result: SearchResult, run_dir: str | Path, plot: bool = True) -> dict[str, Path]:
+    """Write ``result.json``, ``history.csv`` and (with matplotlib) ``pareto.png`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    paths = {"result": run_dir / "result.json", "history": run_dir / "history.csv"}
+    write_json(paths["result"], result.to_json())
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["budget", "generation", "encoding", "latency_ms", "flops", "params", "fitness"])
+    for h in result.history:
+        w.writerow([h["budget"], h["generation"], " ".join(map(str, h["encoding"])), h["latency_ms"], h["flops"],
+                    h["params"], h["fitness"]])
+    write_atomic(paths["history"], lambda f: f.write(buf.getvalue().encode()))
+    if plot:
+        from .plots import plot_pareto
+
+        paths["pareto"] = plot_pareto(result, run_dir / "pareto.png")
+    return paths

@@ -1,0 +1,26 @@
+"""Knowledge distillation: a loss that teaches a pruned network the outputs of a teacher."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["distillation_loss"]
+
+
+def distillation_loss(teacher: nn.Module, alpha: float = 0.9, temperature: float = 4.0,
+                      label_smoothing: float = 0.1) -> Callable:
+    """Hinton et al.'s knowledge distillation: alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * CE."""
+    teacher.eval()
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(x).float()
+        kd = F.kl_div(F.log_softmax(out / temperature, 1), F.log_softmax(t / temperature, 1), log_target=True,
+                      reduction="batchmean") * temperature ** 2
+        return alpha * kd + (1 - alpha) * ce(out, y)
+
+    return loss

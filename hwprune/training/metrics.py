@@ -1,0 +1,28 @@
+"""Top-1 accuracy of a plain model or of a PruningNet candidate."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+__all__ = ["accuracy"]
+
+
+@torch.no_grad()
+def accuracy(model, loader: Iterable, enc: Sequence[int] | None = None, max_batches: int | None = None) -> float:
+    """Top-1 accuracy in eval mode of a PruningNet candidate (``enc``) or a plain model."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = total = 0
+    try:
+        for k, (x, y) in enumerate(loader):
+            if max_batches is not None and k >= max_batches:
+                break
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            out = model(x, enc) if enc is not None else model(x)
+            correct += int((out.argmax(1) == y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
+    return correct / max(total, 1)
