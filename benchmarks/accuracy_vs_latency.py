@@ -59,7 +59,7 @@ from hwprune.data import load_dataset, make_loaders
 from hwprune.training.metrics import accuracy
 from hwprune.training.loop import fit
 from hwprune.search import save_result
-from hwprune.core.tracing import count_macs
+from hwprune.core.macs import count_macs
 from hwprune.deploy.verify import DEFAULT_TOLERANCE
 
 ROOT = Path(__file__).resolve().parent.parent

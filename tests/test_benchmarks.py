@@ -62,7 +62,7 @@ def test_l1_prune_keeps_the_largest_l1_channels(bench):
 
 def test_count_macs_agrees_with_the_search_space(rng):
     """The benchmark counts FLOPs of L1-pruned networks (outside any space) with count_macs."""
-    from hwprune.core.tracing import count_macs
+    from hwprune.core.macs import count_macs
 
     model = hp.create_model("resnet20", num_classes=10, in_channels=1).eval()
     space = hp.SearchSpace.from_model(model, (1, 1, 32, 32), round_to=4)
@@ -107,7 +107,7 @@ def test_l1_prune_shrinks_monotonically_with_the_ratio(bench):
     torch.manual_seed(0)
     dense = hp.create_model("mobilenet_v2_cifar", num_classes=10, in_channels=1).eval()
     s = bench.Settings()
-    from hwprune.core.tracing import count_macs
+    from hwprune.core.macs import count_macs
 
     x = torch.zeros(1, 1, 32, 32)
     flops = [count_macs(bench.l1_prune(dense, r, x, s), [x]) for r in (0.3, 0.6, 0.9)]

@@ -1,34 +1,9 @@
 """The ``hwprune`` command line: thin click commands over the public API.
 
-Library errors (:class:`hwprune.HwpruneError`) become one line on stderr and exit
-status 1, here and nowhere else. Heavy imports happen inside commands so that
-``hwprune --help`` is instant.
+:mod:`.app` holds the command group and turns library errors into one line; each
+other module here adds one verb to it.
 """
-from __future__ import annotations
-
-import sys
-
-import click
-
-from ..errors import HwpruneError
+from . import export, info, profile, quickstart, retrain, search, train, verify  # noqa: F401  (registers the verbs)
+from .app import main
 
 __all__ = ["main"]
-
-
-class _Group(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except HwpruneError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="hwprune")
-def main() -> None:
-    """hwprune: hardware-aware channel pruning (MetaPruning with measured latency)."""
-
-
-from . import export, info, quickstart, retrain, search, train, verify  # noqa: E402,F401  (registers the commands)
-from . import profile  # noqa: E402,F401  (registers `hwprune profile`)

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from . import main
+from .app import main
 from .options import build_space, human, model_options
 
 

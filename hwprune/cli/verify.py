@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from . import main
+from .app import main
 
 OVER_BUDGET = 3  # exit status when the model is measured over budget (1: error, 2: usage)
 

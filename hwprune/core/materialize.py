@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import SpaceMismatchError
-from .tracing import Layout, LayerInfo
+from .layout import Layout, channel_positions, layout_size
+from .traced import LayerInfo
 
 if TYPE_CHECKING:
     from .space import SearchSpace
@@ -31,18 +32,10 @@ def layout_overlap(layout: Layout, widths: np.ndarray) -> tuple[torch.Tensor, to
     a segment with ``mult`` features per channel (after a flatten) keeps each kept
     channel's ``mult`` consecutive features.
     """
-    src, dst = [], []
-    src_off = dst_off = 0
-    for seg in layout:
-        new = int(widths[seg.group])
-        keep = min(seg.size, new)
-        idx = (np.arange(keep)[:, None] * seg.mult + np.arange(seg.mult)[None, :]).ravel()
-        src.append(src_off + idx)
-        dst.append(dst_off + idx)
-        src_off += seg.size * seg.mult
-        dst_off += new * seg.mult
-    cat = lambda parts: torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, np.int64))  # noqa: E731
-    return cat(src), cat(dst), dst_off
+    kept = {seg.group: min(seg.size, int(widths[seg.group])) for seg in layout}
+    src = channel_positions(layout, kept)
+    dst = channel_positions(layout, kept, capacity=widths)
+    return torch.from_numpy(src), torch.from_numpy(dst), layout_size(layout, widths)
 
 
 def materialize(space: "SearchSpace", enc: Sequence[int], source: nn.Module | None = None) -> nn.Module:
@@ -100,7 +93,7 @@ def _resize(layer: LayerInfo, old: nn.Module, widths: np.ndarray, copy_weights: 
 
 def _expect(layer: LayerInfo, old: nn.Module, kind: type, attrs: tuple[str, ...]) -> None:
     """Refuse a source module whose type or size differs from the traced one."""
-    sizes = [sum(s.size * s.mult for s in lay) for lay in (layer.in_layout, layer.out_layout)]
+    sizes = [layout_size(layer.in_layout), layout_size(layer.out_layout)]
     for attr, expected in zip(attrs, sizes):
         if not isinstance(old, kind) or getattr(old, attr) != expected:
             raise SpaceMismatchError(f"module {layer.name!r} of the source model is {type(old).__name__} with "

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError
-from .tracing import GroupInfo, LayerInfo, TracedModel, trace_model
+from .traced import GroupInfo, LayerInfo, TracedModel
+from .tracing import trace_model
 
 __all__ = ["SearchSpace", "ChannelGroup", "default_ratios"]
 

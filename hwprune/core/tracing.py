@@ -15,88 +15,20 @@ FLOPs, params, materialization and the PruningNet need, so nothing is traced twi
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedModelError
+from .layout import Layout, Segment
+from .macs import count_node_macs
+from .ops import (CAT, ELEMENTWISE, ELEMENTWISE_METHODS, NON_TENSOR_METHODS, PASS_FUNCTIONS, PASS_METHODS,
+                  PASS_MODULES, REDUCE, RESHAPE, RESHAPE_METHODS)
+from .traced import ChannelUnion, GroupInfo, LayerInfo, TracedModel
 
-__all__ = ["Segment", "LayerInfo", "GroupInfo", "TracedModel", "trace_model"]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A run of channels of one group inside a tensor's channel dimension."""
-
-    group: int  # group index
-    size: int  # original number of channels of the group
-    mult: int = 1  # features per channel (a flatten of (C, H, W) gives H*W)
-
-
-Layout = tuple[Segment, ...]
-
-
-@dataclass
-class LayerInfo:
-    """A conv, linear or batch-norm module whose weights follow channel groups."""
-
-    name: str  # module path, e.g. "layer1.0.conv1"
-    kind: str  # "conv" | "linear" | "bn"
-    in_layout: Layout  # input channels (for bn: its channels)
-    out_layout: Layout  # output channels (for bn: same as in_layout)
-    depthwise: bool = False  # conv with groups == in == out channels
-    groups: int = 1  # the conv's groups (only for non-depthwise grouped convs)
-    kernel: int = 1  # product of kernel sizes
-    out_spatial: int = 1  # product of output spatial sizes
-    bias: bool = False
-    affine: bool = True  # bn only
-    signature: dict = field(default_factory=dict)  # op attributes for profiling and fingerprints
-
-
-@dataclass
-class GroupInfo:
-    name: str  # first module that produces it, e.g. "layer1.0.conv1"
-    width: int  # original number of channels
-    members: list[str]  # "conv1:out", "bn1", "layer1.0.conv1:in", ...
-    fixed_reason: str | None  # None when prunable
-
-
-@dataclass
-class TracedModel:
-    graph_module: fx.GraphModule
-    layers: list[LayerInfo]
-    groups: list[GroupInfo]
-    input_shapes: list[tuple[int, ...]]
-    const_params: int  # parameters outside the recorded layers (never pruned)
-    const_flops: int  # MACs inside ignored (opaque) modules
-
-
-_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU,
-                 nn.Sigmoid, nn.Tanh, nn.ELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity,
-                 nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-                 nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                 nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-_PASS_FUNCTIONS = {F.relu, F.relu6, F.leaky_relu, F.hardswish, F.hardsigmoid, F.silu, F.gelu, F.elu,
-                   F.mish, F.softplus, F.hardtanh, F.dropout, F.dropout2d, torch.relu, torch.sigmoid,
-                   torch.tanh, F.sigmoid, F.tanh, torch.clamp, torch.clip, F.max_pool2d, F.avg_pool2d,
-                   F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.max_pool1d, F.avg_pool1d,
-                   F.adaptive_avg_pool1d, torch.neg, torch.abs, torch.exp, torch.square, torch.sqrt}
-_PASS_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clamp", "clamp_", "clip", "contiguous",
-                 "clone", "float", "half", "to", "type_as", "detach", "neg", "abs", "exp", "square",
-                 "sqrt", "hardtanh_", "expand_as"}
-_ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
-                operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
-                torch.maximum, torch.minimum}
-_ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
-_RESHAPE = {torch.flatten, torch.reshape, torch.squeeze}
-_RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze", "mean", "sum", "amax"}
-_REDUCE = {torch.mean, torch.sum, torch.amax}
-_CAT = {torch.cat, torch.concat}
-_NON_TENSOR_METHODS = {"size", "dim"}
+__all__ = ["trace_model"]
 
 
 class _Tracer(fx.Tracer):
@@ -117,53 +49,6 @@ class _Tracer(fx.Tracer):
             if self.failed_in is None:
                 self.failed_in = self.path_of_module(m)
             raise
-
-
-class _Groups:
-    """Union-find over channel groups, with sizes, fixed reasons and members."""
-
-    def __init__(self):
-        self.parent: list[int] = []
-        self.size: list[int] = []
-        self.fixed: dict[int, str] = {}
-        self.members: dict[int, list[str]] = {}
-        self.producer: dict[int, str] = {}
-
-    def new(self, size: int, member: str, producer: bool = False) -> int:
-        gid = len(self.parent)
-        self.parent.append(gid)
-        self.size.append(size)
-        self.members[gid] = [member]
-        if producer:
-            self.producer[gid] = member.split(":")[0]
-        return gid
-
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a == b:
-            return
-        if b < a:
-            a, b = b, a
-        self.parent[b] = a
-        self.members[a] += self.members.pop(b)
-        if b in self.fixed:
-            self.fixed.setdefault(a, self.fixed.pop(b))
-        if b in self.producer:
-            self.producer.setdefault(a, self.producer.pop(b))
-
-    def fix(self, layout: Layout | None, reason: str) -> None:
-        for seg in layout or ():
-            self.fixed.setdefault(self.find(seg.group), reason)
-
-    def add_member(self, layout: Layout, member: str) -> None:
-        for seg in layout:
-            self.members[self.find(seg.group)].append(member)
 
 
 def _module_names(model: nn.Module, ignored_layers) -> set[str]:
@@ -227,7 +112,7 @@ class _Analysis:
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self.leaves = leaves
-        self.g = _Groups()
+        self.g = ChannelUnion()
         self.layout: dict[fx.Node, Layout | None] = {}
         self.layers: dict[str, LayerInfo] = {}
         self.const_flops = 0
@@ -257,7 +142,7 @@ class _Analysis:
         ins = [a for a in _flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
         tensor_ins = [a for a in ins if self.layout.get(a)]
         if shape is None:  # sizes, tuples, python numbers
-            if node.op == "call_method" and node.target in _NON_TENSOR_METHODS or node.target is getattr:
+            if node.op == "call_method" and node.target in NON_TENSOR_METHODS or node.target is getattr:
                 return None
             if node.target is operator.getitem and _shape(node.args[0]) is None:
                 return None
@@ -268,13 +153,13 @@ class _Analysis:
         if len(shape) < 2:
             return None
         target = node.target
-        if target in _CAT or (node.op == "call_method" and target == "cat"):
+        if target in CAT or (node.op == "call_method" and target == "cat"):
             return self._cat(node, shape)
-        if target in _ELEMENTWISE or (node.op == "call_method" and target in _ELEMENTWISE_METHODS):
+        if target in ELEMENTWISE or (node.op == "call_method" and target in ELEMENTWISE_METHODS):
             return self._elementwise(node, shape, ins)
-        if target in _PASS_FUNCTIONS or (node.op == "call_method" and target in _PASS_METHODS):
+        if target in PASS_FUNCTIONS or (node.op == "call_method" and target in PASS_METHODS):
             return self._passthrough(node, shape, ins)
-        if target in _RESHAPE or target in _REDUCE or (node.op == "call_method" and target in _RESHAPE_METHODS):
+        if target in RESHAPE or target in REDUCE or (node.op == "call_method" and target in RESHAPE_METHODS):
             return self._reshape(node, shape)
         if target is operator.getitem and _shape(node.args[0]) is not None:
             src = _shape(node.args[0])
@@ -305,7 +190,7 @@ class _Analysis:
         if isinstance(m, nn.PReLU) and m.num_parameters > 1:
             self.g.fix(lin, f"per-channel PReLU {node.target!r}")
             return lin
-        if isinstance(m, _PASS_MODULES):
+        if isinstance(m, PASS_MODULES):
             return lin
         if isinstance(m, nn.Flatten):
             return self._reshape(node, shape)
@@ -376,7 +261,7 @@ class _Analysis:
         for a in _flat((node.args, node.kwargs)):
             if isinstance(a, fx.Node):
                 self.g.fix(self.layout.get(a), f"ignored layer {node.target!r}")
-        self.const_flops += _count_macs(m, [a for a in node.args if isinstance(a, fx.Node)])
+        self.const_flops += count_node_macs(m, [a for a in node.args if isinstance(a, fx.Node)])
         if shape is None or len(shape) < 2:
             return None
         gid = self.g.new(shape[1], f"{node.target}:out")
@@ -447,7 +332,7 @@ class _Analysis:
                 rest = 1
                 for v in s[2:]:
                     rest *= v
-                if rest != 1 and node.target not in _REDUCE and node.target not in ("mean", "sum", "amax"):
+                if rest != 1 and node.target not in REDUCE and node.target not in ("mean", "sum", "amax"):
                     raise UnsupportedModelError(f"{_describe(node)} mixes channels and space")
             return lin
         if len(shape) == 2 and shape[0] == s[0]:  # flatten (B, C, *S) -> (B, C*prod(S))
@@ -503,34 +388,3 @@ def _flat(x):
         yield x
 
 
-def _count_macs(module: nn.Module, arg_nodes) -> int:
-    """MACs of the convs and linears inside an opaque module, by running it once."""
-    args = [n.meta.get("tensor_meta") for n in arg_nodes]
-    if any(a is None or not hasattr(a, "shape") for a in args):
-        return 0
-    return count_macs(module, [torch.zeros(a.shape, dtype=a.dtype) for a in args])
-
-
-def count_macs(module: nn.Module, inputs) -> int:
-    """Multiply-accumulates per example of the convs and linears in ``module`` (any module, pruned or
-    not), counted with hooks on one eval-mode run on ``inputs``; the module's mode is restored."""
-    total = 0
-
-    def hook(m, inp, out):
-        nonlocal total
-        if isinstance(m, nn.modules.conv._ConvNd):
-            total += out.numel() // out.shape[0] * (m.in_channels // m.groups) * int(m.weight[0, 0].numel())
-        elif isinstance(m, nn.Linear):
-            total += out.numel() // out.shape[-1] // out.shape[0] * m.in_features * m.out_features
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()]
-    training = module.training
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        module.train(training)
-        for h in handles:
-            h.remove()
-    return total

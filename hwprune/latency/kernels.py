@@ -17,8 +17,7 @@ their time lands in the calibrated overhead, so it must not depend on the widths
 from __future__ import annotations
 
 import itertools
-import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.ops import ADD, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of
 from ..errors import UnsupportedModelError
 from ..profilers.spec import KernelSpec
 
@@ -48,18 +48,6 @@ class Slot:
 
     def groups(self) -> tuple[int, ...]:
         return tuple(sorted({g for g, _ in self.cin + self.cout}))
-
-
-_ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
-                nn.Sigmoid: "sigmoid", nn.SiLU: "silu", nn.Tanh: "tanh", nn.LeakyReLU: "leaky_relu", nn.GELU: "gelu"}
-_ACT_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
-                  F.hardsigmoid: "hardsigmoid", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.silu: "silu",
-                  torch.tanh: "tanh", F.tanh: "tanh", F.leaky_relu: "leaky_relu", F.gelu: "gelu"}
-_ACT_METHODS = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh"}
-_ADD = {operator.add, operator.iadd, torch.add}
-_FREE_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten)
-_FREE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, F.dropout, F.dropout2d, getattr, operator.getitem}
-_FREE_METHODS = {"flatten", "view", "reshape", "squeeze", "contiguous", "size", "dim", "float", "to", "detach"}
 
 
 def _shape(node) -> tuple[int, ...] | None:
@@ -86,19 +74,10 @@ class _Walker:
 
     # ---- what a node is -------------------------------------------------------------------
     def act(self, node: fx.Node) -> str | None:
-        if node.op == "call_module":
-            m = self.modules[node.target]
-            if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0):
-                return "relu6"
-            return _ACT_MODULES.get(type(m))
-        if node.op == "call_function":
-            return _ACT_FUNCTIONS.get(node.target)
-        if node.op == "call_method":
-            return _ACT_METHODS.get(node.target)
-        return None
+        return activation_of(node, self.modules)
 
     def is_add(self, node: fx.Node) -> bool:
-        if not (node.op == "call_function" and node.target in _ADD
+        if not (node.op == "call_function" and node.target in ADD
                 or node.op == "call_method" and node.target in ("add", "add_")):
             return False
         ops = [a for a in node.args[:2] if isinstance(a, fx.Node)]
@@ -248,10 +227,10 @@ class _Walker:
 
     def free(self, node: fx.Node) -> bool:
         if node.op == "call_module":
-            return isinstance(self.modules[node.target], _FREE_MODULES)
+            return isinstance(self.modules[node.target], FREE_MODULES)
         if node.op == "call_function":
-            return node.target in _FREE_FUNCTIONS
-        return node.op == "call_method" and node.target in _FREE_METHODS
+            return node.target in FREE_FUNCTIONS
+        return node.op == "call_method" and node.target in FREE_METHODS
 
 
 def kernel_slots(space: "SearchSpace", batch: int = 1, dtype: str = "float32") -> tuple[list[Slot], list[str]]:
@@ -283,7 +262,3 @@ def slot_pairs(space: "SearchSpace", slot: Slot) -> set[tuple[int, int]]:
         w = dict(zip(groups, combo))
         out.add((sum(w[g] * m for g, m in slot.cin), sum(w[g] * m for g, m in slot.cout)))
     return out
-
-
-def with_batch(slots: list[Slot], batch: int) -> list[Slot]:
-    return [replace(s, spec=replace(s.spec, batch=batch)) for s in slots]

@@ -206,9 +206,6 @@ class TorchProfiler(Profiler):
 
 
 def _act(name: str):
-    import torch.nn.functional as F
+    from ..core.ops import ACTIVATIONS
 
-    table = {"none": lambda y: y, "relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish,
-             "hardsigmoid": F.hardsigmoid, "sigmoid": F.sigmoid, "silu": F.silu, "tanh": F.tanh,
-             "leaky_relu": F.leaky_relu, "gelu": F.gelu}
-    return table[name]
+    return (lambda y: y) if name == "none" else ACTIVATIONS[name].fn

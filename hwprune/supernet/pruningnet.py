@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ..errors import HwpruneError
 from ..core.space import SearchSpace
-from ..core.tracing import LayerInfo, Layout
+from ..core.layout import Layout, channel_positions
+from ..core.traced import LayerInfo
 
 __all__ = ["PruningNet", "generator_params"]
 
@@ -72,12 +73,7 @@ def _indices(layout: Layout, widths: np.ndarray, maxw: np.ndarray) -> torch.Tens
     """
     if len(layout) == 1:
         return int(widths[layout[0].group]) * layout[0].mult
-    parts, off = [], 0
-    for seg in layout:
-        keep = int(widths[seg.group])
-        parts.append(off + (np.arange(keep)[:, None] * seg.mult + np.arange(seg.mult)[None, :]).ravel())
-        off += int(maxw[seg.group]) * seg.mult
-    return torch.from_numpy(np.concatenate(parts))
+    return torch.from_numpy(channel_positions(layout, widths, capacity=maxw))
 
 
 def _take(t: torch.Tensor, dim: int, idx: torch.Tensor | int) -> torch.Tensor:
