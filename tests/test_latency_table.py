@@ -1,5 +1,6 @@
 """LatencyTable: predictor == sum of rows + overhead, calibration, round trip, refusals, resume, speed."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,18 @@ def test_fake_latency_model_is_what_the_rows_hold(table):
     spec = KernelSpec.from_row(row.to_dict())
     assert row.p10_ms == pytest.approx(fake_ms(spec, row.cin, row.cout), abs=5e-7)  # stored to the ns
     assert row.median_ms == pytest.approx(1.1 * row.p10_ms, abs=1e-6) and row.runs == 25
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "latency_tables").glob("*.csv")),
+                         ids=lambda p: p.name)
+def test_shipped_tables_load_for_their_zoo_space_and_reproduce_their_sums(path):
+    """A shipped table loads for the zoo model's default space (on any machine, device check off) and its
+    kernel sums for the networks it was calibrated on are the ones recorded when it was made."""
+    meta_space = hp.LatencyTable.load(path, allow_mismatch=True).meta["space"]
+    model = hp.create_model(path.name.split("-")[0]).eval()
+    space = hp.SearchSpace.from_model(model, tuple(meta_space["input_shape"]))
+    table = hp.LatencyTable.load(path, space=space, check_device=False)
+    networks = table.meta["calibration"]["networks"]
+    sums = table.kernel_sum_batch(np.array([n["encoding"] for n in networks]))
+    assert sums == pytest.approx([n["lookup_sum_ms"] for n in networks], rel=1e-3, abs=1e-3)
+    assert table.predict(space.full()) > table.predict(space.uniform(0.5)) > 0

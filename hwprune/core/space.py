@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError
+from .kinds import kind_of
 from .traced import GroupInfo, LayerInfo, TracedModel
 from .tracing import trace_model
 
@@ -205,7 +206,7 @@ class SearchSpace:
     def layer_channels(self, enc: Sequence[int]) -> dict[str, tuple[int, int]]:
         """(in, out) channels of every conv and linear layer under ``enc``."""
         cin, cout = self._cin @ self.widths(enc), self._cout @ self.widths(enc)
-        return {layer.name: (int(a), int(b)) for layer, a, b in zip(self.layers, cin, cout) if layer.kind != "bn"}
+        return {layer.name: (int(a), int(b)) for layer, a, b in zip(self.layers, cin, cout) if kind_of(layer).weighted}
 
     # ---- cost ---------------------------------------------------------------------------------
     def flops(self, enc: Sequence[int]) -> int:
@@ -260,17 +261,8 @@ class SearchSpace:
                 self._cin[i, seg.group] += seg.mult
             for seg in layer.out_layout:
                 self._cout[i, seg.group] += seg.mult
-            if layer.kind == "bn":
-                self._unit_in[i] = True
-                self._param_lin[i] = 2 if layer.affine else 0
-            elif layer.kind == "linear":
-                self._flop_coef[i] = self._param_coef[i] = 1
-                self._param_lin[i] = int(layer.bias)
-            else:
-                self._unit_in[i] = layer.depthwise
-                self._flop_coef[i] = layer.kernel * layer.out_spatial / layer.groups
-                self._param_coef[i] = layer.kernel / layer.groups
-                self._param_lin[i] = int(layer.bias)
+            self._unit_in[i], self._flop_coef[i], self._param_coef[i], self._param_lin[i] = \
+                kind_of(layer).costs(layer)
 
     # ---- output -------------------------------------------------------------------------------
     def materialize(self, enc: Sequence[int], source: nn.Module | None = None) -> nn.Module:

@@ -25,6 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.kinds import kind_of
 from ..core.ops import ADD, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of
 from ..errors import UnsupportedModelError
 from ..profilers.spec import KernelSpec
@@ -83,11 +84,12 @@ class _Walker:
         ops = [a for a in node.args[:2] if isinstance(a, fx.Node)]
         return len(ops) == 2 and _shape(ops[0]) == _shape(ops[1]) == _shape(node)
 
-    def layer(self, node: fx.Node, kind: str | None = None):
+    def layer(self, node: fx.Node, weighted: bool | None = None):
+        """The traced layer ``node`` runs (a weighted conv/linear, a norm, or either when None), else None."""
         if node.op != "call_module" or node.target not in self.layers:
             return None
         layer = self.layers[node.target]
-        return layer if kind is None or layer.kind == kind else None
+        return layer if weighted is None or kind_of(layer).weighted == weighted else None
 
     # ---- channel terms of any tensor ------------------------------------------------------
     def propagate(self) -> None:
@@ -122,10 +124,10 @@ class _Walker:
         tails: dict[fx.Node, fx.Node] = {}  # last node of a chain -> the conv/linear node
         used: set[fx.Node] = set()
         for node in nodes:
-            if self.layer(node, "conv") is not None or self.layer(node, "linear") is not None:
+            if self.layer(node, weighted=True) is not None:
                 chain, cur = {"bn": False, "act": "none", "res": False, "ract": "none"}, node
                 nxt = _single_user(cur)
-                if nxt is not None and self.layer(nxt, "bn") is not None:
+                if nxt is not None and self.layer(nxt, weighted=False) is not None:
                     chain["bn"], cur = True, nxt
                     used.add(nxt)
                     nxt = _single_user(cur)
@@ -169,16 +171,7 @@ class _Walker:
                       residual=chain["res"], residual_activation=chain["ract"], batch=self.batch, dtype=self.dtype)
         cin = tuple((s.group, s.mult) for s in layer.in_layout)
         cout = tuple((s.group, s.mult) for s in layer.out_layout)
-        if layer.kind == "linear":
-            spec = KernelSpec("linear", **common)
-        else:
-            if len(shape) != 4 or isinstance(m.padding, str) and m.padding != "valid":
-                raise UnsupportedModelError(f"layer {node.target!r}: only 2-d convs with numeric padding can be "
-                                            f"profiled")
-            groups = "depthwise" if layer.depthwise else str(m.groups)
-            padding = (0, 0) if m.padding == "valid" else _pair(m.padding)
-            spec = KernelSpec("conv2d", _pair(m.kernel_size), _pair(m.stride), padding, _pair(m.dilation), groups,
-                              shape[2], shape[3], **common)
+        spec = KernelSpec(**kind_of(layer).kernel_attrs(layer, m, shape), **common)
         return Slot(node.target, spec, cin, cout)
 
     def other_slot(self, node: fx.Node, used: set) -> Slot | None:
@@ -207,7 +200,7 @@ class _Walker:
         elif node.op == "call_method" and node.target == "mean" and _shape(node) is not None and \
                 tuple(sorted(d % 4 for d in (node.args[1] if len(node.args) > 1 else node.kwargs["dim"]))) == (2, 3):
             spec = KernelSpec("global_avgpool2d", **base)
-        elif self.layer(node, "bn") is not None:
+        elif self.layer(node, weighted=False) is not None:
             nxt = _single_user(node)
             act = self.act(nxt) if nxt is not None else None
             if act:

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ..errors import HwpruneError
 from ..core.space import SearchSpace
-from ..core.layout import Layout, channel_positions
+from ..core.kinds import kind_of
+from ..core.layout import Layout, channel_positions, layout_size
 from ..core.traced import LayerInfo
 
 __all__ = ["PruningNet", "generator_params"]
@@ -40,7 +41,7 @@ def generator_params(space: SearchSpace, hidden: int = 32, rank: int | None = No
     maxw = _max_widths(space)
     total = 0
     for layer in space.layers:
-        if layer.kind == "bn":
+        if not kind_of(layer).weighted:
             continue
         shape, bias = _full_shape(layer, maxw, space.model.get_submodule(layer.name))
         numel = math.prod(shape) + bias
@@ -57,13 +58,9 @@ def _max_widths(space: SearchSpace) -> np.ndarray:
 
 
 def _full_shape(layer: LayerInfo, maxw: np.ndarray, module: nn.Module) -> tuple[tuple[int, ...], int]:
-    cin = sum(int(maxw[s.group]) * s.mult for s in layer.in_layout)
-    cout = sum(int(maxw[s.group]) * s.mult for s in layer.out_layout)
-    bias = cout if getattr(module, "bias", None) is not None else 0
-    if layer.kind == "linear":
-        return (cout, cin), bias
-    per_group = 1 if layer.depthwise else cin // layer.groups
-    return (cout, per_group, *module.kernel_size), bias
+    """(weight shape, bias length) of ``layer`` with every group at its widest choice."""
+    return kind_of(layer).full_shape(layer, module, layout_size(layer.in_layout, maxw),
+                                     layout_size(layer.out_layout, maxw))
 
 
 def _indices(layout: Layout, widths: np.ndarray, maxw: np.ndarray) -> torch.Tensor | int:
@@ -144,8 +141,8 @@ class PruningNet(nn.Module):
         self._full = {}  # layer -> (full-size weight shape, bias length)
         for layer in space.layers:
             m = modules[layer.name]
-            if layer.kind == "bn":
-                size = sum(int(self._maxw[s.group]) * s.mult for s in layer.in_layout)
+            if not kind_of(layer).weighted:
+                size = layout_size(layer.in_layout, self._maxw)
                 rows = self._bn_rows(layer)
                 self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m.eps, m.momentum)
                 continue
@@ -187,7 +184,7 @@ class PruningNet(nn.Module):
         dev = next(self.parameters()).device
         out = {}
         for i, layer in enumerate(self.space.layers):
-            if layer.kind == "bn":
+            if not kind_of(layer).weighted:
                 continue
             oin, oout = self._orig_io[layer.name]
             ratios = torch.tensor([cin_all[i] / oin, cout_all[i] / oout], dtype=torch.float32, device=dev)
@@ -197,7 +194,7 @@ class PruningNet(nn.Module):
             w = flat[:n].view(shape)
             o_idx = _indices(layer.out_layout, widths, self._maxw)
             w = _take(w, 0, o_idx)
-            if not layer.depthwise and layer.groups == 1:
+            if kind_of(layer).crops_input(layer):
                 w = _take(w, 1, _indices(layer.in_layout, widths, self._maxw))
             b = _take(flat[n:], 0, o_idx) if nbias else None
             out[layer.name] = (w, b)
@@ -226,7 +223,7 @@ class PruningNet(nn.Module):
                 layer = self._layers.get(node.target)
                 if layer is None:
                     env[node] = self.rest[_key(node.target)](*args, **load(node.kwargs))
-                elif layer.kind == "bn":
+                elif not kind_of(layer).weighted:
                     env[node] = self._bn(layer, args[0], enc, widths)
                 else:
                     env[node] = self._run_layer(layer, args[0], *weights[layer.name])
@@ -235,15 +232,7 @@ class PruningNet(nn.Module):
         raise HwpruneError("the traced graph has no output")
 
     def _run_layer(self, layer: LayerInfo, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        if layer.kind == "linear":
-            return F.linear(x, w, b)
-        m = self._template[layer.name]
-        groups = w.shape[0] if layer.depthwise else layer.groups
-        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(m.kernel_size)]
-        if m.padding_mode != "zeros":
-            x = F.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
-            return conv(x, w, b, m.stride, 0, m.dilation, groups)
-        return conv(x, w, b, m.stride, m.padding, m.dilation, groups)
+        return kind_of(layer).run(layer, self._template[layer.name], x, w, b)
 
     def _bn(self, layer: LayerInfo, x: torch.Tensor, enc, widths) -> torch.Tensor:
         st = self.bns[_key(layer.name)]
@@ -273,7 +262,7 @@ class PruningNet(nn.Module):
             if b is not None:
                 m.bias.copy_(b)
         for layer in self.space.layers:
-            if layer.kind != "bn":
+            if kind_of(layer).weighted:
                 continue
             m = model.get_submodule(layer.name)
             st = self.bns[_key(layer.name)]

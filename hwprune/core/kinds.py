@@ -1,0 +1,192 @@
+"""Layer kinds: everything hwprune does with a conv, a linear or a BatchNorm layer, in one place per kind.
+
+A traced :class:`~hwprune.core.traced.LayerInfo` names its kind (``"conv"``,
+``"linear"`` or ``"bn"``, kept as a string in fingerprints and files);
+:func:`kind_of` gives the :class:`LayerKind` that holds the kind's behaviour:
+
+- ``costs``: the coefficients of its FLOPs and parameters in its channel counts;
+- ``resize``: the same layer at new channel counts, weights copied (materialize);
+- ``full_shape`` / ``crops_input`` / ``run``: the generated weight's shape, how it is
+  cropped, and the layer run functionally on it (the PruningNet);
+- ``kernel_attrs``: the op and attributes of the kernel a runtime runs for it
+  (the latency tables).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import SpaceMismatchError, UnsupportedModelError
+from .layout import layout_size
+
+if TYPE_CHECKING:
+    from .traced import LayerInfo
+
+__all__ = ["LayerKind", "kind_of", "KINDS"]
+
+
+class LayerKind:
+    """The behaviour of one kind of layer; see the module docstring."""
+
+    name = ""
+    module_type: type = nn.Module
+    size_attrs: tuple[str, ...] = ()  # the module's (input, output) channel attributes
+    weighted = True  # a conv or linear: its weights follow (cin, cout) and a generator makes them
+
+    def costs(self, layer: "LayerInfo") -> tuple[bool, float, float, float]:
+        """(one input channel per output channel, MACs per cin*cout, weights per cin*cout, params per cout)."""
+        raise NotImplementedError
+
+    def check_source(self, layer: "LayerInfo", module: nn.Module) -> None:
+        """Refuse a source module whose type or size differs from the traced one."""
+        sizes = [layout_size(layer.in_layout), layout_size(layer.out_layout)]
+        for attr, expected in zip(self.size_attrs, sizes):
+            if not isinstance(module, self.module_type) or getattr(module, attr) != expected:
+                raise SpaceMismatchError(
+                    f"module {layer.name!r} of the source model is {type(module).__name__} with "
+                    f"{attr}={getattr(module, attr, '?')}, but the space expects {self.module_type.__name__} with "
+                    f"{expected}; the source is not the model this space was built from")
+
+    def resize(self, layer: "LayerInfo", old: nn.Module, cin: int, cout: int, idx: tuple | None) -> nn.Module:
+        """A new module at ``cin``/``cout`` channels; with ``idx`` = (in_src, in_dst, out_src, out_dst),
+        the channels both keep are copied from ``old``."""
+        raise NotImplementedError
+
+    def full_shape(self, layer: "LayerInfo", module: nn.Module, cin: int, cout: int) -> tuple[tuple[int, ...], int]:
+        """(weight shape, bias length) of the layer at ``cin``/``cout`` channels."""
+        raise NotImplementedError
+
+    def crops_input(self, layer: "LayerInfo") -> bool:
+        """Whether a generated weight's dim 1 follows the input channels (it does not for grouped convs)."""
+        return True
+
+    def run(self, layer: "LayerInfo", module: nn.Module, x: torch.Tensor, w: torch.Tensor,
+            b: torch.Tensor | None) -> torch.Tensor:
+        """The layer on ``x`` with weight ``w`` and bias ``b`` (``module`` gives the other attributes)."""
+        raise NotImplementedError
+
+    def kernel_attrs(self, layer: "LayerInfo", module: nn.Module, in_shape: tuple[int, ...]) -> dict:
+        """The op and attributes of the kernel a runtime runs for this layer (a KernelSpec's fields)."""
+        raise NotImplementedError
+
+
+class Conv(LayerKind):
+    name = "conv"
+    module_type = nn.modules.conv._ConvNd
+    size_attrs = ("in_channels", "out_channels")
+
+    def costs(self, layer):
+        return layer.depthwise, layer.kernel * layer.out_spatial / layer.groups, layer.kernel / layer.groups, \
+            int(layer.bias)
+
+    def resize(self, layer, old, cin, cout, idx):
+        dev, dt = _device_dtype(old)
+        groups = cout if layer.depthwise else old.groups
+        new = type(old)(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups,
+                        old.bias is not None, old.padding_mode, device=dev, dtype=dt)
+        if idx is not None:
+            in_src, in_dst, out_src, out_dst = idx
+            if not self.crops_input(layer):  # one input channel per filter, or a fixed grouped conv
+                new.weight[out_dst] = old.weight[out_src]
+            else:
+                new.weight[out_dst[:, None], in_dst[None, :]] = old.weight[out_src[:, None], in_src[None, :]]
+            if old.bias is not None:
+                new.bias[out_dst] = old.bias[out_src]
+        return new
+
+    def full_shape(self, layer, module, cin, cout):
+        per_group = 1 if layer.depthwise else cin // layer.groups
+        return (cout, per_group, *module.kernel_size), cout if module.bias is not None else 0
+
+    def crops_input(self, layer):
+        return not layer.depthwise and layer.groups == 1
+
+    def run(self, layer, module, x, w, b):
+        groups = w.shape[0] if layer.depthwise else layer.groups
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(module.kernel_size)]
+        if module.padding_mode != "zeros":
+            x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+            return conv(x, w, b, module.stride, 0, module.dilation, groups)
+        return conv(x, w, b, module.stride, module.padding, module.dilation, groups)
+
+    def kernel_attrs(self, layer, module, in_shape):
+        if len(in_shape) != 4 or isinstance(module.padding, str) and module.padding != "valid":
+            raise UnsupportedModelError(f"layer {layer.name!r}: only 2-d convs with numeric padding can be profiled")
+        padding = (0, 0) if module.padding == "valid" else _pair(module.padding)
+        return dict(op="conv2d", kernel=_pair(module.kernel_size), stride=_pair(module.stride), padding=padding,
+                    dilation=_pair(module.dilation), groups="depthwise" if layer.depthwise else str(module.groups),
+                    height=in_shape[2], width=in_shape[3])
+
+
+class Linear(LayerKind):
+    name = "linear"
+    module_type = nn.Linear
+    size_attrs = ("in_features", "out_features")
+
+    def costs(self, layer):
+        return False, 1.0, 1.0, int(layer.bias)
+
+    def resize(self, layer, old, cin, cout, idx):
+        dev, dt = _device_dtype(old)
+        new = nn.Linear(cin, cout, bias=old.bias is not None, device=dev, dtype=dt)
+        if idx is not None:
+            in_src, in_dst, out_src, out_dst = idx
+            new.weight[out_dst[:, None], in_dst[None, :]] = old.weight[out_src[:, None], in_src[None, :]]
+            if old.bias is not None:
+                new.bias[out_dst] = old.bias[out_src]
+        return new
+
+    def full_shape(self, layer, module, cin, cout):
+        return (cout, cin), cout if module.bias is not None else 0
+
+    def run(self, layer, module, x, w, b):
+        return F.linear(x, w, b)
+
+    def kernel_attrs(self, layer, module, in_shape):
+        return dict(op="linear")
+
+
+class BatchNorm(LayerKind):
+    name = "bn"
+    module_type = nn.modules.batchnorm._BatchNorm
+    size_attrs = ("num_features",)
+    weighted = False  # per-channel statistics and affine terms, not a generated weight
+
+    def costs(self, layer):
+        return True, 0.0, 0.0, 2 if layer.affine else 0
+
+    def resize(self, layer, old, cin, cout, idx):
+        dev, dt = _device_dtype(old)
+        new = type(old)(cout, old.eps, old.momentum, old.affine, old.track_running_stats, device=dev, dtype=dt)
+        if idx is not None:
+            out_src, out_dst = idx[2], idx[3]
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                src, dst = getattr(old, name, None), getattr(new, name, None)
+                if src is not None and dst is not None:
+                    dst[out_dst] = src[out_src]
+            if old.num_batches_tracked is not None:
+                new.num_batches_tracked.copy_(old.num_batches_tracked)
+        return new
+
+
+KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm())}
+
+
+def kind_of(layer: "LayerInfo") -> LayerKind:
+    return KINDS[layer.kind]
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+
+
+def _device_dtype(m: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for t in list(m.parameters()) + list(m.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    return torch.device("cpu"), torch.float32
+
+
