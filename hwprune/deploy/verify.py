@@ -9,10 +9,15 @@ side by side. The verdict: the measured latency may exceed the budget by at most
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..errors import HwpruneError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -43,6 +48,11 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {**asdict(self), "prediction_error": self.prediction_error}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "VerifyReport":
+        """A report read back from :meth:`to_dict`'s JSON."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
     def summary(self) -> str:
         lines = [f"{self.model} on {self.backend['backend']} {self.backend['device_name']} "
                  f"({self.backend['threads']} threads, batch {self.backend['batch']}, {self.statistic}):",
@@ -59,10 +69,17 @@ class VerifyReport:
 
 
 def verify(model_path: str | Path, table, latency_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
-           dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None) -> VerifyReport:
-    """Measure an exported ONNX file (written by hwprune) on ``table``'s backend; see the module docstring."""
-    from .export import read_metadata
+           dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None,
+           model: "nn.Module | None" = None) -> VerifyReport:
+    """Measure an exported ONNX file (written by hwprune) on ``table``'s backend; see the module docstring.
+
+    ``model``: the unpruned model, needed only for a model outside the zoo, to rebuild the
+    pruned and dense networks from the space stored in the file (torch backends run
+    modules, not the file; onnxruntime measures the file itself).
+    """
     from ..core.space import SearchSpace
+    from ..latency.fidelity import profiler_for_table
+    from .export import read_metadata
 
     path = Path(model_path)
     if not path.is_file():
@@ -71,17 +88,21 @@ def verify(model_path: str | Path, table, latency_ms: float | None = None, toler
         raise HwpruneError(f"tolerance must be >= 0, got {tolerance}")
     meta = read_metadata(path)
     space = enc = None
-    if "space" in meta and "encoding" in meta and meta["space"].get("model_spec"):
-        space = SearchSpace.from_json(meta["space"])
+    if "space" in meta and "encoding" in meta and (meta["space"].get("model_spec") or model is not None):
+        space = SearchSpace.from_json(meta["space"], model)
         enc = tuple(meta["encoding"])
     if space is not None:
         table.check(space, check_device=False)  # a table of another space would predict nonsense
-    from ..latency.fidelity import profiler_for_table
-
     profiler = profiler or profiler_for_table(table)
     shape = tuple(space.input_shapes[0]) if space is not None else tuple(meta.get("input_shape") or ())
     if not shape:
+        profiler.close()
         raise HwpruneError(f"{path} has no hwprune metadata; export it with hwprune export")
+    if not getattr(profiler, "consumes_onnx", False) and space is None:
+        profiler.close()
+        raise HwpruneError(f"the {table.backend['backend']} backend measures torch modules, and {path} holds a model "
+                           f"outside the zoo: pass the unpruned model (verify(..., model=...)) to rebuild it, or "
+                           f"verify with an onnxruntime table")
     items: list = [path.read_bytes() if getattr(profiler, "consumes_onnx", False) else space.materialize(enc)]
     if dense and space is not None:
         items.append(space.materialize(space.full()))
