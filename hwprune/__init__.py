@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .errors import EncodingError, HwpruneError, SpaceMismatchError, UnsupportedModelError
+from .version import __version__
 
-__version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {

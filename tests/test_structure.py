@@ -20,25 +20,14 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    t = node.test
-    return isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" or \
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
-
-
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the hwprune modules it imports, at module level or inside functions alike (a lazy import
-    is still a dependency); imports under ``if TYPE_CHECKING:`` never run and are left out."""
+    """Module -> the hwprune modules it imports: at module level, inside functions (a lazy import is still a
+    dependency) and under ``if TYPE_CHECKING:`` (a type checker follows it) alike."""
     modules = _modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for mod, path in modules.items():
         package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-        tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
-                for child in node.body for n in ast.walk(child)}
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
+        for node in ast.walk(ast.parse(path.read_text())):
             targets = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

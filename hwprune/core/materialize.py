@@ -9,7 +9,7 @@ above the original (ratios > 1) keep the source's channels and initialise the re
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,6 @@ from ..errors import SpaceMismatchError
 from .kinds import kind_of
 from .layout import Layout, channel_positions, layout_size
 from .traced import LayerInfo
-
-if TYPE_CHECKING:
-    from .space import SearchSpace
 
 __all__ = ["materialize", "layout_overlap"]
 
@@ -39,11 +36,13 @@ def layout_overlap(layout: Layout, widths: np.ndarray) -> tuple[torch.Tensor, to
     return torch.from_numpy(src), torch.from_numpy(dst), layout_size(layout, widths)
 
 
-def materialize(space: "SearchSpace", enc: Sequence[int], source: nn.Module | None = None) -> nn.Module:
-    widths = space.widths(enc)
-    model = copy.deepcopy(source if source is not None else space.model)
-    originals = dict((source if source is not None else space.model).named_modules())
-    for layer in space.layers:
+def materialize(layers: Sequence[LayerInfo], widths: np.ndarray, template: nn.Module,
+                source: nn.Module | None = None) -> nn.Module:
+    """A copy of ``source`` (or of ``template``, freshly initialised layers) with every traced layer resized to
+    the group ``widths`` (one per traced group, as :meth:`SearchSpace.widths` gives them)."""
+    model = copy.deepcopy(source if source is not None else template)
+    originals = dict((source if source is not None else template).named_modules())
+    for layer in layers:
         old = originals.get(layer.name)
         if old is None:
             raise SpaceMismatchError(f"source model has no module {layer.name!r}; it is not the model "

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError
 from .kinds import kind_of
+from .materialize import materialize
 from .traced import GroupInfo, LayerInfo, TracedModel
 from .tracing import trace_model
 
@@ -266,10 +267,8 @@ class SearchSpace:
 
     # ---- output -------------------------------------------------------------------------------
     def materialize(self, enc: Sequence[int], source: nn.Module | None = None) -> nn.Module:
-        """A plain ``nn.Module`` with the encoding's real channel counts; see :mod:`hwprune.materialize`."""
-        from .materialize import materialize
-
-        return materialize(self, self.check(enc), source)
+        """A plain ``nn.Module`` with the encoding's real channel counts; see :mod:`hwprune.core.materialize`."""
+        return materialize(self.layers, self.widths(enc), self.model, source)
 
     def describe(self, enc: Sequence[int] | None = None) -> list[dict]:
         """One row per prunable group: name, original width, choices and (given ``enc``) the width."""

@@ -110,7 +110,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
                          "p90_ms": m.p90_ms, "runs": m.runs, "backend_kernels": m.note})
     entries = pd.DataFrame(rows, columns=SPEC_COLUMNS + ["cin", "cout", "p10_ms", "median_ms", "p90_ms", "runs",
                                                          "backend_kernels"])[COLUMNS]
-    from .. import __version__
+    from ..version import __version__
 
     meta = {
         "format": FORMAT, "hwprune": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

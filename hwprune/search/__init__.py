@@ -2,25 +2,33 @@
 
 ``hwprune.search`` is this package, and it is also callable: ``hp.search(pnet, val, calib,
 table=..., latency_ms=...)`` runs :func:`hwprune.search.evolution.search`, so the public
-function and ``import hwprune.search`` (the module) are one name.
+function and ``import hwprune.search`` (the module) are one name. Names load on first
+use, so the CLI can read :class:`~.config.SearchConfig`'s defaults without torch.
 """
+import importlib
 import sys
 import types
 
-from .budgets import Budget, InfeasibleBudgetError, check_feasible
-from .config import SearchConfig
-from .evaluator import CandidateEvaluator
-from .evolution import _Evolution, search
-from .result import SearchResult, pareto_front, save_result
+_LAZY = {"search": ".evolution", "_Evolution": ".evolution", "SearchConfig": ".config", "Budget": ".budgets",
+         "InfeasibleBudgetError": ".budgets", "check_feasible": ".budgets", "CandidateEvaluator": ".evaluator",
+         "SearchResult": ".result", "pareto_front": ".result", "save_result": ".result"}
 
 __all__ = ["search", "SearchConfig", "SearchResult", "Budget", "InfeasibleBudgetError", "CandidateEvaluator",
            "pareto_front", "save_result", "check_feasible"]
 
-_Evaluator = CandidateEvaluator  # the name tests and older code use
+
+def __getattr__(name: str):
+    if name == "_Evaluator":  # the name tests and older code use
+        name = "CandidateEvaluator"
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'hwprune.search' has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):
     def __call__(self, *args, **kwargs):
+        from .evolution import search
+
         return search(*args, **kwargs)
 
 

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .evolution import SearchResult
+from ..files.atomic import write_atomic
 
 __all__ = ["plot_pareto"]
 
 
-def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
-    """Every evaluated candidate, the accuracy-latency front, the budgets and the uniform baselines."""
+def plot_pareto(result, path: str | Path) -> Path:
+    """Every evaluated candidate, the accuracy-latency front, the budgets and the uniform baselines.
+
+    ``result`` is a :class:`~hwprune.search.result.SearchResult` (its ``history``, ``pareto`` and ``best``);
+    this module does not import it, so that the result can write its own plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +42,6 @@ def plot_pareto(result: "SearchResult", path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    path = write_atomic(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
     return path

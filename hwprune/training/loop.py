@@ -157,12 +157,13 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
 def _check_ranks_agree(module: nn.Module, say) -> None:
     """All ranks must end with the same weights: they ran the same steps on averaged gradients."""
     sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).cpu()  # (P,)
-    gathered = [torch.zeros_like(sums) for _ in range(dist.get_world_size())]
+    world = world_info()[1]
+    gathered = [torch.zeros_like(sums) for _ in range(world)]
     dist.all_gather(gathered, sums.to(next(module.parameters()).device) if dist.get_backend() == "nccl" else sums)
     spread = max(float((g.cpu() - sums).abs().max()) for g in gathered)
     if spread > 1e-6 * (1 + float(sums.abs().max())):
         raise HwpruneError(f"data-parallel ranks disagree after training (max parameter-sum difference {spread:.3g})")
-    say(f"ranks agree: {dist.get_world_size()} processes hold identical weights")
+    say(f"ranks agree: {world} processes hold identical weights")
 
 
 def _bar(enabled: bool, total: int, initial: int, desc: str):
