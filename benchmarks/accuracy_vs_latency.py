@@ -58,7 +58,8 @@ from hwprune.files.checkpoint import load_checkpoint
 from hwprune.data import load_dataset, make_loaders
 from hwprune.training.metrics import accuracy
 from hwprune.training.loop import fit
-from hwprune.search import save_result
+from hwprune.runs import ProfileSettings, RunFolder, TrainJob
+from hwprune.runs.stages import profile_stage, search_stage, train_stage
 from hwprune.core.macs import count_macs
 from hwprune.deploy.verify import DEFAULT_TOLERANCE
 
@@ -119,6 +120,12 @@ def setup(name: str, s: Settings, seed: int = 0):
     return space, loaders
 
 
+def pnet_job(name: str, s: Settings) -> TrainJob:
+    """The PruningNet's train stage: the model as trained (data's channels), seed 0, the benchmark's epochs."""
+    return TrainJob(model=name, round_to=s.round_to, batch_size=s.batch_size, limit=s.limit, device="cpu",
+                    train={"epochs": s.pnet_epochs, "seed": 0, "eval_ratios": ()})
+
+
 def train_config(s: Settings, seed: int) -> hp.TrainConfig:
     return hp.TrainConfig(epochs=s.epochs, lr=s.lr, seed=seed, schedule="cosine", eval_ratios=())
 
@@ -174,10 +181,9 @@ def run_job(job: dict) -> dict:
     started = time.time()
     space, loaders = setup(job["model"], s, job.get("seed", 0))
     log = lambda msg: None  # noqa: E731
-    if job["kind"] == "pnet":
-        pnet = hp.PruningNet(space)
-        hp.train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, seed=0, eval_ratios=()),
-                            run_dir=out.parent, resume=True, progress=False, log=log)
+    if job["kind"] == "pnet":  # the train stage, recorded in the model's run folder
+        train_stage(RunFolder(out.parent.parent), pnet_job(job["model"], s), where=out.parent.name, resume=True,
+                    progress=False, log=log)
         result = {}
     elif job["kind"] in ("dense", "hwprune", "uniform"):
         enc = space.full() if job["kind"] == "dense" else tuple(job["encoding"])
@@ -237,13 +243,11 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
     shape = (1, *loaders.input_shape)
 
     say(f"== {name}: latency table and dense latency (onnxruntime, CPU, 1 thread)")
-    table_path = work / "latency_table.csv"
-    if table_path.exists():
-        table = hp.LatencyTable.load(table_path, space)
-    else:
-        table = hp.profile(space, backend="onnxruntime", device="cpu", threads=1, batch_size=1, out=table_path,
-                           cache_dir=work.parent / "kernel_store", repeats=s.profile_repeats, passes=s.passes,
-                           runs_per_pass=s.runs_per_pass, quiet=True)
+    run = RunFolder(work)
+    table, _ = profile_stage(run, space, ProfileSettings(repeats=s.profile_repeats, passes=s.passes,
+                                                         runs_per_pass=s.runs_per_pass),
+                             out=work / "latency_table.csv", cache_dir=work.parent / "kernel_store", quiet=True,
+                             model=name)
 
     def measure(items) -> list[float]:
         prof = profiler_for_table(table)
@@ -279,13 +283,12 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
     say(f"== {name}: search {len(budgets)} budgets (hwprune) and the uniform width of each")
     result_path = work / "search" / "result.json"
     if not result_path.exists():
-        pnet = hp.load_pruningnet(work / "pruningnet" / "pruningnet.pt")
         cfg = hp.SearchConfig(population=s.population, keep_top=s.population, parents=s.parents,
                               mutations=s.mutations, crossovers=s.crossovers, generations=s.generations,
                               calib_batches=s.calib_batches, seed=0)
-        result = hp.search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[b for _, b in budgets],
-                           config=cfg, run_dir=work / "search", resume=True, log=say)
-        save_result(result, work / "search")
+        search_stage(run, checkpoint=work / "pruningnet" / "pruningnet.pt", table=work / "latency_table.csv",
+                     latency_ms=[b for _, b in budgets], config=cfg, device="cpu", where="search", resume=True,
+                     log=say)
     best = json.loads(result_path.read_text())["best"]
 
     say(f"== {name}: L1 magnitude pruning to each budget, measured (Torch-Pruning)")

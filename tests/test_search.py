@@ -13,7 +13,8 @@ from hwprune.data import load_dataset, make_loaders
 from hwprune.supernet.pruningnet import PruningNet
 from hwprune.search import (InfeasibleBudgetError, SearchConfig, _Evaluator, _Evolution, Budget, pareto_front,
                             search)
-from hwprune.supernet.train import TrainConfig, pnet_payload, train_pruningnet
+from hwprune.supernet.train import pnet_payload, train_pruningnet
+from hwprune.training import TrainConfig
 
 from latency_fakes import FakeProfiler
 
@@ -150,5 +151,10 @@ def test_cli_search_writes_the_run_folder(setup, tmp_path):
     assert (tmp_path / "s" / "pareto.png").stat().st_size > 10_000
     rows = (tmp_path / "s" / "history.csv").read_text().strip().splitlines()
     assert rows[0] == "budget,generation,encoding,latency_ms,flops,params,fitness" and len(rows) == 1 + 2 * 2 * 6
-    r = subprocess.run(base + ["--latency-ms", "0.000001"], capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(base[:-1] + [str(tmp_path / "s2"), "--latency-ms", "0.000001"], capture_output=True, text=True,
+                       timeout=600, env=env)
     assert r.returncode == 1 and r.stderr.startswith("error: latency budget 1e-06ms is below the smallest")
+    r = subprocess.run(base + ["--latency-ms", f"{0.5 * full:.5f}"], capture_output=True, text=True, timeout=600,
+                       env=env)  # into the folder of the finished search, without --resume
+    assert r.returncode == 1 and "already holds a finished search; pass --resume" in r.stderr
+    assert json.loads((tmp_path / "s" / "result.json").read_text()) == result  # nothing overwritten

@@ -1,5 +1,6 @@
 """PruningNet training: learning, exact resume after a real interruption, DDP, checkpoint errors."""
 import os
+import json
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import hwprune as hp
 from hwprune.files.checkpoint import CheckpointError, load_checkpoint
 from hwprune.data import load_dataset, make_loaders
 from hwprune.supernet.pruningnet import PruningNet
-from hwprune.supernet.train import TrainConfig, load_pruningnet, sample_encoding, train_pruningnet
+from hwprune.supernet.train import load_pruningnet, sample_encoding, train_pruningnet
+from hwprune.training import TrainConfig
 
 SMALL = ["--limit", "256", "--batch-size", "32", "--hidden", "8", "--eval-ratios", "0.5", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -53,7 +55,12 @@ def trained_run(tmp_path_factory):
 
 
 def test_run_folder_and_reload(trained_run):
-    assert {"config.json", "space.json", "history.csv", "pruningnet.pt"} <= {p.name for p in trained_run.iterdir()}
+    assert {"run.json", "space.json", "history.csv", "pruningnet.pt"} <= {p.name for p in trained_run.iterdir()}
+    manifest = json.loads((trained_run / "run.json").read_text())
+    assert manifest["format"] == "hwprune.run/1" and manifest["stages"]["train"]["status"] == "done"
+    assert manifest["stages"]["train"]["files"] == {"checkpoint": "pruningnet.pt", "history": "history.csv",
+                                                    "space": "space.json"}
+    assert manifest["stages"]["train"]["settings"]["resolved_train"]["epochs"] == 2
     assert len((trained_run / "history.csv").read_text().strip().splitlines()) == 3
     pnet = load_pruningnet(trained_run / "pruningnet.pt")
     enc = pnet.space.uniform(0.5)
@@ -91,7 +98,7 @@ def test_resume_after_kill_equals_uninterrupted(trained_run, tmp_path):
 def test_corrupt_or_truncated_checkpoint_is_one_line(trained_run, tmp_path):
     bad = tmp_path / "run"
     bad.mkdir()
-    for name in ("config.json", "space.json"):
+    for name in ("run.json", "space.json"):
         (bad / name).write_bytes((trained_run / name).read_bytes())
     data = (trained_run / "pruningnet.pt").read_bytes()
     for content in (data[: len(data) // 2], b"garbage" * 10):
@@ -115,4 +122,13 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     assert "ranks agree: 2 processes hold identical weights" in r.stderr
     ck = load_checkpoint(out / "pruningnet.pt")
     assert ck["epoch"] == 1
-    assert '"world_size": 2' in (out / "config.json").read_text()
+    assert '"world_size": 2' in (out / "run.json").read_text()
+
+
+def test_run_folder_of_an_older_hwprune_is_one_line(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text('{"job": {"model": "resnet20"}}')
+    r = cli("train", "--resume", "--out", str(old), "--quiet", check=False)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
+    assert "written by an older hwprune" in r.stderr and "new --out folder" in r.stderr

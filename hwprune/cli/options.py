@@ -71,3 +71,17 @@ def parse_floats(text: str | None) -> list[float] | None:
     if not values or min(values) <= 0:
         raise click.BadParameter(f"{text!r}: budgets must be positive numbers")
     return values
+
+
+def default(cls, name: str):
+    """The default of dataclass field ``name``: options take their defaults from the config classes, never
+    a second copy."""
+    import dataclasses
+
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def echo_log(quiet: bool):
+    """A log function for the library: lines to stderr, or nothing with --quiet."""
+    return (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))

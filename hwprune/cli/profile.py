@@ -6,42 +6,44 @@ from pathlib import Path
 
 import click
 
+from ..runs.settings import ProfileSettings
 from .app import main
-from .options import build_space, model_options
+from .options import build_space, default, model_options
 
 
 @main.command()
 @model_options
-@click.option("--backend", default="onnxruntime", show_default=True,
+@click.option("--backend", default=default(ProfileSettings, "backend"), show_default=True,
               help="Latency backend: onnxruntime, torch or tensorrt.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] for torch / tensorrt.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads (CPU backends).")
+@click.option("--device", default=default(ProfileSettings, "device"), show_default=True, help="cpu, or cuda[:N] for torch / tensorrt.")
+@click.option("--threads", type=int, default=default(ProfileSettings, "threads"), show_default=True, help="Intra-op threads (CPU backends).")
 @click.option("--batch-size", type=int, help="Batch size to measure (default: the input shape's).")
-@click.option("--dtype", default="float32", show_default=True, help="float32, float16 (GPU) or bfloat16.")
+@click.option("--dtype", default=default(ProfileSettings, "dtype"), show_default=True, help="float32, float16 (GPU) or bfloat16.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Table CSV to write.")
 @click.option("--validate", "validate_n", type=int, default=0,
               help="Then measure N random networks end to end and report the table's fidelity.")
-@click.option("--statistic", type=click.Choice(["p10", "median", "p90"]), default="p10", show_default=True,
+@click.option("--statistic", type=click.Choice(["p10", "median", "p90"]), default=default(ProfileSettings, "statistic"), show_default=True,
               help="Which recorded statistic the table predicts.")
-@click.option("--repeats", type=int, default=25, show_default=True, help="Timed runs per kernel chunk.")
-@click.option("--calibrate", type=int, default=16, show_default=True,
+@click.option("--repeats", type=int, default=default(ProfileSettings, "repeats"), show_default=True, help="Timed runs per kernel chunk.")
+@click.option("--calibrate", type=int, default=default(ProfileSettings, "calibrate"), show_default=True,
               help="Networks measured end to end to fit the overhead.")
 @click.option("--calibration", type=click.Choice(["auto", "constant", "affine"]),
               help="Predict overhead + kernel sum (constant), overhead + scale * sum (affine), or whichever "
                    "predicts the calibration networks clearly better (auto, the default). On a finished OUT: "
                    "refit it on its stored networks, without measuring.")
-@click.option("--passes", type=int, default=5, show_default=True,
+@click.option("--passes", type=int, default=default(ProfileSettings, "passes"), show_default=True,
               help="Interleaved passes over the networks in every end-to-end measurement.")
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),
               help="onnxruntime graph optimisation level (default: all, the runtime's default).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Kernel store folder (resume, reuse).")
 @click.option("--force", is_flag=True, help="Profile again even when OUT already holds this table.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=default(ProfileSettings, "seed"), show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Record the profile in this run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def profile(model_name, input_shape, num_classes, width_mult, round_to, backend, device, threads, batch_size,
             dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level, cache_dir,
-            force, seed, quiet, as_json):
+            force, seed, quiet, run_dir, as_json):
     """Measure a latency lookup table for a model's search space on a backend.
 
     Every prunable layer is measured at every width the space allows, as the kernel
@@ -50,37 +52,27 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
     measured end to end and compared with the table, a FLOPs predictor and a second
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
-    from hwprune.latency import LatencyTable, profile as run_profile, validate_table
-    from hwprune.latency.calibration import recalibrate
+    from ..runs.folder import RunFolder
+    from ..runs.stages import profile_stage
 
     model, space = build_space(model_name, input_shape, num_classes, width_mult, round_to)
-    batch = batch_size or space.input_shapes[0][0]
-    options = {"opt_level": opt_level} if opt_level else {}
-    table = None
-    if Path(out).exists() and not force:  # resume the finished job: refused if OUT is another table
-        table = LatencyTable.load(out, space, expect={"backend": backend, "device": device, "threads": threads,
-                                                      "batch": batch, "dtype": dtype, **options})
-        if calibration:
-            table = recalibrate(table, calibration)
-            table.save(out)
-        if not quiet:
-            click.echo(f"{out} already holds this table (use --force to measure again)" +
-                       (f"; refitted its calibration ({table.meta['calibration']['model']})" if calibration else ""),
-                       err=True)
-    else:
-        table = run_profile(space, backend=backend, device=device, threads=threads, batch_size=batch, dtype=dtype,
-                            out=out, cache_dir=cache_dir, statistic=statistic, repeats=repeats,
-                            calibrate=calibrate, passes=passes, seed=seed, options=options, quiet=quiet,
-                            calibration=calibration or "auto")
+    settings = ProfileSettings(backend=backend, device=device, threads=threads,
+                               batch_size=batch_size or space.input_shapes[0][0], dtype=dtype, statistic=statistic,
+                               repeats=repeats, calibrate=calibrate, passes=passes, seed=seed,
+                               options={"opt_level": opt_level} if opt_level else {})
+    reused = Path(out).exists() and not force
+    table, report = profile_stage(RunFolder(run_dir) if run_dir else None, space, settings, out=out,
+                                  cache_dir=cache_dir, force=force, recalibrate=calibration, validate=validate_n,
+                                  quiet=quiet, model=model_name)
+    if reused and not quiet:
+        click.echo(f"{out} already holds this table (use --force to measure again)" +
+                   (f"; refitted its calibration ({table.meta['calibration']['model']})" if calibration else ""),
+                   err=True)
     summary = {"table": str(out), "model": model_name, "backend": table.backend,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                "profiling": table.meta.get("profiling", {})}
-    report = None
-    if validate_n:
+    if report is not None:
         stem = str(out)[:-4] if str(out).endswith(".csv") else str(out)
-        report = validate_table(table, space, n=validate_n, seed=seed + 1, passes=passes,
-                                report=f"{stem}.fidelity.json",
-                                plot=f"{stem}.fidelity.png", quiet=quiet)
         summary["fidelity"] = {k: getattr(report, k) for k in ("n", "lut", "flops", "retest", "drift")}
         summary["fidelity"].update(report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
     if as_json:

@@ -13,7 +13,7 @@ from .app import main
 @click.option("--quiet", is_flag=True, help="No progress bars (stage lines still print).")
 def quickstart(out, fast, resume, quiet):
     """Profile, train, search at half the dense latency, retrain, export, verify: resnet20 on bundled MNIST."""
-    from hwprune.runs.quickstart import FAST, FULL, quickstart as run
+    from ..runs.quickstart import FAST, FULL, quickstart as run
 
     figures = run(out, FAST if fast else FULL, resume=resume, progress=False if quiet else None,
                   log=lambda s: click.echo(s, err=True))

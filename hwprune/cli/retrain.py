@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from ..training.config import TrainConfig
 from .app import main
+from .options import default
 
 
 @main.command()
@@ -18,13 +20,13 @@ from .app import main
 @click.option("--teacher", type=click.Path(exists=True, dir_okay=False),
               help="A retrained model checkpoint (e.g. --uniform 1.0) to distil from.")
 @click.option("--data", help="Dataset (default: the PruningNet's).")
-@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--epochs", type=int, default=default(TrainConfig, "epochs"), show_default=True)
 @click.option("--batch-size", type=int, help="Default: the PruningNet's.")
 @click.option("--lr", type=float, help="Peak learning rate (default: 0.01 x batch / 64).")
-@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
+@click.option("--weight-decay", type=float, default=default(TrainConfig, "weight_decay"), show_default=True)
 @click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="cosine", show_default=True)
 @click.option("--seed", type=int, help="Default: the PruningNet run's.")
-@click.option("--checkpoint-every", type=int, default=0)
+@click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/retrain", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True)
@@ -32,17 +34,18 @@ from .app import main
 def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, teacher, data, epochs, batch_size, lr,
             weight_decay, schedule, seed, checkpoint_every, device, out, resume, quiet):
     """Retrain a searched (or uniform-width) pruned network; writes OUT/model.pt with its accuracy."""
-    from hwprune.files.checkpoint import load_checkpoint
-    from hwprune.runs.stages import run_retrain_job
+    from ..files.checkpoint import load_checkpoint
+    from ..runs.deploy_stages import retrain_stage
+    from ..runs.folder import RunFolder
 
     train = dict(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule, checkpoint_every=checkpoint_every,
                  eval_ratios=())
     if seed is not None:
         train["seed"] = seed
-    run_retrain_job(out, result=result, budget=budget, uniform_baseline=uniform_baseline, checkpoint=checkpoint,
-                    ratio=ratio, init=init, teacher=teacher, data=data, batch_size=batch_size, train=train,
-                    device=device, resume=resume, progress=False if quiet else None,
-                    log=(lambda s: None) if quiet else None)
+    retrain_stage(RunFolder(out), result=result, budget=budget, uniform_baseline=uniform_baseline,
+                  checkpoint=checkpoint, ratio=ratio, init=init, teacher=teacher, data=data, batch_size=batch_size,
+                  train=train, device=device, resume=resume, progress=False if quiet else None,
+                  log=(lambda s: None) if quiet else None)
     ck = load_checkpoint(f"{out}/model.pt")
     acc = " ".join(f"{k} {ck[k]:.4f}" for k in ("val_acc", "test_acc") if ck.get(k) is not None)
     click.echo(f"wrote {out}/model.pt  channels {sum(ck['channels'].values())} in {len(ck['channels'])} groups  {acc}")

@@ -5,8 +5,9 @@ import json
 
 import click
 
+from ..search.config import SearchConfig
 from .app import main
-from .options import human, parse_count, parse_floats
+from .options import default, echo_log, human, parse_count, parse_floats
 
 
 @main.command()
@@ -17,16 +18,17 @@ from .options import human, parse_count, parse_floats
 @click.option("--flops", help="FLOPs (MACs) budget, e.g. 20M.")
 @click.option("--params", help="Parameter budget, e.g. 0.2M.")
 @click.option("--data", help="Dataset (default: the one the PruningNet was trained on).")
-@click.option("--population", type=int, default=50, show_default=True)
-@click.option("--generations", type=int, default=20, show_default=True)
-@click.option("--parents", type=int, default=10, show_default=True)
-@click.option("--keep-top", type=int, default=50, show_default=True)
-@click.option("--mutations", type=int, default=25, show_default=True)
-@click.option("--crossovers", type=int, default=25, show_default=True)
-@click.option("--mutation-prob", type=float, default=0.1, show_default=True)
-@click.option("--calib-batches", type=int, default=10, show_default=True, help="BN recalibration batches.")
+@click.option("--population", type=int, default=default(SearchConfig, "population"), show_default=True)
+@click.option("--generations", type=int, default=default(SearchConfig, "generations"), show_default=True)
+@click.option("--parents", type=int, default=default(SearchConfig, "parents"), show_default=True)
+@click.option("--keep-top", type=int, default=default(SearchConfig, "keep_top"), show_default=True)
+@click.option("--mutations", type=int, default=default(SearchConfig, "mutations"), show_default=True)
+@click.option("--crossovers", type=int, default=default(SearchConfig, "crossovers"), show_default=True)
+@click.option("--mutation-prob", type=float, default=default(SearchConfig, "mutation_prob"), show_default=True)
+@click.option("--calib-batches", type=int, default=default(SearchConfig, "calib_batches"), show_default=True,
+              help="BN recalibration batches.")
 @click.option("--val-batches", type=int, help="Validation batches per candidate (default: all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=default(SearchConfig, "seed"), show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
@@ -37,8 +39,8 @@ def search(checkpoint, table, latency_ms, flops, params, data, population, gener
            mutations, crossovers, mutation_prob, calib_batches, val_batches, seed, device, out, resume,
            allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
-    from hwprune.runs.stages import run_search_job
-    from hwprune.search.evolution import SearchConfig
+    from ..runs.folder import RunFolder
+    from ..runs.stages import search_stage
 
     lat, fl, pa = parse_floats(latency_ms), parse_count(flops), parse_count(params)
     if lat is None and fl is None and pa is None:
@@ -46,9 +48,9 @@ def search(checkpoint, table, latency_ms, flops, params, data, population, gener
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, generations=generations,
                        calib_batches=calib_batches, val_batches=val_batches, seed=seed)
-    log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
-    result = run_search_job(checkpoint, out, table=table, latency_ms=lat, flops=fl, params=pa, data=data,
-                            config=cfg, device=device, resume=resume, allow_mismatch=allow_mismatch, log=log)
+    result = search_stage(RunFolder(out), checkpoint=checkpoint, table=table, latency_ms=lat, flops=fl, params=pa,
+                          data=data, config=cfg, device=device, resume=resume, allow_mismatch=allow_mismatch,
+                          log=echo_log(quiet))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return

@@ -3,34 +3,42 @@ from __future__ import annotations
 
 import click
 
+from ..runs.settings import TrainJob
+from ..training.config import TrainConfig
 from .app import main
+from .options import default
 
 
 @main.command()
-@click.option("--model", "model_name", default="resnet20", show_default=True, help="Zoo model name.")
-@click.option("--data", default="bundled", show_default=True,
+@click.option("--model", "model_name", default=default(TrainJob, "model"), show_default=True, help="Zoo model name.")
+@click.option("--data", default=default(TrainJob, "data"), show_default=True,
               help="'bundled' (5,000 MNIST digits) or a path: ImageFolder, CIFAR python batches, MNIST idx.")
 @click.option("--image-size", type=int, help="Resize / pad images to this size.")
 @click.option("--width-mult", type=float, help="Width multiplier of the unpruned model.")
 @click.option("--round-to", type=int, help="Make every width a multiple of N.")
-@click.option("--epochs", type=int, help="Epochs in all (default 10; with --resume, the saved run's).")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Per process.")
+@click.option("--epochs", type=int, help=f"Epochs in all (default {default(TrainConfig, 'epochs')}; with --resume, the saved run's).")
+@click.option("--batch-size", type=int, default=default(TrainJob, "batch_size"), show_default=True,
+              help="Per process.")
 @click.option("--lr", type=float, help="Peak learning rate (default: scaled to the batch size).")
-@click.option("--weight-decay", type=float, default=4e-5, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="linear", show_default=True)
-@click.option("--hidden", type=int, default=32, show_default=True, help="Generator hidden units.")
+@click.option("--weight-decay", type=float, default=default(TrainConfig, "weight_decay"), show_default=True)
+@click.option("--label-smoothing", type=float, default=default(TrainConfig, "label_smoothing"), show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default=default(TrainConfig, "schedule"),
+              show_default=True)
+@click.option("--hidden", type=int, default=default(TrainJob, "hidden"), show_default=True,
+              help="Generator hidden units.")
 @click.option("--rank", "gen_rank", type=int, help="Low-rank generator output with N bases (default: full).")
-@click.option("--bn", type=click.Choice(["per_choice", "shared"]), default="per_choice", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=0, help="Also checkpoint every N steps.")
+@click.option("--bn", type=click.Choice(["per_choice", "shared"]), default=default(TrainJob, "bn"), show_default=True)
+@click.option("--seed", type=int, default=default(TrainConfig, "seed"), show_default=True)
+@click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"),
+              help="Also checkpoint every N steps.")
 @click.option("--limit", type=int, help="Use only N training images (a seeded random subset).")
-@click.option("--eval-ratios", default="1.0,0.5", show_default=True,
+@click.option("--eval-ratios", default=",".join(str(r) for r in default(TrainConfig, "eval_ratios")), show_default=True,
               help="Uniform widths scored on validation after each epoch ('' for none).")
-@click.option("--workers", type=int, default=0, show_default=True, help="Data loader processes.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@click.option("--workers", type=int, default=default(TrainJob, "workers"), show_default=True,
+              help="Data loader processes.")
+@click.option("--device", default=default(TrainJob, "device"), show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--out", default="runs/pruningnet", show_default=True, type=click.Path(file_okay=False),
-              help="Run folder (config, checkpoint, history).")
+              help="Run folder (run.json, checkpoint, history).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size, lr, weight_decay,
@@ -40,7 +48,8 @@ def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size
 
     Runs data-parallel under torchrun: torchrun --nproc_per_node 2 -m hwprune.cli train ...
     """
-    from hwprune.runs.stages import TrainJob, run_train_job
+    from ..runs.folder import RunFolder
+    from ..runs.stages import train_stage
 
     job = TrainJob(model=model_name, data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
                    batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank=gen_rank, bn=bn,
@@ -49,5 +58,5 @@ def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size
                               schedule=schedule, seed=seed, checkpoint_every=checkpoint_every,
                               eval_ratios=tuple(float(r) for r in eval_ratios.split(",") if r.strip()),
                               **({"epochs": epochs} if epochs is not None else {})))
-    run_train_job(job, out, resume=resume, progress=False if quiet else None,
-                  log=(lambda s: None) if quiet else None)
+    train_stage(RunFolder(out), job, resume=resume, progress=False if quiet else None,
+                log=(lambda s: None) if quiet else None)

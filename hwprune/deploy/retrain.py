@@ -51,8 +51,11 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, map_location="
 def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: TrainConfig | None = None,
             init: str = "scratch", pnet=None, teacher: nn.Module | None = None, val_loader=None, test_loader=None,
             run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
-            log: Callable[[str], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train the pruned network of ``enc``; with ``run_dir`` writes ``model.pt`` (+ accuracy) and ``history.csv``."""
+            log: Callable[[str], None] | None = None, meta: dict | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train the pruned network of ``enc``; with ``run_dir`` writes ``model.pt`` (+ accuracy) and ``history.csv``.
+
+    ``meta``: plain settings stored in the checkpoint (the data it was trained on), for export and verify.
+    """
     cfg = config or TrainConfig()
     enc = space.check(enc)
     if init not in INITS:
@@ -73,12 +76,14 @@ def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: Tra
     fingerprint = f"{space.fingerprint}:{','.join(map(str, enc))}"
     evaluate = (lambda: {"val_acc": accuracy(model, val_loader)}) if val_loader is not None else None
     history = fit(model, train_loader, cfg, forward=lambda m, x, step: m(x),
-                  payload=lambda: model_payload(space, enc, model, init=init),
+                  payload=lambda: model_payload(space, enc, model, init=init, meta=dict(meta or {})),
                   fmt=MODEL_FORMAT, fingerprint=fingerprint, checkpoint=ckpt,
                   loss_fn=distillation_loss(teacher, label_smoothing=cfg.label_smoothing) if teacher else None,
                   evaluate=evaluate, resume=resume, progress=progress, log=log)
     if ckpt is not None:  # final accuracies beside the weights
-        ck = load_checkpoint(ckpt, MODEL_FORMAT) if ckpt.exists() else model_payload(space, enc, model, init=init)
+        ck = load_checkpoint(ckpt, MODEL_FORMAT) if ckpt.exists() else {}
+        if ck.get("fingerprint") != fingerprint:  # training saved nothing (0 epochs): never keep another run's file
+            ck = model_payload(space, enc, model, init=init, meta=dict(meta or {}), fingerprint=fingerprint)
         ck["val_acc"] = accuracy(model, val_loader) if val_loader is not None else None
         ck["test_acc"] = accuracy(model, test_loader) if test_loader is not None else None
         save_checkpoint(ckpt, ck)

@@ -20,7 +20,8 @@ from ..training.loop import fit
 from .pruningnet import PruningNet
 from ..core.space import SearchSpace
 
-__all__ = ["TrainConfig", "train_pruningnet", "load_pruningnet", "PNET_FORMAT", "lr_at", "sample_encoding"]
+__all__ = ["train_pruningnet", "load_pruningnet", "pruningnet_from_payload", "pnet_payload", "PNET_FORMAT",
+           "sample_encoding"]
 
 PNET_FORMAT = "hwprune.pruningnet/1"
 
@@ -30,15 +31,21 @@ def sample_encoding(space: SearchSpace, seed: int, step: int) -> tuple[int, ...]
     return space.sample(np.random.default_rng((seed, step)))
 
 
-def pnet_payload(pnet: PruningNet) -> dict:
-    """What rebuilds a PruningNet: its space (JSON), options and weights."""
+def pnet_payload(pnet: PruningNet, meta: dict | None = None) -> dict:
+    """What rebuilds a PruningNet: its space (JSON), options and weights; ``meta``: plain settings that travel
+    with it (the data it was trained on), so later stages need nothing but the checkpoint."""
     return {"format": PNET_FORMAT, "fingerprint": pnet.space.fingerprint, "space": pnet.space.to_json(),
-            "pnet": dict(pnet.config), "state_dict": pnet.state_dict()}
+            "pnet": dict(pnet.config), "state_dict": pnet.state_dict(), "meta": dict(meta or {})}
 
 
 def load_pruningnet(path: str | Path, model: nn.Module | None = None, map_location="cpu") -> PruningNet:
     """Rebuild a trained PruningNet. ``model`` is needed only for models outside the zoo."""
-    ck = load_checkpoint(path, PNET_FORMAT, map_location)
+    return pruningnet_from_payload(load_checkpoint(path, PNET_FORMAT, map_location), model, path)
+
+
+def pruningnet_from_payload(ck: dict, model: nn.Module | None = None, path: str | Path = "the checkpoint") \
+        -> PruningNet:
+    """The PruningNet a loaded checkpoint (:func:`pnet_payload`) describes."""
     space = SearchSpace.from_json(ck["space"], model)
     pnet = PruningNet(space, **ck["pnet"])
     try:
@@ -50,7 +57,8 @@ def load_pruningnet(path: str | Path, model: nn.Module | None = None, map_locati
 
 def train_pruningnet(pnet: PruningNet, train_loader, epochs: int | None = None, *, config: TrainConfig | None = None,
                      val_loader=None, calib_loader=None, run_dir: str | Path | None = None, resume: bool = False,
-                     progress: bool | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+                     progress: bool | None = None, log: Callable[[str], None] | None = None,
+                     meta: dict | None = None) -> list[dict]:
     """Train ``pnet`` by sampling one encoding per step; returns one history row per epoch.
 
     With ``run_dir``, writes ``pruningnet.pt`` (atomically, every epoch and every
@@ -71,7 +79,7 @@ def train_pruningnet(pnet: PruningNet, train_loader, epochs: int | None = None, 
                                                      cfg.calib_batches) for r in cfg.eval_ratios}
 
     return fit(pnet, train_loader, cfg, forward=lambda m, x, step: m(x, sample_encoding(space, cfg.seed, step)),
-               payload=lambda: pnet_payload(pnet), fmt=PNET_FORMAT, fingerprint=space.fingerprint,
+               payload=lambda: pnet_payload(pnet, meta), fmt=PNET_FORMAT, fingerprint=space.fingerprint,
                checkpoint=Path(run_dir) / "pruningnet.pt" if run_dir else None,
                evaluate=evaluate if val_loader is not None and calib_loader is not None else None,
                resume=resume, progress=progress, log=log)

@@ -1,0 +1,169 @@
+"""The pipeline's last stages over a run folder: retrain the chosen network, export it, verify its latency.
+
+Same contract as :mod:`.stages`: ``X_stage(run, ..., where=".", key="X")`` writes
+into ``run.path / where`` and records itself in ``run.json``; ``run=None`` records
+nothing. A network's data settings travel inside its checkpoint, and a search's
+PruningNet is found through the manifest of the run folder that holds its result.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..errors import HwpruneError
+from ..files.atomic import write_json
+from ..training.distributed import init_distributed, resolve_device
+from .folder import RunFolder
+from .settings import DataSettings, from_dict
+from .stages import Log, _record, checkpoint_data, loaders_for
+
+__all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "searched_checkpoint"]
+
+
+def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bool = False) -> tuple[list[int], dict]:
+    """The encoding a search chose for ``budget`` (ms; the only budget when None), or that budget's uniform baseline."""
+    res = json.loads(Path(result).read_text())
+    bests = res.get("best") or []
+    if not bests:
+        raise HwpruneError(f"{result} holds no search result")
+    listed = ", ".join(str(b["budget"]["latency_ms"]) for b in bests)
+    if budget is None:
+        if len(bests) > 1:
+            raise HwpruneError(f"{result} has {len(bests)} budgets ({listed} ms); pick one with --budget")
+        best = bests[0]
+    else:
+        hits = [b for b in bests if b["budget"]["latency_ms"] is not None
+                and abs(b["budget"]["latency_ms"] - budget) < 1e-9 * max(1.0, budget)]
+        if not hits:
+            raise HwpruneError(f"{result} has no budget {budget:g} ms; it has {listed}")
+        best = hits[0]
+    if uniform:
+        if not best.get("uniform"):
+            raise HwpruneError(f"no uniform-width network meets budget {best['budget']} in {result}")
+        return best["uniform"]["encoding"], best["uniform"]
+    return best["encoding"], best
+
+
+def searched_checkpoint(result: str | Path) -> Path:
+    """The PruningNet a search result came from, as the manifest of its run folder records it."""
+    found = RunFolder.holding(result)
+    if found is None:
+        raise HwpruneError(f"no run.json lists {result}: pass --checkpoint (the PruningNet searched)")
+    run, key = found
+    path = Path(run.settings(key)["checkpoint"])
+    return path if path.is_absolute() or path.exists() else run.path / path
+
+
+def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: float | None = None,
+                  uniform_baseline: bool = False, checkpoint: str | Path | None = None, ratio: float | None = None,
+                  init: str = "scratch", teacher: str | Path | None = None, data: str | None = None,
+                  batch_size: int | None = None, train: dict | None = None, device: str = "auto", where: str = ".",
+                  key: str = "retrain", resume: bool = False, progress: bool | None = None, log: Log = None):
+    """Retrain an encoding: a search's choice (``result``) or a uniform width ``ratio`` of a PruningNet's space.
+
+    Writes ``model.pt`` (weights, encoding, accuracies, the data settings) and ``history.csv``.
+    """
+    from ..deploy.retrain import load_pruned, retrain
+    from ..files.checkpoint import load_checkpoint
+    from ..supernet.train import PNET_FORMAT, pruningnet_from_payload
+    from ..training.config import TrainConfig
+
+    folder = run.path / where
+    if result is not None:
+        enc, chosen = chosen_encoding(result, budget, uniform_baseline)
+        checkpoint = checkpoint or searched_checkpoint(result)
+    elif checkpoint is None or ratio is None:
+        raise HwpruneError("give --result (a search's result.json) or --checkpoint with --uniform RATIO")
+    dev = resolve_device(device)
+    init_distributed(dev)
+    ck = load_checkpoint(checkpoint, PNET_FORMAT)
+    pnet = pruningnet_from_payload(ck, path=checkpoint).to(dev)
+    data_settings = checkpoint_data(ck, checkpoint, data)
+    del ck
+    if result is None:
+        enc, chosen = list(pnet.space.uniform(ratio)), {"ratio": ratio}
+    teacher_model = load_pruned(teacher)[0] if teacher else None
+    cfg = TrainConfig(**{"seed": data_settings.seed, **(train or {})})
+    loaders = loaders_for(data_settings, override=data, batch_size=batch_size)
+    used = DataSettings(data or data_settings.data, data_settings.image_size, batch_size or data_settings.batch_size,
+                        data_settings.seed, data_settings.limit)
+    run.begin(key, "retrain", {"result": str(result) if result else None, "budget": budget,
+                               "uniform_baseline": uniform_baseline, "checkpoint": str(checkpoint), "ratio": ratio,
+                               "init": init, "teacher": str(teacher) if teacher else None, "encoding": list(enc),
+                               "chosen": chosen, "data": asdict(used), "train": asdict(cfg)})
+    model, history = retrain(pnet.space, enc, loaders.train, config=cfg, init=init, pnet=pnet, teacher=teacher_model,
+                             val_loader=loaders.val, test_loader=loaders.test, run_dir=folder, resume=resume,
+                             progress=progress, log=log, meta={"data": asdict(used)})
+    ck = load_checkpoint(folder / "model.pt")
+    run.finish(key, {"model": folder / "model.pt", "history": folder / "history.csv"},
+               {k: ck.get(k) for k in ("val_acc", "test_acc")})
+    return model, history
+
+
+def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Path, fmt: str = "onnx",
+                 dynamic_batch: bool = False, fp16: bool = False, batch_size: int = 1, data: str | None = None,
+                 workspace_mb: int = 1024, key: str = "export") -> dict:
+    """Export a retrained model checkpoint to ONNX (checked on real inputs) and, for ``tensorrt``, an engine."""
+    from ..deploy.export import build_tensorrt_engine, export_onnx, tensorrt_unavailable_reason
+    from ..deploy.retrain import load_pruned
+
+    if fmt not in ("onnx", "tensorrt"):
+        raise HwpruneError(f"format must be onnx or tensorrt, got {fmt!r}")
+    if fmt == "tensorrt" and tensorrt_unavailable_reason():
+        raise HwpruneError(tensorrt_unavailable_reason())
+    rec = _record(run)
+    model, info = load_pruned(checkpoint)
+    space = info["space_obj"]
+    shape = (batch_size, *space.input_shapes[0][1:])
+    stored = (info.get("meta") or {}).get("data")
+    settings = from_dict(DataSettings, stored, str(checkpoint)) if stored else (DataSettings(data) if data else None)
+    rec.begin(key, "export", {"checkpoint": str(checkpoint), "out": str(out), "format": fmt,
+                              "dynamic_batch": dynamic_batch, "fp16": fp16, "batch_size": batch_size,
+                              "data": asdict(settings) if settings else None})
+    if settings is not None:  # real inputs for the parity check
+        loaders = loaders_for(settings, override=data)
+        check = [x for _, (x, _) in zip(range(2), loaders.val)]
+    else:
+        check = [torch.randn(8, *shape[1:])]
+    out = Path(out)
+    onnx_path = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    meta = {"space": info["space"], "encoding": info["encoding"], "channels": info["channels"],
+            "input_shape": list(shape), "val_acc": info.get("val_acc"), "test_acc": info.get("test_acc")}
+    rep = export_onnx(model, onnx_path, torch.zeros(shape), dynamic_batch=dynamic_batch, metadata=meta,
+                      check_inputs=check)
+    summary = {"onnx": str(onnx_path), "max_abs_diff": rep.max_abs_diff, "inputs_checked": rep.inputs_checked,
+               "bytes": rep.bytes, "real_inputs": settings is not None}
+    files = {"onnx": onnx_path}
+    if fmt == "tensorrt":
+        engine = out.with_suffix(".engine")
+        build_tensorrt_engine(onnx_path, engine, fp16=fp16, workspace_mb=workspace_mb,
+                              batch_range=(1, batch_size, max(batch_size, 64)) if dynamic_batch else None)
+        summary["engine"] = str(engine)
+        files["engine"] = engine
+    rec.finish(key, files, summary)
+    return summary
+
+
+def verify_stage(run: RunFolder | None, *, model: str | Path, table, latency_ms: float | None = None,
+                 tolerance: float | None = None, dense: bool = True, passes: int = 5, runs_per_pass: int = 10,
+                 source_model=None, key: str = "verify"):
+    """Measure an exported file on ``table``'s backend against its prediction and ``latency_ms``; with a run
+    folder, the report is written there as ``<key>.json``."""
+    from ..deploy.verify import DEFAULT_TOLERANCE, verify
+
+    tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    rec = _record(run)
+    rec.begin(key, "verify", {"model": str(model), "table_backend": table.backend,
+                              "table_space": table.meta.get("space", {}).get("fingerprint"), "latency_ms": latency_ms,
+                              "tolerance": tol, "dense": dense, "passes": passes, "runs_per_pass": runs_per_pass})
+    report = verify(model, table, latency_ms=latency_ms, tolerance=tol, dense=dense, passes=passes,
+                    runs_per_pass=runs_per_pass, model=source_model)
+    files = {}
+    if run is not None:
+        files["report"] = write_json(run.path / f"{key}.json", report.to_dict())
+    rec.finish(key, files, {"measured_ms": report.measured_ms, "predicted_ms": report.predicted_ms,
+                            "within_budget": report.within_budget})
+    return report

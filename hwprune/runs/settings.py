@@ -1,0 +1,74 @@
+"""The resolved settings a stage runs with, as plain dataclasses that go into ``run.json`` as they are.
+
+Defaults live here and in the library's own configs (:class:`~hwprune.training.TrainConfig`,
+:class:`~hwprune.search.SearchConfig`); the CLI reads them from these classes instead
+of declaring them again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from ..errors import HwpruneError
+
+__all__ = ["TrainJob", "DataSettings", "ProfileSettings", "from_dict"]
+
+
+@dataclass
+class DataSettings:
+    """Which data a model was trained on, so that search, retrain and export load the same split."""
+
+    data: str = "bundled"  # "bundled" (5,000 MNIST digits) or a dataset path
+    image_size: int | None = None  # resize / pad images to this size
+    batch_size: int = 64  # per process
+    seed: int = 0  # the split and the data order
+    limit: int | None = None  # a seeded random N of the training images (smoke runs), in every later stage too
+
+
+@dataclass
+class TrainJob:
+    """``hwprune train``: a zoo model's PruningNet on a dataset."""
+
+    model: str = "resnet20"  # zoo name
+    data: str = "bundled"  # "bundled" or a dataset path
+    image_size: int | None = None
+    width_mult: float | None = None
+    round_to: int | None = None
+    batch_size: int = 64
+    workers: int = 0
+    limit: int | None = None  # use only a seeded random N of the training images (smoke runs)
+    hidden: int = 32  # generator hidden units
+    rank: int | None = None  # low-rank generator output (None: the paper's full output layer)
+    bn: str = "per_choice"
+    device: str = "auto"
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+
+    def data_settings(self, seed: int) -> DataSettings:
+        return DataSettings(self.data, self.image_size, self.batch_size, seed, self.limit)
+
+
+@dataclass
+class ProfileSettings:
+    """``hwprune profile``: how a latency table is measured (the arguments of :func:`hwprune.profile`)."""
+
+    backend: str = "onnxruntime"  # onnxruntime, torch or tensorrt
+    device: str = "cpu"  # cpu, or cuda[:N] for torch / tensorrt
+    threads: int = 1  # intra-op threads (CPU backends)
+    batch_size: int = 1
+    dtype: str = "float32"
+    statistic: str = "p10"  # which recorded statistic the table predicts
+    repeats: int = 25  # timed runs per kernel chunk
+    calibrate: int = 16  # networks measured end to end to fit the calibration
+    calibration: str = "auto"  # auto, constant or affine
+    passes: int = 5  # interleaved passes over the networks in every end-to-end measurement
+    runs_per_pass: int = 10
+    options: dict = field(default_factory=dict)  # backend options, e.g. {"opt_level": "basic"}
+    seed: int = 0
+
+
+def from_dict(cls, d: dict, where: str):
+    """``cls(**d)``, refusing keys the dataclass does not have (a file from another version)."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise HwpruneError(f"unknown {cls.__name__} settings {sorted(unknown)} in {where}; this run was written by "
+                           f"another hwprune version: run it again in a new folder")
+    return cls(**d)
