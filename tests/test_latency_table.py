@@ -184,3 +184,22 @@ def test_shipped_tables_load_for_their_zoo_space_and_reproduce_their_sums(path):
     sums = table.kernel_sum_batch(np.array([n["encoding"] for n in networks]))
     assert sums == pytest.approx([n["lookup_sum_ms"] for n in networks], rel=1e-3, abs=1e-3)
     assert table.predict(space.full()) > table.predict(space.uniform(0.5)) > 0
+
+
+def test_a_space_mismatch_names_what_differs_and_the_cli_flag(table, space, tmp_path):
+    path = tmp_path / "t.csv"
+    table.save(path)
+    cases = [
+        (hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32), round_to=4),
+         "width choices of group 'conv1'.*--round-to"),
+        (hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1).eval(), (1, 1, 32, 32)),
+         r"input channels: input shape \[1, 3, 32, 32\] in the table, \[1, 1, 32, 32\] here"),
+        (hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 64, 64)), "input size"),
+        (hp.SearchSpace.from_model(hp.create_model("mobilenet_v2_cifar").eval(), (1, 3, 32, 32)),
+         "model CifarResNet in the table, MobileNetV2 here"),
+        (hp.SearchSpace.from_model(hp.create_model("resnet56").eval(), (1, 3, 32, 32)), "channel groups"),
+    ]
+    for other, what in cases:
+        with pytest.raises(hp.TableMismatchError, match=what) as e:
+            hp.LatencyTable.load(path, other, check_device=False)
+        assert "--allow-mismatch" in str(e.value) and "\n" not in str(e.value)

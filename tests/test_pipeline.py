@@ -33,9 +33,17 @@ def test_quickstart_fast_end_to_end(qs):
         assert 0.5 < r["measured_ms"] / r["predicted_ms"] < 2.0  # the table predicts the real network
         assert r["speedup"] > 1.2  # about half the dense latency, measured side by side
         assert r["onnx_max_abs_diff"] <= 1e-4 and 0 <= r["test_acc"] <= 1
-    assert abs(f["budget_ms"] - 0.5 * f["dense_predicted_ms"]) < 1e-4
+    # the smoke run's budget comes from the space's reachable range, never from a timing
+    lo, hi = f["narrowest_predicted_ms"], f["dense_predicted_ms"]
+    assert abs(f["budget_ms"] - (lo + 0.5 * (hi - lo))) < 1e-4 and lo < f["budget_ms"] < hi
+    assert len({r["dense_measured_ms"] for r in f["networks"].values()}) == 1  # one dense measurement for all
+    for r in f["networks"].values():
+        assert r["overshoot"] == pytest.approx(r["measured_ms"] / f["budget_ms"] - 1, abs=1e-3)
+        assert r["within_budget"] == (r["measured_ms"] <= f["budget_ms"])  # tolerance 0 unless asked for
     report = (out / "report.md").read_text()
     assert "| searched |" in report and "| uniform |" in report and "pareto.png" in report
+    assert "**Smoke run**" in report and "tolerance 0%" in report
+    assert "% over" in report or "% under" in report
 
 
 def test_verify_exit_status_on_budgets(qs):
@@ -51,6 +59,9 @@ def test_verify_exit_status_on_budgets(qs):
     over = subprocess.run(base + ["--latency-ms", str(0.3 * r["measured_ms"])], capture_output=True, text=True,
                           timeout=600)
     assert over.returncode == 3 and "OVER BUDGET" in over.stdout
+    own = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=600)  # no --latency-ms
+    rep = json.loads(own.stdout)  # the budget the network was searched for, stored in the file by export
+    assert rep["budget_ms"] == pytest.approx(f["budget_ms"]) and own.returncode == (0 if rep["within_budget"] else 3)
     missing = subprocess.run(base[:5] + [str(out / "nope.onnx")] + base[6:], capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 

@@ -158,3 +158,13 @@ def test_cli_search_writes_the_run_folder(setup, tmp_path):
                        env=env)  # into the folder of the finished search, without --resume
     assert r.returncode == 1 and "already holds a finished search; pass --resume" in r.stderr
     assert json.loads((tmp_path / "s" / "result.json").read_text()) == result  # nothing overwritten
+
+
+def test_the_uniform_baseline_is_labelled_by_its_widths(setup):
+    pnet, loaders, table, _ = setup
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=0.6 * table.predict(pnet.space.full()),
+                 config=TINY)
+    u = res.best[0]["uniform"]
+    kept = sum(u["channels"].values()) / sum(g.width for g in pnet.space.groups)
+    assert u["ratio"] == round(kept, 3) and tuple(u["encoding"]) == pnet.space.uniform(u["multiplier"])
+    assert u["latency_ms"] <= 0.6 * table.predict(pnet.space.full())

@@ -132,3 +132,10 @@ def test_run_folder_of_an_older_hwprune_is_one_line(tmp_path):
     r = cli("train", "--resume", "--out", str(old), "--quiet", check=False)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0
     assert "written by an older hwprune" in r.stderr and "new --out folder" in r.stderr
+
+
+def test_resuming_a_finished_run_says_so(trained_run):
+    before = (trained_run / "pruningnet.pt").read_bytes()
+    r = cli("train", "--resume", "--out", str(trained_run))
+    assert "has finished its 2 epochs; nothing to train" in r.stderr
+    assert (trained_run / "pruningnet.pt").read_bytes() == before  # nothing trained, nothing rewritten

@@ -15,16 +15,21 @@ from .options import build_space, default, model_options
 @model_options
 @click.option("--backend", default=default(ProfileSettings, "backend"), show_default=True,
               help="Latency backend: onnxruntime, torch or tensorrt.")
-@click.option("--device", default=default(ProfileSettings, "device"), show_default=True, help="cpu, or cuda[:N] for torch / tensorrt.")
-@click.option("--threads", type=int, default=default(ProfileSettings, "threads"), show_default=True, help="Intra-op threads (CPU backends).")
+@click.option("--device", default=default(ProfileSettings, "device"), show_default=True,
+              help="cpu, or cuda[:N] for torch / tensorrt.")
+@click.option("--threads", type=int, default=default(ProfileSettings, "threads"), show_default=True,
+              help="Intra-op threads (CPU backends).")
 @click.option("--batch-size", type=int, help="Batch size to measure (default: the input shape's).")
-@click.option("--dtype", default=default(ProfileSettings, "dtype"), show_default=True, help="float32, float16 (GPU) or bfloat16.")
+@click.option("--dtype", default=default(ProfileSettings, "dtype"), show_default=True,
+              help="float32, float16 (GPU) or bfloat16.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="Table CSV to write.")
 @click.option("--validate", "validate_n", type=int, default=0,
               help="Then measure N random networks end to end and report the table's fidelity.")
-@click.option("--statistic", type=click.Choice(["p10", "median", "p90"]), default=default(ProfileSettings, "statistic"), show_default=True,
+@click.option("--statistic", type=click.Choice(["p10", "median", "p90"]), default=default(ProfileSettings, "statistic"),
+              show_default=True,
               help="Which recorded statistic the table predicts.")
-@click.option("--repeats", type=int, default=default(ProfileSettings, "repeats"), show_default=True, help="Timed runs per kernel chunk.")
+@click.option("--repeats", type=int, default=default(ProfileSettings, "repeats"), show_default=True,
+              help="Timed runs per kernel chunk.")
 @click.option("--calibrate", type=int, default=default(ProfileSettings, "calibrate"), show_default=True,
               help="Networks measured end to end to fit the overhead.")
 @click.option("--calibration", type=click.Choice(["auto", "constant", "affine"]),

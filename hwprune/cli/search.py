@@ -15,6 +15,8 @@ from .options import default, echo_log, human, parse_count, parse_floats
               help="PruningNet checkpoint (runs/x/pruningnet.pt).")
 @click.option("--table", type=click.Path(exists=True, dir_okay=False), help="Latency table CSV of this space.")
 @click.option("--latency-ms", help="Latency budget(s) in ms, e.g. 1.5 or 1.0,1.5,2.0 (one best per budget).")
+@click.option("--latency-fraction", help="Latency budget(s) as fractions of the dense network's latency predicted "
+                                         "by --table, e.g. 0.5 or 0.3,0.5 (works on any machine).")
 @click.option("--flops", help="FLOPs (MACs) budget, e.g. 20M.")
 @click.option("--params", help="Parameter budget, e.g. 0.2M.")
 @click.option("--data", help="Dataset (default: the one the PruningNet was trained on).")
@@ -35,22 +37,23 @@ from .options import default, echo_log, human, parse_count, parse_floats
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
 @click.option("--quiet", is_flag=True)
-def search(checkpoint, table, latency_ms, flops, params, data, population, generations, parents, keep_top,
-           mutations, crossovers, mutation_prob, calib_batches, val_batches, seed, device, out, resume,
+def search(checkpoint, table, latency_ms, latency_fraction, flops, params, data, population, generations, parents,
+           keep_top, mutations, crossovers, mutation_prob, calib_batches, val_batches, seed, device, out, resume,
            allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..runs.folder import RunFolder
     from ..runs.stages import search_stage
 
-    lat, fl, pa = parse_floats(latency_ms), parse_count(flops), parse_count(params)
-    if lat is None and fl is None and pa is None:
-        raise click.UsageError("give at least one budget: --latency-ms, --flops or --params")
+    lat, frac = parse_floats(latency_ms), parse_floats(latency_fraction)
+    fl, pa = parse_count(flops), parse_count(params)
+    if lat is None and frac is None and fl is None and pa is None:
+        raise click.UsageError("give at least one budget: --latency-ms, --latency-fraction, --flops or --params")
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, generations=generations,
                        calib_batches=calib_batches, val_batches=val_batches, seed=seed)
-    result = search_stage(RunFolder(out), checkpoint=checkpoint, table=table, latency_ms=lat, flops=fl, params=pa,
-                          data=data, config=cfg, device=device, resume=resume, allow_mismatch=allow_mismatch,
-                          log=echo_log(quiet))
+    result = search_stage(RunFolder(out), checkpoint=checkpoint, table=table, latency_ms=lat, latency_fraction=frac,
+                          flops=fl, params=pa, data=data, config=cfg, device=device, resume=resume,
+                          allow_mismatch=allow_mismatch, log=echo_log(quiet))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return

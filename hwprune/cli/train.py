@@ -16,14 +16,15 @@ from .options import default
 @click.option("--image-size", type=int, help="Resize / pad images to this size.")
 @click.option("--width-mult", type=float, help="Width multiplier of the unpruned model.")
 @click.option("--round-to", type=int, help="Make every width a multiple of N.")
-@click.option("--epochs", type=int, help=f"Epochs in all (default {default(TrainConfig, 'epochs')}; with --resume, the saved run's).")
+@click.option("--epochs", type=int,
+              help=f"Epochs in all (default {default(TrainConfig, 'epochs')}; with --resume, the saved run's).")
 @click.option("--batch-size", type=int, default=default(TrainJob, "batch_size"), show_default=True,
               help="Per process.")
 @click.option("--lr", type=float, help="Peak learning rate (default: scaled to the batch size).")
 @click.option("--weight-decay", type=float, default=default(TrainConfig, "weight_decay"), show_default=True)
 @click.option("--label-smoothing", type=float, default=default(TrainConfig, "label_smoothing"), show_default=True)
-@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default=default(TrainConfig, "schedule"),
-              show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]),
+              default=default(TrainConfig, "schedule"), show_default=True)
 @click.option("--hidden", type=int, default=default(TrainJob, "hidden"), show_default=True,
               help="Generator hidden units.")
 @click.option("--rank", "gen_rank", type=int, help="Low-rank generator output with N bases (default: full).")

@@ -17,9 +17,10 @@ OVER_BUDGET = 3  # exit status when the model is measured over budget (1: error,
               help="ONNX file written by hwprune export.")
 @click.option("--table", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The latency table the search used (its backend and settings are measured with).")
-@click.option("--latency-ms", type=float, help="Budget in ms.")
+@click.option("--latency-ms", type=float,
+              help="Budget in ms (default: the budget the network was searched for, stored by hwprune export).")
 @click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, show_default=True,
-              help="Relative excess over the budget still accepted (measurement noise).")
+              help="Relative excess over the budget still accepted (e.g. 0.05 for measurement noise).")
 @click.option("--passes", type=int, default=5, show_default=True)
 @click.option("--no-dense", is_flag=True, help="Skip measuring the dense model.")
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured on another machine or setting.")
@@ -36,8 +37,8 @@ def verify(model_path, table, latency_ms, tolerance, passes, no_dense, allow_mis
     from ..runs.folder import RunFolder
 
     lut = LatencyTable.load(table, allow_mismatch=allow_mismatch)
-    report = verify_stage(RunFolder(run_dir) if run_dir else None, model=model_path, table=lut,
-                          latency_ms=latency_ms, tolerance=tolerance, dense=not no_dense, passes=passes)
+    report = verify_stage(RunFolder(run_dir) if run_dir else None, models=[model_path], table=lut,
+                          latency_ms=latency_ms, tolerance=tolerance, dense=not no_dense, passes=passes)[0]
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.summary())
     if report.within_budget is False:
         sys.exit(OVER_BUDGET)

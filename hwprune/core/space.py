@@ -169,6 +169,10 @@ class SearchSpace:
         return tuple(g.choices.index(g.width) if g.width in g.choices else len(g.choices) - 1
                      for g in self.groups)
 
+    def narrowest(self) -> tuple[int, ...]:
+        """Every group at its narrowest width."""
+        return tuple(0 for _ in self.groups)
+
     def uniform(self, ratio: float) -> tuple[int, ...]:
         """Every group at the choice nearest ``ratio`` of its original width."""
         if ratio <= 0:

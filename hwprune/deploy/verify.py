@@ -1,27 +1,28 @@
-"""Verify a deployable model against its budget: measured vs predicted latency, and the real speed-up.
+"""Verify deployable models against their budget: measured vs predicted latency, and the real speed-up.
 
-The exported file is measured on the backend its latency table was profiled with,
+Exported files are measured on the backend their latency table was profiled with,
 using the profiler's own protocol (warm-up, interleaved passes, quiet-run
-selection, the table's statistic), interleaved with the dense network (rebuilt
-from the space stored in the file's metadata), so the speed-up is a ratio measured
-side by side. The verdict: the measured latency may exceed the budget by at most
-``tolerance`` (relative).
+selection, the table's statistic), interleaved with each other and with one dense
+network (rebuilt from the space stored in the files' metadata), so every speed-up
+is a ratio against the same dense measurement, taken side by side. The verdict:
+the measured latency may exceed the budget by at most ``tolerance`` (relative;
+0 unless asked for), and the report always shows by how much it is over or under.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import HwpruneError
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["VerifyReport", "verify"]
+__all__ = ["VerifyReport", "verify", "verify_many", "DEFAULT_TOLERANCE"]
 
-DEFAULT_TOLERANCE = 0.05  # measured latency may exceed the budget by 5% (noise on a shared machine)
+DEFAULT_TOLERANCE = 0.0  # a measured latency over the budget is over budget, unless the user allows a margin
 
 
 @dataclass
@@ -36,7 +37,7 @@ class VerifyReport:
     predicted_ms: float | None
     dense_measured_ms: float | None
     dense_predicted_ms: float | None
-    speedup: float | None  # dense / pruned, measured
+    speedup: float | None  # dense / pruned, measured in the same interleaved passes
     budget_ms: float | None
     tolerance: float
     within_budget: bool | None
@@ -45,17 +46,30 @@ class VerifyReport:
     def prediction_error(self) -> float | None:
         return None if self.predicted_ms is None else self.predicted_ms / self.measured_ms - 1
 
+    @property
+    def overshoot(self) -> float | None:
+        """measured / budget - 1: positive when over the budget, negative when under."""
+        return None if self.budget_ms is None else self.measured_ms / self.budget_ms - 1
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "prediction_error": self.prediction_error}
+        return {**asdict(self), "prediction_error": self.prediction_error, "overshoot": self.overshoot}
 
     @classmethod
     def from_dict(cls, d: dict) -> "VerifyReport":
         """A report read back from :meth:`to_dict`'s JSON."""
         return cls(**{f.name: d[f.name] for f in fields(cls)})
 
+    def verdict(self) -> str:
+        """e.g. '0.3213 ms measured vs 0.3150 ms budget: 2.0% over (tolerance 0%): OVER BUDGET'."""
+        side = "over" if self.overshoot > 0 else "under"
+        word = "within budget" if self.within_budget else "OVER BUDGET"
+        return (f"{self.measured_ms:.4f} ms measured vs {self.budget_ms:.4f} ms budget: {abs(self.overshoot):.1%} "
+                f"{side} (tolerance {self.tolerance:.0%}): {word}")
+
     def summary(self) -> str:
         lines = [f"{self.model} on {self.backend['backend']} {self.backend['device_name']} "
-                 f"({self.backend['threads']} threads, batch {self.backend['batch']}, {self.statistic}):",
+                 f"({self.backend['threads']} thread{'s' if self.backend['threads'] != 1 else ''}, batch "
+                 f"{self.backend['batch']}, {self.statistic}):",
                  f"  measured  {self.measured_ms:.4f} ms (p10 {self.measured_p10_ms:.4f}, median "
                  f"{self.measured_median_ms:.4f}, p90 {self.measured_p90_ms:.4f})"]
         if self.predicted_ms is not None:
@@ -63,62 +77,81 @@ class VerifyReport:
         if self.dense_measured_ms is not None:
             lines.append(f"  dense     {self.dense_measured_ms:.4f} ms measured -> speed-up {self.speedup:.2f}x")
         if self.budget_ms is not None:
-            verdict = "within budget" if self.within_budget else "OVER BUDGET"
-            lines.append(f"  budget    {self.budget_ms:.4f} ms (+{self.tolerance:.0%} tolerance): {verdict}")
+            lines.append(f"  budget    {self.verdict()}")
         return "\n".join(lines)
 
 
 def verify(model_path: str | Path, table, latency_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
            dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None,
            model: "nn.Module | None" = None) -> VerifyReport:
-    """Measure an exported ONNX file (written by hwprune) on ``table``'s backend; see the module docstring.
+    """Measure one exported ONNX file (written by hwprune) on ``table``'s backend; see :func:`verify_many`."""
+    return verify_many([model_path], table, latency_ms, tolerance, dense, passes, runs_per_pass, profiler, model)[0]
+
+
+def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | None = None,
+                tolerance: float = DEFAULT_TOLERANCE, dense: bool = True, passes: int = 5, runs_per_pass: int = 10,
+                profiler=None, model: "nn.Module | None" = None) -> list[VerifyReport]:
+    """Measure exported files of one space, interleaved with each other and one dense network (module docstring).
+
+    ``latency_ms``: the budget; None takes each file's own, the budget it was searched for
+    (``hwprune export`` stores it), and leaves the verdict out for a file without one.
 
     ``model``: the unpruned model, needed only for a model outside the zoo, to rebuild the
-    pruned and dense networks from the space stored in the file (torch backends run
-    modules, not the file; onnxruntime measures the file itself).
+    pruned and dense networks from the space stored in the files (torch backends run
+    modules, not files; onnxruntime measures the files themselves).
     """
     from ..core.space import SearchSpace
     from ..latency.fidelity import profiler_for_table
     from .export import read_metadata
 
-    path = Path(model_path)
-    if not path.is_file():
-        raise HwpruneError(f"model file {path} does not exist")
     if tolerance < 0:
         raise HwpruneError(f"tolerance must be >= 0, got {tolerance}")
-    meta = read_metadata(path)
-    space = enc = None
-    if "space" in meta and "encoding" in meta and (meta["space"].get("model_spec") or model is not None):
-        space = SearchSpace.from_json(meta["space"], model)
-        enc = tuple(meta["encoding"])
+    if latency_ms is not None and not latency_ms > 0:
+        raise HwpruneError(f"the latency budget must be a positive number of ms, got {latency_ms}")
+    paths = [Path(p) for p in model_paths]
+    for path in paths:
+        if not path.is_file():
+            raise HwpruneError(f"model file {path} does not exist")
+    metas = [read_metadata(p) for p in paths]
+    spaces = {json.dumps(m["space"], sort_keys=True) for m in metas if "space" in m}
+    if len(spaces) > 1:
+        raise HwpruneError("these files are networks of different spaces; verify them one at a time")
+    space, encs = None, [None] * len(paths)
+    first = next((m for m in metas if "space" in m and "encoding" in m), None)
+    if first is not None and (first["space"].get("model_spec") or model is not None):
+        space = SearchSpace.from_json(first["space"], model)
+        encs = [tuple(m["encoding"]) if "encoding" in m else None for m in metas]
     if space is not None:
         table.check(space, check_device=False)  # a table of another space would predict nonsense
-    profiler = profiler or profiler_for_table(table)
-    shape = tuple(space.input_shapes[0]) if space is not None else tuple(meta.get("input_shape") or ())
+    shape = tuple(space.input_shapes[0]) if space is not None else tuple(metas[0].get("input_shape") or ())
     if not shape:
-        profiler.close()
-        raise HwpruneError(f"{path} has no hwprune metadata; export it with hwprune export")
-    if not getattr(profiler, "consumes_onnx", False) and space is None:
-        profiler.close()
-        raise HwpruneError(f"the {table.backend['backend']} backend measures torch modules, and {path} holds a model "
-                           f"outside the zoo: pass the unpruned model (verify(..., model=...)) to rebuild it, or "
-                           f"verify with an onnxruntime table")
-    items: list = [path.read_bytes() if getattr(profiler, "consumes_onnx", False) else space.materialize(enc)]
-    if dense and space is not None:
-        items.append(space.materialize(space.full()))
+        raise HwpruneError(f"{paths[0]} has no hwprune metadata; export it with hwprune export")
+    profiler = profiler or profiler_for_table(table)
     try:
+        onnx = getattr(profiler, "consumes_onnx", False)
+        if not onnx and (space is None or None in encs):
+            raise HwpruneError(f"the {table.backend['backend']} backend measures torch modules, and {paths[0]} holds "
+                               f"a model outside the zoo: pass the unpruned model (verify(..., model=...)) to "
+                               f"rebuild it, or verify with an onnxruntime table")
+        items: list = [p.read_bytes() if onnx else space.materialize(e) for p, e in zip(paths, encs)]
+        if dense and space is not None:
+            items.append(space.materialize(space.full()))
         ms = profiler.measure_networks(items, (table.backend["batch"], *shape[1:]), passes=passes,
                                        runs_per_pass=runs_per_pass)
     finally:
         profiler.close()
     stat = table.statistic
-    measured = ms[0].value(stat)
-    predicted = table.predict(enc) if enc is not None else None
-    dense_ms = ms[1].value(stat) if len(ms) > 1 else None
-    return VerifyReport(
-        model=str(path), backend=table.backend, statistic=stat, measured_ms=measured,
-        measured_p10_ms=ms[0].value("p10"), measured_median_ms=ms[0].value("median"),
-        measured_p90_ms=ms[0].value("p90"), predicted_ms=predicted, dense_measured_ms=dense_ms,
-        dense_predicted_ms=table.predict(space.full()) if space is not None else None,
-        speedup=dense_ms / measured if dense_ms else None, budget_ms=latency_ms, tolerance=tolerance,
-        within_budget=None if latency_ms is None else measured <= latency_ms * (1 + tolerance))
+    dense_ms = ms[len(paths)].value(stat) if len(ms) > len(paths) else None
+    reports = []
+    for path, enc, m, meta in zip(paths, encs, ms, metas):
+        measured = m.value(stat)
+        budget = latency_ms if latency_ms is not None else meta.get("budget_ms")
+        reports.append(VerifyReport(
+            model=str(path), backend=table.backend, statistic=stat, measured_ms=measured,
+            measured_p10_ms=m.value("p10"), measured_median_ms=m.value("median"), measured_p90_ms=m.value("p90"),
+            predicted_ms=table.predict(enc) if enc is not None else None, dense_measured_ms=dense_ms,
+            dense_predicted_ms=table.predict(space.full()) if space is not None else None,
+            speedup=dense_ms / measured if dense_ms else None, budget_ms=budget, tolerance=tolerance,
+            within_budget=None if budget is None else measured <= budget * (1 + tolerance)))
+    return reports
+

@@ -71,7 +71,8 @@ class FidelityReport:
         rows = [("LUT (this table)", self.lut), ("FLOPs-proportional", self.flops),
                 ("test-retest", self.retest)]
         b = self.backend
-        lines = [f"fidelity: {self.model} on {b['backend']} {b['device_name']} ({b['threads']} threads, batch "
+        threads = f"{b['threads']} thread{'s' if b['threads'] != 1 else ''}"
+        lines = [f"fidelity: {self.model} on {b['backend']} {b['device_name']} ({threads}, batch "
                  f"{b['batch']}), {self.n} random networks, {self.statistic} latency",
                  f"{'predictor':<22}{'within +-10%':>14}{'MAPE':>9}{'Spearman':>10}"]
         for name, r in rows:

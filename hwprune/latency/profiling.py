@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import HwpruneError
+from ..progress import Progress
 from ..profilers.base import Profiler
 from ..profilers.registry import get_profiler
 from ..profilers.protocol import QUIET_TOLERANCE, chunked
@@ -36,12 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["profile", "calibration_encodings", "progress_bar"]
 
 
-def progress_bar(total: float, desc: str, quiet: bool, unit: str = "entry"):
-    """tqdm on a terminal; silent when not a tty or ``quiet``."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
+def progress_bar(total: float, desc: str, quiet: bool, unit: str = "entry") -> Progress:
+    """A bar on a terminal, a line every few seconds elsewhere, nothing when ``quiet``."""
+    return Progress(total, desc, unit=unit, quiet=quiet)
 
 
 def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple[int, ...]]:

@@ -61,6 +61,36 @@ def space_key(space: "SearchSpace", batch: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_OVERRIDE = "--allow-mismatch (allow_mismatch=True in Python)"
+
+
+def space_difference(saved: dict, space: "SearchSpace") -> str:
+    """What differs between a table's recorded space and ``space``, named for the user to fix."""
+    mine_model, theirs_model = type(space.model).__name__, saved.get("model")
+    if mine_model != theirs_model:
+        return f"model {theirs_model} in the table, {mine_model} here"
+    mine_in, theirs_in = list(space.input_shapes[0]), list(saved.get("input_shape") or [])
+    if mine_in[1:] != theirs_in[1:]:
+        what = "input channels" if mine_in[1:2] != theirs_in[1:2] else "input size"
+        return f"{what}: input shape {theirs_in} in the table, {mine_in} here (--input-shape)"
+    names = [g.name for g in space.groups]
+    if names != saved.get("group_names"):
+        return (f"channel groups: {len(saved.get('group_names') or [])} prunable groups in the table, {len(names)} "
+                f"here (another model structure or ignored layers)")
+    for g, theirs in zip(space.groups, saved.get("choices") or []):
+        if list(g.choices) != list(theirs):
+            return (f"width choices of group {g.name!r}: {_short(theirs)} in the table, {_short(g.choices)} here "
+                    f"(--round-to or ratios)")
+    if space.fingerprint != saved.get("fingerprint"):
+        return "layer shapes (same groups and widths, other kernels, strides or layers)"
+    return "batch size (--batch-size)"
+
+
+def _short(values) -> str:
+    v = list(values)
+    return str(v) if len(v) <= 6 else f"[{', '.join(map(str, v[:3]))}, ..., {v[-1]}] ({len(v)} widths)"
+
+
 def space_meta(space: "SearchSpace", batch: int, slots: list[Slot], unmodelled: list[str]) -> dict:
     return {"model": type(space.model).__name__, "fingerprint": space.fingerprint, "key": space_key(space, batch),
             "input_shape": list(space.input_shapes[0]), "group_names": [g.name for g in space.groups],
@@ -170,23 +200,23 @@ class LatencyTable:
         b = self.backend
         if space is not None and space_key(space, b["batch"]) != self.space_key:
             raise TableMismatchError(
-                f"this latency table was profiled for another space ({self.meta['space']['model']}, space "
-                f"{self.space_key}, not {space_key(space, b['batch'])}: other model, input size, width choices "
-                f"or batch); profile this space, or pass allow_mismatch=True to reuse it deliberately")
+                f"this latency table was profiled for another space: {space_difference(self.meta['space'], space)}; "
+                f"profile this space, or reuse the table deliberately with {_OVERRIDE}")
         for k, want in (expect or {}).items():
             if want is not None and str(b.get(k)) != str(want):
                 raise TableMismatchError(f"this latency table was measured with {k}={b.get(k)!r}, not {want!r}; "
-                                         f"use a table for {k}={want!r} or pass allow_mismatch=True")
+                                         f"use a table for {k}={want!r} or pass {_OVERRIDE}")
         if check_device:
             here = current_device_name(b["device"])
             if here is not None and here != b["device_name"]:
                 raise TableMismatchError(f"this latency table was measured on {b['device_name']!r}, this machine "
-                                         f"is {here!r}; profile here, or pass allow_mismatch=True to reuse it")
+                                         f"is {here!r}; a table belongs to the machine it was measured on: profile "
+                                         f"here, or reuse it with {_OVERRIDE}")
             runtime, version = next(iter(b.get("versions", {}).items()), (None, None))
             now = version_of(runtime) if runtime else None
             if version and now and _minor(now) != _minor(version):
                 raise TableMismatchError(f"this latency table was measured with {runtime} {version}, this machine "
-                                         f"has {now}; profile again, or pass allow_mismatch=True to reuse it")
+                                         f"has {now}; profile again, or reuse it with {_OVERRIDE}")
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -8,8 +8,10 @@ PruningNet is found through the manifest of the run folder that holds its result
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -43,7 +45,7 @@ def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bo
     if uniform:
         if not best.get("uniform"):
             raise HwpruneError(f"no uniform-width network meets budget {best['budget']} in {result}")
-        return best["uniform"]["encoding"], best["uniform"]
+        return best["uniform"]["encoding"], {**best["uniform"], "budget": best["budget"]}
     return best["encoding"], best
 
 
@@ -94,9 +96,11 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
                                "uniform_baseline": uniform_baseline, "checkpoint": str(checkpoint), "ratio": ratio,
                                "init": init, "teacher": str(teacher) if teacher else None, "encoding": list(enc),
                                "chosen": chosen, "data": asdict(used), "train": asdict(cfg)})
+    say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     model, history = retrain(pnet.space, enc, loaders.train, config=cfg, init=init, pnet=pnet, teacher=teacher_model,
                              val_loader=loaders.val, test_loader=loaders.test, run_dir=folder, resume=resume,
-                             progress=progress, log=log, meta={"data": asdict(used)})
+                             progress=progress, log=lambda s: say(f"{key}: {s}"),  # which network a line is about
+                             meta={"data": asdict(used), "budget": chosen.get("budget")})
     ck = load_checkpoint(folder / "model.pt")
     run.finish(key, {"model": folder / "model.pt", "history": folder / "history.csv"},
                {k: ck.get(k) for k in ("val_acc", "test_acc")})
@@ -130,8 +134,10 @@ def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Pa
         check = [torch.randn(8, *shape[1:])]
     out = Path(out)
     onnx_path = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    budget = (info.get("meta") or {}).get("budget") or {}
     meta = {"space": info["space"], "encoding": info["encoding"], "channels": info["channels"],
-            "input_shape": list(shape), "val_acc": info.get("val_acc"), "test_acc": info.get("test_acc")}
+            "input_shape": list(shape), "val_acc": info.get("val_acc"), "test_acc": info.get("test_acc"),
+            "budget_ms": budget.get("latency_ms")}  # the latency budget it was searched for: verify's default
     rep = export_onnx(model, onnx_path, torch.zeros(shape), dynamic_batch=dynamic_batch, metadata=meta,
                       check_inputs=check)
     summary = {"onnx": str(onnx_path), "max_abs_diff": rep.max_abs_diff, "inputs_checked": rep.inputs_checked,
@@ -147,23 +153,24 @@ def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Pa
     return summary
 
 
-def verify_stage(run: RunFolder | None, *, model: str | Path, table, latency_ms: float | None = None,
+def verify_stage(run: RunFolder | None, *, models: Sequence[str | Path], table, latency_ms: float | None = None,
                  tolerance: float | None = None, dense: bool = True, passes: int = 5, runs_per_pass: int = 10,
-                 source_model=None, key: str = "verify"):
-    """Measure an exported file on ``table``'s backend against its prediction and ``latency_ms``; with a run
-    folder, the report is written there as ``<key>.json``."""
-    from ..deploy.verify import DEFAULT_TOLERANCE, verify
+                 source_model=None, key: str = "verify") -> list:
+    """Measure exported files of one space on ``table``'s backend, interleaved with one dense network, against
+    their predictions and ``latency_ms``; with a run folder the reports go to ``<key>.json`` there."""
+    from ..deploy.verify import DEFAULT_TOLERANCE, verify_many
 
     tol = DEFAULT_TOLERANCE if tolerance is None else tolerance
     rec = _record(run)
-    rec.begin(key, "verify", {"model": str(model), "table_backend": table.backend,
+    rec.begin(key, "verify", {"models": [str(m) for m in models], "table_backend": table.backend,
                               "table_space": table.meta.get("space", {}).get("fingerprint"), "latency_ms": latency_ms,
                               "tolerance": tol, "dense": dense, "passes": passes, "runs_per_pass": runs_per_pass})
-    report = verify(model, table, latency_ms=latency_ms, tolerance=tol, dense=dense, passes=passes,
-                    runs_per_pass=runs_per_pass, model=source_model)
+    reports = verify_many(models, table, latency_ms=latency_ms, tolerance=tol, dense=dense, passes=passes,
+                          runs_per_pass=runs_per_pass, model=source_model)
     files = {}
     if run is not None:
-        files["report"] = write_json(run.path / f"{key}.json", report.to_dict())
-    rec.finish(key, files, {"measured_ms": report.measured_ms, "predicted_ms": report.predicted_ms,
-                            "within_budget": report.within_budget})
-    return report
+        files["report"] = write_json(run.path / f"{key}.json", {"reports": [r.to_dict() for r in reports]})
+    rec.finish(key, files, {Path(r.model).name: {"measured_ms": r.measured_ms, "predicted_ms": r.predicted_ms,
+                                                 "overshoot": r.overshoot, "within_budget": r.within_budget}
+                            for r in reports})
+    return reports

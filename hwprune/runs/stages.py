@@ -160,12 +160,15 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
 
 # ---- search -------------------------------------------------------------------------------------
 def search_stage(run: RunFolder, *, checkpoint: str | Path, table: str | Path | None = None,
-                 latency_ms: list[float] | None = None, flops: float | None = None, params: float | None = None,
-                 data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
-                 where: str = ".", key: str = "search", resume: bool = False, log: Log = None):
+                 latency_ms: list[float] | None = None, latency_fraction: list[float] | None = None,
+                 flops: float | None = None, params: float | None = None, data: str | None = None, config=None,
+                 device: str = "auto", allow_mismatch: bool = False, where: str = ".", key: str = "search",
+                 resume: bool = False, log: Log = None):
     """Search a trained PruningNet under budgets; writes result.json, history.csv, pareto.png into the folder.
 
-    A folder that holds a finished search is refused without ``resume`` (it would be overwritten).
+    ``latency_fraction``: budgets as fractions of the dense network's latency predicted by
+    the table (0.5: half), for commands that work on any machine. A folder that holds a
+    finished search is refused without ``resume`` (it would be overwritten).
     """
     from ..files.checkpoint import load_checkpoint
     from ..latency import LatencyTable
@@ -184,9 +187,15 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path, table: str | Path | 
     data_settings = checkpoint_data(ck, checkpoint, data)
     del ck
     lut = LatencyTable.load(table, space=pnet.space, allow_mismatch=allow_mismatch) if table else None
+    if latency_fraction:
+        if lut is None:
+            raise HwpruneError("a latency budget needs a latency table: pass --table")
+        dense = lut.predict(pnet.space.full())
+        latency_ms = list(latency_ms or []) + [round(f * dense, 5) for f in latency_fraction]
     loaders = loaders_for(data_settings, override=data)
     run.begin(key, "search", {"checkpoint": str(checkpoint), "table": str(table) if table else None,
-                              "latency_ms": latency_ms, "flops": flops, "params": params,
+                              "latency_ms": latency_ms, "latency_fraction": latency_fraction, "flops": flops,
+                              "params": params,
                               "data": asdict(data_settings), "data_override": data, "search": asdict(cfg)})
     result = search(pnet, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
                     config=cfg, run_dir=folder, resume=resume, log=log)

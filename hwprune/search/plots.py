@@ -37,8 +37,9 @@ def plot_pareto(result, path: str | Path) -> Path:
             u = best["uniform"]
             ax.scatter([x(u)], [u["fitness"]], marker="s", s=50, color="tab:green", zorder=5,
                        label="uniform width (same budget)" if k == 0 else None)
-    ax.set_xlabel("predicted latency (ms)" if by_latency else "MFLOPs (MACs)")
-    ax.set_ylabel("PruningNet top-1 (val, BN recalibrated)")
+    ax.set_xlabel("predicted latency (ms, from the latency table)" if by_latency else "MFLOPs (MACs)")
+    ax.set_ylabel("val top-1, PruningNet weights (not retrained)")
+    ax.set_title("search candidates, scored before any retraining", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -34,7 +34,7 @@ class SearchResult:
 
 
 def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
-    """The widest uniform width ratio that meets the budget, and its PruningNet fitness."""
+    """The widest uniform-width network that meets the budget, its width ratio and its PruningNet fitness."""
     ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
     encs = np.asarray([ev.space.uniform(r) for r in ratios])
     ok = ev.feasible(encs, budget)
@@ -42,7 +42,10 @@ def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
         return None
     i = int(np.argmax(ok))
     enc = tuple(int(v) for v in encs[i])
-    return {"ratio": float(ratios[i]), **describe(ev, enc, ev.fitness([enc])[0])}
+    # labelled by the widths it has (kept / original channels over the prunable groups), not by the multiplier
+    # that reached them: with rounded widths, 0.53 and 0.50 can give the same network
+    kept = sum(ev.space.channels(enc).values()) / sum(g.width for g in ev.space.groups)
+    return {"ratio": round(kept, 3), "multiplier": float(ratios[i]), **describe(ev, enc, ev.fitness([enc])[0])}
 
 
 def describe(ev: CandidateEvaluator, enc: Enc, fitness: float) -> dict:

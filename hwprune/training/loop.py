@@ -75,7 +75,11 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["torch_rng"])
         state = {k: ck[k] for k in state}
-        say(f"resuming {ckpt} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
+        if state["epoch"] >= cfg.epochs:
+            say(f"{ckpt} has finished its {state['epoch']} epoch{'s' if state['epoch'] != 1 else ''}; nothing to "
+                f"train (pass a larger --epochs to extend it)")
+        else:
+            say(f"resuming {ckpt} at epoch {state['epoch'] + 1} of {cfg.epochs}, step {state['step_in_epoch']}")
     elif resume:
         say(f"nothing to resume at {ckpt}; starting a new run")
 
