@@ -41,8 +41,10 @@ def build_space(model_name, input_shape, num_classes, width_mult, round_to):
     import hwprune as hp
     from hwprune.models import model_input_shape
 
-    model = hp.create_model(model_name, num_classes=num_classes, width_mult=width_mult)
     shape = parse_shape(input_shape) if input_shape else (1,) + model_input_shape(model_name)
+    # the input's channels build the first conv: 1,1,32,32 is a resnet20 for one-channel images
+    model = hp.create_model(model_name, num_classes=num_classes, width_mult=width_mult,
+                            in_channels=shape[1] if input_shape else None)
     return model, hp.SearchSpace.from_model(model, shape, round_to=round_to)
 
 
