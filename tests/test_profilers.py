@@ -36,6 +36,25 @@ def test_kernel_times_follow_the_work(backend):
             assert not any(op in m.note for op in ("BatchNormalization", "Relu", "Add")), m.note
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("opt_level", ["all", "extended", "basic", "disable"])
+def test_onnxruntime_kernels_at_every_optimisation_level_and_thread_count(opt_level, threads):
+    """What holds whatever the CPU, the runtime version or its settings: 64x the work costs more, BN is folded by
+    the exporter, and the activation runs inside the conv kernel exactly when the level fuses (extended and up)."""
+    prof = get_profiler("onnxruntime", "cpu", threads=threads, repeats=9, max_wait_s=1,
+                        options={"opt_level": opt_level})
+    try:
+        small, large = prof.measure_kernels(CONV, [(8, 8), (64, 64)])
+    finally:
+        prof.close()
+    assert large.p10_ms > 4 * small.p10_ms > 0
+    assert prof.fingerprint()["threads"] == threads and prof.fingerprint()["opt_level"] == opt_level
+    for m in (small, large):
+        kernels = m.note.split(" (")[0].split("+")
+        assert "BatchNormalization" not in m.note, m.note
+        assert len(kernels) == (1 if opt_level in ("all", "extended") else 2), m.note
+
+
 def test_onnxruntime_networks_interleaved_and_ordered():
     space = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32))
     prof = get_profiler("onnxruntime", "cpu", threads=1, max_wait_s=1)
