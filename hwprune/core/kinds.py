@@ -6,6 +6,7 @@ A traced :class:`~hwprune.core.traced.LayerInfo` names its kind (``"conv"``,
 
 - ``costs``: the coefficients of its FLOPs and parameters in its channel counts;
 - ``resize``: the same layer at new channel counts, weights copied (materialize);
+- ``permute``: its channels reordered in place (importance order);
 - ``full_shape`` / ``crops_input`` / ``run``: the generated weight's shape, how it is
   cropped, and the layer run functionally on it (the PruningNet);
 - ``kernel_attrs``: the op and attributes of the kernel a runtime runs for it
@@ -58,6 +59,15 @@ class LayerKind:
     def full_shape(self, layer: "LayerInfo", module: nn.Module, cin: int, cout: int) -> tuple[tuple[int, ...], int]:
         """(weight shape, bias length) of the layer at ``cin``/``cout`` channels."""
         raise NotImplementedError
+
+    def permute(self, layer: "LayerInfo", module: nn.Module, in_idx: torch.Tensor, out_idx: torch.Tensor) -> None:
+        """Reorder the module's channels in place: output ``i`` becomes old output ``out_idx[i]``, input alike."""
+        w = module.weight.data[out_idx]
+        if self.crops_input(layer):
+            w = w[:, in_idx]
+        module.weight.data.copy_(w)
+        if getattr(module, "bias", None) is not None:
+            module.bias.data.copy_(module.bias.data[out_idx])
 
     def crops_input(self, layer: "LayerInfo") -> bool:
         """Whether a generated weight's dim 1 follows the input channels (it does not for grouped convs)."""
@@ -170,6 +180,12 @@ class BatchNorm(LayerKind):
             if old.num_batches_tracked is not None:
                 new.num_batches_tracked.copy_(old.num_batches_tracked)
         return new
+
+    def permute(self, layer, module, in_idx, out_idx):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(module, name, None)
+            if t is not None:
+                t.data.copy_(t.data[out_idx])
 
 
 KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm())}
