@@ -1,7 +1,8 @@
 """What the search asks of a candidate: its costs (vectorised) and its fitness (cached, spread over ranks).
 
-Fitness is MetaPruning's: validation top-1 with PruningNet weights after BatchNorm
-recalibration on training batches (:func:`~hwprune.supernet.evaluate.evaluate_candidate`).
+Fitness is validation top-1 after BatchNorm recalibration on training batches, with the
+weights the evaluator gives (:mod:`hwprune.supernet.evaluate`: PruningNet-generated, or
+inherited from the ordered dense model).
 """
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import time
 import numpy as np
 import torch.distributed as dist
 
-from ..supernet.evaluate import evaluate_candidate
-from ..supernet.pruningnet import PruningNet
+from ..supernet.evaluate import as_evaluator
 from ..training.distributed import world_info
 from .budgets import Budget
 from .config import SearchConfig
@@ -24,8 +24,9 @@ Enc = tuple[int, ...]
 class CandidateEvaluator:
     """Costs (vectorised) and fitness (cached, spread over ranks) of encodings."""
 
-    def __init__(self, pnet: PruningNet, table, val_loader, calib_loader, cfg: SearchConfig):
-        self.pnet, self.space, self.table, self.cfg = pnet, pnet.space, table, cfg
+    def __init__(self, evaluator, table, val_loader, calib_loader, cfg: SearchConfig):
+        self.scorer = as_evaluator(evaluator)  # a PruningNet, or anything with space and score()
+        self.space, self.table, self.cfg = self.scorer.space, table, cfg
         self.val = _Limited(val_loader, cfg.val_batches) if cfg.val_batches else val_loader
         self.calib = calib_loader
         self.cache: dict[Enc, float] = {}
@@ -50,8 +51,7 @@ class CandidateEvaluator:
         if todo:
             t = time.perf_counter()
             rank, world = world_info()
-            mine = {e: evaluate_candidate(self.pnet, e, self.val, self.calib, self.cfg.calib_batches)
-                    for e in todo[rank::world]}
+            mine = {e: self.scorer.score(e, self.val, self.calib, self.cfg.calib_batches) for e in todo[rank::world]}
             if world > 1:
                 parts: list = [None] * world
                 dist.all_gather_object(parts, mine)

@@ -22,7 +22,6 @@ import numpy as np
 
 from ..errors import HwpruneError, SpaceMismatchError
 from ..files.atomic import write_json
-from ..supernet.pruningnet import PruningNet
 from ..training.distributed import is_main
 from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
@@ -137,11 +136,14 @@ class _Evolution:
         return evaluated
 
 
-def search(pnet: PruningNet, val_loader, calib_loader, table=None, latency_ms: float | Sequence[float] | None = None,
+def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | Sequence[float] | None = None,
            flops: float | None = None, params: float | None = None, config: SearchConfig | None = None,
            run_dir: str | Path | None = None, resume: bool = False,
            log: Callable[[str], None] | None = None) -> SearchResult:
     """Find the most accurate encoding under each budget (see the module docstring).
+
+    ``evaluator`` scores candidates: a trained :class:`~hwprune.PruningNet` (MetaPruning), or
+    :class:`~hwprune.supernet.evaluate.InheritEvaluator` over the importance-ordered dense model.
 
     ``latency_ms`` may be a list: one best candidate per latency budget, each also
     under the ``flops``/``params`` limits. With ``run_dir``, the state is saved after
@@ -149,14 +151,14 @@ def search(pnet: PruningNet, val_loader, calib_loader, table=None, latency_ms: f
     """
     cfg = config or SearchConfig()
     log = log or (lambda s: None)
-    space = pnet.space
+    ev = CandidateEvaluator(evaluator, table, val_loader, calib_loader, cfg)
+    space = ev.space
     lats = [latency_ms] if isinstance(latency_ms, (int, float)) else list(latency_ms or [])
     if lats and table is None:
         raise HwpruneError("a latency budget needs a latency table (table=...)")
     if table is not None:
         table.check(space, check_device=False)  # refuse a table of another space, whatever the machine
     budgets = [Budget(l, flops, params) for l in lats] or [Budget(None, flops, params)]
-    ev = CandidateEvaluator(pnet, table, val_loader, calib_loader, cfg)
     for b in budgets:
         check_feasible(ev, b)
     state_path = Path(run_dir) / "search_state.json" if run_dir else None

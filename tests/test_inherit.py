@@ -1,0 +1,68 @@
+"""The inherit evaluator: candidates scored with the ordered dense weights, sliced, BN recalibrated."""
+import pytest
+import torch
+
+import hwprune as hp
+from hwprune.core.importance import order_channels
+from hwprune.data import load_dataset, make_loaders
+from hwprune.search import SearchConfig, search
+from hwprune.supernet.evaluate import InheritEvaluator, as_evaluator, recalibrate_model_bn
+from hwprune.training import TrainConfig
+from hwprune.training.loop import fit
+from hwprune.training.metrics import accuracy
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """resnet20 trained 3 epochs on 2,048 bundled digits: a dense model that knows something."""
+    torch.manual_seed(0)
+    loaders = make_loaders(load_dataset("bundled").limit_train(2048), 64, eval_batch_size=256)
+    model = hp.create_model("resnet20", in_channels=1)
+    fit(model, loaders.train, TrainConfig(epochs=3, lr=0.1, schedule="cosine", eval_ratios=()),
+        forward=lambda m, x, step: m(x), payload=dict, fmt="x", fingerprint="x", progress=False, log=lambda s: None)
+    space = hp.SearchSpace.from_model(model.eval(), (1, 1, 32, 32), round_to=4)
+    return model.eval(), space, loaders
+
+
+def test_recalibration_gives_the_mean_statistics_of_the_batches(trained):
+    model, space, loaders = trained
+    pruned = space.materialize(space.uniform(0.5), source=model)
+    recalibrate_model_bn(pruned, loaders.calib, 3)
+    x = torch.cat([x for _, (x, _) in zip(range(3), loaders.calib)])
+    first_bn = next(m for m in pruned.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        feats = pruned.conv1(x)  # (N, C, H, W): what the first BN sees
+    batches = feats.split(loaders.calib.batch_size)
+    want = torch.stack([b.mean((0, 2, 3)) for b in batches]).mean(0)  # mean of per-batch means, as BN averages
+    assert torch.allclose(first_bn.running_mean, want, atol=1e-5)
+    assert not first_bn.training and first_bn.momentum == 0.1  # its settings are restored
+
+
+def test_the_full_width_candidate_scores_what_the_dense_model_scores(trained):
+    model, space, loaders = trained
+    ev = InheritEvaluator(space, order_channels(space, model))
+    dense = accuracy(model, loaders.val)
+    full = ev.score(space.full(), loaders.val, loaders.calib, calib_batches=5)
+    assert abs(full - dense) < 0.05 and dense > 0.5  # recalibrated statistics instead of the running ones
+
+
+def test_ordering_keeps_better_channels_than_the_trained_order(trained):
+    """The leading half of each group in the trained order is an arbitrary subset; ordered, it is the best half."""
+    model, space, loaders = trained
+    enc = space.uniform(0.5)
+    ordered = InheritEvaluator(space, order_channels(space, model)).score(enc, loaders.val, loaders.calib, 5)
+    unordered = InheritEvaluator(space, model).score(enc, loaders.val, loaders.calib, 5)
+    assert ordered > unordered
+
+
+def test_search_takes_an_inherit_evaluator_and_meets_the_budget(trained):
+    model, space, loaders = trained
+    ev = InheritEvaluator(space, order_channels(space, model))
+    cfg = SearchConfig(population=6, keep_top=6, parents=3, mutations=2, crossovers=2, generations=2,
+                       calib_batches=2, val_batches=2)
+    budget = 0.4 * space.flops(space.full())
+    res = search(ev, loaders.val, loaders.calib, flops=budget, config=cfg)
+    assert res.best[0]["flops"] <= budget and 0 <= res.best[0]["fitness"] <= 1
+    assert res.best[0]["fitness"] == max(h["fitness"] for h in res.history)
+    with pytest.raises(hp.HwpruneError, match="cannot score candidates with a Linear"):
+        as_evaluator(torch.nn.Linear(2, 2))
