@@ -17,7 +17,8 @@ from .version import __version__
 # public name -> module that defines it
 _LAZY = {
     "SearchSpace": ".core.space", "ChannelGroup": ".core.space", "default_ratios": ".core.space",
-    "create_model": ".models", "list_models": ".models",
+    "create_model": ".models", "list_models": ".models", "load_model": ".models",
+    "order_channels": ".core.importance", "InheritEvaluator": ".supernet.evaluate",
     "profile": ".latency", "LatencyTable": ".latency", "validate_table": ".latency",
     "FidelityReport": ".latency", "TableMismatchError": ".latency", "MissingEntryError": ".latency",
     "ProfilerUnavailableError": ".profilers", "list_profilers": ".profilers",
@@ -50,7 +51,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .latency import (FidelityReport, LatencyTable, MissingEntryError, TableMismatchError, profile,
                           validate_table)
     from .supernet.pruningnet import PruningNet
-    from .models import create_model, list_models
+    from .core.importance import order_channels
+    from .models import create_model, list_models, load_model
+    from .supernet.evaluate import InheritEvaluator
     from .profilers import ProfilerUnavailableError, list_profilers
     from . import search
     from .search import SearchConfig, SearchResult

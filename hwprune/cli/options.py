@@ -23,10 +23,16 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
+MODEL_HELP = ("A zoo name (see `hwprune models`), package.module:function or path/to/file.py:function "
+              "(the function returns the nn.Module).")
+WEIGHTS_HELP = "The model's trained weights: a state_dict, or a checkpoint holding one under 'state_dict' or 'model'."
+
+
 def model_options(f):
-    """--model, --input-shape, --num-classes, --width-mult, --round-to: a zoo model and its space."""
+    """--model, --weights, --input-shape, --num-classes, --width-mult, --round-to: a model and its space."""
     for opt in reversed([
-        click.option("--model", "model_name", required=True, help="Zoo model name (see `hwprune models`)."),
+        click.option("--model", "model_name", required=True, help=MODEL_HELP),
+        click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=WEIGHTS_HELP),
         click.option("--input-shape", help="Example input, e.g. 1,3,224,224 (default: the model's own)."),
         click.option("--num-classes", type=int, help="Classifier outputs (default: the model's own)."),
         click.option("--width-mult", type=float, help="Width multiplier of the unpruned model."),
@@ -36,15 +42,17 @@ def model_options(f):
     return f
 
 
-def build_space(model_name, input_shape, num_classes, width_mult, round_to):
-    """The zoo model and its SearchSpace, from the options of :func:`model_options`."""
+def build_space(model_name, weights, input_shape, num_classes, width_mult, round_to):
+    """The model (with its weights) and its SearchSpace, from the options of :func:`model_options`."""
     import hwprune as hp
-    from hwprune.models import model_input_shape
+    from hwprune.models import load_model, model_input_shape
 
+    if ":" in model_name and not input_shape:
+        raise click.UsageError(f"--model {model_name} is not a zoo model: give its --input-shape, e.g. 1,3,32,32")
     shape = parse_shape(input_shape) if input_shape else (1,) + model_input_shape(model_name)
-    # the input's channels build the first conv: 1,1,32,32 is a resnet20 for one-channel images
-    model = hp.create_model(model_name, num_classes=num_classes, width_mult=width_mult,
-                            in_channels=shape[1] if input_shape else None)
+    # the input's channels build a zoo model's first conv: 1,1,32,32 is a resnet20 for one-channel images
+    model = load_model(model_name, weights=weights, num_classes=num_classes, width_mult=width_mult,
+                       in_channels=shape[1] if input_shape else None)
     return model, hp.SearchSpace.from_model(model, shape, round_to=round_to)
 
 

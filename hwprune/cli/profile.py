@@ -46,8 +46,8 @@ from .options import build_space, default, model_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Record the profile in this run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
-def profile(model_name, input_shape, num_classes, width_mult, round_to, backend, device, threads, batch_size,
-            dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level, cache_dir,
+def profile(model_name, weights, input_shape, num_classes, width_mult, round_to, backend, device, threads,
+            batch_size, dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level, cache_dir,
             force, seed, quiet, run_dir, as_json):
     """Measure a latency lookup table for a model's search space on a backend.
 
@@ -60,7 +60,7 @@ def profile(model_name, input_shape, num_classes, width_mult, round_to, backend,
     from ..runs.folder import RunFolder
     from ..runs.stages import profile_stage
 
-    model, space = build_space(model_name, input_shape, num_classes, width_mult, round_to)
+    model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to)
     settings = ProfileSettings(backend=backend, device=device, threads=threads,
                                batch_size=batch_size or space.input_shapes[0][0], dtype=dtype, statistic=statistic,
                                repeats=repeats, calibrate=calibrate, passes=passes, seed=seed,

@@ -1,16 +1,19 @@
 """``hwprune train``: train a PruningNet on a dataset (bundled MNIST subset by default)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..runs.settings import TrainJob
 from ..training.config import TrainConfig
 from .app import main
-from .options import default
+from .options import MODEL_HELP, WEIGHTS_HELP, default
 
 
 @main.command()
-@click.option("--model", "model_name", default=default(TrainJob, "model"), show_default=True, help="Zoo model name.")
+@click.option("--model", "model_name", default=default(TrainJob, "model"), show_default=True, help=MODEL_HELP)
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=WEIGHTS_HELP)
 @click.option("--data", default=default(TrainJob, "data"), show_default=True,
               help="'bundled' (5,000 MNIST digits) or a path: ImageFolder, CIFAR python batches, MNIST idx.")
 @click.option("--image-size", type=int, help="Resize / pad images to this size.")
@@ -42,7 +45,7 @@ from .options import default
               help="Run folder (run.json, checkpoint, history).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
-def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size, lr, weight_decay,
+def train(model_name, weights, data, image_size, width_mult, round_to, epochs, batch_size, lr, weight_decay,
           label_smoothing, schedule, hidden, gen_rank, bn, seed, checkpoint_every, limit, eval_ratios, workers, device,
           out, resume, quiet):
     """Train a PruningNet by stochastic structure sampling.
@@ -52,7 +55,10 @@ def train(model_name, data, image_size, width_mult, round_to, epochs, batch_size
     from ..runs.folder import RunFolder
     from ..runs.stages import train_stage
 
-    job = TrainJob(model=model_name, data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
+    from ..models.loading import absolute_spec
+
+    job = TrainJob(model=absolute_spec(model_name), weights=str(Path(weights).resolve()) if weights else None,
+                   data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
                    batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank=gen_rank, bn=bn,
                    device=device,
                    train=dict(lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,

@@ -117,7 +117,7 @@ class SearchSpace:
         """The space as JSON: fingerprint, input shape, ratios and every group's widths."""
         return json.dumps({
             "format": FORMAT, "fingerprint": self.fingerprint, "model": type(self.model).__name__,
-            "model_spec": getattr(self.model, "hwprune_spec", None),  # zoo name and kwargs, when from the zoo
+            "model_spec": getattr(self.model, "hwprune_spec", None),  # zoo name and kwargs, or file.py:function
             "input_shapes": [list(s) for s in self.input_shapes], "ratios": list(self.ratios),
             "round_to": self.round_to, "ignored_layers": list(self.ignored_layers),
             "groups": [{"name": g.name, "width": g.width, "choices": list(g.choices), "members": list(g.members)}
@@ -134,13 +134,13 @@ class SearchSpace:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise SpaceMismatchError(f"not a hwprune search space (expected format {FORMAT!r})")
         if model is None:
-            from ..models import create_model
+            from ..models import rebuild_model
 
             spec = d.get("model_spec")
             if not spec:
-                raise SpaceMismatchError(f"this space is of a model outside the zoo ({d.get('model')}); "
-                                         f"pass that model to rebuild it")
-            model = create_model(spec["name"], **spec["kwargs"])
+                raise SpaceMismatchError(f"this space is of a model hwprune cannot rebuild ({d.get('model')}, built "
+                                         f"in Python); pass that model to rebuild it")
+            model = rebuild_model(spec)
         inputs = tuple(torch.randn(*s) for s in d["input_shapes"])
         try:
             traced = trace_model(model, inputs, d.get("ignored_layers") or None)

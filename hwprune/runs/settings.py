@@ -28,7 +28,8 @@ class DataSettings:
 class TrainJob:
     """``hwprune train``: a zoo model's PruningNet on a dataset."""
 
-    model: str = "resnet20"  # zoo name
+    model: str = "resnet20"  # zoo name, package.module:function or path/to/file.py:function
+    weights: str | None = None  # the model's trained weights (state_dict); the PruningNet starts from them
     data: str = "bundled"  # "bundled" or a dataset path
     image_size: int | None = None
     width_mult: float | None = None

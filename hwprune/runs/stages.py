@@ -117,7 +117,7 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     raised, to extend a run) and training continues from the last checkpoint.
     """
     from ..core.space import SearchSpace
-    from ..models import create_model
+    from ..models import load_model
     from ..supernet.pruningnet import PruningNet
     from ..supernet.train import train_pruningnet
     from ..training.config import TrainConfig
@@ -141,8 +141,8 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     data = job.data_settings(cfg.seed)
     loaders = loaders_for(data, workers=job.workers, rank=rank, world=world)
     torch.manual_seed(cfg.seed)  # the model's initial weights are the generators' starting point
-    model = create_model(job.model, num_classes=loaders.num_classes, in_channels=loaders.input_shape[0],
-                         width_mult=job.width_mult)
+    model = load_model(job.model, weights=job.weights, num_classes=loaders.num_classes,
+                       in_channels=loaders.input_shape[0], width_mult=job.width_mult)
     space = SearchSpace.from_model(model, (1, *loaders.input_shape), round_to=job.round_to)
     pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank).to(device)
     run.begin(key, "train", {"job": asdict(job), "resolved_train": asdict(cfg), "world_size": world,
