@@ -102,3 +102,34 @@ def test_the_cli_takes_the_users_model_end_to_end(weights, tmp_path):
     assert json.loads(r.stdout)["real_inputs"] is True
     r = cli("train", "--model", SPEC, "--weights", HERE / "byo_model.py", "--out", tmp_path / "bad")
     assert r.returncode == 1 and r.stderr.startswith("error: cannot read weights") and r.stderr.count("\n") == 1
+
+
+def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tmp_path):
+    """search --evaluator inherit takes the model and its weights; retrain fine-tunes the winner from them,
+    distilled from the dense model, and export rebuilds it: no PruningNet anywhere."""
+    _, path = weights
+    r = cli("search", "--evaluator", "inherit", "--model", SPEC, "--weights", path, "--round-to", "4", "--flops",
+            "1M", "--population", "4", "--parents", "2", "--mutations", "1", "--crossovers", "1", "--generations",
+            "1", "--calib-batches", "1", "--val-batches", "1", "--device", "cpu", "--quiet", "--out", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    stage = json.loads((tmp_path / "s" / "run.json").read_text())["stages"]["search"]
+    assert stage["settings"]["evaluator"] == "inherit" and stage["settings"]["dense"]["weights"] == str(path)
+    r = cli("retrain", "--result", tmp_path / "s" / "result.json", "--epochs", "0", "--device", "cpu", "--quiet",
+            "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    settings = json.loads((tmp_path / "r" / "run.json").read_text())["stages"]["retrain"]["settings"]
+    assert settings["init"] == "inherit" and settings["teacher"] == "the dense model"
+    pruned, info = hp.load_pruned(tmp_path / "r" / "model.pt")
+    space = hp.SearchSpace.from_model(load_model(SPEC, weights=path), (1, 1, 32, 32), round_to=4)
+    from hwprune.core.importance import order_channels
+
+    want = space.materialize(info["encoding"], source=order_channels(space, load_model(SPEC, weights=path)))
+    for (name, a), b in zip(pruned.state_dict().items(), want.state_dict().values()):
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(a, b), name  # 0 epochs: exactly the inherited, ordered weights
+    r = cli("retrain", "--result", tmp_path / "s" / "result.json", "--init", "pruningnet", "--out", tmp_path / "x")
+    assert r.returncode == 1 and "there is no PruningNet to start from" in r.stderr
+    r = cli("search", "--evaluator", "inherit", "--model", SPEC, "--flops", "1M", "--out", tmp_path / "nw")
+    assert r.returncode == 1 and "needs the dense model's trained weights" in r.stderr
+    r = cli("search", "--model", SPEC, "--flops", "1M", "--out", tmp_path / "mix")
+    assert r.returncode == 2 and "--evaluator pruningnet takes a trained PruningNet" in r.stderr

@@ -47,8 +47,8 @@ from .options import build_space, default, model_options
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Record the profile in this run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def profile(model_name, weights, input_shape, num_classes, width_mult, round_to, backend, device, threads,
-            batch_size, dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level, cache_dir,
-            force, seed, quiet, run_dir, as_json):
+            batch_size, dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level,
+            cache_dir, force, seed, quiet, run_dir, as_json):
     """Measure a latency lookup table for a model's search space on a backend.
 
     Every prunable layer is measured at every width the space allows, as the kernel

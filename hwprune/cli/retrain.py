@@ -15,8 +15,11 @@ from .options import default
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="PruningNet checkpoint (default: the one the search used).")
 @click.option("--uniform", "ratio", type=float, help="With --checkpoint: retrain a uniform width ratio (1.0 = dense).")
-@click.option("--init", type=click.Choice(["scratch", "pruningnet"]), default="scratch", show_default=True,
-              help="Fresh initialisation (the paper's way) or the PruningNet's generated weights.")
+@click.option("--init", type=click.Choice(["inherit", "scratch", "pruningnet"]),
+              help="Start from the dense model's ordered weights (the default for a search with --evaluator "
+                   "inherit), fresh initialisation (the paper's way; the default after a PruningNet search) or "
+                   "the PruningNet's generated weights.")
+@click.option("--no-distill", is_flag=True, help="With --init inherit: do not distil from the dense model.")
 @click.option("--teacher", type=click.Path(exists=True, dir_okay=False),
               help="A retrained model checkpoint (e.g. --uniform 1.0) to distil from.")
 @click.option("--data", help="Dataset (default: the PruningNet's).")
@@ -31,8 +34,8 @@ from .options import default
 @click.option("--out", default="runs/retrain", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, teacher, data, epochs, batch_size, lr,
-            weight_decay, schedule, seed, checkpoint_every, device, out, resume, quiet):
+def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, no_distill, teacher, data, epochs, batch_size,
+            lr, weight_decay, schedule, seed, checkpoint_every, device, out, resume, quiet):
     """Retrain a searched (or uniform-width) pruned network; writes OUT/model.pt with its accuracy."""
     from ..files.checkpoint import load_checkpoint
     from ..runs.deploy_stages import retrain_stage
@@ -43,8 +46,8 @@ def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, teacher, 
     if seed is not None:
         train["seed"] = seed
     retrain_stage(RunFolder(out), result=result, budget=budget, uniform_baseline=uniform_baseline,
-                  checkpoint=checkpoint, ratio=ratio, init=init, teacher=teacher, data=data, batch_size=batch_size,
-                  train=train, device=device, resume=resume, progress=False if quiet else None,
+                  checkpoint=checkpoint, ratio=ratio, init=init, distill=not no_distill, teacher=teacher, data=data,
+                  batch_size=batch_size, train=train, device=device, resume=resume, progress=False if quiet else None,
                   log=(lambda s: None) if quiet else None)
     ck = load_checkpoint(f"{out}/model.pt")
     acc = " ".join(f"{k} {ck[k]:.4f}" for k in ("val_acc", "test_acc") if ck.get(k) is not None)

@@ -2,17 +2,26 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from ..search.config import SearchConfig
 from .app import main
-from .options import default, echo_log, human, parse_count, parse_floats
+from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_count, parse_floats
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="PruningNet checkpoint (runs/x/pruningnet.pt).")
+@click.option("--evaluator", type=click.Choice(["pruningnet", "inherit"]), default="pruningnet", show_default=True,
+              help="Score candidates with a trained PruningNet (--checkpoint) or with the dense model's weights, "
+                   "importance-ordered and sliced (--model, --weights).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="PruningNet checkpoint (runs/x/pruningnet.pt), for --evaluator pruningnet.")
+@click.option("--model", "model_name", help=f"With --evaluator inherit: the dense model. {MODEL_HELP}")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=f"With --model: {WEIGHTS_HELP}")
+@click.option("--round-to", type=int, help="With --model: make every width a multiple of N.")
+@click.option("--importance", type=click.Choice(["l1", "l2", "bn"]), default="l1", show_default=True,
+              help="With --model: how channels are ordered before slicing.")
 @click.option("--table", type=click.Path(exists=True, dir_okay=False), help="Latency table CSV of this space.")
 @click.option("--latency-ms", help="Latency budget(s) in ms, e.g. 1.5 or 1.0,1.5,2.0 (one best per budget).")
 @click.option("--latency-fraction", help="Latency budget(s) as fractions of the dense network's latency predicted "
@@ -37,12 +46,24 @@ from .options import default, echo_log, human, parse_count, parse_floats
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
 @click.option("--quiet", is_flag=True)
-def search(checkpoint, table, latency_ms, latency_fraction, flops, params, data, population, generations, parents,
-           keep_top, mutations, crossovers, mutation_prob, calib_batches, val_batches, seed, device, out, resume,
-           allow_mismatch, as_json, quiet):
+def search(evaluator, checkpoint, model_name, weights, round_to, importance, table, latency_ms, latency_fraction,
+           flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
+           calib_batches, val_batches, seed, device, out, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
+    from ..models.loading import absolute_spec
     from ..runs.folder import RunFolder
+    from ..runs.settings import DenseModel
     from ..runs.stages import search_stage
+
+    dense = None
+    if evaluator == "inherit":
+        if not model_name or checkpoint:
+            raise click.UsageError("--evaluator inherit takes the dense model (--model, --weights), not --checkpoint")
+        dense = DenseModel(absolute_spec(model_name), str(Path(weights).resolve()) if weights else None, round_to,
+                           importance=importance)
+    elif not checkpoint or model_name:
+        raise click.UsageError("--evaluator pruningnet takes a trained PruningNet (--checkpoint); to search with the "
+                               "dense model's weights use --evaluator inherit --model ... --weights ...")
 
     lat, frac = parse_floats(latency_ms), parse_floats(latency_fraction)
     fl, pa = parse_count(flops), parse_count(params)
@@ -51,9 +72,9 @@ def search(checkpoint, table, latency_ms, latency_fraction, flops, params, data,
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, generations=generations,
                        calib_batches=calib_batches, val_batches=val_batches, seed=seed)
-    result = search_stage(RunFolder(out), checkpoint=checkpoint, table=table, latency_ms=lat, latency_fraction=frac,
-                          flops=fl, params=pa, data=data, config=cfg, device=device, resume=resume,
-                          allow_mismatch=allow_mismatch, log=echo_log(quiet))
+    result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
+                          latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
+                          resume=resume, allow_mismatch=allow_mismatch, log=echo_log(quiet))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return

@@ -1,9 +1,10 @@
 """Retrain a chosen encoding as a plain pruned network, and its checkpoint format.
 
 The pruned network is :meth:`SearchSpace.materialize` of the encoding, trained from
-scratch (MetaPruning's way: fresh CNN initialisation) or from the PruningNet's
-generated weights (``init="pruningnet"``), optionally distilled from a teacher (the
-retrained unpruned model). The checkpoint stores the space (JSON), the encoding and
+scratch (MetaPruning's way: fresh CNN initialisation), from the PruningNet's
+generated weights (``init="pruningnet"``) or from the importance-ordered dense
+model's weights, sliced (``init="inherit"``: fine-tuning), optionally distilled from a
+teacher (the dense model). The checkpoint stores the space (JSON), the encoding and
 the state dict, never a pickled module; :func:`load_pruned` rebuilds it.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..training.metrics import accuracy
 __all__ = ["MODEL_FORMAT", "retrain", "load_pruned", "model_payload"]
 
 MODEL_FORMAT = "hwprune.model/1"
-INITS = ("scratch", "pruningnet")
+INITS = ("scratch", "pruningnet", "inherit")
 
 
 def model_payload(space: SearchSpace, enc: Sequence[int], model: nn.Module, **extra) -> dict:
@@ -49,7 +50,8 @@ def load_pruned(path: str | Path, model: nn.Module | None = None, map_location="
 
 
 def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: TrainConfig | None = None,
-            init: str = "scratch", pnet=None, teacher: nn.Module | None = None, val_loader=None, test_loader=None,
+            init: str = "scratch", pnet=None, source: nn.Module | None = None, teacher: nn.Module | None = None,
+            val_loader=None, test_loader=None, device=None,
             run_dir: str | Path | None = None, resume: bool = False, progress: bool | None = None,
             log: Callable[[str], None] | None = None, meta: dict | None = None) -> tuple[nn.Module, list[dict]]:
     """Train the pruned network of ``enc``; with ``run_dir`` writes ``model.pt`` (+ accuracy) and ``history.csv``.
@@ -64,11 +66,16 @@ def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: Tra
         if pnet is None:
             raise HwpruneError("init='pruningnet' needs the trained PruningNet (pnet=...)")
         model = pnet.materialize(enc)
+    elif init == "inherit":
+        if source is None:
+            raise HwpruneError("init='inherit' needs the (importance-ordered) dense model (source=...)")
+        model = space.materialize(enc, source=source)
     else:
         torch.manual_seed(cfg.seed)
         model = space.materialize(enc)
         init_weights(model)
-    device = next(pnet.parameters()).device if pnet is not None else torch.device("cpu")
+    if device is None:
+        device = next(pnet.parameters()).device if pnet is not None else torch.device("cpu")
     model = model.to(device)
     if teacher is not None:
         teacher = teacher.to(device)

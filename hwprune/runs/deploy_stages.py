@@ -19,10 +19,10 @@ from ..errors import HwpruneError
 from ..files.atomic import write_json
 from ..training.distributed import init_distributed, resolve_device
 from .folder import RunFolder
-from .settings import DataSettings, from_dict
+from .settings import DataSettings, DenseModel, from_dict
 from .stages import Log, _record, checkpoint_data, loaders_for
 
-__all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "searched_checkpoint"]
+__all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "searched_checkpoint", "search_settings"]
 
 
 def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bool = False) -> tuple[list[int], dict]:
@@ -49,57 +49,97 @@ def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bo
     return best["encoding"], best
 
 
-def searched_checkpoint(result: str | Path) -> Path:
-    """The PruningNet a search result came from, as the manifest of its run folder records it."""
+def search_settings(result: str | Path) -> tuple[RunFolder, dict]:
+    """The run folder that lists a search result and the settings of the search that wrote it."""
     found = RunFolder.holding(result)
     if found is None:
         raise HwpruneError(f"no run.json lists {result}: pass --checkpoint (the PruningNet searched)")
     run, key = found
-    path = Path(run.settings(key)["checkpoint"])
+    return run, run.settings(key)
+
+
+def searched_checkpoint(result: str | Path) -> Path:
+    """The PruningNet a search result came from, as the manifest of its run folder records it."""
+    run, settings = search_settings(result)
+    if not settings.get("checkpoint"):
+        raise HwpruneError(f"{result} was searched with inherited weights, not a PruningNet; retrain it with "
+                           f"--init inherit or scratch")
+    path = Path(settings["checkpoint"])
     return path if path.is_absolute() or path.exists() else run.path / path
 
 
 def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: float | None = None,
                   uniform_baseline: bool = False, checkpoint: str | Path | None = None, ratio: float | None = None,
-                  init: str = "scratch", teacher: str | Path | None = None, data: str | None = None,
-                  batch_size: int | None = None, train: dict | None = None, device: str = "auto", where: str = ".",
-                  key: str = "retrain", resume: bool = False, progress: bool | None = None, log: Log = None):
+                  init: str | None = None, teacher: str | Path | None = None, distill: bool | None = None,
+                  data: str | None = None, batch_size: int | None = None, train: dict | None = None,
+                  device: str = "auto", where: str = ".", key: str = "retrain", resume: bool = False,
+                  progress: bool | None = None, log: Log = None):
     """Retrain an encoding: a search's choice (``result``) or a uniform width ``ratio`` of a PruningNet's space.
 
-    Writes ``model.pt`` (weights, encoding, accuracies, the data settings) and ``history.csv``.
+    A result searched with inherited weights is fine-tuned from them (``init`` "inherit",
+    its default there) and distilled from the dense model unless ``distill=False``; one
+    searched with a PruningNet starts from scratch by default (MetaPruning's protocol),
+    or from its generated weights (``init="pruningnet"``). Writes ``model.pt`` (weights,
+    encoding, accuracies, the data settings and budget) and ``history.csv``.
     """
     from ..deploy.retrain import load_pruned, retrain
     from ..files.checkpoint import load_checkpoint
     from ..supernet.train import PNET_FORMAT, pruningnet_from_payload
     from ..training.config import TrainConfig
+    from .stages import ordered_dense
 
     folder = run.path / where
+    searched = search_settings(result)[1] if result is not None and checkpoint is None else {}
+    dense_spec = searched.get("dense") if searched.get("evaluator") == "inherit" else None
     if result is not None:
         enc, chosen = chosen_encoding(result, budget, uniform_baseline)
-        checkpoint = checkpoint or searched_checkpoint(result)
+        if dense_spec is None:
+            checkpoint = checkpoint or searched_checkpoint(result)
     elif checkpoint is None or ratio is None:
         raise HwpruneError("give --result (a search's result.json) or --checkpoint with --uniform RATIO")
+    init = init or ("inherit" if dense_spec else "scratch")
     dev = resolve_device(device)
     init_distributed(dev)
-    ck = load_checkpoint(checkpoint, PNET_FORMAT)
-    pnet = pruningnet_from_payload(ck, path=checkpoint).to(dev)
-    data_settings = checkpoint_data(ck, checkpoint, data)
-    del ck
+    pnet = dense = ordered = None
+    if dense_spec is not None:
+        data_settings = from_dict(DataSettings, searched["data"], "the search's run.json")
+        loaders = loaders_for(data_settings, override=data, batch_size=batch_size)
+        dense, space, ordered = ordered_dense(from_dict(DenseModel, dense_spec, "the search's run.json"), loaders)
+        if init == "pruningnet":
+            raise HwpruneError(f"{result} was searched with inherited weights: there is no PruningNet to start from; "
+                               f"use --init inherit or scratch")
+    else:
+        if init == "inherit":
+            raise HwpruneError("--init inherit needs a search made with --evaluator inherit (the dense model's "
+                               "weights); this one used a PruningNet")
+        ck = load_checkpoint(checkpoint, PNET_FORMAT)
+        pnet = pruningnet_from_payload(ck, path=checkpoint).to(dev)
+        data_settings = checkpoint_data(ck, checkpoint, data)
+        del ck
+        space = pnet.space
+        loaders = loaders_for(data_settings, override=data, batch_size=batch_size)
     if result is None:
-        enc, chosen = list(pnet.space.uniform(ratio)), {"ratio": ratio}
-    teacher_model = load_pruned(teacher)[0] if teacher else None
+        enc, chosen = list(space.uniform(ratio)), {"ratio": ratio}
+    if teacher:
+        teacher_model = load_pruned(teacher)[0]
+    elif dense is not None and distill is not False:
+        teacher_model = dense  # fine-tuning distils the dense model's knowledge by default
+    else:
+        teacher_model = None
     cfg = TrainConfig(**{"seed": data_settings.seed, **(train or {})})
-    loaders = loaders_for(data_settings, override=data, batch_size=batch_size)
     used = DataSettings(data or data_settings.data, data_settings.image_size, batch_size or data_settings.batch_size,
                         data_settings.seed, data_settings.limit)
+    teacher_name = str(teacher) if teacher else ("the dense model" if teacher_model is not None else None)
     run.begin(key, "retrain", {"result": str(result) if result else None, "budget": budget,
-                               "uniform_baseline": uniform_baseline, "checkpoint": str(checkpoint), "ratio": ratio,
-                               "init": init, "teacher": str(teacher) if teacher else None, "encoding": list(enc),
+                               "uniform_baseline": uniform_baseline,
+                               "checkpoint": str(checkpoint) if checkpoint else None, "dense": dense_spec,
+                               "ratio": ratio, "init": init, "teacher": teacher_name, "encoding": list(enc),
                                "chosen": chosen, "data": asdict(used), "train": asdict(cfg)})
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    model, history = retrain(pnet.space, enc, loaders.train, config=cfg, init=init, pnet=pnet, teacher=teacher_model,
-                             val_loader=loaders.val, test_loader=loaders.test, run_dir=folder, resume=resume,
-                             progress=progress, log=lambda s: say(f"{key}: {s}"),  # which network a line is about
+    model, history = retrain(space, enc, loaders.train, config=cfg, init=init, pnet=pnet, source=ordered,
+                             teacher=teacher_model, val_loader=loaders.val, test_loader=loaders.test, device=dev,
+                             run_dir=folder, resume=resume, progress=progress,
+                             log=lambda s: say(f"{key}: {s}"),  # which network a line is about
                              meta={"data": asdict(used), "budget": chosen.get("budget")})
     ck = load_checkpoint(folder / "model.pt")
     run.finish(key, {"model": folder / "model.pt", "history": folder / "history.csv"},

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import HwpruneError
 
-__all__ = ["TrainJob", "DataSettings", "ProfileSettings", "from_dict"]
+__all__ = ["TrainJob", "DataSettings", "DenseModel", "ProfileSettings", "from_dict"]
 
 
 @dataclass
@@ -45,6 +45,17 @@ class TrainJob:
 
     def data_settings(self, seed: int) -> DataSettings:
         return DataSettings(self.data, self.image_size, self.batch_size, seed, self.limit)
+
+
+@dataclass
+class DenseModel:
+    """The trained dense model whose importance-ordered weights candidates inherit (``--evaluator inherit``)."""
+
+    model: str  # zoo name, package.module:function or path/to/file.py:function (absolute)
+    weights: str | None = None  # its trained weights; an untrained model has nothing to inherit
+    round_to: int | None = None  # widths in multiples of N
+    width_mult: float | None = None  # zoo models only
+    importance: str = "l1"  # the channel order: l1, l2 or bn (hwprune.core.importance)
 
 
 @dataclass

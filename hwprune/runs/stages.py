@@ -18,9 +18,9 @@ from ..errors import HwpruneError
 from ..files.atomic import write_atomic
 from ..training.distributed import init_distributed, is_main, resolve_device
 from .folder import RunFolder
-from .settings import DataSettings, ProfileSettings, TrainJob, from_dict
+from .settings import DataSettings, DenseModel, ProfileSettings, TrainJob, from_dict
 
-__all__ = ["profile_stage", "train_stage", "search_stage", "loaders_for", "checkpoint_data"]
+__all__ = ["profile_stage", "train_stage", "search_stage", "loaders_for", "checkpoint_data", "ordered_dense"]
 
 Log = Callable[[str], None] | None
 
@@ -45,6 +45,21 @@ def checkpoint_data(ck: dict, path, override: str | None) -> DataSettings:
         raise HwpruneError(f"{path} does not say which data it was trained on (written by an older hwprune or by "
                            f"hand); pass --data")
     return DataSettings(data=override)
+
+
+def ordered_dense(dense: DenseModel, loaders):
+    """The dense model (with its weights), its search space for the data's input, and its importance-ordered copy."""
+    from ..core.importance import order_channels
+    from ..core.space import SearchSpace
+    from ..models import load_model
+
+    if dense.weights is None:
+        raise HwpruneError("the inherit evaluator needs the dense model's trained weights (--weights); an untrained "
+                           "model has nothing to inherit")
+    model = load_model(dense.model, weights=dense.weights, num_classes=loaders.num_classes,
+                       in_channels=loaders.input_shape[0], width_mult=dense.width_mult).eval()
+    space = SearchSpace.from_model(model, (1, *loaders.input_shape), round_to=dense.round_to)
+    return model, space, order_channels(space, model, dense.importance)
 
 
 def _record(run: RunFolder | None):
@@ -159,45 +174,59 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
 
 
 # ---- search -------------------------------------------------------------------------------------
-def search_stage(run: RunFolder, *, checkpoint: str | Path, table: str | Path | None = None,
-                 latency_ms: list[float] | None = None, latency_fraction: list[float] | None = None,
-                 flops: float | None = None, params: float | None = None, data: str | None = None, config=None,
-                 device: str = "auto", allow_mismatch: bool = False, where: str = ".", key: str = "search",
-                 resume: bool = False, log: Log = None):
-    """Search a trained PruningNet under budgets; writes result.json, history.csv, pareto.png into the folder.
+def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense: DenseModel | None = None,
+                 table: str | Path | None = None, latency_ms: list[float] | None = None,
+                 latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
+                 data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
+                 where: str = ".", key: str = "search", resume: bool = False, log: Log = None):
+    """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
-    ``latency_fraction``: budgets as fractions of the dense network's latency predicted by
-    the table (0.5: half), for commands that work on any machine. A folder that holds a
-    finished search is refused without ``resume`` (it would be overwritten).
+    Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
+    the importance-ordered weights of the trained dense model, sliced (the inherit
+    evaluator; ``data`` then names the dataset, bundled by default). ``latency_fraction``:
+    budgets as fractions of the dense network's latency predicted by the table (0.5:
+    half), for commands that work on any machine. A folder that holds a finished search is
+    refused without ``resume`` (it would be overwritten).
     """
     from ..files.checkpoint import load_checkpoint
     from ..latency import LatencyTable
     from ..search import SearchConfig, save_result, search
+    from ..supernet.evaluate import InheritEvaluator, PruningNetEvaluator
     from ..supernet.train import PNET_FORMAT, pruningnet_from_payload
 
     cfg = config or SearchConfig()
     folder = run.path / where
+    if (checkpoint is None) == (dense is None):
+        raise HwpruneError("score candidates with a PruningNet (--checkpoint) or with the dense model's inherited "
+                           "weights (--evaluator inherit --model ... --weights ...), one of the two")
     if not resume and (run.done(key) or (folder / "result.json").exists()):
         raise HwpruneError(f"{folder} already holds a finished search; pass --resume to reuse it or choose another "
                            f"--out")
     dev = resolve_device(device)
     init_distributed(dev)
-    ck = load_checkpoint(checkpoint, PNET_FORMAT)
-    pnet = pruningnet_from_payload(ck, path=checkpoint).to(dev)
-    data_settings = checkpoint_data(ck, checkpoint, data)
-    del ck
-    lut = LatencyTable.load(table, space=pnet.space, allow_mismatch=allow_mismatch) if table else None
+    if checkpoint is not None:
+        ck = load_checkpoint(checkpoint, PNET_FORMAT)
+        scorer = PruningNetEvaluator(pruningnet_from_payload(ck, path=checkpoint).to(dev))
+        data_settings = checkpoint_data(ck, checkpoint, data)
+        del ck
+        loaders = loaders_for(data_settings, override=data)
+    else:
+        data_settings = DataSettings(data=data or "bundled")
+        loaders = loaders_for(data_settings)
+        _, space, ordered = ordered_dense(dense, loaders)
+        scorer = InheritEvaluator(space, ordered.to(dev))
+    lut = LatencyTable.load(table, space=scorer.space, allow_mismatch=allow_mismatch) if table else None
     if latency_fraction:
         if lut is None:
             raise HwpruneError("a latency budget needs a latency table: pass --table")
-        dense = lut.predict(pnet.space.full())
-        latency_ms = list(latency_ms or []) + [round(f * dense, 5) for f in latency_fraction]
-    loaders = loaders_for(data_settings, override=data)
-    run.begin(key, "search", {"checkpoint": str(checkpoint), "table": str(table) if table else None,
+        full = lut.predict(scorer.space.full())
+        latency_ms = list(latency_ms or []) + [round(f * full, 5) for f in latency_fraction]
+    run.begin(key, "search", {"evaluator": scorer.name, "checkpoint": str(checkpoint) if checkpoint else None,
+                              "dense": asdict(dense) if dense else None, "table": str(table) if table else None,
                               "latency_ms": latency_ms, "latency_fraction": latency_fraction, "flops": flops,
-                              "params": params,
-                              "data": asdict(data_settings), "data_override": data, "search": asdict(cfg)})
-    result = search(pnet, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
+                              "params": params, "data": asdict(data_settings), "data_override": data,
+                              "search": asdict(cfg)})
+    result = search(scorer, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
                     config=cfg, run_dir=folder, resume=resume, log=log)
     if is_main():
         save_result(result, folder)
