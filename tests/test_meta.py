@@ -92,3 +92,42 @@ def test_bad_options_are_refused():
         PruningNet(space, bn="sometimes")
     with pytest.raises(hp.EncodingError, match="encoding has 2 entries"):
         PruningNet(space)(torch.randn(1, 3, 32, 32), (0, 0))
+
+
+@pytest.mark.parametrize("name,shape,rank", [("resnet20", (1, 3, 32, 32), None), ("mobilenet_v2_cifar", (1, 3, 32, 32), 4)])
+def test_a_pruningnet_from_the_ordered_trained_model_starts_as_that_model(name, shape, rank):
+    from hwprune.core.importance import order_channels
+
+    torch.manual_seed(0)
+    model = hp.create_model(name)
+    for m in model.modules():  # trained-like BN: statistics and affine terms away from their defaults
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    model.eval()
+    space = hp.SearchSpace.from_model(model, shape)
+    ordered = order_channels(space, model)
+    pnet = PruningNet(space, source=ordered, rank=rank).eval()
+    x = torch.randn(2, *shape[1:])
+    with torch.no_grad():
+        assert (pnet(x, space.full()) - model(x)).abs().max() <= 1e-4
+        half = space.uniform(0.5)  # narrower networks differ from a crop (generated per width), but start near it
+        crop = space.materialize(half, source=ordered).eval()(x)
+        assert not torch.allclose(pnet(x, half), crop)
+    bn = pnet.bns["bn1" if name == "resnet20" else "features__0__1"]
+    assert bn.affine and bn.weight.shape == bn.running_mean.shape  # a scale and shift per width choice
+
+
+def test_checkpoints_of_earlier_versions_keep_their_behaviour():
+    from hwprune.supernet.train import pnet_payload, pruningnet_from_payload
+
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20"), (1, 3, 32, 32))
+    old = PruningNet(space, anchored=False, bn_affine=False).eval()
+    payload = pnet_payload(old)
+    payload["pnet"] = {k: v for k, v in payload["pnet"].items() if k not in ("anchored", "bn_affine")}
+    again = pruningnet_from_payload(payload).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x, space.uniform(0.5)), old(x, space.uniform(0.5)))

@@ -30,6 +30,7 @@ class TrainJob:
 
     model: str = "resnet20"  # zoo name, package.module:function or path/to/file.py:function
     weights: str | None = None  # the model's trained weights (state_dict); the PruningNet starts from them
+    importance: str = "l1"  # with weights: the channel order the PruningNet starts from (hwprune.core.importance)
     data: str = "bundled"  # "bundled" or a dataset path
     image_size: int | None = None
     width_mult: float | None = None

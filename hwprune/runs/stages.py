@@ -159,7 +159,13 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     model = load_model(job.model, weights=job.weights, num_classes=loaders.num_classes,
                        in_channels=loaders.input_shape[0], width_mult=job.width_mult)
     space = SearchSpace.from_model(model, (1, *loaders.input_shape), round_to=job.round_to)
-    pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank).to(device)
+    if job.weights:  # start from what the trained model knows, best channels first
+        from ..core.importance import order_channels
+
+        source = order_channels(space, model, job.importance)
+    else:
+        source = model
+    pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank, source=source).to(device)
     run.begin(key, "train", {"job": asdict(job), "resolved_train": asdict(cfg), "world_size": world,
                              "num_classes": loaders.num_classes, "input_shape": list(loaders.input_shape),
                              "mean": loaders.mean, "std": loaders.std, "torch": torch.__version__})

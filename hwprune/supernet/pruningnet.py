@@ -3,9 +3,11 @@
 For every conv and linear layer a small generator MLP maps the layer's width ratios
 ``(cin / cin_orig, cout / cout_orig)`` to the full-size weight (and bias); the
 candidate's weight is its leading channels per group (index maps for concatenated
-layouts). BatchNorm keeps running statistics per width choice of its group (the
-paper's default, affine off), or one shared set (``bn="shared"``) that search
-recalibrates per candidate. ``pnet(x, enc)`` runs the traced graph of the original
+layouts). Built from a trained, importance-ordered model (``source=``), generators
+start at its weights and BatchNorm keeps its scale, shift and statistics, so before
+any training the full-width PruningNet computes what the model computes. BatchNorm
+keeps a row of statistics (and affine terms) per width choice of its group, or one
+shared set (``bn="shared"``) that search recalibrates per candidate. ``pnet(x, enc)`` runs the traced graph of the original
 model with these weights; ``pnet.materialize(enc)`` returns the plain pruned
 network carrying them.
 """
@@ -82,10 +84,13 @@ class _Generator(nn.Module):
 
     ``rank=None`` is the paper's output layer (one weight tensor per hidden unit); a
     rank ``r`` mixes only ``r`` full-size bases, ``hidden / r`` times fewer parameters.
-    The output starts near ``init`` (the original layer's initial weights).
+    ``anchored``: the hidden code is taken relative to the full width's, so the full-width
+    network's weights are exactly the base (``init`` at the start: the dense model's), and
+    every narrower network starts near a crop of them. Without it (checkpoints of earlier
+    versions) the output only starts near ``init``.
     """
 
-    def __init__(self, init: torch.Tensor, hidden: int, rank: int | None):
+    def __init__(self, init: torch.Tensor, hidden: int, rank: int | None, anchored: bool = True):
         super().__init__()
         numel = init.numel()
         self.fc1 = nn.Linear(2, hidden)
@@ -100,43 +105,66 @@ class _Generator(nn.Module):
             self.coef = nn.Linear(hidden, rank)
             self.basis = nn.Parameter(torch.randn(rank, numel) * (0.5 * scale / math.sqrt(rank)))
             self.base = nn.Parameter(init.clone())
-        self.rank = rank
+        self.rank, self.anchored = rank, anchored
+        self.register_buffer("full_ratios", torch.ones(2), persistent=False)
 
     def forward(self, ratios: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.fc1(ratios))  # (hidden,)
+        if self.anchored:
+            h = h - F.relu(self.fc1(self.full_ratios))  # zero at full width: the output is the base there
         if self.rank is None:
-            return self.fc2(h)  # (numel,)
+            return self.fc2(h)  # (numel,): bias + W h
+        if self.anchored:
+            return self.base + (self.coef(h) - self.coef.bias) @ self.basis  # (numel,)
         return self.base + self.coef(h) @ self.basis  # (numel,)
 
 
 class _ChoiceBN(nn.Module):
-    """Running statistics of one BatchNorm, a row per width choice (or one shared row)."""
+    """One BatchNorm's running statistics and (``affine``) scale and shift, a row per width choice (or one
+    shared row), every row starting from the template BatchNorm's."""
 
-    def __init__(self, rows: int, size: int, eps: float, momentum: float | None):
+    def __init__(self, rows: int, size: int, template: nn.Module, affine: bool):
         super().__init__()
-        self.register_buffer("running_mean", torch.zeros(rows, size))
-        self.register_buffer("running_var", torch.ones(rows, size))
-        self.eps, self.momentum = eps, 0.1 if momentum is None else momentum
+        mean, var = torch.zeros(size), torch.ones(size)
+        if template.running_mean is not None:
+            n = min(size, template.running_mean.numel())
+            mean[:n], var[:n] = template.running_mean.detach()[:n], template.running_var.detach()[:n]
+        self.register_buffer("running_mean", mean.repeat(rows, 1))
+        self.register_buffer("running_var", var.repeat(rows, 1))
+        self.eps, self.momentum = template.eps, 0.1 if template.momentum is None else template.momentum
+        self.affine = affine
+        if affine:
+            gamma, beta = torch.ones(size), torch.zeros(size)
+            if template.affine:
+                n = min(size, template.weight.numel())
+                gamma[:n], beta[:n] = template.weight.detach()[:n], template.bias.detach()[:n]
+            self.weight = nn.Parameter(gamma.repeat(rows, 1))
+            self.bias = nn.Parameter(beta.repeat(rows, 1))
 
 
 class PruningNet(nn.Module):
     """Weight-generating meta network for ``space``; see the module docstring."""
 
-    def __init__(self, space: SearchSpace, hidden: int = 32, bn: str = "per_choice", rank: int | None = None):
+    def __init__(self, space: SearchSpace, hidden: int = 32, bn: str = "per_choice", rank: int | None = None,
+                 source: nn.Module | None = None, anchored: bool = True, bn_affine: bool = True):
         super().__init__()
         if bn not in BN_MODES:
             raise HwpruneError(f"bn must be one of {BN_MODES}, got {bn!r}")
         if hidden < 1 or (rank is not None and rank < 1):
             raise HwpruneError(f"hidden and rank must be positive, got hidden={hidden}, rank={rank}")
         self.space, self.hidden, self.bn_mode, self.rank = space, hidden, bn, rank
-        self.config = {"hidden": hidden, "bn": bn, "rank": rank}
+        self.config = {"hidden": hidden, "bn": bn, "rank": rank, "anchored": anchored, "bn_affine": bn_affine}
         self._maxw = _max_widths(space)
         self._layers = {layer.name: layer for layer in space.layers}
         self._group_pos = {gi: p for p, gi in enumerate(space.prunable_index)}
         self.generators = nn.ModuleDict()
         self.bns = nn.ModuleDict()
         self._bn_momentum: float | None = None  # set by recalibration
-        modules = dict(space.model.named_modules())
+        # the weights it starts from: ``source`` (the trained, importance-ordered model) or the space's template
+        modules = dict((source if source is not None else space.model).named_modules())
+        missing = [layer.name for layer in space.layers if layer.name not in modules]
+        if missing:
+            raise HwpruneError(f"the source model has no module {missing[0]!r}; it is not the model of this space")
         self._template = {layer.name: modules[layer.name] for layer in space.layers}  # never registered
         self._full = {}  # layer -> (full-size weight shape, bias length)
         for layer in space.layers:
@@ -144,7 +172,7 @@ class PruningNet(nn.Module):
             if not kind_of(layer).weighted:
                 size = layout_size(layer.in_layout, self._maxw)
                 rows = self._bn_rows(layer)
-                self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m.eps, m.momentum)
+                self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m, bn_affine)
                 continue
             shape, nbias = self._full[layer.name] = _full_shape(layer, self._maxw, m)
             init = torch.zeros(math.prod(shape) + nbias)
@@ -152,7 +180,7 @@ class PruningNet(nn.Module):
             init[: w.numel()] = w.flatten()
             if nbias:
                 init[w.numel():] = _pad_to(m.bias.detach(), (shape[0],))
-            self.generators[_key(layer.name)] = _Generator(init, hidden, rank)
+            self.generators[_key(layer.name)] = _Generator(init, hidden, rank, anchored)
         # The rest of the graph (activations, pooling, dropout, ...) as this module's own copies,
         # so that mode switches and .to() reach them.
         self.rest = nn.ModuleDict()
@@ -241,10 +269,12 @@ class PruningNet(nn.Module):
         momentum = self._bn_momentum if self._bn_momentum is not None else st.momentum
         if isinstance(idx, int):  # views: batch_norm updates the stored rows in place
             rm, rv = st.running_mean[row, :idx], st.running_var[row, :idx]
-            return F.batch_norm(x, rm, rv, None, None, self.training, momentum, st.eps)
+            w, b = (st.weight[row, :idx], st.bias[row, :idx]) if st.affine else (None, None)
+            return F.batch_norm(x, rm, rv, w, b, self.training, momentum, st.eps)
         idx = idx.to(x.device)
         rm, rv = st.running_mean[row, idx], st.running_var[row, idx]  # copies
-        y = F.batch_norm(x, rm, rv, None, None, self.training, momentum, st.eps)
+        w, b = (st.weight[row, idx], st.bias[row, idx]) if st.affine else (None, None)
+        y = F.batch_norm(x, rm, rv, w, b, self.training, momentum, st.eps)
         if self.training:
             st.running_mean[row, idx], st.running_var[row, idx] = rm, rv
         return y
@@ -271,7 +301,10 @@ class PruningNet(nn.Module):
             m.running_mean.copy_(_take(st.running_mean[row], 0, idx))
             m.running_var.copy_(_take(st.running_var[row], 0, idx))
             m.eps = st.eps
-            if m.affine:  # PruningNet BN is affine-free: identity scale and shift
+            if m.affine and st.affine:
+                m.weight.copy_(_take(st.weight[row], 0, idx))
+                m.bias.copy_(_take(st.bias[row], 0, idx))
+            elif m.affine:  # an affine-free PruningNet BN: identity scale and shift
                 m.weight.fill_(1.0)
                 m.bias.zero_()
         return model.to(next(self.parameters()).device).train(self.training)

@@ -47,7 +47,7 @@ def pruningnet_from_payload(ck: dict, model: nn.Module | None = None, path: str 
         -> PruningNet:
     """The PruningNet a loaded checkpoint (:func:`pnet_payload`) describes."""
     space = SearchSpace.from_json(ck["space"], model)
-    pnet = PruningNet(space, **ck["pnet"])
+    pnet = PruningNet(space, **{"anchored": False, "bn_affine": False, **ck["pnet"]})  # older files lack both
     try:
         pnet.load_state_dict(ck["state_dict"])
     except RuntimeError as e:
