@@ -133,3 +133,24 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     assert r.returncode == 1 and "needs the dense model's trained weights" in r.stderr
     r = cli("search", "--model", SPEC, "--flops", "1M", "--out", tmp_path / "mix")
     assert r.returncode == 2 and "--evaluator pruningnet takes a trained PruningNet" in r.stderr
+
+
+def test_pretrain_then_inherit_search_from_its_weights(tmp_path):
+    """No weights yet: pretrain trains the dense model, and its dense.pt is the --weights of what follows."""
+    r = cli("pretrain", "--model", "resnet20", "--limit", "256", "--batch-size", "32", "--epochs", "1", "--device",
+            "cpu", "--quiet", "--out", tmp_path / "dense")
+    assert r.returncode == 0, r.stderr
+    assert f"use it as --weights {tmp_path / 'dense'}/dense.pt" in r.stdout
+    stage = json.loads((tmp_path / "dense" / "run.json").read_text())["stages"]["pretrain"]
+    assert stage["status"] == "done" and 0 <= stage["summary"]["val_acc"] <= 1
+    model = load_model("resnet20", in_channels=1, weights=tmp_path / "dense" / "dense.pt")
+    saved = torch.load(tmp_path / "dense" / "dense.pt", weights_only=True)
+    assert saved["format"] == "hwprune.dense/1" and saved["val_acc"] == stage["summary"]["val_acc"]
+    assert all(torch.equal(v, saved["state_dict"][k]) for k, v in model.state_dict().items())
+    r = cli("search", "--evaluator", "inherit", "--model", "resnet20", "--weights", tmp_path / "dense" / "dense.pt",
+            "--round-to", "8", "--flops", "10M", "--population", "4", "--parents", "2", "--mutations", "1",
+            "--crossovers", "1", "--generations", "1", "--calib-batches", "1", "--val-batches", "1", "--device", "cpu",
+            "--quiet", "--out", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    r = cli("pretrain", "--limit", "256", "--epochs", "1", "--out", tmp_path / "dense")
+    assert r.returncode == 1 and "already holds a pretrained model; pass --resume" in r.stderr

@@ -18,9 +18,9 @@ from ..errors import HwpruneError
 from ..files.atomic import write_atomic
 from ..training.distributed import init_distributed, is_main, resolve_device
 from .folder import RunFolder
-from .settings import DataSettings, DenseModel, ProfileSettings, TrainJob, from_dict
+from .settings import DataSettings, DenseModel, PretrainJob, ProfileSettings, TrainJob, from_dict
 
-__all__ = ["profile_stage", "train_stage", "search_stage", "loaders_for", "checkpoint_data", "ordered_dense"]
+__all__ = ["profile_stage", "pretrain_stage", "train_stage", "search_stage", "loaders_for", "checkpoint_data", "ordered_dense"]
 
 Log = Callable[[str], None] | None
 
@@ -121,6 +121,60 @@ def profile_stage(run: RunFolder | None, space, settings: ProfileSettings | None
     rec.finish(key, files, {"entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                             "dense_predicted_ms": round(table.predict(space.full()), 5)})
     return table, report
+
+
+# ---- pretrain -----------------------------------------------------------------------------------
+DENSE_FORMAT = "hwprune.dense/1"
+
+
+def pretrain_stage(run: RunFolder, job: PretrainJob, *, where: str = ".", key: str = "pretrain",
+                   resume: bool = False, progress: bool | None = None, log: Log = None) -> list[dict]:
+    """Train the dense model first, into ``dense.pt`` (its state_dict under ``state_dict``: ``--weights`` reads it).
+
+    Its validation and test accuracy, recorded in the manifest, are the reference a pruned
+    network is compared with.
+    """
+    from ..files.checkpoint import load_checkpoint, save_checkpoint
+    from ..models import load_model
+    from ..training.config import TrainConfig
+    from ..training.loop import fit
+    from ..training.metrics import accuracy
+
+    folder = run.path / where
+    ckpt = folder / "dense.pt"
+    record = run.stage(key)
+    if resume and record is not None:
+        job = from_dict(PretrainJob, record["settings"]["job"], str(run.manifest_path))
+    elif ckpt.exists() and not resume:
+        raise HwpruneError(f"{folder} already holds a pretrained model; pass --resume to continue it or choose "
+                           f"another --out")
+    device = resolve_device(job.device)
+    rank, world = init_distributed(device)
+    try:
+        cfg = TrainConfig(**job.train)
+    except TypeError as e:
+        raise HwpruneError(f"bad training setting: {e}") from None
+    data = job.data_settings(cfg.seed)
+    loaders = loaders_for(data, workers=job.workers, rank=rank, world=world)
+    torch.manual_seed(cfg.seed)
+    model = load_model(job.model, num_classes=loaders.num_classes, in_channels=loaders.input_shape[0],
+                       width_mult=job.width_mult).to(device)
+    run.begin(key, "pretrain", {"job": asdict(job), "resolved_train": asdict(cfg), "world_size": world,
+                                "input_shape": list(loaders.input_shape), "num_classes": loaders.num_classes})
+    meta = {"data": asdict(data), "model": job.model}
+    history = fit(model, loaders.train, cfg, forward=lambda m, x, step: m(x),
+                  payload=lambda: {"state_dict": model.state_dict(), "meta": meta}, fmt=DENSE_FORMAT,
+                  fingerprint=f"{job.model}:{list(loaders.input_shape)}:{loaders.num_classes}", checkpoint=ckpt,
+                  evaluate=lambda: {"val_acc": accuracy(model, loaders.val)}, resume=resume, progress=progress,
+                  log=log)
+    summary = {"val_acc": accuracy(model, loaders.val),
+               "test_acc": accuracy(model, loaders.test) if loaders.test is not None else None}
+    if rank == 0:
+        ck = load_checkpoint(ckpt, DENSE_FORMAT) if ckpt.exists() else {"format": DENSE_FORMAT, "meta": meta,
+                                                                          "state_dict": model.state_dict()}
+        save_checkpoint(ckpt, {**ck, **summary})
+    run.finish(key, {"weights": ckpt, "history": folder / "history.csv"}, summary)
+    return history
 
 
 # ---- train --------------------------------------------------------------------------------------
