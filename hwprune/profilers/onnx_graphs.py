@@ -13,8 +13,6 @@ the runtime applies the same fusions to the variant as to the real layer.
 """
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Sequence
 
 import numpy as np

@@ -87,8 +87,6 @@ class TensorRTProfiler(Profiler):
         """
         import torch
 
-        from ..errors import HwpruneError
-
         from .runtimes import serialize_engine
 
         trt = self.trt

@@ -123,6 +123,20 @@ def profile_stage(run: RunFolder | None, space, settings: ProfileSettings | None
     return table, report
 
 
+def _training_setup(job):
+    """A training job's device, (rank, world), resolved TrainConfig, data settings and loaders."""
+    from ..training.config import TrainConfig
+
+    device = resolve_device(job.device)
+    rank, world = init_distributed(device)
+    try:
+        cfg = TrainConfig(**job.train)
+    except TypeError as e:
+        raise HwpruneError(f"bad training setting: {e}") from None
+    data = job.data_settings(cfg.seed)
+    return device, rank, world, cfg, data, loaders_for(data, workers=job.workers, rank=rank, world=world)
+
+
 # ---- pretrain -----------------------------------------------------------------------------------
 DENSE_FORMAT = "hwprune.dense/1"
 
@@ -136,7 +150,6 @@ def pretrain_stage(run: RunFolder, job: PretrainJob, *, where: str = ".", key: s
     """
     from ..files.checkpoint import load_checkpoint, save_checkpoint
     from ..models import load_model
-    from ..training.config import TrainConfig
     from ..training.loop import fit
     from ..training.metrics import accuracy
 
@@ -148,14 +161,7 @@ def pretrain_stage(run: RunFolder, job: PretrainJob, *, where: str = ".", key: s
     elif ckpt.exists() and not resume:
         raise HwpruneError(f"{folder} already holds a pretrained model; pass --resume to continue it or choose "
                            f"another --out")
-    device = resolve_device(job.device)
-    rank, world = init_distributed(device)
-    try:
-        cfg = TrainConfig(**job.train)
-    except TypeError as e:
-        raise HwpruneError(f"bad training setting: {e}") from None
-    data = job.data_settings(cfg.seed)
-    loaders = loaders_for(data, workers=job.workers, rank=rank, world=world)
+    device, rank, world, cfg, data, loaders = _training_setup(job)
     torch.manual_seed(cfg.seed)
     model = load_model(job.model, num_classes=loaders.num_classes, in_channels=loaders.input_shape[0],
                        width_mult=job.width_mult).to(device)
@@ -189,7 +195,6 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     from ..models import load_model
     from ..supernet.pruningnet import PruningNet
     from ..supernet.train import train_pruningnet
-    from ..training.config import TrainConfig
 
     folder = run.path / where
     record = run.stage(key)
@@ -201,14 +206,7 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     elif (folder / "pruningnet.pt").exists() and not resume:
         raise HwpruneError(f"{folder} already holds a PruningNet; pass --resume to continue it or choose another "
                            f"--out")
-    device = resolve_device(job.device)
-    rank, world = init_distributed(device)
-    try:
-        cfg = TrainConfig(**job.train)
-    except TypeError as e:
-        raise HwpruneError(f"bad training setting: {e}") from None
-    data = job.data_settings(cfg.seed)
-    loaders = loaders_for(data, workers=job.workers, rank=rank, world=world)
+    device, rank, world, cfg, data, loaders = _training_setup(job)
     torch.manual_seed(cfg.seed)  # the model's initial weights are the generators' starting point
     model = load_model(job.model, weights=job.weights, num_classes=loaders.num_classes,
                        in_channels=loaders.input_shape[0], width_mult=job.width_mult)

@@ -27,8 +27,8 @@ class Budget:
         return " ".join(p for p in parts if p) or "unconstrained"
 
 
-def check_feasible(ev: "CandidateEvaluator", budget: Budget) -> None:
-    """Refuse a budget below what the narrowest network of the space costs."""
+def check_feasible(ev, budget: Budget) -> None:
+    """Refuse a budget below what the narrowest network of the space costs (``ev``: a CandidateEvaluator)."""
     narrowest = np.zeros((1, len(ev.space.groups)), dtype=np.int64)
     c = ev.costs(narrowest)[0]
     for name, col, limit, unit in (("latency", 0, budget.latency_ms, "ms"), ("FLOPs", 1, budget.flops, ""),

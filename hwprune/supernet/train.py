@@ -15,7 +15,7 @@ import numpy as np
 import torch.nn as nn
 
 from ..files.checkpoint import CheckpointError, load_checkpoint
-from ..training.config import TrainConfig, lr_at
+from ..training.config import TrainConfig
 from ..training.loop import fit
 from .pruningnet import PruningNet
 from ..core.space import SearchSpace
