@@ -123,3 +123,12 @@ def test_batch_larger_than_split_is_refused():
     d.train_idx = d.train_idx[:10]
     with pytest.raises(DataError, match="fewer than one batch"):
         make_loaders(d, 64)
+
+
+def test_a_first_validation_batch_sees_every_class():
+    """The bundled file is sorted by class: a score on the first batches (--val-batches 1) must still be fair."""
+    d = load_dataset("bundled")
+    loaders = make_loaders(d, 64, eval_batch_size=64)
+    _, y = next(iter(loaders.val))
+    assert len(set(y.tolist())) == 10
+    assert np.array_equal(load_dataset("bundled").val_idx, d.val_idx)  # still seeded

@@ -203,3 +203,20 @@ def test_a_space_mismatch_names_what_differs_and_the_cli_flag(table, space, tmp_
         with pytest.raises(hp.TableMismatchError, match=what) as e:
             hp.LatencyTable.load(path, other, check_device=False)
         assert "--allow-mismatch" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage,message", [("negative", "negative or non-finite times"),
+                                            ("text", "has a value that is not a number")])
+def test_a_damaged_table_is_one_line(table, tmp_path, damage, message):
+    path = tmp_path / "t.csv"
+    table.save(path)
+    lines = path.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    cols = lines[header].split(",")
+    row = lines[header + 1].split(",")
+    row[cols.index("p10_ms")] = "-23.0" if damage == "negative" else "fast"
+    lines[header + 1] = ",".join(row)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(hp.HwpruneError, match=message) as e:
+        hp.LatencyTable.load(path, check_device=False)
+    assert "\n" not in str(e.value)

@@ -233,3 +233,15 @@ def test_json_for_another_model_is_refused():
 def test_fingerprint_ignores_batch_size():
     assert space_of("resnet20").fingerprint == hp.SearchSpace.from_model(
         hp.create_model("resnet20"), (8, 3, 32, 32)).fingerprint
+
+
+def test_ratios_where_indices_belong_and_nan_are_refused():
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20"), (1, 3, 32, 32))
+    for call in (lambda: space.materialize([0.5] * len(space)), lambda: space.flops([0.5] * len(space))):
+        with pytest.raises(hp.EncodingError, match="entry 0 is 0.5: an encoding holds choice indices"):
+            call()
+    assert space.flops([2.0] * len(space)) == space.flops([2] * len(space))  # integral floats are indices
+    with pytest.raises(hp.HwpruneError, match="ratio must be a positive number, got nan"):
+        space.uniform(float("nan"))
+    with pytest.raises(hp.HwpruneError, match="num_classes must be a positive integer, got 0"):
+        hp.create_model("resnet20", num_classes=0)

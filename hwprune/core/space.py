@@ -175,8 +175,8 @@ class SearchSpace:
 
     def uniform(self, ratio: float) -> tuple[int, ...]:
         """Every group at the choice nearest ``ratio`` of its original width."""
-        if ratio <= 0:
-            raise HwpruneError(f"ratio must be positive, got {ratio}")
+        if not ratio > 0:  # also NaN
+            raise HwpruneError(f"ratio must be a positive number, got {ratio}")
         return tuple(int(np.argmin([abs(c - ratio * g.width) for c in g.choices])) for g in self.groups)
 
     def sample(self, rng: np.random.Generator | int | None = None) -> tuple[int, ...]:
@@ -186,7 +186,12 @@ class SearchSpace:
 
     def check(self, enc: Sequence[int]) -> tuple[int, ...]:
         """Validate an encoding; raise :class:`EncodingError` naming the bad group."""
-        enc = tuple(int(v) for v in enc)
+        raw = list(enc)
+        for i, v in enumerate(raw):
+            if isinstance(v, bool) or not float(v).is_integer():
+                raise EncodingError(f"encoding entry {i} is {v!r}: an encoding holds choice indices (integers); for "
+                                    f"a width ratio use space.uniform(ratio)")
+        enc = tuple(int(v) for v in raw)
         if len(enc) != len(self.groups):
             raise EncodingError(f"encoding has {len(enc)} entries but the space has {len(self.groups)} "
                                 f"prunable groups")

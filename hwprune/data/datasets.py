@@ -158,9 +158,11 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _split(n: int, seed: int, val: float, test: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train / val / test indices. Validation and test keep a random order: files are often sorted by
+    class, and a score on their first batches must see every class."""
     perm = np.random.default_rng(seed).permutation(n)
     n_val, n_test = int(round(n * val)), int(round(n * test))
-    return np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test])
+    return np.sort(perm[n_val + n_test:]), perm[:n_val], perm[n_val:n_val + n_test]
 
 
 def load_dataset(source: str | Path = "bundled", *, image_size: int | None = None, seed: int = 0,
@@ -221,5 +223,6 @@ def load_dataset(source: str | Path = "bundled", *, image_size: int | None = Non
 
 def _with_official_test(name, x, y, classes, n_train, seed, val_fraction, flip) -> ImageData:
     tr, va, _ = _split(n_train, seed, val_fraction, 0.0)
-    te = np.arange(n_train, len(y)) if len(y) > n_train else np.zeros(0, dtype=np.int64)
+    te = np.random.default_rng((seed, 3)).permutation(np.arange(n_train, len(y))) if len(y) > n_train \
+        else np.zeros(0, dtype=np.int64)  # a random order, like validation
     return ImageData(name, x, y, classes, tr, va, te, flip)

@@ -237,7 +237,16 @@ class LatencyTable:
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise HwpruneError(f"latency table {str(path)!r} lacks columns {missing}")
-        table = cls(_normalize(frame), meta, interpolate=interpolate)
+        try:
+            entries = _normalize(frame)
+        except (ValueError, TypeError) as e:
+            raise HwpruneError(f"latency table {str(path)!r} has a value that is not a number "
+                               f"({str(e).splitlines()[0]}); the file is damaged: profile again") from None
+        times = entries[["median_ms", "p10_ms", "p90_ms"]].to_numpy()
+        if not np.isfinite(times).all() or (times < 0).any():
+            raise HwpruneError(f"latency table {str(path)!r} holds negative or non-finite times; the file is "
+                               f"damaged or edited: profile again")
+        table = cls(entries, meta, interpolate=interpolate)
         if not allow_mismatch:
             table.check(space, expect, check_device)
         elif space is not None and space_key(space, table.backend["batch"]) != table.space_key:

@@ -43,6 +43,11 @@ def create_model(name: str, *, num_classes: int | None = None, in_channels: int 
                  width_mult: float | None = None, **kwargs) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model("resnet20", num_classes=10)``."""
     _check(name)
+    for what, v in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+            raise HwpruneError(f"{what} must be a positive integer, got {v!r}")
+    if width_mult is not None and not width_mult > 0:
+        raise HwpruneError(f"width_mult must be positive, got {width_mult!r}")
     kw = dict(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult, **kwargs)
     kw = {k: v for k, v in kw.items() if v is not None}
     model = _MODELS[name](**kw)
