@@ -18,6 +18,31 @@ def step_by_step() -> list[str]:
     return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
 
 
+def readme_commands() -> list[str]:
+    """Every ``hwprune ...`` command line in the README's bash blocks, continuation lines joined."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#")[0].strip()
+            if line.startswith("hwprune ") or " -m hwprune.cli " in line:
+                out.append(line[line.index("hwprune"):].replace("hwprune.cli ", "hwprune ", 1))
+    return out
+
+
+def test_every_readme_command_names_a_verb_and_options_that_exist():
+    import click
+
+    from hwprune.cli import main
+
+    commands = readme_commands()
+    assert len(commands) >= 20
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        cmd = main.get_command(None, argv[0])
+        assert cmd is not None, command
+        cmd.make_parser(click.Context(cmd, info_name=argv[0])).parse_args(argv[1:])  # UsageError if not
+
+
 def test_the_block_is_the_whole_pipeline():
     verbs = [shlex.split(c)[1] for c in step_by_step()]
     assert verbs == ["train", "profile", "search", "retrain", "export", "verify"]
