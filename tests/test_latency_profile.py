@@ -27,7 +27,7 @@ def real_table(small_space, tmp_path_factory):
 def test_tiny_real_profile_measures_every_width_and_predicts_its_networks(real_table, small_space):
     table, tmp = real_table
     p = table.meta["profiling"]
-    assert p["measured"] == len(table.entries) > 50 and p["reused"] == 0 and p["entries_per_second"] > 0
+    assert p["measured"] == len(table.entries) > 50 and p["reused"] == 0  # its speed: benchmarks/profile_tables.py
     assert table.backend["backend"] == "onnxruntime" and table.backend["threads"] == 1
     assert table.backend["versions"]["onnxruntime"] and table.meta["anchors"]["kernel_ref_ms"] > 0
     assert (table.entries.p10_ms > 0).all() and (table.entries.p10_ms <= table.entries.p90_ms).all()

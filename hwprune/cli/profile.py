@@ -58,7 +58,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
     from ..runs.folder import RunFolder
-    from ..runs.stages import profile_stage
+    from ..runs.stages import fidelity_paths, profile_stage
 
     model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to)
     settings = ProfileSettings(backend=backend, device=device, threads=threads,
@@ -77,9 +77,9 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                "profiling": table.meta.get("profiling", {})}
     if report is not None:
-        stem = str(out)[:-4] if str(out).endswith(".csv") else str(out)
+        report_path, plot_path = fidelity_paths(out)
         summary["fidelity"] = {k: getattr(report, k) for k in ("n", "lut", "flops", "retest", "drift")}
-        summary["fidelity"].update(report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
+        summary["fidelity"].update(report=report_path, plot=plot_path)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
         return

@@ -22,7 +22,8 @@ from .folder import RunFolder
 from .settings import DataSettings, DenseModel, from_dict
 from .stages import Log, _record, checkpoint_data, loaders_for
 
-__all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "searched_checkpoint", "search_settings"]
+__all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "searched_checkpoint",
+           "search_settings"]
 
 
 def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bool = False) -> tuple[list[int], dict]:
@@ -58,9 +59,10 @@ def search_settings(result: str | Path) -> tuple[RunFolder, dict]:
     return run, run.settings(key)
 
 
-def searched_checkpoint(result: str | Path) -> Path:
-    """The PruningNet a search result came from, as the manifest of its run folder records it."""
-    run, settings = search_settings(result)
+def searched_checkpoint(result: str | Path, found: tuple[RunFolder, dict] | None = None) -> Path:
+    """The PruningNet a search result came from, as the manifest of its run folder records it (``found``: what
+    :func:`search_settings` already read for it)."""
+    run, settings = found or search_settings(result)
     if not settings.get("checkpoint"):
         raise HwpruneError(f"{result} was searched with inherited weights, not a PruningNet; retrain it with "
                            f"--init inherit or scratch")
@@ -89,12 +91,13 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     from .stages import ordered_dense
 
     folder = run.path / where
-    searched = search_settings(result)[1] if result is not None and checkpoint is None else {}
+    found = search_settings(result) if result is not None and checkpoint is None else None
+    searched = found[1] if found else {}
     dense_spec = searched.get("dense") if searched.get("evaluator") == "inherit" else None
     if result is not None:
         enc, chosen = chosen_encoding(result, budget, uniform_baseline)
         if dense_spec is None:
-            checkpoint = checkpoint or searched_checkpoint(result)
+            checkpoint = checkpoint or searched_checkpoint(result, found)
     elif checkpoint is None or ratio is None:
         raise HwpruneError("give --result (a search's result.json) or --checkpoint with --uniform RATIO")
     init = init or ("inherit" if dense_spec else "scratch")

@@ -20,7 +20,8 @@ from ..training.distributed import init_distributed, is_main, resolve_device
 from .folder import RunFolder
 from .settings import DataSettings, DenseModel, PretrainJob, ProfileSettings, TrainJob, from_dict
 
-__all__ = ["profile_stage", "pretrain_stage", "train_stage", "search_stage", "loaders_for", "checkpoint_data", "ordered_dense"]
+__all__ = ["profile_stage", "pretrain_stage", "train_stage", "search_stage", "loaders_for", "checkpoint_data",
+           "ordered_dense", "fidelity_paths"]
 
 Log = Callable[[str], None] | None
 
@@ -75,14 +76,14 @@ class _NoRun:
     def finish(self, *a, **k):
         pass
 
-    def stage(self, key):
-        return None
-
-    def done(self, key):
-        return False
-
 
 # ---- profile ------------------------------------------------------------------------------------
+def fidelity_paths(out: str | Path) -> tuple[str, str]:
+    """Where ``--validate`` writes a table's fidelity report and plot: beside the table."""
+    stem = str(out)[:-4] if str(out).endswith(".csv") else str(out)
+    return f"{stem}.fidelity.json", f"{stem}.fidelity.png"
+
+
 def profile_stage(run: RunFolder | None, space, settings: ProfileSettings | None = None, *, out: str | Path,
                   cache_dir: str | Path | None = None, force: bool = False, recalibrate: str | None = None,
                   validate: int = 0, key: str = "profile", quiet: bool = False, model: str | None = None):
@@ -113,11 +114,10 @@ def profile_stage(run: RunFolder | None, space, settings: ProfileSettings | None
                         options=s.options, quiet=quiet, calibration=recalibrate or s.calibration)
     files, report = {"table": out}, None
     if validate:
-        stem = str(out)[:-4] if str(out).endswith(".csv") else str(out)
+        report_path, plot_path = fidelity_paths(out)
         report = validate_table(table, space, n=validate, seed=s.seed + 1, passes=s.passes,
-                                runs_per_pass=s.runs_per_pass, report=f"{stem}.fidelity.json",
-                                plot=f"{stem}.fidelity.png", quiet=quiet)
-        files.update(report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
+                                runs_per_pass=s.runs_per_pass, report=report_path, plot=plot_path, quiet=quiet)
+        files.update(report=report_path, plot=plot_path)
     rec.finish(key, files, {"entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                             "dense_predicted_ms": round(table.predict(space.full()), 5)})
     return table, report

@@ -53,7 +53,7 @@ def recalibrate_model_bn(model: nn.Module, batches: Iterable, num_batches: int =
     """Re-estimate a plain model's BatchNorm statistics as the exact mean over ``num_batches`` batches
     (EagleEye's adaptive BN: inherited weights, statistics of the pruned network's own activations)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in bns]
+    momenta = [m.momentum for m in bns]
     was_training = model.training
     dev = next(model.parameters()).device
     for m in bns:
@@ -61,17 +61,16 @@ def recalibrate_model_bn(model: nn.Module, batches: Iterable, num_batches: int =
         m.momentum = None  # cumulative average
     model.eval()
     for m in bns:
-        m.train()
+        m.train()  # only BN updates its statistics; dropout and the rest stay in eval mode
     try:
         for k, (x, _) in enumerate(batches):
             if k >= num_batches:
                 break
             model(x.to(dev, non_blocking=True))
     finally:
-        for m, (momentum, training) in zip(bns, saved):
+        for m, momentum in zip(bns, momenta):
             m.momentum = momentum
-            m.train(training)
-        model.train(was_training)
+        model.train(was_training)  # every module's mode, BN's included
 
 
 class PruningNetEvaluator:
