@@ -1,7 +1,7 @@
-"""MetaPruning vs uniform width vs L1 magnitude pruning, at equal measured latency.
+"""hwprune's search vs uniform width vs L1 magnitude pruning, at equal measured latency, from one trained start.
 
     python benchmarks/accuracy_vs_latency.py [--models resnet20 mobilenet_v2_cifar] [--fractions 0.3 0.5 0.7]
-        [--seeds 0 1 2] [--epochs 10] [--pnet-epochs 12] [--workers 2] [--fast]
+        [--seeds 0 1 2] [--epochs 10] [--workers 2] [--fast]
 
 For each model, on the bundled MNIST subset (fixed split), with latency measured by
 onnxruntime on this CPU at 1 thread, batch 1:
@@ -9,24 +9,29 @@ onnxruntime on this CPU at 1 thread, batch 1:
 1. profile a latency table for the model as trained (1-channel input, widths in
    multiples of 4) and measure the dense network; the budgets are ``fractions`` x
    that measured latency;
-2. train the dense network once per seed (the starting point of the magnitude
-   baseline, and the reference accuracy), and the PruningNet once;
-3. search all budgets in one run: (a) the best encoding under each budget, and
-   (b) the widest uniform width multiplier under the same budget, both judged by
-   the table, as ``hwprune search`` does;
+2. train the dense network once per seed: the start of every pruned network and
+   the reference accuracy;
+3. search all budgets in one run, hwprune's default path (``search --evaluator
+   inherit``): candidates inherit seed 0's L1-ordered dense weights, BatchNorm
+   recalibrated. (a) is the best encoding under each budget and (b) the widest
+   uniform width under the same budget, both judged by the table;
 4. (c) prune each seed's trained dense network with Torch-Pruning (L1 magnitude,
    global ranking, channels rounded to 4, at most 90% of a layer, in 10 re-ranked
    steps), choosing the smallest pruning ratio whose *measured* latency meets the
    budget;
-5. train every network with the same epochs, optimizer, schedule and data: (a) and
-   (b) from scratch (MetaPruning's way), (c) fine-tuned from the dense weights;
+5. fine-tune every pruned network the same way (epochs, optimizer, lr, schedule,
+   data, distillation from its dense network) from that seed's dense weights: (a)
+   and (b) keep the leading channels of the seed's L1-ordered dense model (what
+   ``hwprune retrain --init inherit`` does), (c) what Torch-Pruning kept;
 6. export every trained network to ONNX (checked against torch on real images)
    and measure all of them, interleaved with the dense network, on the same backend.
 
 Epochs, training images and search size are set per model (``Settings.per_model``)
 so that the whole run fits about 1.5 h on 2 CPU cores; within a model every method
-gets the same. Seeds vary initialisation and data order of the training in 2 and 5;
-the PruningNet and the search run once per model (seed 0). Long stages run in
+gets the same. Seeds vary the dense network and the fine-tuning; the search runs
+once per model (seed 0's dense network). The figures of the previous protocol
+(PruningNet search, (a) and (b) trained from scratch), when
+``accuracy_vs_latency_before_summary.csv`` holds them, are shown beside the new ones. Long stages run in
 ``--workers`` processes of one torch thread each; latency is measured only while
 no worker runs. Every finished step is kept under ``--work`` and a rerun resumes.
 
@@ -58,13 +63,17 @@ from hwprune.files.checkpoint import load_checkpoint
 from hwprune.data import load_dataset, make_loaders
 from hwprune.training.metrics import accuracy
 from hwprune.training.loop import fit
-from hwprune.runs import ProfileSettings, RunFolder, TrainJob
-from hwprune.runs.stages import profile_stage, search_stage, train_stage
+from hwprune.core.importance import order_channels
+from hwprune.runs import ProfileSettings, RunFolder
+from hwprune.runs.settings import DenseModel
+from hwprune.runs.stages import profile_stage, search_stage
+from hwprune.training.distill import distillation_loss
 from hwprune.core.macs import count_macs
 from hwprune.deploy.verify import DEFAULT_TOLERANCE
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = {"hwprune": "hwprune search (a)", "uniform": "uniform width (b)", "l1": "L1 magnitude, Torch-Pruning (c)"}
+BEFORE = "accuracy_vs_latency_before_summary.csv"  # the previous protocol's figures, kept for comparison
 TP_FORMAT = "hwprune.bench.l1/1"
 
 
@@ -74,11 +83,12 @@ class Settings:
     fractions: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     epochs: int = 10
-    pnet_epochs: int = 12
     batch_size: int = 64
     # every network's lr (SGD, cosine). 0.05 at batch 64 is the usual plain-CNN rate; TrainConfig's default,
     # 0.01, is the PruningNet's and left 6-epoch resnet20s at 0.52-0.83 test top-1 from scratch.
-    lr: float = 0.05
+    lr: float = 0.05  # the dense networks' (from scratch)
+    finetune_lr: float = 0.01  # every pruned network's, from inherited weights
+    importance: str = "l1"  # the channel order (a) and (b) inherit
     limit: int | None = None  # training images (None: the whole training split)
     round_to: int = 4
     population: int = 20
@@ -96,14 +106,14 @@ class Settings:
     tp_steps: int = 8  # bisection steps for the pruning ratio
     # settings of one model only: a 2-core CPU trains mobilenet_v2_cifar ~5x slower than resnet20
     per_model: dict = field(default_factory=lambda: {
-        "resnet20": dict(epochs=6, pnet_epochs=8, population=16, generations=5),
-        "mobilenet_v2_cifar": dict(limit=1000, epochs=5, pnet_epochs=8, population=12, generations=5)})
+        "resnet20": dict(epochs=6, population=16, generations=5),
+        "mobilenet_v2_cifar": dict(limit=1000, epochs=5, population=12, generations=5)})
 
     def for_model(self, name: str) -> "Settings":
         return replace(self, **self.per_model.get(name, {}), per_model={})
 
 
-FAST = dict(per_model={}, fractions=[0.5], seeds=[0, 1], epochs=1, pnet_epochs=1, limit=384, population=6, generations=2,
+FAST = dict(per_model={}, fractions=[0.5], seeds=[0, 1], epochs=1, limit=384, population=6, generations=2,
             parents=3, mutations=2, crossovers=2, calib_batches=1, profile_repeats=8, passes=2, runs_per_pass=5,
             tp_steps=4)
 
@@ -120,14 +130,9 @@ def setup(name: str, s: Settings, seed: int = 0):
     return space, loaders
 
 
-def pnet_job(name: str, s: Settings) -> TrainJob:
-    """The PruningNet's train stage: the model as trained (data's channels), seed 0, the benchmark's epochs."""
-    return TrainJob(model=name, round_to=s.round_to, batch_size=s.batch_size, limit=s.limit, device="cpu",
-                    train={"epochs": s.pnet_epochs, "seed": 0, "eval_ratios": ()})
-
-
-def train_config(s: Settings, seed: int) -> hp.TrainConfig:
-    return hp.TrainConfig(epochs=s.epochs, lr=s.lr, seed=seed, schedule="cosine", eval_ratios=())
+def train_config(s: Settings, seed: int, finetune: bool = False) -> hp.TrainConfig:
+    return hp.TrainConfig(epochs=s.epochs, lr=s.finetune_lr if finetune else s.lr, seed=seed, schedule="cosine",
+                          eval_ratios=())
 
 
 def classifier(model: nn.Module) -> nn.Module:
@@ -181,28 +186,32 @@ def run_job(job: dict) -> dict:
     started = time.time()
     space, loaders = setup(job["model"], s, job.get("seed", 0))
     log = lambda msg: None  # noqa: E731
-    if job["kind"] == "pnet":  # the train stage, recorded in the model's run folder
-        train_stage(RunFolder(out.parent.parent), pnet_job(job["model"], s), where=out.parent.name, resume=True,
-                    progress=False, log=log)
-        result = {}
-    elif job["kind"] in ("dense", "hwprune", "uniform"):
-        enc = space.full() if job["kind"] == "dense" else tuple(job["encoding"])
-        model, _ = hp.retrain(space, enc, loaders.train, config=train_config(s, job["seed"]), run_dir=out.parent,
-                              resume=True, progress=False, log=log)
-        result = {"encoding": list(enc)}
-    elif job["kind"] == "l1":
+    if job["kind"] == "dense":
+        model, _ = hp.retrain(space, space.full(), loaders.train, config=train_config(s, job["seed"]),
+                              run_dir=out.parent, resume=True, progress=False, log=log)
+        result = {"encoding": list(space.full())}
+    else:  # every pruned network: fine-tuned from its seed's dense weights, distilled from that dense network
         dense, _ = hp.load_pruned(job["dense"])
-        model = l1_prune(dense, job["ratio"], torch.zeros(1, *loaders.input_shape), s)
-        fit(model.train(), loaders.train, train_config(s, job["seed"]), forward=lambda m, x, step: m(x),
-            payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=TP_FORMAT,
-            fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt", resume=True,
-            progress=False, log=log)
-        result = {"ratio": job["ratio"]}
-    else:
-        raise ValueError(job["kind"])
-    if job["kind"] != "pnet":
-        result.update(test_acc=accuracy(model, loaders.test), val_acc=accuracy(model, loaders.val),
-                      flops=count_macs(model, [torch.zeros(1, *loaders.input_shape)]), params=sum(p.numel() for p in model.parameters()))
+        cfg = train_config(s, job["seed"], finetune=True)
+        if job["kind"] in ("hwprune", "uniform"):
+            enc = tuple(job["encoding"])
+            model, _ = hp.retrain(space, enc, loaders.train, config=cfg, init="inherit",
+                                  source=order_channels(space, dense, s.importance), teacher=dense,
+                                  run_dir=out.parent, resume=True, progress=False, log=log)
+            result = {"encoding": list(enc)}
+        elif job["kind"] == "l1":
+            model = l1_prune(dense, job["ratio"], torch.zeros(1, *loaders.input_shape), s)
+            fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
+                payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=TP_FORMAT,
+                fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
+                loss_fn=distillation_loss(dense, label_smoothing=cfg.label_smoothing), resume=True,
+                progress=False, log=log)
+            result = {"ratio": job["ratio"]}
+        else:
+            raise ValueError(job["kind"])
+    result.update(test_acc=accuracy(model, loaders.test), val_acc=accuracy(model, loaders.val),
+                  flops=count_macs(model, [torch.zeros(1, *loaders.input_shape)]),
+                  params=sum(p.numel() for p in model.parameters()))
     result["train_seconds"] = round(time.time() - started, 1)
     write_json(out, result)
     return result
@@ -272,23 +281,21 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
         budgets.append((f, b))
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
 
-    say(f"== {name}: dense networks (one per seed) and the PruningNet")
+    say(f"== {name}: dense networks (one per seed)")
     dense_jobs = [{"kind": "dense", "model": name, "seed": seed, "settings": sd, "cost": 3.0,
                    "label": f"{name} dense seed {seed}", "out": str(work / f"dense_s{seed}" / "result.json")}
                   for seed in s.seeds]
-    pnet_job = {"kind": "pnet", "model": name, "settings": sd, "cost": 4.0, "label": f"{name} PruningNet",
-                "out": str(work / "pruningnet" / "result.json")}
-    run_pool(dense_jobs + [pnet_job], workers, say)
+    run_pool(dense_jobs, workers, say)
 
-    say(f"== {name}: search {len(budgets)} budgets (hwprune) and the uniform width of each")
+    say(f"== {name}: search {len(budgets)} budgets (hwprune, inherit evaluator) and the uniform width of each")
     result_path = work / "search" / "result.json"
     if not result_path.exists():
         cfg = hp.SearchConfig(population=s.population, keep_top=s.population, parents=s.parents,
                               mutations=s.mutations, crossovers=s.crossovers, generations=s.generations,
                               calib_batches=s.calib_batches, seed=0)
-        search_stage(run, checkpoint=work / "pruningnet" / "pruningnet.pt", table=work / "latency_table.csv",
-                     latency_ms=[b for _, b in budgets], config=cfg, device="cpu", where="search", resume=True,
-                     log=say)
+        dense0 = DenseModel(name, str(work / f"dense_s{s.seeds[0]}" / "model.pt"), s.round_to, importance=s.importance)
+        search_stage(run, dense=dense0, table=work / "latency_table.csv", latency_ms=[b for _, b in budgets],
+                     config=cfg, device="cpu", where="search", resume=True, log=say)
     best = json.loads(result_path.read_text())["best"]
 
     say(f"== {name}: L1 magnitude pruning to each budget, measured (Torch-Pruning)")
@@ -307,13 +314,14 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
             write_json(l1_path, l1)
             say(f"  seed {seed}, budget {b:.4f} ms: ratio {ratio:.4f} measures {ms:.4f} ms")
 
-    say(f"== {name}: train every pruned network ({s.epochs} epochs, {len(s.seeds)} seeds)")
+    say(f"== {name}: fine-tune every pruned network ({s.epochs} epochs, {len(s.seeds)} seeds)")
     jobs = []
     for i, (f, b) in enumerate(budgets):
         encs = {"hwprune": best[i]["encoding"], "uniform": best[i]["uniform"]["encoding"]}
         for seed in s.seeds:
             for method, enc in encs.items():
                 jobs.append({"kind": method, "model": name, "seed": seed, "settings": sd, "encoding": enc,
+                             "dense": str(work / f"dense_s{seed}" / "model.pt"),
                              "cost": f, "label": f"{name} {method} {f:.0%} seed {seed}",
                              "out": str(work / f"{method}_{f}_s{seed}" / "result.json")})
             jobs.append({"kind": "l1", "model": name, "seed": seed, "settings": sd, "cost": f,
@@ -350,6 +358,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
         rows.append({"model": name, "method": method, "budget_fraction": f, "budget_ms": b, "seed": seed,
                      "test_acc": round(r["test_acc"], 4), "val_acc": round(r["val_acc"], 4),
                      "predicted_ms": round(table.predict(enc), 4) if enc is not None else "",
+                     # how much of its budget the table says a network uses (the search should use all of it)
+                     "predicted_of_budget": round(table.predict(enc) / b, 4) if enc is not None and b else "",
                      "measured_ms": round(ms, 4), "speedup": round(dense_ref / ms, 3),
                      "within_budget": "" if b is None else ms <= b * (1 + DEFAULT_TOLERANCE),
                      "flops": r["flops"], "params": r["params"],
@@ -385,19 +395,40 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "measured_ms_mean": round(float(ms.mean()), 4),
                     "measured_ms_std": round(float(ms.std(ddof=1)) if len(g) > 1 else 0.0, 4),
                     "speedup_mean": round(float(np.mean([r["speedup"] for r in g])), 3),
+                    "predicted_of_budget": g[0]["predicted_of_budget"],  # one encoding for every seed
                     "mflops_mean": round(float(np.mean([r["flops"] for r in g])) / 1e6, 2)})
     return out
 
 
-def markdown(summary: list[dict]) -> str:
-    lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | speed-up | MFLOPs |",
-             "|---|---|---|---|---|---|---|"]
+def markdown(summary: list[dict], before: list[dict] | None = None) -> str:
+    """The summary table; with ``before`` (the previous protocol's summary rows) a column of its figures."""
+    def key(r):
+        f = r["budget_fraction"]
+        return r["model"], r["method"], "" if f in (None, "") else f"{float(f):g}"
+
+    prev = {key(r): r for r in before or []}
+    head = "| model | budget | method | test top-1 (mean ± std) | measured ms | speed-up | MFLOPs | predicted / budget |"
+    lines = [head + (" before: PruningNet search, trained from scratch |" if before else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if before else "")]
     for r in summary:
         budget = "dense" if r["budget_fraction"] in (None, "") else f"{r['budget_fraction']:.0%} ({r['budget_ms']:.3f} ms)"
         method = "dense" if r["method"] == "dense" else METHODS[r["method"]]
-        lines.append(f"| {r['model']} | {budget} | {method} | {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | "
-                     f"{r['measured_ms_mean']:.4f} | {r['speedup_mean']:.2f}x | {r['mflops_mean']:.2f} |")
+        used = f"{r['predicted_of_budget']:.1%}" if r.get("predicted_of_budget") not in (None, "") else ""
+        line = (f"| {r['model']} | {budget} | {method} | {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | "
+                f"{r['measured_ms_mean']:.4f} | {r['speedup_mean']:.2f}x | {r['mflops_mean']:.2f} | {used} |")
+        if before:
+            b = prev.get(key(r))
+            line += f" {float(b['test_acc_mean']):.4f} ± {float(b['test_acc_std']):.4f} |" if b else " |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def read_summary(path: Path) -> list[dict] | None:
+    """A summary CSV this script wrote (its first line is the environment comment), or None."""
+    if not path.exists():
+        return None
+    text = path.read_text().splitlines()
+    return list(csv.DictReader(line for line in text if not line.startswith("#")))
 
 
 def plot(rows: list[dict], summary: list[dict], path: Path) -> None:
@@ -449,7 +480,6 @@ def main(argv=None) -> None:
     ap.add_argument("--fractions", nargs="+", type=float, help="budgets as fractions of the dense latency")
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--epochs", type=int, help="training epochs of every network (dense, pruned, fine-tuned)")
-    ap.add_argument("--pnet-epochs", type=int)
     ap.add_argument("--limit", type=int, help="training images (default: all; 1000 for mobilenet_v2_cifar)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--fast", action="store_true", help="a smoke pass: tiny data, 1 epoch, 1 budget, 2 seeds")
@@ -457,7 +487,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
     s = Settings(**FAST) if args.fast else Settings()
-    for k in ("models", "fractions", "seeds", "epochs", "pnet_epochs", "limit"):
+    for k in ("models", "fractions", "seeds", "epochs", "limit"):
         if getattr(args, k) is not None:  # an explicit option wins over the per-model settings
             s = replace(s, **{k: getattr(args, k)},
                         per_model={m: {a: b for a, b in o.items() if a != k} for m, o in s.per_model.items()})
@@ -481,7 +511,7 @@ def main(argv=None) -> None:
     for path, data in ((out / f"{stem}.csv", rows), (out / f"{stem}_summary.csv", summary)):
         write_atomic(path, lambda fh, data=data: fh.write(_csv(data, env).encode()))
     plot(rows, summary, out / f"{stem}.png")
-    table = markdown(summary)
+    table = markdown(summary, read_summary(out / BEFORE))
     write_atomic(out / f"{stem}.md", lambda fh: fh.write((table + "\n").encode()))
     write_json(out / f"{stem}.env.json", env)
     print(table)

@@ -87,7 +87,8 @@ def test_fit_ratio_finds_the_least_pruning_that_meets_the_budget(bench):
 
 def test_summary_and_table(bench):
     rows = [{"model": "m", "method": meth, "budget_fraction": f, "budget_ms": b, "seed": seed,
-             "test_acc": acc, "measured_ms": ms, "speedup": 2.0, "flops": 1e6}
+             "test_acc": acc, "measured_ms": ms, "speedup": 2.0, "flops": 1e6,
+             "predicted_of_budget": "" if b is None else 0.9876}
             for meth, f, b, seed, acc, ms in [
                 ("dense", None, None, 0, 0.9, 1.0), ("dense", None, None, 1, 0.8, 1.2),
                 ("hwprune", 0.5, 0.5, 0, 0.7, 0.5), ("hwprune", 0.5, 0.5, 1, 0.9, 0.5),
@@ -100,6 +101,12 @@ def test_summary_and_table(bench):
     table = bench.markdown(summary)
     assert "| m | dense | dense | 0.8500 ± 0.0707 |" in table
     assert "| m | 50% (0.500 ms) | hwprune search (a) | 0.8000 ± 0.1000 |" in table
+    assert table.splitlines()[3].endswith("| 98.8% |")  # the share of its budget the table says it uses
+    # the previous protocol's figures beside the new ones, matched by model, method and budget
+    before = [{"model": "m", "method": "hwprune", "budget_fraction": "0.5", "test_acc_mean": "0.6", "test_acc_std": "0.01"},
+              {"model": "m", "method": "dense", "budget_fraction": "", "test_acc_mean": "0.5", "test_acc_std": "0"}]
+    lines = bench.markdown(summary, before).splitlines()
+    assert lines[2].endswith("| 0.5000 ± 0.0000 |") and lines[3].endswith("| 98.8% | 0.6000 ± 0.0100 |")
 
 
 def test_l1_prune_shrinks_monotonically_with_the_ratio(bench):

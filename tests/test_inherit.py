@@ -1,4 +1,5 @@
 """The inherit evaluator: candidates scored with the ordered dense weights, sliced, BN recalibrated."""
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +67,37 @@ def test_search_takes_an_inherit_evaluator_and_meets_the_budget(trained):
     assert res.best[0]["fitness"] == max(h["fitness"] for h in res.history)
     with pytest.raises(hp.HwpruneError, match="cannot score candidates with a Linear"):
         as_evaluator(torch.nn.Linear(2, 2))
+
+
+def test_magnitude_pruning_is_global_and_widest_first(trained):
+    """Global ranking: a group whose channels are all alike keeps them all until the threshold passes its mean, a
+    group with a few strong channels loses its weak ones first; widths never grow as the threshold rises."""
+    from hwprune.search.baselines import magnitude_encodings
+
+    _, space, _ = trained
+    a, b = space.prunable_index[0], space.prunable_index[1]
+    imp = {gi: np.ones(space.all_groups[gi].width) for gi in space.prunable_index}
+    imp[b] = np.r_[np.full(4, 10.0), np.full(space.all_groups[b].width - 4, 0.1)]  # 4 strong channels
+    thresholds, encs = magnitude_encodings(space, imp)
+    assert tuple(encs[0]) == space.full() and thresholds[0] == 0
+    assert (np.diff(encs, axis=0) <= 0).all()
+    weak = int(np.searchsorted(thresholds, 0.5))  # past the weak channels of b, below a's (all 1.0)
+    assert space.groups[1].choices[encs[weak, 1]] == 4 and encs[weak, 0] == space.full()[0]
+
+
+def test_the_search_result_carries_both_baselines_under_the_same_budget(trained):
+    model, space, loaders = trained
+    ev = InheritEvaluator(space, order_channels(space, model))
+    cfg = SearchConfig(population=4, keep_top=4, parents=2, mutations=1, crossovers=1, generations=1,
+                       calib_batches=1, val_batches=1)
+    budget = 0.5 * space.flops(space.full())
+    best = search(ev, loaders.val, loaders.calib, flops=budget, config=cfg).best[0]
+    mag, uni = best["magnitude"], best["uniform"]
+    assert mag["metric"] == "l1" and mag["flops"] <= budget and uni["flops"] <= budget
+    assert mag["encoding"] != uni["encoding"]  # the ranking is not uniform on a trained network
+    # the widest magnitude network under the budget: the next lower threshold's network is over it
+    from hwprune.search.baselines import magnitude_encodings
+
+    thresholds, encs = magnitude_encodings(space, ev.importance)
+    i = int(np.flatnonzero(np.isclose(thresholds, mag["threshold"]))[0])
+    assert list(encs[i]) == mag["encoding"] and space.flops(encs[i - 1]) > budget

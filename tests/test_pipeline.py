@@ -25,23 +25,33 @@ def qs(tmp_path_factory):
 def test_quickstart_fast_end_to_end(qs):
     out, f = qs
     for name in ("report.md", "report.json", "latency_table.csv", "search/result.json", "search/pareto.png",
-                 "searched.onnx", "uniform.onnx", "retrain_searched/model.pt", "pruningnet/pruningnet.pt"):
+                 "searched.onnx", "uniform.onnx", "magnitude.onnx", "finetune_searched/model.pt",
+                 "pretrain/dense.pt"):
         assert (out / name).exists(), name
-    assert set(f["networks"]) == {"searched", "uniform"}
+    assert set(f["networks"]) == {"searched", "uniform", "magnitude"} and f["evaluator"] == "inherit"
+    assert 0 <= f["dense"]["test_acc"] <= 1  # the reference every pruned network is compared with
+    # every pruned network fine-tuned from its inherited weights the same way, distilled from the dense model
+    run = json.loads((out / "run.json").read_text())["stages"]
+    for name in f["networks"]:
+        s = run[f"finetune_{name}"]["settings"]
+        assert s["init"] == "inherit" and s["teacher"] == "the dense model" and s["encoding"] == \
+            f["networks"][name]["encoding"]
+    assert len({json.dumps(run[f"finetune_{n}"]["settings"]["train"]) for n in f["networks"]}) == 1
     for name, r in f["networks"].items():
         assert r["predicted_ms"] <= f["budget_ms"]  # the search and the baseline both meet the budget on paper
         assert 0.5 < r["measured_ms"] / r["predicted_ms"] < 2.0  # the table predicts the real network
-        assert r["speedup"] > 1.2  # about half the dense latency, measured side by side
+        assert r["speedup"] > 1.2  # well under the dense latency, measured side by side
         assert r["onnx_max_abs_diff"] <= 1e-4 and 0 <= r["test_acc"] <= 1
     # the smoke run's budget comes from the space's reachable range, never from a timing
     lo, hi = f["narrowest_predicted_ms"], f["dense_predicted_ms"]
-    assert abs(f["budget_ms"] - (lo + 0.5 * (hi - lo))) < 1e-4 and lo < f["budget_ms"] < hi
+    assert abs(f["budget_ms"] - (lo + FAST.budget_fraction * (hi - lo))) < 1e-4 and lo < f["budget_ms"] < hi
     assert len({r["dense_measured_ms"] for r in f["networks"].values()}) == 1  # one dense measurement for all
     for r in f["networks"].values():
         assert r["overshoot"] == pytest.approx(r["measured_ms"] / f["budget_ms"] - 1, abs=1e-3)
         assert r["within_budget"] == (r["measured_ms"] <= f["budget_ms"])  # tolerance 0 unless asked for
     report = (out / "report.md").read_text()
-    assert "| searched |" in report and "| uniform |" in report and "pareto.png" in report
+    assert "| searched (hwprune) |" in report and "| uniform width |" in report and "pareto.png" in report
+    assert "| L1 magnitude (global) |" in report and "| dense (unpruned) |" in report
     assert "**Smoke run**" in report and "tolerance 0%" in report
     assert "% over" in report or "% under" in report
 

@@ -11,7 +11,10 @@ from .options import default
 @main.command()
 @click.option("--result", type=click.Path(exists=True, dir_okay=False), help="A search's result.json.")
 @click.option("--budget", type=float, help="Which latency budget (ms) of the result; needed when it has several.")
-@click.option("--uniform-baseline", is_flag=True, help="Retrain that budget's uniform-width network instead.")
+@click.option("--baseline", type=click.Choice(["uniform", "magnitude"]),
+              help="Retrain that budget's uniform-width or global-magnitude network instead (same budget, same "
+                   "table).")
+@click.option("--uniform-baseline", is_flag=True, hidden=True, help="Same as --baseline uniform.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="PruningNet checkpoint (default: the one the search used).")
 @click.option("--uniform", "ratio", type=float, help="With --checkpoint: retrain a uniform width ratio (1.0 = dense).")
@@ -34,9 +37,9 @@ from .options import default
 @click.option("--out", default="runs/retrain", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, no_distill, teacher, data, epochs, batch_size,
-            lr, weight_decay, schedule, seed, checkpoint_every, device, out, resume, quiet):
-    """Retrain a searched (or uniform-width) pruned network; writes OUT/model.pt with its accuracy."""
+def retrain(result, budget, baseline, uniform_baseline, checkpoint, ratio, init, no_distill, teacher, data, epochs,
+            batch_size, lr, weight_decay, schedule, seed, checkpoint_every, device, out, resume, quiet):
+    """Retrain a searched (or baseline) pruned network; writes OUT/model.pt with its accuracy."""
     from ..files.checkpoint import load_checkpoint
     from ..runs.deploy_stages import retrain_stage
     from ..runs.folder import RunFolder
@@ -45,7 +48,9 @@ def retrain(result, budget, uniform_baseline, checkpoint, ratio, init, no_distil
                  eval_ratios=())
     if seed is not None:
         train["seed"] = seed
-    retrain_stage(RunFolder(out), result=result, budget=budget, uniform_baseline=uniform_baseline,
+    if uniform_baseline:
+        baseline = baseline or "uniform"
+    retrain_stage(RunFolder(out), result=result, budget=budget, baseline=baseline,
                   checkpoint=checkpoint, ratio=ratio, init=init, distill=not no_distill, teacher=teacher, data=data,
                   batch_size=batch_size, train=train, device=device, resume=resume, progress=False if quiet else None,
                   log=(lambda s: None) if quiet else None)

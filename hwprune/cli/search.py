@@ -87,6 +87,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tab
                 f"FLOPs {human(best['flops'])}  params {human(best['params'])}")
         if u:
             line += f"  | uniform x{u['ratio']:.2f}: {u['fitness']:.4f}"
+        if best.get("magnitude"):
+            line += f"  | {best['magnitude']['metric']} magnitude: {best['magnitude']['fitness']:.4f}"
         click.echo(line)
 
 

@@ -26,8 +26,14 @@ __all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "
            "search_settings"]
 
 
-def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bool = False) -> tuple[list[int], dict]:
-    """The encoding a search chose for ``budget`` (ms; the only budget when None), or that budget's uniform baseline."""
+def chosen_encoding(result: str | Path, budget: float | None = None, baseline: str | None = None
+                    ) -> tuple[list[int], dict]:
+    """The encoding a search chose for ``budget`` (ms; the only budget when None), or that budget's ``baseline``
+    network (``"uniform"`` or ``"magnitude"``, :mod:`hwprune.search.baselines`)."""
+    from ..search.baselines import BASELINES
+
+    if baseline is not None and baseline not in BASELINES:
+        raise HwpruneError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     res = json.loads(Path(result).read_text())
     bests = res.get("best") or []
     if not bests:
@@ -43,10 +49,12 @@ def chosen_encoding(result: str | Path, budget: float | None = None, uniform: bo
         if not hits:
             raise HwpruneError(f"{result} has no budget {budget:g} ms; it has {listed}")
         best = hits[0]
-    if uniform:
-        if not best.get("uniform"):
-            raise HwpruneError(f"no uniform-width network meets budget {best['budget']} in {result}")
-        return best["uniform"]["encoding"], {**best["uniform"], "budget": best["budget"]}
+    if baseline is not None:
+        if not best.get(baseline):
+            why = (" (magnitude pruning needs the dense model's weights: search with --evaluator inherit)"
+                   if baseline == "magnitude" and baseline not in best else "")
+            raise HwpruneError(f"no {baseline} network meets budget {best['budget']} in {result}{why}")
+        return best[baseline]["encoding"], {**best[baseline], "budget": best["budget"]}
     return best["encoding"], best
 
 
@@ -71,12 +79,13 @@ def searched_checkpoint(result: str | Path, found: tuple[RunFolder, dict] | None
 
 
 def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: float | None = None,
-                  uniform_baseline: bool = False, checkpoint: str | Path | None = None, ratio: float | None = None,
+                  baseline: str | None = None, checkpoint: str | Path | None = None, ratio: float | None = None,
                   init: str | None = None, teacher: str | Path | None = None, distill: bool | None = None,
                   data: str | None = None, batch_size: int | None = None, train: dict | None = None,
                   device: str = "auto", where: str = ".", key: str = "retrain", resume: bool = False,
                   progress: bool | None = None, log: Log = None):
-    """Retrain an encoding: a search's choice (``result``) or a uniform width ``ratio`` of a PruningNet's space.
+    """Retrain an encoding: a search's choice (``result``; or its ``baseline`` network of the same budget) or a
+    uniform width ``ratio`` of a PruningNet's space.
 
     A result searched with inherited weights is fine-tuned from them (``init`` "inherit",
     its default there) and distilled from the dense model unless ``distill=False``; one
@@ -95,7 +104,7 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     searched = found[1] if found else {}
     dense_spec = searched.get("dense") if searched.get("evaluator") == "inherit" else None
     if result is not None:
-        enc, chosen = chosen_encoding(result, budget, uniform_baseline)
+        enc, chosen = chosen_encoding(result, budget, baseline)
         if dense_spec is None:
             checkpoint = checkpoint or searched_checkpoint(result, found)
     elif checkpoint is None or ratio is None:
@@ -134,7 +143,7 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
                         data_settings.seed, data_settings.limit)
     teacher_name = str(teacher) if teacher else ("the dense model" if teacher_model is not None else None)
     run.begin(key, "retrain", {"result": str(result) if result else None, "budget": budget,
-                               "uniform_baseline": uniform_baseline,
+                               "baseline": baseline,
                                "checkpoint": str(checkpoint) if checkpoint else None, "dense": dense_spec,
                                "ratio": ratio, "init": init, "teacher": teacher_name, "encoding": list(enc),
                                "chosen": chosen, "data": asdict(used), "train": asdict(cfg)})

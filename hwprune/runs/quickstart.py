@@ -1,10 +1,13 @@
 """The whole pipeline on the bundled default: a list of stages over one run folder, and a report.
 
 resnet20 on the bundled MNIST subset, this machine's CPU with onnxruntime (1 thread):
-profile a latency table, train the PruningNet, search at about half the dense
-network's latency, retrain the searched network and the uniform-width network of
-the same budget the same way, export both to ONNX, verify their latency against
-the table and the budget, and write ``report.md`` (+ ``report.json``, ``pareto.png``).
+profile a latency table, train the dense network (``pretrain``), order its channels
+by L1 importance, search at a fraction of the dense network's latency with inherited
+weights (the ``inherit`` evaluator), then fine-tune three networks of the same budget
+the same way (from their inherited weights, distilled from the dense model): the
+searched one, the uniform-width one and the one global L1 magnitude pruning keeps.
+Export all three to ONNX, verify their latency against the table and the budget beside
+one dense measurement, and write ``report.md`` (+ ``report.json``, ``pareto.png``).
 Every stage is one of :mod:`.stages` / :mod:`.deploy_stages`, recorded in the
 folder's ``run.json``; ``resume=True`` skips the stages it lists as done.
 """
@@ -18,21 +21,23 @@ from typing import Callable
 from ..errors import HwpruneError
 from ..search.config import SearchConfig
 from .folder import RunFolder
-from .settings import ProfileSettings, TrainJob
+from .settings import DenseModel, PretrainJob, ProfileSettings
 
-__all__ = ["QuickstartConfig", "FULL", "FAST", "quickstart", "STAGES"]
+__all__ = ["QuickstartConfig", "FULL", "FAST", "quickstart", "STAGES", "NETWORKS"]
 
 
 @dataclass(frozen=True)
 class QuickstartConfig:
     model: str = "resnet20"
     round_to: int = 4  # widths in multiples of 4: a smaller table, friendlier kernels
-    budget_fraction: float = 0.5  # of the dense network's predicted latency (budget_of="dense"), or of the way
+    budget_fraction: float = 0.3  # of the dense network's predicted latency (budget_of="dense"), or of the way
     # from the narrowest network's to the dense one's (budget_of="range": reachable on any machine)
     budget_of: str = "dense"
     smoke: bool = False  # a smoke run: the report says its accuracies mean nothing
-    pnet_epochs: int = 12
-    retrain_epochs: int = 12
+    importance: str = "l1"  # the channel order candidates inherit (hwprune.core.importance)
+    pretrain_epochs: int = 15
+    finetune_epochs: int = 8
+    finetune_lr: float = 0.01
     batch_size: int = 64
     limit: int | None = None  # training images (None: the whole training split)
     seed: int = 0
@@ -42,13 +47,13 @@ class QuickstartConfig:
 
 
 FULL = QuickstartConfig()
-FAST = QuickstartConfig(round_to=8, pnet_epochs=1, retrain_epochs=1, limit=384, budget_of="range", smoke=True,
+FAST = QuickstartConfig(round_to=8, pretrain_epochs=1, finetune_epochs=1, limit=384, budget_of="range", smoke=True,
                         search=SearchConfig(population=6, keep_top=6, parents=3, mutations=2, crossovers=2,
                                             generations=2, calib_batches=1, val_batches=1),
                         profile=ProfileSettings(repeats=8, calibrate=3, passes=2, runs_per_pass=5))
 
-NETWORKS = ("searched", "uniform")
-STAGES = ("profile", "train", "search", "retrain", "export", "verify", "report")  # the order they run in
+NETWORKS = ("searched", "uniform", "magnitude")  # the search's choice and the baselines of its result
+STAGES = ("profile", "pretrain", "search", "finetune", "export", "verify", "report")  # the order they run in
 
 
 def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = FULL, resume: bool = False,
@@ -59,7 +64,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     from ..models import create_model
     from .deploy_stages import export_stage, retrain_stage, verify_stage
     from .report import report_stage
-    from .stages import profile_stage, search_stage, train_stage
+    from .stages import pretrain_stage, profile_stage, search_stage
 
     cfg, out = config, Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
@@ -79,29 +84,38 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     table, _ = profile_stage(run, space, replace(cfg.profile, seed=cfg.seed), out=out / "latency_table.csv",
                              cache_dir=out / "kernel_store", quiet=progress is False, model=cfg.model)
 
-    stage(2, "train the PruningNet")
-    job = TrainJob(model=cfg.model, round_to=cfg.round_to, batch_size=cfg.batch_size, limit=cfg.limit, device="cpu",
-                   train={"epochs": cfg.pnet_epochs, "seed": cfg.seed, "eval_ratios": ()})
-    train_stage(run, job, where="pruningnet", resume=resume, progress=progress, log=log)
+    stage(2, "train the dense network (the starting point and the reference accuracy)")
+    if not (resume and run.done("pretrain")):
+        job = PretrainJob(model=cfg.model, batch_size=cfg.batch_size, limit=cfg.limit, device="cpu",
+                          train={"epochs": cfg.pretrain_epochs, "seed": cfg.seed, "lr": 0.05, "schedule": "cosine",
+                                 "eval_ratios": ()})
+        pretrain_stage(run, job, where="pretrain", resume=resume, progress=progress, log=log)
 
     budget, rule = _budget(cfg, table.predict(space.full()), table.predict(space.narrowest()))
-    stage(3, f"search at {rule} ({budget:.4f} ms predicted)")
-    search_stage(run, checkpoint=run.file("train", "checkpoint"), table=out / "latency_table.csv",
-                 latency_ms=[budget], config=replace(cfg.search, seed=cfg.seed), device="cpu", where="search",
-                 resume=resume, log=log)
+    stage(3, f"search at {rule} ({budget:.4f} ms predicted), candidates inheriting the dense weights "
+             f"({cfg.importance} order)")
+    if not (resume and run.done("search")):
+        dense = DenseModel(cfg.model, str(run.file("pretrain", "weights").resolve()), cfg.round_to,
+                           importance=cfg.importance)
+        search_stage(run, dense=dense, table=out / "latency_table.csv", latency_ms=[budget],
+                     config=replace(cfg.search, seed=cfg.seed), device="cpu", where="search", resume=resume, log=log)
 
-    stage(4, "retrain the searched and the uniform-width network the same way")
+    stage(4, "fine-tune the searched, the uniform-width and the L1-magnitude network the same way")
     result = run.file("search", "result")
     for name in NETWORKS:
-        log(f"-- retrain the {name} network")
-        retrain_stage(run, result=result, uniform_baseline=name == "uniform", device="cpu", where=f"retrain_{name}",
-                      key=f"retrain_{name}", resume=resume, progress=progress, log=log,
-                      train={"epochs": cfg.retrain_epochs, "seed": cfg.seed, "schedule": "cosine", "eval_ratios": ()})
+        if resume and run.done(f"finetune_{name}"):
+            continue
+        log(f"-- fine-tune the {name} network")
+        retrain_stage(run, result=result, baseline=None if name == "searched" else name, init="inherit",
+                      device="cpu", where=f"finetune_{name}", key=f"finetune_{name}", resume=resume,
+                      progress=progress, log=log,
+                      train={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr, "seed": cfg.seed,
+                             "schedule": "cosine", "eval_ratios": ()})
 
     stage(5, "export to ONNX (checked against torch on real images)")
     for name in NETWORKS:
         if not (resume and run.done(f"export_{name}")):
-            export_stage(run, checkpoint=run.file(f"retrain_{name}", "model"), out=out / f"{name}.onnx",
+            export_stage(run, checkpoint=run.file(f"finetune_{name}", "model"), out=out / f"{name}.onnx",
                          key=f"export_{name}")
 
     stage(6, "verify measured latency against prediction and budget, beside one dense measurement")

@@ -12,7 +12,7 @@ __all__ = ["report_stage", "markdown"]
 
 
 def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float, budget_rule: str,
-                 networks=("searched", "uniform"), key: str = "report") -> dict:
+                 networks=("searched", "uniform", "magnitude"), key: str = "report") -> dict:
     """Write ``report.json`` and ``report.md`` from what the earlier stages recorded; returns the figures."""
     import torch
 
@@ -22,7 +22,7 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
     manifest = run.manifest()["stages"]
     result = json.loads(run.file("search", "result").read_text())
     best = result["best"][0]
-    chosen = {"searched": best, "uniform": best.get("uniform")}
+    chosen = {"searched": best, **{name: best.get(name) for name in networks if name != "searched"}}
     reports = [VerifyReport.from_dict(r) for r in json.loads(run.file("verify", "report").read_text())["reports"]]
     by_file = {r.model.rsplit("/", 1)[-1]: r for r in reports}
     rows = {}
@@ -31,10 +31,10 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
         if chosen.get(name) is None or rep is None:
             continue
         enc = chosen[name]["encoding"]
-        acc = manifest[f"retrain_{name}"].get("summary") or {}
+        acc = manifest[f"finetune_{name}"].get("summary") or {}
         rows[name] = {
             "encoding": list(enc), "channels": space.channels(enc), "flops": space.flops(enc),
-            "params": space.params(enc), "pruningnet_fitness": chosen[name]["fitness"],
+            "params": space.params(enc), "fitness": chosen[name]["fitness"],
             "test_acc": round(acc["test_acc"], 4), "val_acc": round(acc["val_acc"], 4),
             "predicted_ms": round(rep.predicted_ms, 4), "measured_ms": round(rep.measured_ms, 4),
             "overshoot": round(rep.overshoot, 4), "dense_measured_ms": round(rep.dense_measured_ms, 4),
@@ -49,6 +49,8 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
         "narrowest_predicted_ms": round(table.predict(space.narrowest()), 4),
         "dense_measured_ms": round(reports[0].dense_measured_ms, 4),
         "search": {k: manifest["search"]["summary"][k] for k in ("evaluated", "candidates_per_s")},
+        "evaluator": manifest["search"]["settings"]["evaluator"],
+        "dense": {k: round(v, 4) for k, v in (manifest["pretrain"].get("summary") or {}).items() if v is not None},
         "networks": rows, "stage_seconds": seconds, "total_seconds": round(sum(v or 0 for v in seconds.values()), 1),
     }
     write_json(run.path / "report.json", figures)
@@ -66,10 +68,16 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+LABELS = {"searched": "searched (hwprune)", "uniform": "uniform width", "magnitude": "L1 magnitude (global)"}
+
+
 def markdown(f: dict) -> str:
-    rows = [f"| {name} | {r['test_acc']:.4f} | {r['pruningnet_fitness']:.4f} | {r['predicted_ms']:.4f} | "
-            f"{r['measured_ms']:.4f} | {_versus(r)} | {r['speedup']:.2f}x | {r['flops'] / 1e6:.2f}M | "
-            f"{r['params'] / 1e3:.1f}K |" for name, r in f["networks"].items()]
+    dense = f["dense"]
+    rows = [f"| dense (unpruned) | {dense.get('test_acc', float('nan')):.4f} | | {f['dense_predicted_ms']:.4f} | "
+            f"{f['dense_measured_ms']:.4f} | | 1.00x | | |"]
+    rows += [f"| {LABELS.get(name, name)} | {r['test_acc']:.4f} | {r['fitness']:.4f} | {r['predicted_ms']:.4f} | "
+             f"{r['measured_ms']:.4f} | {_versus(r)} | {r['speedup']:.2f}x | {r['flops'] / 1e6:.2f}M | "
+             f"{r['params'] / 1e3:.1f}K |" for name, r in f["networks"].items()]
     c = f["config"]
     smoke = ["**Smoke run** (`--fast`: 1 epoch on a few hundred images, a tiny search). It checks that every "
              "stage runs; its accuracies and its choice of network mean nothing.", ""] if f["smoke"] else []
@@ -77,18 +85,25 @@ def markdown(f: dict) -> str:
         "# hwprune quickstart report", "", *smoke,
         f"{c['model']} on the bundled MNIST subset; latency: onnxruntime on {f['machine']['cpu']}, "
         f"1 thread, batch 1 ({f['machine']['date']}, torch {f['machine']['torch']}).", "",
-        f"- dense network: {f['dense_predicted_ms']:.4f} ms predicted, {f['dense_measured_ms']:.4f} ms measured "
-        f"(once, interleaved with both pruned networks: every speed-up below is against this measurement)",
+        f"- dense network: trained {_plural(c['pretrain_epochs'], 'epoch')}, test top-1 "
+        f"{dense.get('test_acc', float('nan')):.4f}; {f['dense_predicted_ms']:.4f} ms predicted, "
+        f"{f['dense_measured_ms']:.4f} ms measured (once, interleaved with the pruned networks: every speed-up "
+        f"below is against this measurement)",
         f"- budget: {f['budget_ms']:.4f} ms ({f['budget_rule']}); tolerance {f['tolerance']:.0%}: a network "
         f"measured over the budget by any more than that is marked OVER BUDGET",
-        f"- search: {f['search']['evaluated']} candidates evaluated, {f['search']['candidates_per_s']:.2f}/s", "",
-        "| network | test top-1 (retrained) | PruningNet fitness (val, before retraining) | predicted ms | "
+        f"- search: {f['search']['evaluated']} candidates scored with the `{f['evaluator']}` evaluator "
+        f"({c['importance']}-ordered dense weights, sliced, BatchNorm recalibrated), "
+        f"{f['search']['candidates_per_s']:.2f}/s", "",
+        "| network | test top-1 (fine-tuned) | fitness (val, before fine-tuning) | predicted ms | "
         "measured ms | measured vs budget | speed-up vs dense (measured) | FLOPs | params |",
         "|---|---|---|---|---|---|---|---|---|", *rows, "",
-        f"Both networks were retrained the same way ({_plural(c['retrain_epochs'], 'epoch')} from scratch). "
-        "Measured latencies are the table's statistic over interleaved passes.", "",
-        "![Pareto front: every candidate the search scored, with PruningNet weights (not "
-        "retrained)](search/pareto.png)",
+        f"The three pruned networks meet the same budget on the same table and were fine-tuned the same way: "
+        f"{_plural(c['finetune_epochs'], 'epoch')} from their inherited weights, distilled from the dense model. "
+        "Uniform width slims every group by one ratio; L1 magnitude ranks every channel of the network by its "
+        "group-normalised L1 norm (Torch-Pruning's criterion) and keeps the best under the budget. Measured "
+        "latencies are the table's statistic over interleaved passes.", "",
+        "![Pareto front: every candidate the search scored, with inherited weights (not fine-tuned)]"
+        "(search/pareto.png)",
         "", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in f["stage_seconds"].items()), "",
     ]
     return "\n".join(lines)

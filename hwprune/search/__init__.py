@@ -11,7 +11,8 @@ import types
 
 _LAZY = {"search": ".evolution", "_Evolution": ".evolution", "SearchConfig": ".config", "Budget": ".budgets",
          "InfeasibleBudgetError": ".budgets", "check_feasible": ".budgets", "CandidateEvaluator": ".evaluator",
-         "SearchResult": ".result", "pareto_front": ".result", "save_result": ".result"}
+         "SearchResult": ".result", "pareto_front": ".result", "save_result": ".result",
+         "uniform_baseline": ".baselines", "magnitude_baseline": ".baselines"}
 
 __all__ = ["search", "SearchConfig", "SearchResult", "Budget", "InfeasibleBudgetError", "CandidateEvaluator",
            "pareto_front", "save_result", "check_feasible"]

@@ -26,7 +26,8 @@ from ..training.distributed import is_main
 from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc
-from .result import SearchResult, describe, pareto_front, uniform_baseline
+from .baselines import magnitude_baseline, uniform_baseline
+from .result import SearchResult, describe, pareto_front
 
 __all__ = ["search"]
 STATE_FORMAT = "hwprune.search-state/1"
@@ -194,7 +195,9 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     best = []
     for evo in evolutions:
         f, e = evo.top[0]
-        best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget)})
+        best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget),
+                     "magnitude": magnitude_baseline(ev, evo.budget, getattr(ev.scorer, "importance", None),
+                                                     getattr(ev.scorer, "metric", "l1"))})
     xs = [h["latency_ms"] if h["latency_ms"] is not None else h["flops"] for h in history]
     front = pareto_front(xs, [h["fitness"] for h in history])
     stats = {"evaluated": ev.evaluated, "eval_seconds": round(ev.eval_seconds, 2),

@@ -13,7 +13,7 @@ from ..files.atomic import write_atomic, write_json
 from .budgets import Budget
 from .evaluator import CandidateEvaluator, Enc
 
-__all__ = ["SearchResult", "RESULT_FORMAT", "pareto_front", "save_result", "describe", "uniform_baseline"]
+__all__ = ["SearchResult", "RESULT_FORMAT", "pareto_front", "save_result", "describe"]
 
 RESULT_FORMAT = "hwprune.search-result/1"
 
@@ -22,7 +22,7 @@ RESULT_FORMAT = "hwprune.search-result/1"
 class SearchResult:
     fingerprint: str
     budgets: list[Budget]
-    best: list[dict]  # per budget: encoding, channels, latency_ms, flops, params, fitness, uniform baseline
+    best: list[dict]  # per budget: encoding, channels, latency_ms, flops, params, fitness, and the baselines (uniform, magnitude)
     history: list[dict]  # every evaluated candidate
     pareto: list[int] = field(default_factory=list)  # indices into history: accuracy vs latency (or FLOPs) front
     stats: dict = field(default_factory=dict)
@@ -31,21 +31,6 @@ class SearchResult:
         return {"format": RESULT_FORMAT, "fingerprint": self.fingerprint,
                 "budgets": [asdict(b) for b in self.budgets], "best": self.best,
                 "pareto": [self.history[i] for i in self.pareto], "stats": self.stats}
-
-
-def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
-    """The widest uniform-width network that meets the budget, its width ratio and its PruningNet fitness."""
-    ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
-    encs = np.asarray([ev.space.uniform(r) for r in ratios])
-    ok = ev.feasible(encs, budget)
-    if not ok.any():
-        return None
-    i = int(np.argmax(ok))
-    enc = tuple(int(v) for v in encs[i])
-    # labelled by the widths it has (kept / original channels over the prunable groups), not by the multiplier
-    # that reached them: with rounded widths, 0.53 and 0.50 can give the same network
-    kept = sum(ev.space.channels(enc).values()) / sum(g.width for g in ev.space.groups)
-    return {"ratio": round(kept, 3), "multiplier": float(ratios[i]), **describe(ev, enc, ev.fitness([enc])[0])}
 
 
 def describe(ev: CandidateEvaluator, enc: Enc, fitness: float) -> dict:

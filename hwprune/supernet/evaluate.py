@@ -90,13 +90,19 @@ class InheritEvaluator:
 
     ``model`` should be importance-ordered (:func:`~hwprune.core.importance.order_channels`),
     so that the slice keeps each group's best channels; BatchNorm statistics are
-    recalibrated on training batches before the validation score.
+    recalibrated on training batches before the validation score. ``importance`` holds
+    each group's channel scores by the model's metric, which the search's magnitude
+    baseline ranks globally.
     """
 
     name = "inherit"
 
-    def __init__(self, space, model: nn.Module):
+    def __init__(self, space, model: nn.Module, metric: str | None = None):
+        from ..core.importance import channel_importance
+
         self.space, self.model = space, model
+        self.metric = metric or (getattr(model, "hwprune_importance", None) or {}).get("metric", "l1")
+        self.importance = channel_importance(space, model, self.metric)
 
     def score(self, enc: Sequence[int], val_loader, calib_loader, calib_batches: int = 10) -> float:
         dev = next(self.model.parameters()).device

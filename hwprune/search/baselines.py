@@ -1,0 +1,75 @@
+"""What a user would do instead of searching, at the same budget: the reference networks a search is judged by.
+
+* ``uniform``: the widest uniform width multiplier that meets the budget (every group
+  slimmed by the same ratio);
+* ``magnitude``: global magnitude pruning (Torch-Pruning's group-L1 criterion with
+  global ranking): each group's channel importances divided by their mean, one
+  threshold over all groups, raised until the network meets the budget. It needs the
+  dense model's channel importances, so it is there when the evaluator inherits the
+  dense weights (``InheritEvaluator.importance``).
+
+Both are judged by the same table and scored by the same evaluator as the searched
+network, so the result file can say how each one compares before any fine-tuning.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .budgets import Budget
+from .evaluator import CandidateEvaluator
+from .result import describe
+
+__all__ = ["uniform_baseline", "magnitude_baseline", "magnitude_encodings", "BASELINES"]
+
+BASELINES = ("uniform", "magnitude")
+
+
+def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
+    """The widest uniform-width network that meets the budget, its width ratio and its fitness."""
+    ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
+    encs = np.asarray([ev.space.uniform(r) for r in ratios])
+    ok = ev.feasible(encs, budget)
+    if not ok.any():
+        return None
+    i = int(np.argmax(ok))
+    enc = tuple(int(v) for v in encs[i])
+    # labelled by the widths it has (kept / original channels over the prunable groups), not by the multiplier
+    # that reached them: with rounded widths, 0.53 and 0.50 can give the same network
+    kept = sum(ev.space.channels(enc).values()) / sum(g.width for g in ev.space.groups)
+    return {"ratio": round(kept, 3), "multiplier": float(ratios[i]), **describe(ev, enc, ev.fitness([enc])[0])}
+
+
+def magnitude_encodings(space, importance: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every network global magnitude pruning passes through, widest first: (thresholds (T,), encodings (T, G)).
+
+    ``importance``: per-channel scores of each prunable group, keyed by index into
+    ``space.all_groups`` (:func:`~hwprune.core.importance.channel_importance`). A group at
+    threshold t keeps its channels scoring at least t times the group's mean, rounded up
+    to the nearest width it may take (at least its narrowest).
+    """
+    normed = []
+    for gi in space.prunable_index:
+        s = np.asarray(importance[gi], dtype=np.float64)
+        mean = s.mean() if s.size else 0.0
+        normed.append(s / mean if mean > 0 else np.ones_like(s))
+    thresholds = np.unique(np.concatenate([[0.0], *normed]))
+    encs = np.empty((len(thresholds), len(space.groups)), dtype=np.int64)
+    for j, (g, s) in enumerate(zip(space.groups, normed)):
+        kept = (s[None, :] >= thresholds[:, None]).sum(1)  # channels at or above each threshold
+        choices = np.asarray(g.choices)
+        encs[:, j] = np.minimum(np.searchsorted(choices, kept, side="left"), len(choices) - 1)
+    return thresholds, encs
+
+
+def magnitude_baseline(ev: CandidateEvaluator, budget: Budget, importance: dict[int, np.ndarray] | None,
+                       metric: str = "l1") -> dict | None:
+    """The widest network global magnitude pruning reaches within the budget (None without importances)."""
+    if importance is None:
+        return None
+    thresholds, encs = magnitude_encodings(ev.space, importance)
+    ok = ev.feasible(encs, budget)
+    if not ok.any():
+        return None
+    i = int(np.argmax(ok))  # the lowest threshold that meets the budget
+    enc = tuple(int(v) for v in encs[i])
+    return {"metric": metric, "threshold": round(float(thresholds[i]), 6), **describe(ev, enc, ev.fitness([enc])[0])}
