@@ -1,11 +1,14 @@
-"""The one exception type hwprune raises for user-facing problems.
+"""The one exception type hwprune raises for user-facing problems, and the checks of option values that raise it.
 
 Its message is a single line that says what is wrong and what to do; the CLI
-prints it as ``error: <message>`` and exits with status 1.
+prints it as ``error: <message>`` and exits with status 1. The same checks guard
+the Python API and the CLI, so a bad value is refused wherever it comes in.
 """
 from __future__ import annotations
 
-__all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError"]
+import math
+
+__all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError", "check_number"]
 
 
 class HwpruneError(Exception):
@@ -22,3 +25,27 @@ class EncodingError(HwpruneError, ValueError):
 
 class SpaceMismatchError(HwpruneError):
     """A file (space, table, checkpoint) belongs to another model or space."""
+
+
+def check_number(name: str, value, *, minimum: float | None = 0, inclusive: bool = False, maximum: float | None = None,
+                 integer: bool = False, optional: bool = False):
+    """``value`` if it is a finite number above ``minimum`` (at least it, with ``inclusive``) and at most
+    ``maximum`` (an integer with ``integer``; None with ``optional``); otherwise one line naming ``name``."""
+    if value is None and optional:
+        return value
+    what = "an integer" if integer else "a number"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and minimum is not None:
+        ok = value >= minimum if inclusive else value > minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        bounds = []
+        if minimum is not None:
+            bounds.append(f"{'at least' if inclusive else 'above'} {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"at most {maximum:g}")
+        raise HwpruneError(f"{name} must be {what}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}")
+    return value

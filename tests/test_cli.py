@@ -37,3 +37,29 @@ def test_bad_input_gives_one_line_and_status():
 def test_models_lists_the_zoo():
     r = run("models")
     assert r.exit_code == 0 and "resnet50" in r.output and "mobilenet_v2_cifar    3,32,32" in r.output
+
+
+def test_every_error_is_one_line_with_its_own_status(monkeypatch):
+    """A library error exits 1, an unreadable path 1, an interrupt 130 with how to resume, anything else 70 as a
+    bug; none prints a traceback unless --debug or HWPRUNE_DEBUG=1 asks for it."""
+    import hwprune.models
+
+    cases = [(RuntimeError("boom\nsecond line"), 70, "RuntimeError: boom. This is a bug in hwprune"),
+             (PermissionError(13, "Permission denied", "/x/y.pt"), 1, "error: Permission denied: /x/y.pt"),
+             (KeyboardInterrupt(), 130, "--resume"),
+             (hwprune.HwpruneError("bad thing; do this"), 1, "error: bad thing; do this")]
+    for exc, status, text in cases:
+        def fail(*a, exc=exc, **k):
+            raise exc
+
+        monkeypatch.setattr(hwprune.models, "load_model", fail)
+        monkeypatch.delenv("HWPRUNE_DEBUG", raising=False)
+        r = CliRunner().invoke(main, ["info", "--model", "resnet20"])
+        assert r.exit_code == status and text in r.output, (exc, r.output)
+        assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+        if not isinstance(exc, KeyboardInterrupt):  # (click turns a passed-through interrupt into its Abort)
+            for args, env in ((["--debug"], {}), ([], {"HWPRUNE_DEBUG": "1"})):
+                r = CliRunner().invoke(main, [*args, "info", "--model", "resnet20"], env=env)
+                assert r.exception is exc  # the traceback is asked for: the exception goes through
+    monkeypatch.undo()
+    assert run("info", "--model", "resnet20").exit_code == 0

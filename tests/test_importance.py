@@ -83,3 +83,39 @@ def test_an_unknown_metric_is_one_line():
     space = hp.SearchSpace.from_model(model, (1, 3, 16, 16))
     with pytest.raises(hp.HwpruneError, match="importance metric must be one of l1, l2, bn"):
         order_channels(space, model, "taylor9")
+
+
+def _batches(shape, n=3, classes=10):
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, *shape[1:], generator=g), torch.randint(0, classes, (8,), generator=g)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name,build,shape", [CASES[0], CASES[-2], CASES[-1]], ids=lambda c: str(c)[:30])
+def test_taylor_order_preserves_the_function(name, build, shape):
+    torch.manual_seed(0)
+    model = _trained_like(build())
+    space = hp.SearchSpace.from_model(model, shape)
+    classes = model(torch.zeros(shape)).shape[1]
+    ordered = order_channels(space, model, "taylor", data=_batches(shape, classes=classes)).eval()
+    x = torch.randn(2, *shape[1:])
+    with torch.no_grad():
+        assert (ordered(x) - model(x)).abs().max() <= 1e-5 * (1 + model(x).abs().max())
+    assert all(p.grad is None for p in model.parameters()) and not model.training  # nothing left behind
+    scores = ordered.hwprune_importance["scores"]
+    assert all(np.all(np.diff(s) <= 0) for s in scores.values())  # stored in the new, descending order
+
+
+def test_taylor_scores_a_channel_the_network_cannot_use_zero():
+    """A channel whose BatchNorm scale and shift are 0 carries nothing: removing it changes no loss, and no gradient
+    reaches the weights that make or read it."""
+    torch.manual_seed(0)
+    model = _trained_like(hp.create_model("resnet20", in_channels=1))
+    space = hp.SearchSpace.from_model(model, (1, 1, 32, 32))
+    with torch.no_grad():
+        model.layer1[0].bn1.weight[3] = 0
+        model.layer1[0].bn1.bias[3] = 0
+    gi = next(i for i in space.prunable_index if "layer1.0.bn1" in space.all_groups[i].members)
+    s = channel_importance(space, model, "taylor", data=_batches((1, 1, 32, 32)))[gi]
+    assert s[3] == 0 and (np.delete(s, 3) > 0).mean() > 0.8  # (a channel ReLU always zeroes scores 0 too)
+    with pytest.raises(hp.HwpruneError, match="taylor importance needs training batches"):
+        channel_importance(space, model, "taylor")

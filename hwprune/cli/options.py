@@ -1,6 +1,8 @@
 """Option parsers shared by the commands."""
 from __future__ import annotations
 
+import math
+
 import click
 
 
@@ -65,9 +67,12 @@ def parse_count(text: str | None) -> float | None:
         return None
     t = text.strip().upper()
     try:
-        return float(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else float(t)
+        value = float(t[:-1]) * _SUFFIX[t[-1]] if t and t[-1] in _SUFFIX else float(t)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a count like 20M, 0.2M or 1.5G") from None
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{text!r}: a budget must be a positive count like 20M")
+    return value
 
 
 def parse_floats(text: str | None) -> list[float] | None:
@@ -78,8 +83,8 @@ def parse_floats(text: str | None) -> list[float] | None:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a list of numbers like 1.0,1.5,2.0") from None
-    if not values or min(values) <= 0:
-        raise click.BadParameter(f"{text!r}: budgets must be positive numbers")
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise click.BadParameter(f"{text!r}: budgets must be positive finite numbers")
     return values
 
 

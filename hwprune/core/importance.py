@@ -4,7 +4,9 @@ A channel's importance is aggregated over every layer of its group: the L1 (or L
 norm of the weights that produce it and of the weights that read it, and BatchNorm's
 |gamma|, each layer's scores divided by their mean so that no layer dominates by its
 scale (Torch-Pruning's group magnitude importance; ``metric="bn"`` is network
-slimming's |gamma| alone). The permutation is applied to every member of the group
+slimming's |gamma| alone; ``metric="taylor"`` is Molchanov et al.'s first-order Taylor
+estimate of the loss change when a channel is removed, (sum of weight x gradient over
+the channel's weights)^2 summed over a few batches, which needs ``data``). The permutation is applied to every member of the group
 (conv and linear outputs and inputs, depthwise convs, BatchNorm, concatenated and
 flattened layouts), so the network computes exactly what it did; afterwards "keep the
 leading k channels", which materialize and the PruningNet do, keeps the k best.
@@ -23,7 +25,8 @@ from .layout import Layout
 
 __all__ = ["METRICS", "channel_importance", "order_channels", "layout_permutation"]
 
-METRICS = ("l1", "l2", "bn")
+METRICS = ("l1", "l2", "bn", "taylor")
+TAYLOR_BATCHES = 8  # batches the Taylor estimate sums over
 
 
 def _norm(w: torch.Tensor, dim: int, metric: str) -> np.ndarray:
@@ -33,25 +36,91 @@ def _norm(w: torch.Tensor, dim: int, metric: str) -> np.ndarray:
     return out.cpu().numpy().astype(np.float64)
 
 
-def _spread(layout: Layout, per_position: np.ndarray, scores: dict[int, np.ndarray]) -> None:
-    """Add ``per_position`` (one value per feature of the layout) to each group's per-channel scores, each layer's
-    contribution divided by its mean."""
-    mean = per_position.mean() if per_position.size else 0.0
-    if not mean > 0:
-        return
-    off = 0
+def _blocks(layout: Layout, per_position: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``per_position`` (one value per feature of the layout) summed per channel: (group, values) per segment."""
+    out, off = [], 0
     for seg in layout:
-        block = per_position[off: off + seg.size * seg.mult].reshape(seg.size, seg.mult).sum(1)  # (size,)
+        out.append((seg.group, per_position[off: off + seg.size * seg.mult].reshape(seg.size, seg.mult).sum(1)))
         off += seg.size * seg.mult
-        if seg.group in scores:
-            scores[seg.group] += block / mean
+    return out
 
 
-def channel_importance(space, model: nn.Module, metric: str = "l1") -> dict[int, np.ndarray]:
-    """Importance of every channel of every prunable group (keyed by index into ``space.all_groups``)."""
+def _add_scaled(blocks: list[tuple[int, np.ndarray]], scale: float, scores: dict[int, np.ndarray]) -> None:
+    """Add one layer's per-channel scores, divided by ``scale`` (the layer's mean) so no layer dominates."""
+    if not scale > 0:
+        return
+    for group, block in blocks:
+        if group in scores:
+            scores[group] += block / scale
+
+
+def _spread(layout: Layout, per_position: np.ndarray, scores: dict[int, np.ndarray]) -> None:
+    """Add ``per_position`` to each group's per-channel scores, the layer's contribution divided by its mean."""
+    _add_scaled(_blocks(layout, per_position), per_position.mean() if per_position.size else 0.0, scores)
+
+
+def _contributions(model: nn.Module, data, batches: int):
+    """For each batch, ``w * dL/dw`` of every parameter (the model in eval mode: statistics untouched)."""
+    import torch.nn.functional as F
+
+    if data is None:
+        raise HwpruneError("the taylor importance needs training batches (data=...): it weighs each channel by the "
+                           "loss gradient")
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    try:
+        for k, (x, y) in enumerate(data):
+            if k >= batches:
+                break
+            model.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                F.cross_entropy(model(x.to(dev)), y.to(dev)).backward()
+            yield {name: (p.detach() * p.grad).double() for name, p in model.named_parameters() if p.grad is not None}
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+def _taylor(space, model: nn.Module, data, batches: int, scores: dict[int, np.ndarray]) -> None:
+    """Add each layer's first-order Taylor scores: per channel, (sum of w * g over all its weights)^2, summed over
+    batches. A conv or linear channel counts its filter (and bias), or the weights that read it; a BatchNorm
+    channel its scale and shift; a flattened channel all its positions."""
+    sides: dict[tuple[str, str], list] = {}  # (layer, side) -> per segment: summed squares over batches
+
+    def add(layer: str, side: str, layout: Layout, wg: torch.Tensor):
+        blocks = [(g, b ** 2) for g, b in _blocks(layout, wg.cpu().numpy())]
+        if (layer, side) in sides:
+            blocks = [(g, acc + b) for (g, acc), (_, b) in zip(sides[(layer, side)], blocks)]
+        sides[(layer, side)] = blocks
+
+    for wg in _contributions(model, data, batches):
+        for layer in space.layers:
+            kind, w, b = kind_of(layer), wg.get(f"{layer.name}.weight"), wg.get(f"{layer.name}.bias")
+            if w is None:
+                continue
+            out = w.reshape(w.shape[0], -1).sum(1)
+            add(layer.name, "out", layer.out_layout, out + b if b is not None else out)
+            if kind.weighted and kind.crops_input(layer):
+                add(layer.name, "in", layer.in_layout, w.transpose(0, 1).reshape(w.shape[1], -1).sum(1))
+    for blocks in sides.values():
+        values = np.concatenate([b for _, b in blocks]) if blocks else np.zeros(0)
+        _add_scaled(blocks, values.mean() if values.size else 0.0, scores)
+
+
+def channel_importance(space, model: nn.Module, metric: str = "l1", data=None,
+                       batches: int = TAYLOR_BATCHES) -> dict[int, np.ndarray]:
+    """Importance of every channel of every prunable group (keyed by index into ``space.all_groups``).
+
+    ``data`` (batches of (input, label)) is needed by ``metric="taylor"`` only, which
+    sums over its first ``batches``.
+    """
     if metric not in METRICS:
         raise HwpruneError(f"importance metric must be one of {', '.join(METRICS)}, got {metric!r}")
     scores = {gi: np.zeros(space.all_groups[gi].width) for gi in space.prunable_index}
+    if metric == "taylor":
+        _taylor(space, model, data, batches, scores)
+        return scores
     modules = dict(model.named_modules())
     for layer in space.layers:
         m = modules.get(layer.name)
@@ -81,16 +150,18 @@ def layout_permutation(layout: Layout, perms: dict[int, np.ndarray]) -> torch.Te
 
 
 @torch.no_grad()
-def order_channels(space, model: nn.Module, metric: str = "l1") -> nn.Module:
-    """A copy of ``model`` with each prunable group's channels in decreasing importance; outputs are unchanged."""
-    scores = channel_importance(space, model, metric)
+def order_channels(space, model: nn.Module, metric: str = "l1", data=None) -> nn.Module:
+    """A copy of ``model`` with each prunable group's channels in decreasing importance; outputs are unchanged.
+    (``data``: training batches, for ``metric="taylor"``.)"""
+    scores = channel_importance(space, model, metric, data)
     perms = {gi: np.argsort(-s, kind="stable") for gi, s in scores.items()}
     ordered = copy.deepcopy(model)
     modules = dict(ordered.named_modules())
     for layer in space.layers:
         kind_of(layer).permute(layer, modules[layer.name], layout_permutation(layer.in_layout, perms),
                                layout_permutation(layer.out_layout, perms))
-    ordered.hwprune_importance = {"metric": metric}
+    # each group's scores in the new order (descending): what global magnitude pruning ranks
+    ordered.hwprune_importance = {"metric": metric, "scores": {gi: s[perms[gi]] for gi, s in scores.items()}}
     if hasattr(model, "hwprune_spec"):
         ordered.hwprune_spec = model.hwprune_spec
     return ordered

@@ -97,7 +97,16 @@ def trace_model(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], igno
     gm.eval()
     try:
         with torch.no_grad():
+            try:
+                gm(*example_inputs)  # a plain run first: ShapeProp prints a traceback when a node fails
+            except Exception as e:
+                cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UnsupportedModelError(f"the model does not run on the example inputs "
+                                            f"{[tuple(x.shape) for x in example_inputs]}: {cause}; check the "
+                                            f"input shape (--input-shape N,C,H,W)") from None
             ShapeProp(gm).propagate(*example_inputs)
+    except UnsupportedModelError:
+        raise
     except Exception as e:
         msg = str(e).strip().splitlines()[0]
         raise UnsupportedModelError(f"the model does not run on the example inputs "

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import check_number
 from .datasets import DataError, ImageData
 
 __all__ = ["SeededSampler", "Loaders", "make_loaders"]
@@ -88,6 +89,9 @@ class Loaders:
 
 def make_loaders(data: ImageData, batch_size: int = 128, *, seed: int = 0, workers: int = 0,
                  rank: int = 0, world: int = 1, eval_batch_size: int = 256) -> Loaders:
+    check_number("batch_size", batch_size, integer=True, minimum=1, inclusive=True)
+    check_number("eval_batch_size", eval_batch_size, integer=True, minimum=1, inclusive=True)
+    check_number("workers", workers, integer=True, inclusive=True)
     if len(data.train_idx) < batch_size * world:
         raise DataError(f"training split has {len(data.train_idx)} images, fewer than one batch of "
                         f"{batch_size} per process; lower the batch size")

@@ -1,8 +1,10 @@
 """The one atomic writer: a temporary file beside the target, flushed to disk, then renamed over it.
 
 An interrupted write (a crash, kill -9, a full disk) leaves the previous file whole
-and no partial file under the target's name. Files get the ordinary mode the umask
-allows (``mkstemp`` alone would make them private).
+and no partial file under the target's name. The temporary file's name holds the
+writer's process id, so the next write of the same file removes what a killed writer
+left behind. Files get the ordinary mode the umask allows (``mkstemp`` alone would make
+them private).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     """Write ``data`` (bytes, text, or a function that writes to a binary file object) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -34,6 +37,28 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete temporary files of ``path`` whose writer process no longer exists (killed mid-write)."""
+    for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or a platform that cannot tell: leave its file alone
+    return True
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

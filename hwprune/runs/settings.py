@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from ..errors import HwpruneError
+from ..errors import HwpruneError, check_number
 
 __all__ = ["PretrainJob", "TrainJob", "DataSettings", "DenseModel", "ProfileSettings", "from_dict"]
 
@@ -22,6 +22,20 @@ class DataSettings:
     batch_size: int = 64  # per process
     seed: int = 0  # the split and the data order
     limit: int | None = None  # a seeded random N of the training images (smoke runs), in every later stage too
+
+    def __post_init__(self):
+        _check_data(self)
+
+
+def _check_data(s) -> None:
+    """The data and model options every job shares, refused before any work."""
+    check_number("batch_size", s.batch_size, integer=True, minimum=1, inclusive=True)
+    check_number("limit", s.limit, integer=True, minimum=1, inclusive=True, optional=True)
+    check_number("image_size", s.image_size, integer=True, minimum=1, inclusive=True, optional=True)
+    for name in ("width_mult", "round_to", "workers"):
+        if hasattr(s, name):
+            check_number(name, getattr(s, name), integer=name != "width_mult", minimum=0 if name != "round_to" else 1,
+                         inclusive=name == "workers" or name == "round_to", optional=True)
 
 
 @dataclass
@@ -38,6 +52,9 @@ class PretrainJob:
     device: str = "auto"
     # TrainConfig fields; a plain CNN learns far faster at 0.05 per 64 images than at the PruningNet's 0.01
     train: dict = field(default_factory=lambda: {"lr": 0.05, "schedule": "cosine", "eval_ratios": ()})
+
+    def __post_init__(self):
+        _check_data(self)
 
     def data_settings(self, seed: int) -> DataSettings:
         return DataSettings(self.data, self.image_size, self.batch_size, seed, self.limit)
@@ -62,6 +79,9 @@ class TrainJob:
     bn: str = "per_choice"
     device: str = "auto"
     train: dict = field(default_factory=dict)  # TrainConfig fields
+
+    def __post_init__(self):
+        _check_data(self)
 
     def data_settings(self, seed: int) -> DataSettings:
         return DataSettings(self.data, self.image_size, self.batch_size, seed, self.limit)

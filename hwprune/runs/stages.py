@@ -60,7 +60,7 @@ def ordered_dense(dense: DenseModel, loaders):
     model = load_model(dense.model, weights=dense.weights, num_classes=loaders.num_classes,
                        in_channels=loaders.input_shape[0], width_mult=dense.width_mult).eval()
     space = SearchSpace.from_model(model, (1, *loaders.input_shape), round_to=dense.round_to)
-    return model, space, order_channels(space, model, dense.importance)
+    return model, space, order_channels(space, model, dense.importance, data=loaders.calib)
 
 
 def _record(run: RunFolder | None):
@@ -214,7 +214,7 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     if job.weights:  # start from what the trained model knows, best channels first
         from ..core.importance import order_channels
 
-        source = order_channels(space, model, job.importance)
+        source = order_channels(space, model, job.importance, data=loaders.calib)
     else:
         source = model
     pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank, source=source).to(device)

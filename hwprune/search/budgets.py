@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import HwpruneError
+from ..errors import HwpruneError, check_number
 
 __all__ = ["Budget", "InfeasibleBudgetError", "check_feasible"]
 
@@ -19,6 +19,11 @@ class Budget:
     latency_ms: float | None = None
     flops: float | None = None
     params: float | None = None
+
+    def __post_init__(self):
+        check_number("latency budget (ms)", self.latency_ms, optional=True)
+        check_number("FLOPs budget", self.flops, optional=True)
+        check_number("params budget", self.params, optional=True)
 
     def label(self) -> str:
         parts = [f"{self.latency_ms:g}ms" if self.latency_ms is not None else "",

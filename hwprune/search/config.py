@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import check_number
+
 __all__ = ["SearchConfig"]
 
 
@@ -19,3 +21,11 @@ class SearchConfig:
     val_batches: int | None = None  # limit validation batches per candidate (None: all)
     seed: int = 0
     max_draws: int = 200_000  # random encodings tried when filling a population before giving up
+
+    def __post_init__(self):
+        for name in ("population", "keep_top", "max_draws"):
+            check_number(name, getattr(self, name), integer=True, minimum=1, inclusive=True)
+        for name in ("parents", "mutations", "crossovers", "generations", "calib_batches", "seed"):
+            check_number(name, getattr(self, name), integer=True, inclusive=True)
+        check_number("mutation_prob", self.mutation_prob, inclusive=True, maximum=1)
+        check_number("val_batches", self.val_batches, integer=True, minimum=1, inclusive=True, optional=True)

@@ -91,8 +91,8 @@ class InheritEvaluator:
     ``model`` should be importance-ordered (:func:`~hwprune.core.importance.order_channels`),
     so that the slice keeps each group's best channels; BatchNorm statistics are
     recalibrated on training batches before the validation score. ``importance`` holds
-    each group's channel scores by the model's metric, which the search's magnitude
-    baseline ranks globally.
+    each group's channel scores by the model's metric (those ``order_channels`` ranked
+    it by), which the search's magnitude baseline ranks globally.
     """
 
     name = "inherit"
@@ -101,8 +101,12 @@ class InheritEvaluator:
         from ..core.importance import channel_importance
 
         self.space, self.model = space, model
-        self.metric = metric or (getattr(model, "hwprune_importance", None) or {}).get("metric", "l1")
-        self.importance = channel_importance(space, model, self.metric)
+        known = getattr(model, "hwprune_importance", None) or {}  # what order_channels ranked it by
+        self.metric = metric or known.get("metric", "l1")
+        if known.get("metric") == self.metric and "scores" in known:
+            self.importance = known["scores"]
+        else:
+            self.importance = channel_importance(space, model, self.metric)
 
     def score(self, enc: Sequence[int], val_loader, calib_loader, calib_batches: int = 10) -> float:
         dev = next(self.model.parameters()).device

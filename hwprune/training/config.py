@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import HwpruneError
+from ..errors import HwpruneError, check_number
 
 __all__ = ["TrainConfig", "lr_at"]
 
@@ -27,6 +27,20 @@ class TrainConfig:
     eval_ratios: tuple[float, ...] = (1.0, 0.5)  # PruningNet: uniform widths scored on validation each epoch
     calib_batches: int = 10  # PruningNet: BN recalibration batches before each validation score
     grad_clip: float | None = None
+
+    def __post_init__(self):
+        check_number("epochs", self.epochs, integer=True, inclusive=True)
+        check_number("lr", self.lr, optional=True)
+        check_number("momentum", self.momentum, inclusive=True, maximum=1)
+        check_number("weight_decay", self.weight_decay, inclusive=True)
+        check_number("label_smoothing", self.label_smoothing, inclusive=True, maximum=1)
+        check_number("warmup_steps", self.warmup_steps, integer=True, inclusive=True)
+        check_number("checkpoint_every", self.checkpoint_every, integer=True, inclusive=True)
+        check_number("calib_batches", self.calib_batches, integer=True, inclusive=True)
+        check_number("grad_clip", self.grad_clip, optional=True)
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise HwpruneError(f"unknown lr schedule {self.schedule!r}; use linear, cosine or constant")
+        self.eval_ratios = tuple(check_number("eval_ratios entry", r) for r in self.eval_ratios)
 
 
 def lr_at(cfg: TrainConfig, base_lr: float, step: int, total: int) -> float:

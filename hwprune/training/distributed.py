@@ -7,6 +7,7 @@ code path.
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -30,6 +31,8 @@ def is_main() -> bool:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when torch sees a GPU, else CPU; under torchrun, ``cuda`` -> this rank's GPU."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise HwpruneError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
