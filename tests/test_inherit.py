@@ -75,7 +75,7 @@ def test_magnitude_pruning_is_global_and_widest_first(trained):
     from hwprune.search.baselines import magnitude_encodings
 
     _, space, _ = trained
-    a, b = space.prunable_index[0], space.prunable_index[1]
+    b = space.prunable_index[1]
     imp = {gi: np.ones(space.all_groups[gi].width) for gi in space.prunable_index}
     imp[b] = np.r_[np.full(4, 10.0), np.full(space.all_groups[b].width - 4, 0.1)]  # 4 strong channels
     thresholds, encs = magnitude_encodings(space, imp)

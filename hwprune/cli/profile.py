@@ -62,7 +62,8 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
 
     model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to)
     settings = ProfileSettings(backend=backend, device=device, threads=threads,
-                               batch_size=batch_size or space.input_shapes[0][0], dtype=dtype, statistic=statistic,
+                               batch_size=space.input_shapes[0][0] if batch_size is None else batch_size, dtype=dtype,
+                               statistic=statistic,
                                repeats=repeats, calibrate=calibrate, passes=passes, seed=seed,
                                options={"opt_level": opt_level} if opt_level else {})
     reused = Path(out).exists() and not force

@@ -27,6 +27,7 @@ from ..training.metrics import accuracy
 __all__ = ["MODEL_FORMAT", "retrain", "load_pruned", "model_payload"]
 
 MODEL_FORMAT = "hwprune.model/1"
+MODEL_KEYS = {"space": str, "encoding": list, "state_dict": dict}  # what load_pruned needs of a model.pt
 INITS = ("scratch", "pruningnet", "inherit")
 
 
@@ -37,7 +38,7 @@ def model_payload(space: SearchSpace, enc: Sequence[int], model: nn.Module, **ex
 
 def load_pruned(path: str | Path, model: nn.Module | None = None, map_location="cpu") -> tuple[nn.Module, dict]:
     """Rebuild a pruned network from its checkpoint; returns (module in eval mode, checkpoint info)."""
-    ck = load_checkpoint(path, MODEL_FORMAT, map_location)
+    ck = load_checkpoint(path, MODEL_FORMAT, map_location, required=MODEL_KEYS)
     space = SearchSpace.from_json(ck["space"], model)
     pruned = space.materialize(ck["encoding"])
     try:

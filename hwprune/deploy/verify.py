@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..errors import HwpruneError
+from ..errors import HwpruneError, check_number
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -104,10 +104,10 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
     from ..latency.fidelity import profiler_for_table
     from .export import read_metadata
 
-    if tolerance < 0:
-        raise HwpruneError(f"tolerance must be >= 0, got {tolerance}")
-    if latency_ms is not None and not latency_ms > 0:
-        raise HwpruneError(f"the latency budget must be a positive number of ms, got {latency_ms}")
+    check_number("tolerance", tolerance, inclusive=True)
+    check_number("the latency budget (ms)", latency_ms, optional=True)
+    check_number("passes", passes, integer=True, minimum=1, inclusive=True)
+    check_number("runs_per_pass", runs_per_pass, integer=True, minimum=1, inclusive=True)
     paths = [Path(p) for p in model_paths]
     for path in paths:
         if not path.is_file():

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-__all__ = ["write_atomic", "write_json"]
+__all__ = ["write_atomic", "write_json", "check_writable"]
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
@@ -36,6 +36,28 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse, before any work and without leaving anything behind, a path no file can be written under: a
+    parent that is a file, a folder without write permission, a read-only or virtual file system."""
+    from ..errors import HwpruneError
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HwpruneError(f"cannot write the {what} {path}: {existing} is a file, not a folder; choose another path")
+    try:  # a probe file is the only test that holds for root, read-only mounts and /proc alike
+        fd, probe = tempfile.mkstemp(prefix=".hwprune-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise HwpruneError(f"cannot write the {what} {path}: {e.strerror or e} in {existing}; choose another "
+                           f"path") from None
     return path
 
 

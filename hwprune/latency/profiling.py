@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import HwpruneError
+from ..errors import HwpruneError, check_number
 from ..progress import Progress
 from ..profilers.base import Profiler
 from ..profilers.registry import get_profiler
@@ -78,6 +78,10 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
         raise HwpruneError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     if calibrate < 1:
         raise HwpruneError("calibrate must be at least 1 network (the overhead is fitted on them)")
+    for name, value in (("threads", threads), ("batch_size", batch_size), ("repeats", repeats), ("passes", passes),
+                        ("runs_per_pass", runs_per_pass)):
+        check_number(name, value, integer=True, minimum=1, inclusive=True)
+    check_number("warmup", warmup, integer=True, inclusive=True)
     profiler = profiler or get_profiler(backend, device, threads=threads, batch_size=batch_size, dtype=dtype,
                                         repeats=repeats, warmup=warmup, options=dict(options or {}))
     started = time.time()

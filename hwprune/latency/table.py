@@ -246,7 +246,11 @@ class LatencyTable:
         if not np.isfinite(times).all() or (times < 0).any():
             raise HwpruneError(f"latency table {str(path)!r} holds negative or non-finite times; the file is "
                                f"damaged or edited: profile again")
-        table = cls(entries, meta, interpolate=interpolate)
+        try:
+            table = cls(entries, meta, interpolate=interpolate)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # a row or the metadata cut short or edited
+            raise HwpruneError(f"latency table {str(path)!r} is damaged ({type(e).__name__}: "
+                               f"{(str(e).splitlines() or [''])[0][:120]}); profile again") from None
         if not allow_mismatch:
             table.check(space, expect, check_device)
         elif space is not None and space_key(space, table.backend["batch"]) != table.space_key:

@@ -7,7 +7,6 @@ PruningNet is found through the manifest of the run folder that holds its result
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import HwpruneError
-from ..files.atomic import write_json
+from ..errors import HwpruneError, check_number
+from ..files.atomic import check_writable, write_json
 from ..training.distributed import init_distributed, resolve_device
 from .folder import RunFolder
 from .settings import DataSettings, DenseModel, from_dict
@@ -34,8 +33,9 @@ def chosen_encoding(result: str | Path, budget: float | None = None, baseline: s
 
     if baseline is not None and baseline not in BASELINES:
         raise HwpruneError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    res = json.loads(Path(result).read_text())
-    bests = res.get("best") or []
+    from ..search.result import read_result
+
+    bests = read_result(result).get("best") or []
     if not bests:
         raise HwpruneError(f"{result} holds no search result")
     listed = ", ".join(str(b["budget"]["latency_ms"]) for b in bests)
@@ -100,6 +100,10 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     from .stages import ordered_dense
 
     folder = run.path / where
+    check_number("batch_size", batch_size, integer=True, minimum=1, inclusive=True, optional=True)
+    check_writable(folder / "model.pt", "run folder")
+    if result is not None:
+        chosen_encoding(result, budget, baseline)  # a file that is not a result, or a budget it lacks: said first
     found = search_settings(result) if result is not None and checkpoint is None else None
     searched = found[1] if found else {}
     dense_spec = searched.get("dense") if searched.get("evaluator") == "inherit" else None
@@ -171,6 +175,8 @@ def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Pa
     if fmt == "tensorrt" and tensorrt_unavailable_reason():
         raise HwpruneError(tensorrt_unavailable_reason())
     rec = _record(run)
+    check_number("batch_size", batch_size, integer=True, minimum=1, inclusive=True)
+    check_writable(out, "exported model")
     model, info = load_pruned(checkpoint)
     space = info["space_obj"]
     shape = (batch_size, *space.input_shapes[0][1:])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HwpruneError
+from ..files.atomic import check_writable
 from ..search.config import SearchConfig
 from .folder import RunFolder
 from .settings import DenseModel, PretrainJob, ProfileSettings
@@ -69,6 +70,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     cfg, out = config, Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise HwpruneError(f"{out} is not empty; pass --resume to continue that run or choose another --out")
+    check_writable(out / "run.json", "run folder")
     run = RunFolder(out)
     log = log or print
     started = time.perf_counter()

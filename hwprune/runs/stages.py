@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import HwpruneError
-from ..files.atomic import write_atomic
+from ..files.atomic import check_writable, write_atomic
 from ..training.distributed import init_distributed, is_main, resolve_device
 from .folder import RunFolder
 from .settings import DataSettings, DenseModel, PretrainJob, ProfileSettings, TrainJob, from_dict
@@ -99,6 +99,7 @@ def profile_stage(run: RunFolder | None, space, settings: ProfileSettings | None
 
     s = settings or ProfileSettings()
     rec, out = _record(run), Path(out)
+    check_writable(out, "latency table")
     rec.begin(key, "profile", {**asdict(s), "model": model or type(space.model).__name__,
                                "space": space.fingerprint, "out": str(out), "recalibrate": recalibrate})
     if out.exists() and not force:  # resume the finished job: refused if OUT is another table
@@ -154,6 +155,7 @@ def pretrain_stage(run: RunFolder, job: PretrainJob, *, where: str = ".", key: s
     from ..training.metrics import accuracy
 
     folder = run.path / where
+    check_writable(folder / "run.json", "run folder")
     ckpt = folder / "dense.pt"
     record = run.stage(key)
     if resume and record is not None:
@@ -197,6 +199,7 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     from ..supernet.train import train_pruningnet
 
     folder = run.path / where
+    check_writable(folder / "run.json", "run folder")
     record = run.stage(key)
     if resume and record is not None:
         epochs = job.train.get("epochs")
@@ -254,6 +257,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
 
     cfg = config or SearchConfig()
     folder = run.path / where
+    check_writable(folder / "run.json", "run folder")
     if (checkpoint is None) == (dense is None):
         raise HwpruneError("score candidates with a PruningNet (--checkpoint) or with the dense model's inherited "
                            "weights (--evaluator inherit --model ... --weights ...), one of the two")

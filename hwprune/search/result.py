@@ -13,7 +13,7 @@ from ..files.atomic import write_atomic, write_json
 from .budgets import Budget
 from .evaluator import CandidateEvaluator, Enc
 
-__all__ = ["SearchResult", "RESULT_FORMAT", "pareto_front", "save_result", "describe"]
+__all__ = ["SearchResult", "RESULT_FORMAT", "pareto_front", "save_result", "describe", "read_result"]
 
 RESULT_FORMAT = "hwprune.search-result/1"
 
@@ -22,7 +22,7 @@ RESULT_FORMAT = "hwprune.search-result/1"
 class SearchResult:
     fingerprint: str
     budgets: list[Budget]
-    best: list[dict]  # per budget: encoding, channels, latency_ms, flops, params, fitness, and the baselines (uniform, magnitude)
+    best: list[dict]  # per budget: encoding, channels, costs, fitness, and the baselines (uniform, magnitude)
     history: list[dict]  # every evaluated candidate
     pareto: list[int] = field(default_factory=list)  # indices into history: accuracy vs latency (or FLOPs) front
     stats: dict = field(default_factory=dict)
@@ -31,6 +31,28 @@ class SearchResult:
         return {"format": RESULT_FORMAT, "fingerprint": self.fingerprint,
                 "budgets": [asdict(b) for b in self.budgets], "best": self.best,
                 "pareto": [self.history[i] for i in self.pareto], "stats": self.stats}
+
+
+def read_result(path: str | Path) -> dict:
+    """A search's ``result.json``, refused in one line when it is not one (a checkpoint, a table, damaged JSON)."""
+    import json
+
+    from ..errors import HwpruneError
+
+    path = Path(path)
+    try:
+        res = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HwpruneError(f"{path} is not a search result (result.json): {type(e).__name__} reading it as JSON; "
+                           f"pass the result.json that hwprune search wrote") from None
+    if not isinstance(res, dict) or res.get("format") != RESULT_FORMAT:
+        raise HwpruneError(f"{path} is not a search result (no {RESULT_FORMAT!r} format tag); pass the result.json "
+                           f"that hwprune search wrote")
+    bests = res.get("best")
+    if not isinstance(bests, list) or not all(isinstance(b, dict) and isinstance(b.get("encoding"), list)
+                                              and isinstance(b.get("budget"), dict) for b in bests):
+        raise HwpruneError(f"{path} is damaged: its 'best' entries lack an encoding or a budget; search again")
+    return res
 
 
 def describe(ev: CandidateEvaluator, enc: Enc, fitness: float) -> dict:

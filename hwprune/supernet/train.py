@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from ..files.checkpoint import CheckpointError, load_checkpoint
+from ..files.checkpoint import CheckpointError, check_keys, load_checkpoint
 from ..training.config import TrainConfig
 from ..training.loop import fit
 from .pruningnet import PruningNet
@@ -46,6 +46,7 @@ def load_pruningnet(path: str | Path, model: nn.Module | None = None, map_locati
 def pruningnet_from_payload(ck: dict, model: nn.Module | None = None, path: str | Path = "the checkpoint") \
         -> PruningNet:
     """The PruningNet a loaded checkpoint (:func:`pnet_payload`) describes."""
+    check_keys(ck, {"space": str, "pnet": dict, "state_dict": dict}, path)
     space = SearchSpace.from_json(ck["space"], model)
     pnet = PruningNet(space, **{"anchored": False, "bn_affine": False, **ck["pnet"]})  # older files lack both
     try:
