@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError", "check_number"]
+__all__ = ["HwpruneError", "UnsupportedModelError", "EncodingError", "SpaceMismatchError", "check_number",
+           "check_encoding"]
 
 
 class HwpruneError(Exception):
@@ -49,3 +50,25 @@ def check_number(name: str, value, *, minimum: float | None = 0, inclusive: bool
             bounds.append(f"at most {maximum:g}")
         raise HwpruneError(f"{name} must be {what}{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}")
     return value
+
+
+def check_encoding(enc, num_choices, owner: str = "the space", names=None) -> tuple[int, ...]:
+    """``enc`` as a tuple of choice indices, one per prunable group, each in range; else an
+    :class:`EncodingError` naming the entry (``names``: the groups', for the message)."""
+    if isinstance(enc, (str, bytes)) or not hasattr(enc, "__iter__"):
+        raise EncodingError(f"an encoding is a sequence of choice indices, one per prunable group; got "
+                            f"{type(enc).__name__} {enc!r:.40}")
+    raw = list(enc)
+    for i, v in enumerate(raw):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__index__") \
+                or not float(v).is_integer():
+            raise EncodingError(f"encoding entry {i} is {v!r}: an encoding holds choice indices (integers); for "
+                                f"a width ratio use space.uniform(ratio)")
+    out = tuple(int(v) for v in raw)
+    if len(out) != len(num_choices):
+        raise EncodingError(f"encoding has {len(out)} entries but {owner} has {len(num_choices)} prunable groups")
+    for i, (v, n) in enumerate(zip(out, num_choices)):
+        if not 0 <= v < n:
+            group = f" (group {names[i]!r})" if names else ""
+            raise EncodingError(f"encoding entry {i}{group} is {v}; it must be in 0..{n - 1}")
+    return out

@@ -220,3 +220,13 @@ def test_a_damaged_table_is_one_line(table, tmp_path, damage, message):
     with pytest.raises(hp.HwpruneError, match=message) as e:
         hp.LatencyTable.load(path, check_device=False)
     assert "\n" not in str(e.value)
+
+
+def test_what_is_not_an_encoding_is_one_line_for_a_table(table, space):
+    for bad, text in ((None, "got NoneType None"), ("abc", "got str 'abc'"), ([0] * (len(space) - 1), "entries but"),
+                      ([0.5] * len(space), "entry 0 is 0.5")):
+        with pytest.raises(hp.EncodingError, match=text):
+            table.predict(bad)
+    with pytest.raises(hp.EncodingError, match="expected encodings of shape"):
+        table.predict_batch(None)
+    assert table.predict([0.0] * len(space)) == table.predict(space.narrowest())  # integral floats are indices

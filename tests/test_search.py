@@ -45,8 +45,12 @@ def test_budgets_are_never_exceeded_and_nothing_is_evaluated_twice(setup):
     full_lat, full_flops = table.predict(space.full()), space.flops(space.full())
     lats = [0.45 * full_lat, 0.7 * full_lat]
     flops = 0.6 * full_flops
-    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lats, flops=flops, config=TINY)
+    said = []
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lats, flops=flops, config=TINY,
+                 log=said.append)
+    assert said[0] == "fitness on 128 of 750 validation images (--val-batches 1), 10 classes"
     assert len(res.best) == 2 and len(res.history) == 2 * TINY.generations * TINY.population
+    assert all(b["magnitude"] is None for b in res.best)  # a PruningNet knows no dense importances
     for h in res.history:
         limit = lats[h["budget"]]
         assert table.predict(h["encoding"]) <= limit and space.flops(h["encoding"]) <= flops

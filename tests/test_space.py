@@ -241,7 +241,17 @@ def test_ratios_where_indices_belong_and_nan_are_refused():
         with pytest.raises(hp.EncodingError, match="entry 0 is 0.5: an encoding holds choice indices"):
             call()
     assert space.flops([2.0] * len(space)) == space.flops([2] * len(space))  # integral floats are indices
-    with pytest.raises(hp.HwpruneError, match="ratio must be a positive number, got nan"):
+    with pytest.raises(hp.HwpruneError, match="ratio must be a number above 0, got nan"):
         space.uniform(float("nan"))
     with pytest.raises(hp.HwpruneError, match="num_classes must be a positive integer, got 0"):
         hp.create_model("resnet20", num_classes=0)
+
+
+def test_what_is_not_an_encoding_is_one_line():
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20"), (1, 3, 32, 32))
+    for bad, text in ((None, "got NoneType None"), ("abc", "got str 'abc'"), (3, "got int 3"),
+                      ([0] * 11, "11 entries but the space has 12"), ([0] * 11 + [99], "entry 11 \\(group")):
+        with pytest.raises(hp.EncodingError, match=text):
+            space.materialize(bad)
+    with pytest.raises(hp.HwpruneError, match="ratio must be a number above 0, got 'x'"):
+        space.uniform("x")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import EncodingError, HwpruneError, SpaceMismatchError
+from ..errors import EncodingError, HwpruneError, SpaceMismatchError, check_encoding, check_number
 from .kinds import kind_of
 from .materialize import materialize
 from .traced import GroupInfo, LayerInfo, TracedModel
@@ -175,8 +175,7 @@ class SearchSpace:
 
     def uniform(self, ratio: float) -> tuple[int, ...]:
         """Every group at the choice nearest ``ratio`` of its original width."""
-        if not ratio > 0:  # also NaN
-            raise HwpruneError(f"ratio must be a positive number, got {ratio}")
+        check_number("ratio", ratio)
         return tuple(int(np.argmin([abs(c - ratio * g.width) for c in g.choices])) for g in self.groups)
 
     def sample(self, rng: np.random.Generator | int | None = None) -> tuple[int, ...]:
@@ -186,20 +185,7 @@ class SearchSpace:
 
     def check(self, enc: Sequence[int]) -> tuple[int, ...]:
         """Validate an encoding; raise :class:`EncodingError` naming the bad group."""
-        raw = list(enc)
-        for i, v in enumerate(raw):
-            if isinstance(v, bool) or not float(v).is_integer():
-                raise EncodingError(f"encoding entry {i} is {v!r}: an encoding holds choice indices (integers); for "
-                                    f"a width ratio use space.uniform(ratio)")
-        enc = tuple(int(v) for v in raw)
-        if len(enc) != len(self.groups):
-            raise EncodingError(f"encoding has {len(enc)} entries but the space has {len(self.groups)} "
-                                f"prunable groups")
-        for i, (v, g) in enumerate(zip(enc, self.groups)):
-            if not 0 <= v < len(g.choices):
-                raise EncodingError(f"encoding entry {i} (group {g.name!r}) is {v}; it must be in "
-                                    f"0..{len(g.choices) - 1}")
-        return enc
+        return check_encoding(enc, self.num_choices, names=[g.name for g in self.groups])
 
     def widths(self, enc: Sequence[int]) -> np.ndarray:
         """Width of every traced group (fixed ones included) under ``enc``."""

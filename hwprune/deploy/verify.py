@@ -121,8 +121,14 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
     if first is not None and (first["space"].get("model_spec") or model is not None):
         space = SearchSpace.from_json(first["space"], model)
         encs = [tuple(m["encoding"]) if "encoding" in m else None for m in metas]
-    if space is not None:
-        table.check(space, check_device=False)  # a table of another space would predict nonsense
+    if space is not None:  # a table of another space would predict nonsense, whatever the user allows
+        from ..latency.table import space_difference, space_key
+
+        if space_key(space, table.backend["batch"]) != table.space_key:
+            raise HwpruneError(f"{paths[0]} is a network of another space than the table "
+                               f"({space_difference(table.meta['space'], space)}); --allow-mismatch reuses a table "
+                               f"across machines and settings, not across spaces: verify with the table its search "
+                               f"used")
     shape = tuple(space.input_shapes[0]) if space is not None else tuple(metas[0].get("input_shape") or ())
     if not shape:
         raise HwpruneError(f"{paths[0]} has no hwprune metadata; export it with hwprune export")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import EncodingError, HwpruneError, SpaceMismatchError
+from ..errors import EncodingError, HwpruneError, SpaceMismatchError, check_encoding
 from ..profilers.machine import cpu_name, version_of
 from ..profilers.spec import SPEC_COLUMNS, KernelSpec
 from ..files.csvmeta import read_csv, write_csv
@@ -157,6 +157,12 @@ class LatencyTable:
 
     def predict(self, enc: Sequence[int]) -> float:
         """Predicted latency (ms) of the network under ``enc``: overhead + scale * sum of kernel lookups."""
+        try:
+            return self._predict(enc)
+        except (TypeError, IndexError, ValueError):  # not a valid encoding: said in one line
+            return self._predict(self._check(enc))
+
+    def _predict(self, enc) -> float:
         if len(enc) != len(self._n_list) or not all(0 <= v < n for v, n in zip(enc, self._n_list)):
             enc = self._check(enc)  # raises, naming the bad entry
         flat, total = self._flat_list, self._const
@@ -179,7 +185,11 @@ class LatencyTable:
 
     def kernel_sum_batch(self, encs) -> np.ndarray:
         """Sum of the kernel lookups (ms, uncalibrated) of many encodings, (N, groups) -> (N,)."""
-        encs = np.asarray(encs, dtype=np.int64)
+        try:
+            encs = np.asarray(encs, dtype=np.int64)
+        except (TypeError, ValueError):
+            raise EncodingError(f"expected encodings of shape (N, {len(self._choices)}) of choice indices, got "
+                                f"{type(encs).__name__}") from None
         if encs.ndim != 2 or encs.shape[1] != len(self._choices):
             raise EncodingError(f"expected encodings of shape (N, {len(self._choices)}), got {encs.shape}")
         if ((encs < 0) | (encs >= self._n_choices)).any():
@@ -318,14 +328,7 @@ class LatencyTable:
         return cache[spec.key()]
 
     def _check(self, enc: Sequence[int]) -> tuple[int, ...]:
-        enc = tuple(int(v) for v in enc)
-        if len(enc) != len(self._choices):
-            raise EncodingError(f"encoding has {len(enc)} entries but the table's space has "
-                                f"{len(self._choices)} prunable groups")
-        for i, (v, n) in enumerate(zip(enc, self._n_choices)):
-            if not 0 <= v < n:
-                raise EncodingError(f"encoding entry {i} is {v}; it must be in 0..{n - 1}")
-        return enc
+        return check_encoding(enc, self._n_choices, owner="the table's space")
 
     def _raise_missing(self, encs: np.ndarray) -> None:
         self.breakdown(encs[0])  # raises MissingEntryError naming the kernel and widths

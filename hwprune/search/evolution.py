@@ -154,6 +154,11 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     log = log or (lambda s: None)
     ev = CandidateEvaluator(evaluator, table, val_loader, calib_loader, cfg)
     space = ev.space
+    if cfg.val_batches:  # a limited validation: say what it covers, since every fitness rests on it
+        labels = [int(v) for _, y in ev.val for v in y.reshape(-1)]
+        total = len(getattr(val_loader, "dataset", [])) or "?"
+        log(f"fitness on {len(labels)} of {total} validation images (--val-batches {cfg.val_batches}), "
+            f"{len(set(labels))} classes")
     lats = [latency_ms] if isinstance(latency_ms, (int, float)) else list(latency_ms or [])
     if lats and table is None:
         raise HwpruneError("a latency budget needs a latency table (table=...)")
