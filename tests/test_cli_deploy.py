@@ -59,6 +59,11 @@ def test_retrain_uniform_ratio_and_refusals(searched):
     assert r.exit_code == 1 and r.output.strip().count("\n") == 0 and "give --result" in r.output
     r = run("retrain", "--result", searched / "search" / "result.json", "--budget", "1.5", "--out", searched / "x")
     assert r.exit_code == 1 and "has no budget 1.5 ms" in r.output
+    before = (searched / "uniform" / "model.pt").read_bytes()  # a finished model is never trained over
+    r = run("retrain", "--checkpoint", searched / "train" / "pruningnet.pt", "--uniform", "0.7", "--epochs", "0",
+            "--device", "cpu", "--quiet", "--out", searched / "uniform")
+    assert r.exit_code == 1 and "already holds a retrained model; pass --resume" in r.output
+    assert (searched / "uniform" / "model.pt").read_bytes() == before
 
 
 def test_export_checks_parity_on_real_images_and_records_itself(searched):
@@ -78,6 +83,12 @@ def test_export_checks_parity_on_real_images_and_records_itself(searched):
     assert stages["export"]["files"]["onnx"] == str(out)  # outside the folder: recorded as given
     text = run("export", "--checkpoint", searched / "retrain" / "model.pt", "--out", searched / "m2.onnx")
     assert text.exit_code == 0 and "onnx.checker passed" in text.output and "real inputs" in text.output
+    mtime = (searched / "m2.onnx").stat().st_mtime_ns
+    again = run("export", "--checkpoint", searched / "retrain" / "model.pt", "--out", searched / "m2.onnx")
+    assert again.exit_code == 1 and "exists; pass --force" in again.output
+    assert (searched / "m2.onnx").stat().st_mtime_ns == mtime
+    forced = run("export", "--checkpoint", searched / "retrain" / "model.pt", "--out", searched / "m2.onnx", "--force")
+    assert forced.exit_code == 0 and (searched / "m2.onnx").stat().st_mtime_ns != mtime
     assert load_checkpoint(searched / "retrain" / "model.pt")["format"] == "hwprune.model/1"
 
 

@@ -19,14 +19,15 @@ from .app import main
 @click.option("--data", help="Dataset for the parity check (default: the model's own).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False),
               help="Record the export in this run folder's run.json (e.g. the retrain folder).")
+@click.option("--force", is_flag=True, help="Replace an existing file at --out.")
 @click.option("--json", "as_json", is_flag=True)
-def export(checkpoint, fmt, out, batch_size, dynamic_batch, fp16, data, run_dir, as_json):
+def export(checkpoint, fmt, out, batch_size, dynamic_batch, fp16, data, run_dir, force, as_json):
     """Export to ONNX (checked with onnx.checker and onnxruntime-vs-torch parity) or TensorRT."""
     from ..runs.deploy_stages import export_stage
     from ..runs.folder import RunFolder
 
     r = export_stage(RunFolder(run_dir) if run_dir else None, checkpoint=checkpoint, out=out, fmt=fmt,
-                     dynamic_batch=dynamic_batch, fp16=fp16, batch_size=batch_size, data=data)
+                     dynamic_batch=dynamic_batch, fp16=fp16, batch_size=batch_size, data=data, force=force)
     if as_json:
         click.echo(json.dumps(r, indent=1))
         return

@@ -102,6 +102,9 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     folder = run.path / where
     check_number("batch_size", batch_size, integer=True, minimum=1, inclusive=True, optional=True)
     check_writable(folder / "model.pt", "run folder")
+    if (folder / "model.pt").exists() and not resume:
+        raise HwpruneError(f"{folder} already holds a retrained model; pass --resume to continue it or choose "
+                           f"another --out")
     if result is not None:
         chosen_encoding(result, budget, baseline)  # a file that is not a result, or a budget it lacks: said first
     found = search_settings(result) if result is not None and checkpoint is None else None
@@ -165,8 +168,9 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
 
 def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Path, fmt: str = "onnx",
                  dynamic_batch: bool = False, fp16: bool = False, batch_size: int = 1, data: str | None = None,
-                 workspace_mb: int = 1024, key: str = "export") -> dict:
-    """Export a retrained model checkpoint to ONNX (checked on real inputs) and, for ``tensorrt``, an engine."""
+                 workspace_mb: int = 1024, force: bool = False, key: str = "export") -> dict:
+    """Export a retrained model checkpoint to ONNX (checked on real inputs) and, for ``tensorrt``, an engine.
+    An existing file at ``out`` is replaced only with ``force``."""
     from ..deploy.export import build_tensorrt_engine, export_onnx, tensorrt_unavailable_reason
     from ..deploy.retrain import load_pruned
 
@@ -177,6 +181,12 @@ def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Pa
     rec = _record(run)
     check_number("batch_size", batch_size, integer=True, minimum=1, inclusive=True)
     check_writable(out, "exported model")
+    targets = [Path(out) if Path(out).suffix == ".onnx" else Path(out).with_suffix(".onnx")]
+    if fmt == "tensorrt":
+        targets.append(Path(out).with_suffix(".engine"))
+    if not force and any(t.exists() for t in targets):
+        raise HwpruneError(f"{next(t for t in targets if t.exists())} exists; pass --force to replace it or "
+                           f"choose another --out")
     model, info = load_pruned(checkpoint)
     space = info["space_obj"]
     shape = (batch_size, *space.input_shapes[0][1:])

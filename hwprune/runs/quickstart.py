@@ -118,7 +118,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     for name in NETWORKS:
         if not (resume and run.done(f"export_{name}")):
             export_stage(run, checkpoint=run.file(f"finetune_{name}", "model"), out=out / f"{name}.onnx",
-                         key=f"export_{name}")
+                         force=True, key=f"export_{name}")  # its own folder: a file there is an unrecorded export
 
     stage(6, "verify measured latency against prediction and budget, beside one dense measurement")
     if not (resume and run.done("verify")):
