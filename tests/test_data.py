@@ -132,3 +132,34 @@ def test_a_first_validation_batch_sees_every_class():
     _, y = next(iter(loaders.val))
     assert len(set(y.tolist())) == 10
     assert np.array_equal(load_dataset("bundled").val_idx, d.val_idx)  # still seeded
+
+
+def test_train_and_val_folders_are_training_and_test(tmp_path):
+    """ImageNet's layout is one dataset (not two classes named train and val): val/ becomes the test set, its labels
+    matched to train/'s by class name."""
+    from PIL import Image
+
+    _png_folder(tmp_path / "train")
+    (tmp_path / "val" / "dog").mkdir(parents=True)  # val lacks a class: still matched by name
+    Image.fromarray(np.full((12, 12, 3), 7, np.uint8)).save(tmp_path / "val" / "dog" / "x.png")
+    d = load_dataset(tmp_path, val_fraction=0.25)
+    assert d.classes == ["cat", "dog"] and len(d.test_idx) == 1 and len(d.train_idx) + len(d.val_idx) == 8
+    assert d.labels[d.test_idx[0]] == 1 and d.images[d.test_idx[0], 0, 0, 0] == 7
+    (tmp_path / "val" / "cow").mkdir()
+    Image.fromarray(np.full((12, 12, 3), 7, np.uint8)).save(tmp_path / "val" / "cow" / "x.png")
+    with pytest.raises(DataError, match=r"has classes that .* lacks: \['cow'\]"):
+        load_dataset(tmp_path)
+
+
+def test_fashion_mnist_by_name(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    _idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (40, 28, 28)))
+    _idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 40))
+    _idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (8, 28, 28)))
+    _idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 8))
+    monkeypatch.setenv("HWPRUNE_FASHION_MNIST", str(tmp_path))
+    d = load_dataset("fashion-mnist")
+    assert d.name == "fashion-mnist" and d.classes[0] == "T-shirt/top" and len(d.test_idx) == 8
+    monkeypatch.setenv("HWPRUNE_FASHION_MNIST", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="fashion-mnist is not installed .*apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")

@@ -11,7 +11,8 @@ from .options import MODEL_HELP, default
 @main.command()
 @click.option("--model", "model_name", default=default(PretrainJob, "model"), show_default=True, help=MODEL_HELP)
 @click.option("--data", default=default(PretrainJob, "data"), show_default=True,
-              help="'bundled' (5,000 MNIST digits) or a path: ImageFolder, CIFAR python batches, MNIST idx.")
+              help="'bundled' (5,000 MNIST digits), 'fashion-mnist' (apt-get install dataset-fashion-mnist) or a "
+                   "path: ImageFolder (or train/ and val/ ImageFolders), CIFAR python batches, MNIST idx.")
 @click.option("--image-size", type=int, help="Resize / pad images to this size.")
 @click.option("--width-mult", type=float, help="Width multiplier of a zoo model.")
 @click.option("--epochs", type=int, default=10, show_default=True)

@@ -15,7 +15,8 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default
 @click.option("--model", "model_name", default=default(TrainJob, "model"), show_default=True, help=MODEL_HELP)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=WEIGHTS_HELP)
 @click.option("--data", default=default(TrainJob, "data"), show_default=True,
-              help="'bundled' (5,000 MNIST digits) or a path: ImageFolder, CIFAR python batches, MNIST idx.")
+              help="'bundled' (5,000 MNIST digits), 'fashion-mnist' (apt-get install dataset-fashion-mnist) or a "
+                   "path: ImageFolder (or train/ and val/ ImageFolders), CIFAR python batches, MNIST idx.")
 @click.option("--image-size", type=int, help="Resize / pad images to this size.")
 @click.option("--width-mult", type=float, help="Width multiplier of the unpruned model.")
 @click.option("--round-to", type=int, help="Make every width a multiple of N.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
+import os
 import pickle
 import struct
 from dataclasses import dataclass, replace
@@ -22,6 +23,13 @@ from ..errors import HwpruneError
 __all__ = ["DataError", "ImageData", "load_dataset", "bundled_mnist"]
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+# Debian's dataset-fashion-mnist package puts the idx files here; HWPRUNE_FASHION_MNIST points elsewhere
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+NAMED = {"fashion-mnist": ("HWPRUNE_FASHION_MNIST", FASHION_MNIST,
+                           "apt-get install dataset-fashion-mnist (or set HWPRUNE_FASHION_MNIST to a folder of its "
+                           "idx files)")}
+CLASSES = {"fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                             "Bag", "Ankle boot"]}
 
 
 class DataError(HwpruneError):
@@ -167,12 +175,21 @@ def _split(n: int, seed: int, val: float, test: float) -> tuple[np.ndarray, np.n
 
 def load_dataset(source: str | Path = "bundled", *, image_size: int | None = None, seed: int = 0,
                  val_fraction: float = 0.15, test_fraction: float = 0.15) -> ImageData:
-    """Load ``"bundled"`` (MNIST 5k) or a local path: an ImageFolder root, a CIFAR-10/100 python
-    folder, or a folder with MNIST idx files. Splits are seeded; official test sets are kept."""
+    """Load ``"bundled"`` (MNIST 5k), ``"fashion-mnist"`` (Debian's package) or a local path: an
+    ImageFolder root, or one with ``train/`` and ``val/`` ImageFolders (ImageNet's layout: ``val``
+    becomes the test set), a CIFAR-10/100 python folder, or a folder with MNIST idx files. Splits
+    are seeded; official test sets are kept."""
     if str(source) in ("bundled", "mnist5k"):
         x, y = bundled_mnist(image_size or 32)
         tr, va, te = _split(len(y), seed, val_fraction, test_fraction)
         return ImageData("mnist5k", x, y, [str(i) for i in range(10)], tr, va, te, flip=False)
+    if str(source) in NAMED:
+        env, default, install = NAMED[str(source)]
+        root = Path(os.environ.get(env) or default)
+        if not root.is_dir() or not any(root.glob("*idx3-ubyte*")):
+            raise DataError(f"{source} is not installed (no idx files in {root}): {install}")
+        data = load_dataset(root, image_size=image_size, seed=seed, val_fraction=val_fraction)
+        return replace(data, name=str(source), classes=CLASSES.get(str(source), data.classes))
     root = Path(source)
     if not root.exists():
         raise DataError(f"dataset path {root} does not exist")
@@ -213,12 +230,31 @@ def load_dataset(source: str | Path = "bundled", *, image_size: int | None = Non
         y = torch.from_numpy(np.concatenate(ys))
         classes = [str(i) for i in range(int(y.max()) + 1)]
         return _with_official_test("mnist", x, y, classes, len(ys[0]), seed, val_fraction, flip=False)
+    if root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
+        return _train_val_folders(root, image_size, seed, val_fraction)
     if root.is_dir():
         x, y, classes = _read_image_folder(root, image_size)
         tr, va, te = _split(len(y), seed, val_fraction, test_fraction)
         return ImageData(root.name, x, y, classes, tr, va, te, flip=True)
     raise DataError(f"{root} is not a dataset hwprune knows: expected a folder of class folders, CIFAR "
                     f"python batches (data_batch_1...), or MNIST idx files (train-images-idx3-ubyte)")
+
+
+def _train_val_folders(root: Path, size: int | None, seed: int, val_fraction: float) -> ImageData:
+    """ImageNet's layout: ``train/CLASS/*`` is split into training and validation, ``val/CLASS/*`` is the test set
+    (labels matched by class name)."""
+    x, y, classes = _read_image_folder(root / "train", size)
+    tx, ty, test_classes = _read_image_folder(root / "val", size)
+    unknown = sorted(set(test_classes) - set(classes))
+    if unknown:
+        raise DataError(f"{root / 'val'} has classes that {root / 'train'} lacks: {unknown[:3]}; the two folders "
+                        f"must name the same classes")
+    if tx.shape[1:] != x.shape[1:]:
+        raise DataError(f"images in {root / 'val'} are {tuple(tx.shape[2:])}, in {root / 'train'} "
+                        f"{tuple(x.shape[2:])}; pass image_size to resize both")
+    remap = torch.tensor([classes.index(c) for c in test_classes])
+    return _with_official_test(root.name, torch.cat([x, tx]), torch.cat([y, remap[ty]]), classes, len(y), seed,
+                               val_fraction, flip=True)
 
 
 def _with_official_test(name, x, y, classes, n_train, seed, val_fraction, flip) -> ImageData:
