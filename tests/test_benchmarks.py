@@ -119,3 +119,48 @@ def test_l1_prune_shrinks_monotonically_with_the_ratio(bench):
     x = torch.zeros(1, 1, 32, 32)
     flops = [count_macs(bench.l1_prune(dense, r, x, s), [x]) for r in (0.3, 0.6, 0.9)]
     assert flops[0] > flops[1] > flops[2]
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    pytest.importorskip("torch_pruning", reason="the L1 baseline needs torch-pruning (pip install -e .[test])")
+    spec = importlib.util.spec_from_file_location("fashion_mnist", ROOT / "benchmarks" / "fashion_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ranking_agreement(fashion):
+    assert fashion.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # one discordant pair of six
+    assert fashion.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
+    assert fashion.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1)
+    assert fashion.spearman([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1)  # ties share their mean rank
+    assert np.isnan(fashion.kendall_tau([1, 2, 3], [5, 5, 5]))  # a constant ranking agrees with nothing
+
+
+def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tmp_path):
+    """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
+    import csv as csvmod
+
+    fashion.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    read = lambda name: list(csvmod.DictReader(  # noqa: E731
+        line for line in (tmp_path / "out" / name).read_text().splitlines() if not line.startswith("#")))
+    rows, tau = read("fashion_mnist_quick.csv"), read("fashion_mnist_quick_tau.csv")
+    assert list(rows[0]) == fashion.COLUMNS and list(tau[0]) == fashion.TAU_COLUMNS
+    q = fashion.Settings(**fashion.QUICK)
+    pruned = [r for r in rows if r["method"] != "dense"]
+    assert [r["method"] for r in rows].count("dense") == 1
+    assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in fashion.METHODS for s in q.seeds}
+    assert len(pruned) == len(fashion.METHODS) * len(q.seeds) * len(q.fractions)
+    for r in pruned:
+        assert 0 <= float(r["test_acc"]) <= 1 and float(r["measured_ms"]) > 0 and r["within_budget"] in ("True", "False")
+        if r["method"] != "l1":  # chosen by the table: predicted within the budget
+            assert float(r["predicted_ms"]) <= float(r["budget_ms"]) + 1e-9
+        assert float(r["flops"]) < float(rows[0]["flops"])  # every pruned network is smaller than the dense one
+    # one network per method and budget: every seed fine-tunes the same encoding
+    for m in fashion.METHODS:
+        assert len({r["flops"] for r in pruned if r["method"] == m}) == 1
+    assert sorted(t["evaluator"] for t in tau) == ["inherit", "pruningnet"]
+    assert [t["default"] for t in tau].count("True") == 1 and all(t["candidates"] == str(q.tau_candidates) for t in tau)
+    assert (tmp_path / "out" / "fashion_mnist_quick.png").stat().st_size > 0

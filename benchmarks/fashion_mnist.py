@@ -1,0 +1,532 @@
+"""One trained dense start, every method at equal measured latency and equal fine-tuning, on Fashion-MNIST.
+
+    python benchmarks/fashion_mnist.py [--models resnet20 mobilenet_v2_cifar] [--fractions 0.3 0.5]
+        [--seeds 0 1 2] [--workers 2] [--quick]
+
+For each model, with latency measured by onnxruntime on this CPU (1 thread, batch 1):
+
+1. profile the latency table, train ONE dense network (seed 0) and measure it; the
+   budgets are fractions of its measured latency;
+2. pick a network per budget with every method, all from that dense checkpoint:
+   ``uniform`` (widest uniform width under the budget), ``l1`` (Torch-Pruning's
+   global L1 magnitude pruning, its ratio bisected until the *measured* latency meets
+   the budget), ``random`` (the best of N random networks under the budget, scored by
+   the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
+   path: ``hwprune search --evaluator inherit``) and ``hwprune-pruningnet`` (a
+   PruningNet trained from the ordered dense weights, then searched); how long each
+   took to choose is ``search_seconds``;
+3. fine-tune every chosen network the same way (epochs, schedule, distillation from
+   the dense network) from its inherited weights, once per seed;
+4. is the search signal any good? ``tau_candidates`` networks spread over 25-75% of
+   the dense latency are scored by each evaluator and fine-tuned the same way;
+   Kendall tau and Spearman between fitness and fine-tuned accuracy;
+5. export every network, measure all of them interleaved with the dense one, and
+   time each winner again in a plain onnxruntime session (1 thread, 20 warm-up and
+   200 timed runs): the median a user measures, against the table's prediction.
+
+Writes ``benchmarks/results/fashion_mnist.csv``, ``fashion_mnist_tau.csv``,
+``fashion_mnist.png`` and ``fashion_mnist.md``. ``--quick`` runs every step in seconds
+on the bundled data (the test suite runs it); its figures mean nothing. Every
+finished step is kept under ``--work`` and a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_vs_latency as avl  # noqa: E402  (shared: Torch-Pruning's L1 pruning and its ratio bisection)
+
+import hwprune as hp  # noqa: E402
+from hwprune.core.importance import order_channels  # noqa: E402
+from hwprune.core.macs import count_macs  # noqa: E402
+from hwprune.data import load_dataset, make_loaders  # noqa: E402
+from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
+from hwprune.latency.fidelity import profiler_for_table  # noqa: E402
+from hwprune.search import SearchConfig, search  # noqa: E402
+from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
+from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
+from hwprune.supernet.train import train_pruningnet  # noqa: E402
+from hwprune.training.distill import distillation_loss  # noqa: E402
+from hwprune.training.loop import fit  # noqa: E402
+from hwprune.training.metrics import accuracy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
+COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed", "test_acc", "val_acc",
+           "predicted_ms", "measured_ms", "median_ms", "within_budget", "flops", "params", "search_seconds",
+           "finetune_seconds"]
+TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
+DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
+
+
+@dataclass
+class Settings:
+    models: list[str] = field(default_factory=lambda: ["resnet20", "mobilenet_v2_cifar"])
+    fractions: list[float] = field(default_factory=lambda: [0.3, 0.5])
+    budget_of: str = "dense"  # fractions of the dense network's measured latency; "range": of the way from the
+    # narrowest network's predicted latency to the dense one's (reachable on any machine: --quick)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    data: str = "fashion-mnist"
+    limit: int | None = 12000  # training images (seeded subset of the 51,000)
+    batch_size: int = 64
+    dense_epochs: int = 8
+    dense_lr: float = 0.05
+    finetune_epochs: int = 3
+    finetune_lr: float = 0.01
+    round_to: int = 4
+    population: int = 16
+    generations: int = 5
+    calib_batches: int = 4
+    val_batches: int | None = 8  # fitness on 8 x 256 validation images
+    random_candidates: int = 64  # as many as the search scores
+    pnet_epochs: int = 3
+    tau_candidates: int = 16
+    tau_models: list[str] = field(default_factory=lambda: ["resnet20"])
+    profile_repeats: int = 25
+    calibrate: int = 16
+    passes: int = 5
+    runs_per_pass: int = 10
+    median_runs: int = 200
+    tp_max_ratio: float = 0.9
+    tp_iterative_steps: int = 10
+    tp_steps: int = 8
+    per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(limit=6000, dense_epochs=6)})
+
+    def for_model(self, name: str) -> "Settings":
+        return replace(self, **self.per_model.get(name, {}), per_model={})
+
+
+QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
+             limit=256,
+             dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
+             random_candidates=4, pnet_epochs=1, tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
+             runs_per_pass=2, median_runs=5, tp_iterative_steps=2, tp_steps=2, round_to=8)
+
+
+# ---- ranking agreement --------------------------------------------------------------------------
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b (ties counted as neither concordant nor discordant)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    i, j = np.triu_indices(len(a), 1)
+    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    n_a, n_b = np.count_nonzero(da), np.count_nonzero(db)
+    return float((da * db).sum() / np.sqrt(n_a * n_b)) if n_a and n_b else float("nan")
+
+
+def spearman(a, b) -> float:
+    """Spearman's rho: Pearson correlation of the (average) ranks."""
+    def ranks(x):
+        x = np.asarray(x, float)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+# ---- shared set-up ------------------------------------------------------------------------------
+def setup(name: str, s: Settings, seed: int = 0):
+    data = load_dataset(s.data, seed=0)
+    if s.limit:
+        data = data.limit_train(s.limit, seed=0)
+    loaders = make_loaders(data, s.batch_size, seed=seed)
+    torch.manual_seed(0)
+    model = hp.create_model(name, num_classes=data.num_classes, in_channels=data.input_shape[0])
+    space = hp.SearchSpace.from_model(model.eval(), (1, *data.input_shape), round_to=s.round_to)
+    return space, loaders
+
+
+def finetune_job(job: dict) -> dict:
+    """One fine-tune (or the dense training): a worker process, one torch thread."""
+    torch.set_num_threads(1)
+    s, out = Settings(**job["settings"]), Path(job["out"])
+    started = time.time()
+    space, loaders = setup(job["model"], s, job["seed"])
+    quiet = dict(progress=False, log=lambda m: None)
+    if job["kind"] == "dense":
+        cfg = hp.TrainConfig(epochs=s.dense_epochs, lr=s.dense_lr, seed=0, schedule="cosine", eval_ratios=())
+        model, _ = hp.retrain(space, space.full(), loaders.train, config=cfg, run_dir=out.parent, resume=True, **quiet)
+        extra = {"encoding": list(space.full())}
+    else:
+        dense, _ = hp.load_pruned(job["dense"])
+        cfg = hp.TrainConfig(epochs=s.finetune_epochs, lr=s.finetune_lr, seed=job["seed"], schedule="cosine",
+                             eval_ratios=())
+        if job.get("ratio") is not None:  # Torch-Pruning's network
+            model = avl.l1_prune(dense, job["ratio"], torch.zeros(1, *loaders.input_shape), s)
+            fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
+                payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=avl.TP_FORMAT,
+                fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
+                loss_fn=distillation_loss(dense, label_smoothing=cfg.label_smoothing), resume=True, **quiet)
+            extra = {"ratio": job["ratio"]}
+        else:
+            model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit",
+                                  source=order_channels(space, dense), teacher=dense, run_dir=out.parent,
+                                  resume=True, **quiet)
+            extra = {"encoding": list(job["encoding"])}
+    model.eval()
+    result = {**extra, "test_acc": accuracy(model, loaders.test), "val_acc": accuracy(model, loaders.val),
+              "flops": count_macs(model, [torch.zeros(1, *loaders.input_shape)]),
+              "params": sum(p.numel() for p in model.parameters()),
+              "finetune_seconds": round(time.time() - started, 1)}
+    write_json(out, result)
+    return result
+
+
+def run_pool(jobs: list[dict], workers: int, say) -> None:
+    todo = [j for j in jobs if not Path(j["out"]).exists()]
+    if not todo:
+        return
+    say(f"  {len(todo)} training jobs in {workers} process(es)")
+    started = time.time()
+    if workers <= 1:
+        for k, j in enumerate(todo):
+            finetune_job(j)
+            say(f"  [{k + 1}/{len(todo)}] {j['label']} ({time.time() - started:.0f}s)")
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
+        for k, (j, r) in enumerate(zip(todo, pool.imap(finetune_job, todo))):
+            say(f"  [{k + 1}/{len(todo)}] {j['label']}: test top-1 {r['test_acc']:.4f} ({time.time() - started:.0f}s)")
+
+
+# ---- choosing the networks ------------------------------------------------------------------------
+def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
+    """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
+    evaluators the tau step reuses."""
+    path = work / "chosen.json"
+    dense, _ = hp.load_pruned(dense_path)
+    ordered = order_channels(space, dense)
+    inherit = InheritEvaluator(space, ordered)
+    cfg = SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
+                       mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
+                       calib_batches=s.calib_batches, val_batches=s.val_batches, seed=0)
+    pnet_path = work / "pruningnet.pt"
+    if not pnet_path.exists():
+        t = time.time()
+        pnet = PruningNet(space, source=ordered)
+        train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, eval_ratios=()),
+                         run_dir=work / "pnet", progress=False, log=lambda m: None)
+        torch.save({"state_dict": pnet.state_dict(), "seconds": time.time() - t}, pnet_path)
+    saved = torch.load(pnet_path, weights_only=True)
+    pnet = PruningNet(space, source=ordered)
+    pnet.load_state_dict(saved["state_dict"])
+    evaluators = {"inherit": inherit, "pruningnet": PruningNetEvaluator(pnet.eval())}
+    if path.exists():
+        return json.loads(path.read_text()), evaluators
+    chosen: dict = {m: {} for m in METHODS}
+    lats = [b for _, b in budgets]
+    for method, ev, extra in (("hwprune", inherit, 0.0), ("hwprune-pruningnet", evaluators["pruningnet"],
+                                                         saved["seconds"])):
+        t = time.time()
+        res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say)
+        seconds = round(time.time() - t + extra, 1)
+        for (f, _), best in zip(budgets, res.best):
+            chosen[method][str(f)] = {"encoding": best["encoding"], "search_seconds": seconds}
+            if method == "hwprune":  # (a budget no uniform width meets: its narrowest network)
+                uniform = (best.get("uniform") or {}).get("encoding") or list(space.narrowest())
+                chosen["uniform"][str(f)] = {"encoding": uniform, "search_seconds": 0.0}
+    rng = np.random.default_rng(0)
+    for f, b in budgets:  # random search: the best of N random networks under the budget, same evaluator
+        t = time.time()
+        pool = [space.sample(rng) for _ in range(50 * s.random_candidates)]
+        feasible = [e for e in pool if table.predict(e) <= b][: s.random_candidates] or [space.narrowest()]
+        val = limited(loaders.val, s.val_batches)
+        scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]
+        chosen["random"][str(f)] = {"encoding": list(feasible[int(np.argmax(scores))]),
+                                    "search_seconds": round(time.time() - t, 1)}
+        t = time.time()  # Torch-Pruning's ratio, bisected on measured latency
+        ratio, ms, _ = avl.fit_ratio(lambda r: measure([avl.l1_prune(dense, r, torch.zeros(1, *loaders.input_shape),
+                                                                     s)])[0], b, s.tp_max_ratio, s.tp_steps)
+        chosen["l1"][str(f)] = {"ratio": ratio, "search_seconds": round(time.time() - t, 1)}
+    write_json(path, chosen)
+    return chosen, evaluators
+
+
+def limited(loader, n):
+    from hwprune.search.evaluator import _Limited
+
+    return _Limited(loader, n) if n else loader
+
+
+def tau_candidates(space, table, n: int, dense_ms: float, seed: int = 0) -> list[tuple[int, ...]]:
+    """``n`` networks spread evenly over 25-75% of the dense network's predicted latency (one per latency bin)."""
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(0.25, 0.75, n + 1) * dense_ms
+    picked = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        for _ in range(20000):
+            enc = tuple(int(rng.integers(0, k)) for k in space.num_choices)  # uniform, then scaled toward the bin
+            if lo <= table.predict(enc) < hi:
+                picked.append(enc)
+                break
+        else:  # the bin is hard to hit at random: the uniform width nearest its middle
+            ratios = np.linspace(0.1, 1.0, 91)
+            encs = [space.uniform(r) for r in ratios]
+            picked.append(min(encs, key=lambda e: abs(table.predict(e) - (lo + hi) / 2)))
+    return picked
+
+
+def median_ms(onnx_path: Path, shape, runs: int) -> float:
+    """The median a user measures: a plain onnxruntime session, 1 thread, 20 warm-up runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    x = {sess.get_inputs()[0].name: np.zeros(shape, np.float32)}
+    for _ in range(20):
+        sess.run(None, x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------
+def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[list[dict], list[dict]]:
+    work.mkdir(parents=True, exist_ok=True)
+    s = s.for_model(name)
+    sd = asdict(s)
+    space, loaders = setup(name, s)
+    shape = (1, *loaders.input_shape)
+    say(f"== {name} on {s.data}: latency table, dense network, budgets")
+    table_path = work / "latency_table.csv"
+    if table_path.exists():
+        table = hp.LatencyTable.load(table_path, space)
+    else:
+        table = hp.profile(space, backend="onnxruntime", threads=1, repeats=s.profile_repeats, passes=s.passes,
+                           calibrate=s.calibrate,
+                           runs_per_pass=s.runs_per_pass, out=table_path, cache_dir=work.parent / "kernel_store",
+                           quiet=True)
+
+    def measure(items) -> list[float]:
+        prof = profiler_for_table(table)
+        try:
+            return [m.value(table.statistic) for m in prof.measure_networks(items, shape, passes=s.passes,
+                                                                            runs_per_pass=s.runs_per_pass)]
+        finally:
+            prof.close()
+
+    dense_dir = work / "dense"
+    run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": sd, "label": f"{name} dense",
+               "out": str(dense_dir / "result.json")}], 1, say)
+    dense_path = dense_dir / "model.pt"
+    lat_path = work / "dense_latency.json"
+    if not lat_path.exists():
+        write_json(lat_path, {"measured_ms": measure([space.materialize(space.full())])[0]})
+    dense_ms = json.loads(lat_path.read_text())["measured_ms"]
+    floor, top = table.predict(space.narrowest()), table.predict(space.full())
+    if s.budget_of == "range":
+        budgets = [(f, round(floor + f * (top - floor), 4)) for f in s.fractions]
+    else:
+        budgets = [(f, round(f * dense_ms, 4)) for f in s.fractions if f * dense_ms > floor]
+    if not budgets:
+        raise SystemExit(f"no budget of {s.fractions} x {dense_ms:.4f} ms is above the narrowest network's "
+                         f"{floor:.4f} ms on this machine")
+    say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
+
+    say(f"== {name}: choose a network per budget with every method")
+    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, measure, say)
+
+    say(f"== {name}: fine-tune every chosen network ({s.finetune_epochs} epochs, seeds {s.seeds})")
+    jobs = []
+    for method in METHODS:
+        for f, _ in budgets:
+            c = chosen[method][str(f)]
+            for seed in s.seeds:
+                jobs.append({"kind": "finetune", "model": name, "seed": seed, "settings": sd, "dense": str(dense_path),
+                             "encoding": c.get("encoding"), "ratio": c.get("ratio"),
+                             "label": f"{name} {method} {f:.0%} seed {seed}",
+                             "out": str(work / f"{method}_{f}_s{seed}" / "result.json")})
+    tau_rows, tau_encs = [], []
+    if name in s.tau_models:
+        tau_encs = tau_candidates(space, table, s.tau_candidates, table.predict(space.full()))
+        for k, enc in enumerate(tau_encs):
+            jobs.append({"kind": "finetune", "model": name, "seed": 0, "settings": sd, "dense": str(dense_path),
+                         "encoding": list(enc), "ratio": None, "label": f"{name} tau candidate {k}",
+                         "out": str(work / f"tau_{k}" / "result.json")})
+    run_pool(jobs, workers, say)
+
+    if tau_encs:
+        say(f"== {name}: does each evaluator rank networks as fine-tuning does? ({len(tau_encs)} networks)")
+        tuned = [json.loads((work / f"tau_{k}" / "result.json").read_text())["test_acc"] for k in range(len(tau_encs))]
+        val = limited(loaders.val, s.val_batches)
+        for ev_name, ev in evaluators.items():
+            fitness = [ev.score(e, val, loaders.calib, s.calib_batches) for e in tau_encs]
+            tau_rows.append({"model": name, "evaluator": ev_name, "candidates": len(tau_encs),
+                             "kendall_tau": round(kendall_tau(fitness, tuned), 4),
+                             "spearman": round(spearman(fitness, tuned), 4), "default": ev_name == DEFAULT_EVALUATOR})
+            say(f"  {ev_name}: Kendall tau {tau_rows[-1]['kendall_tau']:.3f}, Spearman {tau_rows[-1]['spearman']:.3f}")
+
+    say(f"== {name}: export, measure interleaved with the dense network, and time each winner in a plain session")
+    nets = [("dense", None, None, 0, dense_dir)] + [(m, f, b, seed, work / f"{m}_{f}_s{seed}") for m in METHODS
+                                                    for f, b in budgets for seed in s.seeds]
+    check = [x for _, (x, _) in zip(range(2), loaders.val)]
+    example = torch.zeros(shape)
+    files = []
+    for method, f, b, seed, folder in nets:
+        path = folder / "model.onnx"
+        if not path.exists():
+            hp.export_onnx(load_net(folder, method, chosen, f, dense_path, s, example), path, example,
+                           check_inputs=check)
+        files.append(path)
+    measured_path = work / "measured.json"
+    if not measured_path.exists():
+        ms = measure([p.read_bytes() for p in files])
+        medians = {str(p): median_ms(p, shape, s.median_runs) for p, n in zip(files, nets) if n[3] == s.seeds[0]}
+        write_json(measured_path, {"measured": dict(zip(map(str, files), ms)), "median": medians})
+    m = json.loads(measured_path.read_text())
+    rows = []
+    for (method, f, b, seed, folder), path in zip(nets, files):
+        r = json.loads((folder / "result.json").read_text())
+        enc = r.get("encoding")
+        c = chosen[method][str(f)] if f is not None else {}
+        ms = m["measured"][str(path)]
+        rows.append({"model": name, "dataset": s.data, "method": method, "budget_fraction": f if f else "",
+                     "budget_ms": b or "", "seed": seed, "test_acc": round(r["test_acc"], 4),
+                     "val_acc": round(r["val_acc"], 4),
+                     "predicted_ms": round(table.predict(enc), 4) if enc is not None else "",
+                     "measured_ms": round(ms, 4), "median_ms": round(m["median"].get(str(path), float("nan")), 4),
+                     "within_budget": "" if b is None else ms <= b, "flops": r["flops"], "params": r["params"],
+                     "search_seconds": c.get("search_seconds", ""), "finetune_seconds": r["finetune_seconds"]})
+    return rows, tau_rows
+
+
+def load_net(folder: Path, method: str, chosen: dict, f, dense_path: Path, s: Settings, example):
+    if method != "l1":
+        return hp.load_pruned(folder / "model.pt")[0]
+    from hwprune.files.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(folder / "model.pt", avl.TP_FORMAT)
+    model = avl.l1_prune(hp.load_pruned(dense_path)[0], ck["ratio"], example, s)
+    model.load_state_dict(ck["state_dict"])
+    return model.eval()
+
+
+def summary(rows: list[dict], tau: list[dict]) -> str:
+    """Mean ± std over seeds per model, budget and method; the tau table; whether the goal is met."""
+    lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | predicted / median measured | "
+             "search s |", "|---|---|---|---|---|---|---|"]
+    means = {}
+    for key in dict.fromkeys((r["model"], r["budget_fraction"], r["method"]) for r in rows):
+        g = [r for r in rows if (r["model"], r["budget_fraction"], r["method"]) == key]
+        acc = np.array([r["test_acc"] for r in g])
+        means[key] = acc.mean()
+        pm = [r["predicted_ms"] / r["median_ms"] for r in g if r["predicted_ms"] != "" and r["median_ms"] == r["median_ms"]]
+        budget = "dense" if key[1] == "" else f"{key[1]:.0%}"
+        lines.append(f"| {key[0]} | {budget} | {key[2]} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(g) > 1 else 0:.4f} "
+                     f"| {np.mean([r['measured_ms'] for r in g]):.4f} | {np.mean(pm) if pm else float('nan'):.3f} | "
+                     f"{g[0]['search_seconds']} |")
+    lines += ["", "| model | evaluator | candidates | Kendall tau | Spearman |", "|---|---|---|---|---|"]
+    lines += [f"| {t['model']} | {t['evaluator']}{' (default)' if t['default'] else ''} | {t['candidates']} | "
+              f"{t['kendall_tau']:.3f} | {t['spearman']:.3f} |" for t in tau]
+    goals = []
+    for (model, f, method), v in means.items():
+        if method == "hwprune" and f in (0.3, 0.5):
+            u, l1 = means.get((model, f, "uniform")), means.get((model, f, "l1"))
+            goals.append(u is not None and l1 is not None and v >= u + 0.01 and v >= l1 + 0.005)
+    taus = [t["kendall_tau"] for t in tau if t["default"]]
+    met = bool(goals) and all(goals) and bool(taus) and min(taus) >= 0.6
+    lines += ["", f"Goal (hwprune >= uniform + 1 point and >= L1 + 0.5 point at 30% and 50%, default evaluator's "
+                  f"tau >= 0.6): {'met' if met else 'NOT met'}"]
+    return "\n".join(lines)
+
+
+def _csv(rows: list[dict], columns: list[str], env: dict) -> str:
+    buf = io.StringIO()
+    buf.write(f"# {json.dumps(env)}\n")
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for method in ("dense", *METHODS):
+            g = [r for r in rows if r["model"] == model and r["method"] == method]
+            if g:
+                ax.scatter([r["measured_ms"] for r in g], [r["test_acc"] for r in g], label=method, s=18)
+        ax.set_title(f"{model}: test top-1 vs measured latency (every seed)", fontsize=9)
+        ax.set_xlabel("measured latency, onnxruntime CPU, 1 thread, batch 1 (ms)")
+        ax.set_ylabel("test top-1")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    Path(tmp).replace(path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+")
+    ap.add_argument("--fractions", nargs="+", type=float)
+    ap.add_argument("--seeds", nargs="+", type=int)
+    ap.add_argument("--data", help="dataset (default fashion-mnist; --quick: bundled)")
+    ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
+    ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="kept work (resumable)")
+    ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
+    args = ap.parse_args(argv)
+    s = Settings(**QUICK) if args.quick else Settings()
+    for k in ("models", "fractions", "seeds", "data"):
+        if getattr(args, k) is not None:
+            s = replace(s, **{k: getattr(args, k)})
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    work.mkdir(parents=True, exist_ok=True)
+    settings_path = work / "settings.json"
+    if settings_path.exists() and json.loads(settings_path.read_text()) != asdict(s):
+        sys.exit(f"{work} holds a run with other settings; pass another --work or delete it")
+    write_json(settings_path, asdict(s))
+    torch.set_num_threads(1)
+    started = time.time()
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    rows, tau = [], []
+    for name in s.models:
+        r, t = bench_model(name, s, work / name, args.workers, say)
+        rows += r
+        tau += t
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "fashion_mnist_quick" if args.quick else "fashion_mnist"
+    env = {**avl.environment(), "settings": asdict(s), "seconds": round(time.time() - started)}
+    write_atomic(out / f"{stem}.csv", _csv(rows, COLUMNS, {k: v for k, v in env.items() if k != "settings"}))
+    write_atomic(out / f"{stem}_tau.csv", _csv(tau, TAU_COLUMNS, {k: v for k, v in env.items() if k != "settings"}))
+    plot(rows, out / f"{stem}.png")
+    table = summary(rows, tau)
+    write_atomic(out / f"{stem}.md", table + "\n")
+    write_json(out / f"{stem}.env.json", env)
+    print(table)
+    print(f"wrote {out / stem}.csv, _tau.csv, .png, .md in {env['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
