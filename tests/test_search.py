@@ -54,6 +54,10 @@ def test_budgets_are_never_exceeded_and_nothing_is_evaluated_twice(setup):
     for h in res.history:
         limit = lats[h["budget"]]
         assert table.predict(h["encoding"]) <= limit and space.flops(h["encoding"]) <= flops
+    used = [table.predict(h["encoding"]) / lats[0] for h in res.history if h["budget"] == 0]
+    assert np.mean(np.array(used) >= TINY.min_fraction) > 0.5  # candidates use their budget, where they can
+    used = [table.predict(h["encoding"]) / lats[1] for h in res.history if h["budget"] == 1]  # FLOPs bind first:
+    assert np.median(used) > 0.6  # the window cannot be met; random fill takes the closest under the budget
     encs = [tuple(h["encoding"]) for h in res.history]
     per_budget = [[e for e, h in zip(encs, res.history) if h["budget"] == b] for b in (0, 1)]
     assert all(len(set(p)) == len(p) for p in per_budget)  # novel within a budget's search
@@ -174,3 +178,21 @@ def test_the_uniform_baseline_is_labelled_by_its_widths(setup):
     kept = sum(u["channels"].values()) / sum(g.width for g in pnet.space.groups)
     assert u["ratio"] == round(kept, 3) and tuple(u["encoding"]) == pnet.space.uniform(u["multiplier"])
     assert u["latency_ms"] <= 0.6 * table.predict(pnet.space.full())
+
+
+def test_the_budget_window_and_its_refusal(setup):
+    from dataclasses import replace
+
+    from hwprune.search.evolution import _floor
+
+    pnet, loaders, table, _ = setup
+    ev = hp.search.CandidateEvaluator(pnet, table, loaders.val, loaders.calib, TINY)
+    full = table.predict(pnet.space.full())
+    assert _floor(ev, hp.search.Budget(0.5 * full), 0.9) == (0, pytest.approx(0.45 * full))
+    assert _floor(ev, hp.search.Budget(3 * full), 0.9) == (0, pytest.approx(0.9 * full))  # the dense one fits
+    assert _floor(ev, hp.search.Budget(flops=1e6), 0.9) == (1, pytest.approx(0.9e6))
+    assert _floor(ev, hp.search.Budget(0.5 * full), 0.0) is None
+    tight = replace(TINY, min_fraction=1.0, max_draws=2000, generations=1)  # nothing lands exactly on the budget:
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=0.5123456 * full, config=tight)
+    assert len(res.history) == TINY.population  # filled from below the budget instead
+    assert all(h["latency_ms"] <= 0.5123456 * full for h in res.history)

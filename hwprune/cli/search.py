@@ -36,6 +36,8 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--mutations", type=int, default=default(SearchConfig, "mutations"), show_default=True)
 @click.option("--crossovers", type=int, default=default(SearchConfig, "crossovers"), show_default=True)
 @click.option("--mutation-prob", type=float, default=default(SearchConfig, "mutation_prob"), show_default=True)
+@click.option("--min-fraction", type=float, default=default(SearchConfig, "min_fraction"), show_default=True,
+              help="Consider only networks that use at least this share of the budget (0: any under it).")
 @click.option("--calib-batches", type=int, default=default(SearchConfig, "calib_batches"), show_default=True,
               help="BN recalibration batches.")
 @click.option("--val-batches", type=int, help="Validation batches per candidate (default: all).")
@@ -48,7 +50,7 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, importance, table, latency_ms, latency_fraction,
            flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
-           calib_batches, val_batches, seed, device, out, resume, allow_mismatch, as_json, quiet):
+           min_fraction, calib_batches, val_batches, seed, device, out, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
     from ..runs.folder import RunFolder
@@ -70,8 +72,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tab
     if lat is None and frac is None and fl is None and pa is None:
         raise click.UsageError("give at least one budget: --latency-ms, --latency-fraction, --flops or --params")
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
-                       crossovers=crossovers, mutation_prob=mutation_prob, generations=generations,
-                       calib_batches=calib_batches, val_batches=val_batches, seed=seed)
+                       crossovers=crossovers, mutation_prob=mutation_prob, min_fraction=min_fraction,
+                       generations=generations, calib_batches=calib_batches, val_batches=val_batches, seed=seed)
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
                           resume=resume, allow_mismatch=allow_mismatch, log=echo_log(quiet))

@@ -21,6 +21,10 @@ class SearchConfig:
     val_batches: int | None = None  # limit validation batches per candidate (None: all)
     seed: int = 0
     max_draws: int = 200_000  # random encodings tried when filling a population before giving up
+    # candidates must use at least this share of the budget (its latency, else FLOPs, else params): a network
+    # well under the budget leaves speed unused, and a noisy fitness would otherwise pick one; 0 is
+    # MetaPruning's original (any network under the budget)
+    min_fraction: float = 0.9
 
     def __post_init__(self):
         for name in ("population", "keep_top", "max_draws"):
@@ -28,4 +32,5 @@ class SearchConfig:
         for name in ("parents", "mutations", "crossovers", "generations", "calib_batches", "seed"):
             check_number(name, getattr(self, name), integer=True, inclusive=True)
         check_number("mutation_prob", self.mutation_prob, inclusive=True, maximum=1)
+        check_number("min_fraction", self.min_fraction, inclusive=True, maximum=1)
         check_number("val_batches", self.val_batches, integer=True, minimum=1, inclusive=True, optional=True)

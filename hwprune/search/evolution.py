@@ -4,9 +4,10 @@ Per budget: a population of feasible encodings; each generation keeps the top
 ``keep_top`` seen, takes the best ``parents``, and forms the next population from
 ``mutations`` (each gene redrawn with ``mutation_prob``), ``crossovers`` (uniform
 mask between two parents) and random feasible encodings. A candidate over any
-budget is rejected before it is evaluated (latency from the table, FLOPs and
-params from the space, all vectorised); no encoding is evaluated twice, across
-budgets too. Fitness is validation top-1 with PruningNet weights after BatchNorm
+budget, or under ``min_fraction`` of it (a network that leaves speed unused; where
+that window cannot be filled, random fill takes the networks closest under the budget), is
+rejected before it is evaluated (latency from the table, FLOPs and params from the
+space, all vectorised); no encoding is evaluated twice, across budgets too. Fitness is validation top-1 with PruningNet weights after BatchNorm
 recalibration. State is saved after every generation; a resumed search continues
 with the same random stream and ends where an uninterrupted one would.
 """
@@ -41,11 +42,24 @@ def _draw(space, rng: np.random.Generator, n: int) -> np.ndarray:
     return np.minimum((u * scale * choices).astype(np.int64), choices - 1)
 
 
+def _floor(ev: CandidateEvaluator, budget: Budget, fraction: float) -> tuple[int, float] | None:
+    """The window's lower edge: ``fraction`` of the budget's primary limit (latency, else FLOPs, else params),
+    never above what the widest network costs (a budget over the dense network's cost is met by it alone)."""
+    if not fraction:
+        return None
+    for col, limit in enumerate((budget.latency_ms, budget.flops, budget.params)):
+        if limit is not None:
+            full = ev.costs(np.asarray([ev.space.full()]))[0, col]
+            return col, fraction * min(limit, full)
+    return None
+
+
 class _Evolution:
     """One budget's search; its state is plain JSON so it can be saved and resumed."""
 
     def __init__(self, ev: CandidateEvaluator, budget: Budget, cfg: SearchConfig, index: int):
         self.ev, self.budget, self.cfg, self.index = ev, budget, cfg, index
+        self.floor = _floor(ev, budget, cfg.min_fraction)  # (cost column, least cost a candidate may have)
         self.rng = np.random.default_rng((cfg.seed, index))
         self.generation = 0
         self.seen: set[Enc] = set()
@@ -64,10 +78,13 @@ class _Evolution:
         self.top = [(f, tuple(e)) for f, e in s["top"]]
         self.population = [tuple(e) for e in s["population"]]
 
-    def _novel(self, encs: np.ndarray, want: int, taken: set[Enc]) -> list[Enc]:
+    def _novel(self, encs: np.ndarray, want: int, taken: set[Enc], window: bool = True) -> list[Enc]:
         if len(encs) == 0:
             return []
         ok = self.ev.feasible(encs, self.budget)
+        if window and self.floor is not None:
+            col, least = self.floor
+            ok &= self.ev.costs(encs)[:, col] >= least
         out = []
         for e, good in zip(map(tuple, encs.tolist()), ok):
             if good and e not in self.seen and e not in taken:
@@ -78,12 +95,18 @@ class _Evolution:
         return out
 
     def _random(self, want: int, taken: set[Enc]) -> list[Enc]:
+        """Random feasible encodings, from the budget's window first; where the window (with the other budgets)
+        is too narrow to fill, from anywhere under the budget."""
         out: list[Enc] = []
-        draws = 0
-        while len(out) < want and draws < self.cfg.max_draws:
+        draws, limit = 0, self.cfg.max_draws // (2 if self.floor is not None else 1)
+        while len(out) < want and draws < limit:
             n = max(256, 4 * want)
             out += self._novel(_draw(self.ev.space, self.rng, n), want - len(out), taken)
             draws += n
+        if len(out) < want and self.floor is not None:  # of what is under the budget, the closest to it
+            encs = _draw(self.ev.space, self.rng, min(limit, 50_000))
+            encs = encs[np.argsort(-self.ev.costs(encs)[:, self.floor[0]], kind="stable")]
+            out += self._novel(encs, want - len(out), taken, window=False)
         return out
 
     def _mutate(self, parents: list[Enc], want: int, taken: set[Enc]) -> list[Enc]:
