@@ -13,6 +13,10 @@ from hwprune.training.loop import fit
 from hwprune.training.metrics import accuracy
 
 
+TINY = SearchConfig(population=6, keep_top=6, parents=3, mutations=2, crossovers=2, generations=2, calib_batches=2,
+                    val_batches=2)
+
+
 @pytest.fixture(scope="module")
 def trained():
     """resnet20 trained 3 epochs on 2,048 bundled digits: a dense model that knows something."""
@@ -59,10 +63,8 @@ def test_ordering_keeps_better_channels_than_the_trained_order(trained):
 def test_search_takes_an_inherit_evaluator_and_meets_the_budget(trained):
     model, space, loaders = trained
     ev = InheritEvaluator(space, order_channels(space, model))
-    cfg = SearchConfig(population=6, keep_top=6, parents=3, mutations=2, crossovers=2, generations=2,
-                       calib_batches=2, val_batches=2)
     budget = 0.4 * space.flops(space.full())
-    res = search(ev, loaders.val, loaders.calib, flops=budget, config=cfg)
+    res = search(ev, loaders.val, loaders.calib, flops=budget, config=TINY)
     assert res.best[0]["flops"] <= budget and 0 <= res.best[0]["fitness"] <= 1
     assert res.best[0]["fitness"] == max(h["fitness"] for h in res.history)
     with pytest.raises(hp.HwpruneError, match="cannot score candidates with a Linear"):
@@ -88,10 +90,8 @@ def test_magnitude_pruning_is_global_and_widest_first(trained):
 def test_the_search_result_carries_both_baselines_under_the_same_budget(trained):
     model, space, loaders = trained
     ev = InheritEvaluator(space, order_channels(space, model))
-    cfg = SearchConfig(population=4, keep_top=4, parents=2, mutations=1, crossovers=1, generations=1,
-                       calib_batches=1, val_batches=1)
     budget = 0.5 * space.flops(space.full())
-    best = search(ev, loaders.val, loaders.calib, flops=budget, config=cfg).best[0]
+    best = search(ev, loaders.val, loaders.calib, flops=budget, config=TINY).best[0]
     mag, uni = best["magnitude"], best["uniform"]
     assert mag["metric"] == "l1" and mag["flops"] <= budget and uni["flops"] <= budget
     assert mag["encoding"] != uni["encoding"]  # the ranking is not uniform on a trained network

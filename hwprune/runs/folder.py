@@ -11,12 +11,13 @@ Only the main process of a data-parallel job writes the manifest.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
+
 from ..version import __version__
 from ..errors import HwpruneError
 from ..files.atomic import write_json
+from ..files.jsonfile import read_json
 from ..training.distributed import is_main
 
 __all__ = ["RunFolder", "RunFolderError", "RUN_FORMAT", "MANIFEST"]
@@ -49,15 +50,8 @@ class RunFolder:
         """The manifest, or an empty one for a new folder."""
         if not self.manifest_path.exists():
             return {"format": RUN_FORMAT, "hwprune": __version__, "stages": {}}
-        try:
-            data = json.loads(self.manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise RunFolderError(f"{self.manifest_path} is unreadable ({e}); restore it or start a new run "
-                                 f"folder") from None
-        if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
-            raise RunFolderError(f"{self.manifest_path} is not a hwprune run manifest (expected format "
-                                 f"{RUN_FORMAT!r}); use another --out folder")
-        return data
+        return read_json(self.manifest_path, RUN_FORMAT, "hwprune run manifest", "restore it or use another --out "
+                         "folder", RunFolderError)
 
     def stage(self, key: str) -> dict | None:
         """The record of stage ``key``, or None when it never started here."""

@@ -35,19 +35,11 @@ class SearchResult:
 
 def read_result(path: str | Path) -> dict:
     """A search's ``result.json``, refused in one line when it is not one (a checkpoint, a table, damaged JSON)."""
-    import json
-
     from ..errors import HwpruneError
+    from ..files.jsonfile import read_json
 
-    path = Path(path)
-    try:
-        res = json.loads(path.read_text())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise HwpruneError(f"{path} is not a search result (result.json): {type(e).__name__} reading it as JSON; "
-                           f"pass the result.json that hwprune search wrote") from None
-    if not isinstance(res, dict) or res.get("format") != RESULT_FORMAT:
-        raise HwpruneError(f"{path} is not a search result (no {RESULT_FORMAT!r} format tag); pass the result.json "
-                           f"that hwprune search wrote")
+    res = read_json(path, RESULT_FORMAT, "search result (result.json)", "pass the result.json that hwprune search "
+                    "wrote")
     bests = res.get("best")
     if not isinstance(bests, list) or not all(isinstance(b, dict) and isinstance(b.get("encoding"), list)
                                               and isinstance(b.get("budget"), dict) for b in bests):
