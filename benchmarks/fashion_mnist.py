@@ -176,7 +176,8 @@ def finetune_job(job: dict) -> dict:
             extra = {"ratio": job["ratio"]}
         else:
             model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit",
-                                  source=order_channels(space, dense), teacher=dense, run_dir=out.parent,
+                                  source=order_channels(space, dense, data=loaders.calib), teacher=dense,
+                                  run_dir=out.parent,
                                   resume=True, **quiet)
             extra = {"encoding": list(job["encoding"])}
     model.eval()
@@ -212,7 +213,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     evaluators the tau step reuses."""
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
-    ordered = order_channels(space, dense)
+    ordered = order_channels(space, dense, data=loaders.calib)  # the default order (Taylor)
     inherit = InheritEvaluator(space, ordered)
     cfg = SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
                        mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,

@@ -36,6 +36,8 @@ def test_quickstart_fast_end_to_end(qs):
         s = run[f"finetune_{name}"]["settings"]
         assert s["init"] == "inherit" and s["teacher"] == "the dense model" and s["encoding"] == \
             f["networks"][name]["encoding"]
+        # the magnitude network keeps the channels L1 ranks best; the others inherit the default (Taylor) order
+        assert s["dense"]["importance"] == ("l1" if name == "magnitude" else "taylor")
     assert len({json.dumps(run[f"finetune_{n}"]["settings"]["train"]) for n in f["networks"]}) == 1
     for name, r in f["networks"].items():
         assert r["predicted_ms"] <= f["budget_ms"]  # the search and the baseline both meet the budget on paper

@@ -20,7 +20,7 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--model", "model_name", help=f"With --evaluator inherit: the dense model. {MODEL_HELP}")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=f"With --model: {WEIGHTS_HELP}")
 @click.option("--round-to", type=int, help="With --model: make every width a multiple of N.")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l1", show_default=True,
+@click.option("--importance", type=click.Choice(["taylor", "l1", "l2", "bn"]), default="taylor", show_default=True,
               help="With --model: how channels are ordered before slicing.")
 @click.option("--table", type=click.Path(exists=True, dir_okay=False), help="Latency table CSV of this space.")
 @click.option("--latency-ms", help="Latency budget(s) in ms, e.g. 1.5 or 1.0,1.5,2.0 (one best per budget).")

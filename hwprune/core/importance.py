@@ -150,9 +150,14 @@ def layout_permutation(layout: Layout, perms: dict[int, np.ndarray]) -> torch.Te
 
 
 @torch.no_grad()
-def order_channels(space, model: nn.Module, metric: str = "l1", data=None) -> nn.Module:
+def order_channels(space, model: nn.Module, metric: str | None = None, data=None) -> nn.Module:
     """A copy of ``model`` with each prunable group's channels in decreasing importance; outputs are unchanged.
-    (``data``: training batches, for ``metric="taylor"``.)"""
+
+    ``metric`` None is the best order the inputs allow: ``"taylor"`` given training
+    batches (``data``), else ``"l1"`` (benchmarks/importance_metrics.py: Taylor-ordered
+    resnet20s keep 0.78 val top-1 at uniform width 0.7 before fine-tuning, L1-ordered 0.63).
+    """
+    metric = metric or ("taylor" if data is not None else "l1")
     scores = channel_importance(space, model, metric, data)
     perms = {gi: np.argsort(-s, kind="stable") for gi, s in scores.items()}
     ordered = copy.deepcopy(model)

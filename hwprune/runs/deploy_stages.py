@@ -8,7 +8,7 @@ PruningNet is found through the manifest of the run folder that holds its result
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -123,7 +123,10 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     if dense_spec is not None:
         data_settings = from_dict(DataSettings, searched["data"], "the search's run.json")
         loaders = loaders_for(data_settings, override=data, batch_size=batch_size)
-        dense, space, ordered = ordered_dense(from_dict(DenseModel, dense_spec, "the search's run.json"), loaders)
+        spec = from_dict(DenseModel, dense_spec, "the search's run.json")
+        if baseline == "magnitude":  # the magnitude network keeps the channels its criterion ranks best
+            spec = replace(spec, importance=chosen.get("metric", "l1"))
+        dense, space, ordered = ordered_dense(spec, loaders)
         if init == "pruningnet":
             raise HwpruneError(f"{result} was searched with inherited weights: there is no PruningNet to start from; "
                                f"use --init inherit or scratch")
@@ -151,7 +154,8 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     teacher_name = str(teacher) if teacher else ("the dense model" if teacher_model is not None else None)
     run.begin(key, "retrain", {"result": str(result) if result else None, "budget": budget,
                                "baseline": baseline,
-                               "checkpoint": str(checkpoint) if checkpoint else None, "dense": dense_spec,
+                               "checkpoint": str(checkpoint) if checkpoint else None,
+                               "dense": asdict(spec) if dense_spec is not None else None,
                                "ratio": ratio, "init": init, "teacher": teacher_name, "encoding": list(enc),
                                "chosen": chosen, "data": asdict(used), "train": asdict(cfg)})
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))

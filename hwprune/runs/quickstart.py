@@ -2,7 +2,7 @@
 
 resnet20 on the bundled MNIST subset, this machine's CPU with onnxruntime (1 thread):
 profile a latency table, train the dense network (``pretrain``), order its channels
-by L1 importance, search at a fraction of the dense network's latency with inherited
+by first-order Taylor importance, search at a fraction of the dense network's latency with inherited
 weights (the ``inherit`` evaluator), then fine-tune three networks of the same budget
 the same way (from their inherited weights, distilled from the dense model): the
 searched one, the uniform-width one and the one global L1 magnitude pruning keeps.
@@ -35,7 +35,7 @@ class QuickstartConfig:
     # from the narrowest network's to the dense one's (budget_of="range": reachable on any machine)
     budget_of: str = "dense"
     smoke: bool = False  # a smoke run: the report says its accuracies mean nothing
-    importance: str = "l1"  # the channel order candidates inherit (hwprune.core.importance)
+    importance: str = "taylor"  # the channel order candidates inherit (hwprune.core.importance)
     pretrain_epochs: int = 15
     finetune_epochs: int = 8
     finetune_lr: float = 0.01

@@ -66,7 +66,7 @@ class TrainJob:
 
     model: str = "resnet20"  # zoo name, package.module:function or path/to/file.py:function
     weights: str | None = None  # the model's trained weights (state_dict); the PruningNet starts from them
-    importance: str = "l1"  # with weights: the channel order the PruningNet starts from (hwprune.core.importance)
+    importance: str = "taylor"  # with weights: the channel order the PruningNet starts from (core/importance.py)
     data: str = "bundled"  # "bundled" or a dataset path
     image_size: int | None = None
     width_mult: float | None = None
@@ -95,7 +95,7 @@ class DenseModel:
     weights: str | None = None  # its trained weights; an untrained model has nothing to inherit
     round_to: int | None = None  # widths in multiples of N
     width_mult: float | None = None  # zoo models only
-    importance: str = "l1"  # the channel order: l1, l2 or bn (hwprune.core.importance)
+    importance: str = "taylor"  # the channel order: taylor, l1, l2 or bn (hwprune.core.importance)
 
 
 @dataclass

@@ -91,22 +91,20 @@ class InheritEvaluator:
     ``model`` should be importance-ordered (:func:`~hwprune.core.importance.order_channels`),
     so that the slice keeps each group's best channels; BatchNorm statistics are
     recalibrated on training batches before the validation score. ``importance`` holds
-    each group's channel scores by the model's metric (those ``order_channels`` ranked
-    it by), which the search's magnitude baseline ranks globally.
+    each group's L1 channel scores, which the search's magnitude baseline ranks globally.
     """
 
     name = "inherit"
 
-    def __init__(self, space, model: nn.Module, metric: str | None = None):
+    def __init__(self, space, model: nn.Module):
         from ..core.importance import channel_importance
 
         self.space, self.model = space, model
         known = getattr(model, "hwprune_importance", None) or {}  # what order_channels ranked it by
-        self.metric = metric or known.get("metric", "l1")
-        if known.get("metric") == self.metric and "scores" in known:
-            self.importance = known["scores"]
-        else:
-            self.importance = channel_importance(space, model, self.metric)
+        self.order = known.get("metric")
+        self.metric = "l1"  # the magnitude baseline's criterion (Torch-Pruning's), whatever the order
+        self.importance = known["scores"] if self.order == "l1" and "scores" in known else \
+            channel_importance(space, model, "l1")
 
     def score(self, enc: Sequence[int], val_loader, calib_loader, calib_batches: int = 10) -> float:
         dev = next(self.model.parameters()).device
