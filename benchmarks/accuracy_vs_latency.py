@@ -88,7 +88,7 @@ class Settings:
     # 0.01, is the PruningNet's and left 6-epoch resnet20s at 0.52-0.83 test top-1 from scratch.
     lr: float = 0.05  # the dense networks' (from scratch)
     finetune_lr: float = 0.01  # every pruned network's, from inherited weights
-    importance: str = "l1"  # the channel order (a) and (b) inherit
+    importance: str = "taylor"  # the channel order (a) and (b) inherit (hwprune's default)
     limit: int | None = None  # training images (None: the whole training split)
     round_to: int = 4
     population: int = 20
@@ -196,7 +196,7 @@ def run_job(job: dict) -> dict:
         if job["kind"] in ("hwprune", "uniform"):
             enc = tuple(job["encoding"])
             model, _ = hp.retrain(space, enc, loaders.train, config=cfg, init="inherit",
-                                  source=order_channels(space, dense, s.importance), teacher=dense,
+                                  source=order_channels(space, dense, s.importance, data=loaders.calib), teacher=dense,
                                   run_dir=out.parent, resume=True, progress=False, log=log)
             result = {"encoding": list(enc)}
         elif job["kind"] == "l1":

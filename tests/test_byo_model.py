@@ -120,10 +120,13 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     settings = json.loads((tmp_path / "r" / "run.json").read_text())["stages"]["retrain"]["settings"]
     assert settings["init"] == "inherit" and settings["teacher"] == "the dense model"
     pruned, info = hp.load_pruned(tmp_path / "r" / "model.pt")
-    space = hp.SearchSpace.from_model(load_model(SPEC, weights=path), (1, 1, 32, 32), round_to=4)
-    from hwprune.core.importance import order_channels
+    from hwprune.runs.settings import DataSettings, DenseModel
+    from hwprune.runs.stages import loaders_for, ordered_dense
 
-    want = space.materialize(info["encoding"], source=order_channels(space, load_model(SPEC, weights=path)))
+    dense = DenseModel(**settings["dense"])  # the default order (Taylor, on the data's calibration batches)
+    assert dense.importance == "taylor" and dense.weights == str(path)
+    _, space, ordered = ordered_dense(dense, loaders_for(DataSettings(**settings["data"])))
+    want = space.materialize(info["encoding"], source=ordered)
     for (name, a), b in zip(pruned.state_dict().items(), want.state_dict().values()):
         if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
             assert torch.equal(a, b), name  # 0 epochs: exactly the inherited, ordered weights

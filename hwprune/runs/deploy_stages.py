@@ -30,11 +30,10 @@ def chosen_encoding(result: str | Path, budget: float | None = None, baseline: s
     """The encoding a search chose for ``budget`` (ms; the only budget when None), or that budget's ``baseline``
     network (``"uniform"`` or ``"magnitude"``, :mod:`hwprune.search.baselines`)."""
     from ..search.baselines import BASELINES
+    from ..search.result import read_result
 
     if baseline is not None and baseline not in BASELINES:
         raise HwpruneError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    from ..search.result import read_result
-
     bests = read_result(result).get("best") or []
     if not bests:
         raise HwpruneError(f"{result} holds no search result")
