@@ -57,10 +57,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as common  # noqa: E402  (the job pool, latency measurement and CSVs the benchmarks share)
+
 import hwprune as hp
 from hwprune.files.atomic import write_atomic, write_json
 from hwprune.files.checkpoint import load_checkpoint
-from hwprune.data import load_dataset, make_loaders
 from hwprune.training.metrics import accuracy
 from hwprune.training.loop import fit
 from hwprune.core.importance import order_channels
@@ -120,14 +122,7 @@ FAST = dict(per_model={}, fractions=[0.5], seeds=[0, 1], epochs=1, limit=384, po
 
 # ---- shared set-up (rebuilt identically in every worker) -----------------------------------------
 def setup(name: str, s: Settings, seed: int = 0):
-    data = load_dataset("bundled", seed=0)  # one split for every seed and method
-    if s.limit:
-        data = data.limit_train(s.limit, seed=0)
-    loaders = make_loaders(data, s.batch_size, seed=seed)
-    torch.manual_seed(0)
-    model = hp.create_model(name, num_classes=data.num_classes, in_channels=data.input_shape[0])
-    space = hp.SearchSpace.from_model(model.eval(), (1, *data.input_shape), round_to=s.round_to)
-    return space, loaders
+    return common.setup(name, "bundled", s.limit, s.batch_size, s.round_to, seed)  # one split for every seed
 
 
 def train_config(s: Settings, seed: int, finetune: bool = False) -> hp.TrainConfig:
@@ -196,7 +191,8 @@ def run_job(job: dict) -> dict:
         if job["kind"] in ("hwprune", "uniform"):
             enc = tuple(job["encoding"])
             model, _ = hp.retrain(space, enc, loaders.train, config=cfg, init="inherit",
-                                  source=order_channels(space, dense, s.importance, data=loaders.calib), teacher=dense,
+                                  source=order_channels(space, dense, s.importance, data=loaders.calib),
+                                  teacher=dense,
                                   run_dir=out.parent, resume=True, progress=False, log=log)
             result = {"encoding": list(enc)}
         elif job["kind"] == "l1":
@@ -219,32 +215,15 @@ def run_job(job: dict) -> dict:
 
 def run_pool(jobs: list[dict], workers: int, say) -> None:
     """Run the jobs whose result file is missing, longest first, in ``workers`` processes."""
-    todo = [j for j in jobs if not Path(j["out"]).exists()]
-    if not todo:
-        return
-    say(f"  {len(todo)} training jobs in {workers} process(es) ({len(jobs) - len(todo)} already done)")
-    started = time.time()
-    todo.sort(key=lambda j: -j.get("cost", 1.0))
-    if workers <= 1:
-        for k, j in enumerate(todo):
-            run_job(j)
-            say(f"  [{k + 1}/{len(todo)}] {j['label']} ({time.time() - started:.0f}s)")
-        return
-    with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
-        for k, r in enumerate(pool.imap_unordered(_run_labelled, todo)):
-            say(f"  [{k + 1}/{len(todo)}] {r} ({time.time() - started:.0f}s)")
+    common.run_pool(jobs, workers, say, run_job)
 
 
 def _run_labelled(job: dict) -> str:
-    r = run_job(job)
-    acc = f", test top-1 {r['test_acc']:.4f}" if "test_acc" in r else ""
-    return f"{job['label']}: {r['train_seconds']:.0f}s{acc}"
+    return common.labelled(job, run_job)
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------
 def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[dict]:
-    from hwprune.latency.fidelity import profiler_for_table
-
     work.mkdir(parents=True, exist_ok=True)
     s = s.for_model(name)
     sd = asdict(s)
@@ -258,13 +237,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
                              out=work / "latency_table.csv", cache_dir=work.parent / "kernel_store", quiet=True,
                              model=name)
 
-    def measure(items) -> list[float]:
-        prof = profiler_for_table(table)
-        try:
-            return [m.value(table.statistic) for m in prof.measure_networks(
-                items, shape, passes=s.passes, runs_per_pass=s.runs_per_pass)]
-        finally:
-            prof.close()
+    measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass)
 
     dense_path = work / "dense_latency.json"
     if not dense_path.exists():
@@ -494,11 +467,7 @@ def main(argv=None) -> None:
     work = Path(args.work) / ("fast" if args.fast else "full")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    settings_path = work / "settings.json"
-    if settings_path.exists() and json.loads(settings_path.read_text()) != asdict(s):
-        sys.exit(f"{work} holds a run with other settings; pass another --work or delete it")
-    write_json(settings_path, asdict(s))
+    common.claim_work(work, asdict(s))
     torch.set_num_threads(1)
     started = time.time()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -519,14 +488,7 @@ def main(argv=None) -> None:
 
 
 def _csv(rows: list[dict], env: dict) -> str:
-    import io
-
-    buf = io.StringIO()
-    buf.write(f"# {json.dumps({k: v for k, v in env.items() if k != 'settings'})}\n")
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    return common.csv_text(rows, env)
 
 
 if __name__ == "__main__":

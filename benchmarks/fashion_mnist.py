@@ -32,8 +32,6 @@ finished step is kept under ``--work`` and a rerun resumes.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -46,13 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy_vs_latency as avl  # noqa: E402  (shared: Torch-Pruning's L1 pruning and its ratio bisection)
+import bench_common as common  # noqa: E402
 
 import hwprune as hp  # noqa: E402
 from hwprune.core.importance import order_channels  # noqa: E402
 from hwprune.core.macs import count_macs  # noqa: E402
-from hwprune.data import load_dataset, make_loaders  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
-from hwprune.latency.fidelity import profiler_for_table  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
@@ -142,14 +139,7 @@ def spearman(a, b) -> float:
 
 # ---- shared set-up ------------------------------------------------------------------------------
 def setup(name: str, s: Settings, seed: int = 0):
-    data = load_dataset(s.data, seed=0)
-    if s.limit:
-        data = data.limit_train(s.limit, seed=0)
-    loaders = make_loaders(data, s.batch_size, seed=seed)
-    torch.manual_seed(0)
-    model = hp.create_model(name, num_classes=data.num_classes, in_channels=data.input_shape[0])
-    space = hp.SearchSpace.from_model(model.eval(), (1, *data.input_shape), round_to=s.round_to)
-    return space, loaders
+    return common.setup(name, s.data, s.limit, s.batch_size, s.round_to, seed)
 
 
 def finetune_job(job: dict) -> dict:
@@ -190,21 +180,7 @@ def finetune_job(job: dict) -> dict:
 
 
 def run_pool(jobs: list[dict], workers: int, say) -> None:
-    todo = [j for j in jobs if not Path(j["out"]).exists()]
-    if not todo:
-        return
-    say(f"  {len(todo)} training jobs in {workers} process(es)")
-    started = time.time()
-    if workers <= 1:
-        for k, j in enumerate(todo):
-            finetune_job(j)
-            say(f"  [{k + 1}/{len(todo)}] {j['label']} ({time.time() - started:.0f}s)")
-        return
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
-        for k, (j, r) in enumerate(zip(todo, pool.imap(finetune_job, todo))):
-            say(f"  [{k + 1}/{len(todo)}] {j['label']}: test top-1 {r['test_acc']:.4f} ({time.time() - started:.0f}s)")
+    common.run_pool(jobs, workers, say, finetune_job)
 
 
 # ---- choosing the networks ------------------------------------------------------------------------
@@ -319,13 +295,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
                            runs_per_pass=s.runs_per_pass, out=table_path, cache_dir=work.parent / "kernel_store",
                            quiet=True)
 
-    def measure(items) -> list[float]:
-        prof = profiler_for_table(table)
-        try:
-            return [m.value(table.statistic) for m in prof.measure_networks(items, shape, passes=s.passes,
-                                                                            runs_per_pass=s.runs_per_pass)]
-        finally:
-            prof.close()
+    measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass)
 
     dense_dir = work / "dense"
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": sd, "label": f"{name} dense",
@@ -453,12 +423,7 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
 
 
 def _csv(rows: list[dict], columns: list[str], env: dict) -> str:
-    buf = io.StringIO()
-    buf.write(f"# {json.dumps(env)}\n")
-    w = csv.DictWriter(buf, fieldnames=columns)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    return common.csv_text(rows, env, columns)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -502,11 +467,7 @@ def main(argv=None) -> None:
         if getattr(args, k) is not None:
             s = replace(s, **{k: getattr(args, k)})
     work = Path(args.work) / ("quick" if args.quick else "full")
-    work.mkdir(parents=True, exist_ok=True)
-    settings_path = work / "settings.json"
-    if settings_path.exists() and json.loads(settings_path.read_text()) != asdict(s):
-        sys.exit(f"{work} holds a run with other settings; pass another --work or delete it")
-    write_json(settings_path, asdict(s))
+    common.claim_work(work, asdict(s))
     torch.set_num_threads(1)
     started = time.time()
     say = lambda msg: print(msg, flush=True)  # noqa: E731

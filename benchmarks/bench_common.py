@@ -1,0 +1,101 @@
+"""What the accuracy benchmarks share: a pool of training jobs, latency measurement with a table's settings, CSVs.
+
+Imported by ``accuracy_vs_latency.py`` and ``fashion_mnist.py`` (each puts this folder on
+``sys.path``); job functions run in spawned worker processes of one torch thread each.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "claim_work"]
+
+
+def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
+    """A zoo model's space and the loaders over one fixed split (rebuilt identically in every worker: the data
+    order follows ``seed``, the split and the model's initial weights do not)."""
+    import torch
+
+    import hwprune as hp
+    from hwprune.data import load_dataset, make_loaders
+
+    ds = load_dataset(data, seed=0)
+    if limit:
+        ds = ds.limit_train(limit, seed=0)
+    loaders = make_loaders(ds, batch_size, seed=seed)
+    torch.manual_seed(0)
+    model = hp.create_model(name, num_classes=ds.num_classes, in_channels=ds.input_shape[0])
+    space = hp.SearchSpace.from_model(model.eval(), (1, *ds.input_shape), round_to=round_to)
+    return space, loaders
+
+
+def run_pool(jobs: list[dict], workers: int, say, fn: Callable[[dict], dict]) -> None:
+    """Run ``fn`` on the jobs whose result file (``job["out"]``) is missing, costliest first, in ``workers``
+    processes."""
+    todo = [j for j in jobs if not Path(j["out"]).exists()]
+    if not todo:
+        return
+    say(f"  {len(todo)} training jobs in {workers} process(es) ({len(jobs) - len(todo)} already done)")
+    started = time.time()
+    todo.sort(key=lambda j: -j.get("cost", 1.0))
+    if workers <= 1:
+        for k, j in enumerate(todo):
+            say(f"  [{k + 1}/{len(todo)}] {labelled(j, fn)} ({time.time() - started:.0f}s)")
+        return
+    with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
+        for k, r in enumerate(pool.imap_unordered(partial(labelled, fn=fn), todo)):
+            say(f"  [{k + 1}/{len(todo)}] {r} ({time.time() - started:.0f}s)")
+
+
+def labelled(job: dict, fn: Callable[[dict], dict]) -> str:
+    """Run one job; its label, seconds and test accuracy, for the progress line."""
+    r = fn(job)
+    seconds = r.get("train_seconds", r.get("finetune_seconds", 0))
+    acc = f", test top-1 {r['test_acc']:.4f}" if "test_acc" in r else ""
+    return f"{job['label']}: {seconds:.0f}s{acc}"
+
+
+def latency_meter(table, shape, passes: int, runs_per_pass: int) -> Callable[[list], list[float]]:
+    """``measure(items)``: the table's statistic of each network (modules or ONNX bytes), measured interleaved
+    with the table's backend settings."""
+    from hwprune.latency.fidelity import profiler_for_table
+
+    def measure(items) -> list[float]:
+        prof = profiler_for_table(table)
+        try:
+            return [m.value(table.statistic) for m in prof.measure_networks(items, shape, passes=passes,
+                                                                            runs_per_pass=runs_per_pass)]
+        finally:
+            prof.close()
+
+    return measure
+
+
+def csv_text(rows: list[dict], env: dict, columns: list[str] | None = None) -> str:
+    """Rows as CSV under a first line holding the environment as JSON (``# {...}``)."""
+    buf = io.StringIO()
+    buf.write(f"# {json.dumps(env)}\n")
+    w = csv.DictWriter(buf, fieldnames=columns or list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def claim_work(work: Path, settings: dict) -> None:
+    """Keep finished steps under ``work`` for a rerun to resume, refusing a folder that holds a run with other
+    settings (its results would mix with these)."""
+    import sys
+
+    from hwprune.files.atomic import write_json
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "settings.json"
+    if path.exists() and json.loads(path.read_text()) != settings:
+        sys.exit(f"{work} holds a run with other settings; pass another --work or delete it")
+    write_json(path, settings)
