@@ -6,7 +6,8 @@ norm of the weights that produce it and of the weights that read it, and BatchNo
 scale (Torch-Pruning's group magnitude importance; ``metric="bn"`` is network
 slimming's |gamma| alone; ``metric="taylor"`` is Molchanov et al.'s first-order Taylor
 estimate of the loss change when a channel is removed, (sum of weight x gradient over
-the channel's weights)^2 summed over a few batches, which needs ``data``). The permutation is applied to every member of the group
+the channel's weights)^2 summed over a few batches, which needs ``data``). The
+permutation is applied to every member of the group
 (conv and linear outputs and inputs, depthwise convs, BatchNorm, concatenated and
 flattened layouts), so the network computes exactly what it did; afterwards "keep the
 leading k channels", which materialize and the PruningNet do, keeps the k best.
@@ -165,7 +166,7 @@ def order_channels(space, model: nn.Module, metric: str | None = None, data=None
     for layer in space.layers:
         kind_of(layer).permute(layer, modules[layer.name], layout_permutation(layer.in_layout, perms),
                                layout_permutation(layer.out_layout, perms))
-    # each group's scores in the new order (descending): what global magnitude pruning ranks
+    # each group's scores in the new order (descending), for whoever ranks channels by them next
     ordered.hwprune_importance = {"metric": metric, "scores": {gi: s[perms[gi]] for gi, s in scores.items()}}
     if hasattr(model, "hwprune_spec"):
         ordered.hwprune_spec = model.hwprune_spec

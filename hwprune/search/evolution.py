@@ -5,11 +5,13 @@ Per budget: a population of feasible encodings; each generation keeps the top
 ``mutations`` (each gene redrawn with ``mutation_prob``), ``crossovers`` (uniform
 mask between two parents) and random feasible encodings. A candidate over any
 budget, or under ``min_fraction`` of it (a network that leaves speed unused; where
-that window cannot be filled, random fill takes the networks closest under the budget), is
-rejected before it is evaluated (latency from the table, FLOPs and params from the
-space, all vectorised); no encoding is evaluated twice, across budgets too. Fitness is validation top-1 with PruningNet weights after BatchNorm
-recalibration. State is saved after every generation; a resumed search continues
-with the same random stream and ends where an uninterrupted one would.
+that window cannot be filled, random fill takes the networks closest under the
+budget), is rejected before it is evaluated (latency from the table, FLOPs and params
+from the space, all vectorised); no encoding is evaluated twice, across budgets too.
+Fitness is validation top-1 after BatchNorm recalibration, with the evaluator's
+weights (PruningNet-generated or inherited). State is saved after every generation; a
+resumed search continues with the same random stream and ends where an uninterrupted
+one would.
 """
 from __future__ import annotations
 
