@@ -222,8 +222,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     rng = np.random.default_rng(0)
     for f, b in budgets:  # random search: the best of N random networks under the budget, same evaluator
         t = time.time()
-        pool = [space.sample(rng) for _ in range(50 * s.random_candidates)]
-        feasible = [e for e in pool if table.predict(e) <= b][: s.random_candidates] or [space.narrowest()]
+        pool = np.asarray([space.sample(rng) for _ in range(50 * s.random_candidates)])
+        feasible = [tuple(map(int, e)) for e in pool[table.predict_batch(pool) <= b]][: s.random_candidates] \
+            or [space.narrowest()]
         val = limited(loaders.val, s.val_batches)
         scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]
         chosen["random"][str(f)] = {"encoding": list(feasible[int(np.argmax(scores))]),

@@ -104,13 +104,12 @@ def retrain_stage(run: RunFolder, *, result: str | Path | None = None, budget: f
     if (folder / "model.pt").exists() and not resume:
         raise HwpruneError(f"{folder} already holds a retrained model; pass --resume to continue it or choose "
                            f"another --out")
-    if result is not None:
-        chosen_encoding(result, budget, baseline)  # a file that is not a result, or a budget it lacks: said first
+    if result is not None:  # a file that is not a result, or a budget it lacks: said before the manifest is read
+        enc, chosen = chosen_encoding(result, budget, baseline)
     found = search_settings(result) if result is not None and checkpoint is None else None
     searched = found[1] if found else {}
     dense_spec = searched.get("dense") if searched.get("evaluator") == "inherit" else None
     if result is not None:
-        enc, chosen = chosen_encoding(result, budget, baseline)
         if dense_spec is None:
             checkpoint = checkpoint or searched_checkpoint(result, found)
     elif checkpoint is None or ratio is None:

@@ -61,9 +61,10 @@ def magnitude_encodings(space, importance: dict[int, np.ndarray]) -> tuple[np.nd
     return thresholds, encs
 
 
-def magnitude_baseline(ev: CandidateEvaluator, budget: Budget, importance: dict[int, np.ndarray] | None,
-                       metric: str = "l1") -> dict | None:
-    """The widest network global magnitude pruning reaches within the budget (None without importances)."""
+def magnitude_baseline(ev: CandidateEvaluator, budget: Budget, importance: dict[int, np.ndarray] | None) \
+        -> dict | None:
+    """The widest network global L1 magnitude pruning reaches within the budget (None without importances, which
+    are L1 scores: ``InheritEvaluator.importance``)."""
     if importance is None:
         return None
     thresholds, encs = magnitude_encodings(ev.space, importance)
@@ -72,4 +73,4 @@ def magnitude_baseline(ev: CandidateEvaluator, budget: Budget, importance: dict[
         return None
     i = int(np.argmax(ok))  # the lowest threshold that meets the budget
     enc = tuple(int(v) for v in encs[i])
-    return {"metric": metric, "threshold": round(float(thresholds[i]), 6), **describe(ev, enc, ev.fitness([enc])[0])}
+    return {"metric": "l1", "threshold": round(float(thresholds[i]), 6), **describe(ev, enc, ev.fitness([enc])[0])}

@@ -226,8 +226,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     for evo in evolutions:
         f, e = evo.top[0]
         best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget),
-                     "magnitude": magnitude_baseline(ev, evo.budget, getattr(ev.scorer, "importance", None),
-                                                     getattr(ev.scorer, "metric", "l1"))})
+                     "magnitude": magnitude_baseline(ev, evo.budget, getattr(ev.scorer, "importance", None))})
     xs = [h["latency_ms"] if h["latency_ms"] is not None else h["flops"] for h in history]
     front = pareto_front(xs, [h["fitness"] for h in history])
     stats = {"evaluated": ev.evaluated, "eval_seconds": round(ev.eval_seconds, 2),

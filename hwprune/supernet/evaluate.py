@@ -101,10 +101,8 @@ class InheritEvaluator:
 
         self.space, self.model = space, model
         known = getattr(model, "hwprune_importance", None) or {}  # what order_channels ranked it by
-        self.order = known.get("metric")
-        self.metric = "l1"  # the magnitude baseline's criterion (Torch-Pruning's), whatever the order
-        self.importance = known["scores"] if self.order == "l1" and "scores" in known else \
-            channel_importance(space, model, "l1")
+        # L1, the magnitude baseline's criterion (Torch-Pruning's), whatever the order: reused when it is the order
+        self.importance = known["scores"] if known.get("metric") == "l1" else channel_importance(space, model, "l1")
 
     def score(self, enc: Sequence[int], val_loader, calib_loader, calib_batches: int = 10) -> float:
         dev = next(self.model.parameters()).device
