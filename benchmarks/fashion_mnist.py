@@ -201,7 +201,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     if not pnet_path.exists():
         t = time.time()
         pnet = PruningNet(space, source=ordered)
-        train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, eval_ratios=()),
+        # MetaPruning's scheme, one random encoding per step: what the committed results measured
+        train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, eval_ratios=(),
+                                                                    sampling="single"),
                          run_dir=work / "pnet", progress=False, log=lambda m: None)
         torch.save({"state_dict": pnet.state_dict(), "seconds": time.time() - t}, pnet_path)
     saved = torch.load(pnet_path, weights_only=True)

@@ -2,9 +2,12 @@
 
     python benchmarks/pruningnet_overhead.py [--steps 30] [--epochs 10] [--skip-accuracy]
 
-1. Step time of PruningNet training (random encoding per step) vs training the plain
-   model, on the same bundled-data batches, interleaved step by step so that drift on a
-   shared machine hits both alike; the ratio is of medians.
+1. Step time of PruningNet training vs training the plain model, on the same
+   bundled-data batches, interleaved step by step so that drift on a shared machine
+   hits all alike; the ratios are of medians. Two PruningNet steps: MetaPruning's one
+   random encoding (``pnet_ms``, ``ratio``) and the default sandwich (the widest, the
+   narrowest and two random networks, in-place distilled: ``sandwich_ms``,
+   ``sandwich_ratio``).
 2. Generator parameters vs model parameters (resnet50 counted analytically: its full
    generators would need ~3.4 GB of fp32 weights).
 3. Whether a low-rank generator output (``rank=4``) keeps accuracy: both trained the
@@ -30,7 +33,8 @@ import hwprune as hp
 from hwprune.data import load_dataset, make_loaders
 from hwprune.supernet.evaluate import evaluate_candidate
 from hwprune.supernet.pruningnet import PruningNet, generator_params
-from hwprune.supernet.train import TrainConfig, train_pruningnet
+from hwprune.supernet.sampling import step_encodings
+from hwprune.supernet.train import TrainConfig, sampled_step, train_pruningnet
 
 RESULTS = Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).parent / "results"))  # run_all.sh --fast: elsewhere
 
@@ -39,12 +43,11 @@ def step_times(name: str, loaders, steps: int) -> dict:
     torch.manual_seed(0)
     plain = hp.create_model(name, num_classes=10, in_channels=1)
     space = hp.SearchSpace.from_model(hp.create_model(name, num_classes=10, in_channels=1), (1, 1, 32, 32))
-    pnet = PruningNet(space)
+    nets = {"plain": plain, "single": PruningNet(space), "sandwich": PruningNet(space)}
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
-    opts = {"plain": torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9),
-            "pnet": torch.optim.SGD(pnet.parameters(), lr=0.01, momentum=0.9)}
-    rng = np.random.default_rng(0)
-    times = {"plain": [], "pnet": []}
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in nets.items()}
+    cfg = TrainConfig()
+    times = {k: [] for k in nets}
     batches = iter(loaders.train)
     for i in range(steps + 3):
         try:
@@ -52,20 +55,24 @@ def step_times(name: str, loaders, steps: int) -> dict:
         except StopIteration:
             batches = iter(loaders.train)
             x, y = next(batches)
-        enc = space.sample(rng)
-        for kind in (("plain", "pnet") if i % 2 else ("pnet", "plain")):  # alternate who goes first
+        kinds = list(nets)
+        for kind in kinds[i % 3:] + kinds[: i % 3]:  # rotate who goes first
             t = time.perf_counter()
-            out = plain(x) if kind == "plain" else pnet(x, enc)
-            loss = crit(out, y)
             opts[kind].zero_grad()
-            loss.backward()
+            if kind == "plain":
+                crit(plain(x), y).backward()
+            else:  # one training step as train_pruningnet takes it, with that step's encodings
+                sampled_step(nets[kind], x, y, step_encodings(space, 0, i, kind, cfg.random_samples), cfg)
             opts[kind].step()
             if i >= 3:  # warm-up
                 times[kind].append(time.perf_counter() - t)
-    p, q = statistics.median(times["plain"]), statistics.median(times["pnet"])
-    return {"model": name, "plain_ms": round(p * 1e3, 1), "pnet_ms": round(q * 1e3, 1), "ratio": round(q / p, 2),
-            "model_params": sum(v.numel() for v in plain.parameters()), "generator_params": pnet.generator_params(),
-            "generator_x_model": round(pnet.generator_params() / sum(v.numel() for v in plain.parameters()), 1)}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    n_model = sum(v.numel() for v in plain.parameters())
+    gen = nets["single"].generator_params()
+    return {"model": name, "plain_ms": round(med["plain"] * 1e3, 1), "pnet_ms": round(med["single"] * 1e3, 1),
+            "ratio": round(med["single"] / med["plain"], 2), "sandwich_ms": round(med["sandwich"] * 1e3, 1),
+            "sandwich_ratio": round(med["sandwich"] / med["plain"], 2), "model_params": n_model,
+            "generator_params": gen, "generator_x_model": round(gen / n_model, 1)}
 
 
 def accuracy_of(rank, loaders, epochs: int, encs) -> tuple[list[float], float]:
@@ -101,7 +108,8 @@ def main() -> None:
     for r in rows:
         line = f"{r['model']:<22} generator {r['generator_params'] / 1e6:8.1f}M = {r['generator_x_model']:>5}x model"
         if "ratio" in r:
-            line += f"   step {r['pnet_ms']:.0f} ms vs plain {r['plain_ms']:.0f} ms = {r['ratio']}x"
+            line += (f"   step: single {r['pnet_ms']:.0f} ms = {r['ratio']}x, sandwich {r['sandwich_ms']:.0f} ms = "
+                     f"{r['sandwich_ratio']}x plain ({r['plain_ms']:.0f} ms)")
         print(line)
     if args.skip_accuracy:
         return

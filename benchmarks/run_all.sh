@@ -59,12 +59,14 @@ if [ "$fast" = 1 ]; then
   run benchmarks/profile_tables.py --only resnet20-32 --threads 1
   run benchmarks/latency_fidelity.py --models resnet20-32 --threads 1 --n 8
   run benchmarks/accuracy_vs_latency.py --fast --models resnet20 --work runs/bench_fast/work
+  run benchmarks/fashion_mnist.py --quick --work runs/bench_fast/work
 else
   run benchmarks/flops_speed.py
   run benchmarks/pruningnet_overhead.py
   run benchmarks/profile_tables.py
   run benchmarks/latency_fidelity.py --threads 1 2
   run benchmarks/accuracy_vs_latency.py
+  run benchmarks/fashion_mnist.py   # needs: apt-get install dataset-fashion-mnist
 fi
 echo
 echo "results in $results (machine and versions: $results/environment.json)"

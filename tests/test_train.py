@@ -35,8 +35,8 @@ def test_short_training_lowers_the_loss():
     space = hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1), (1, 1, 32, 32))
     torch.manual_seed(0)
     pnet = PruningNet(space, hidden=8)
-    hist = train_pruningnet(pnet, loaders.train, config=TrainConfig(epochs=3, eval_ratios=()), progress=False,
-                            log=lambda s: None)
+    hist = train_pruningnet(pnet, loaders.train, config=TrainConfig(epochs=3, eval_ratios=(), sampling="single"),
+                            progress=False, log=lambda s: None)  # (the sandwich: tests/test_sampling.py)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert hist[-1]["loss"] < hist[0]["loss"] - 0.1
     assert hist[-1]["train_acc"] > 0.2  # well above chance (0.1)

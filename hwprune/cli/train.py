@@ -33,6 +33,18 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default
               help="Generator hidden units.")
 @click.option("--rank", "gen_rank", type=int, help="Low-rank generator output with N bases (default: full).")
 @click.option("--bn", type=click.Choice(["per_choice", "shared"]), default=default(TrainJob, "bn"), show_default=True)
+@click.option("--sampling", type=click.Choice(["sandwich", "single"]), default=default(TrainConfig, "sampling"),
+              show_default=True, help="Per step: the widest, the narrowest and --random-samples random networks "
+                                      "(sandwich), or MetaPruning's one random network (single).")
+@click.option("--random-samples", type=int, default=default(TrainConfig, "random_samples"), show_default=True,
+              help="Random networks per sandwich step.")
+@click.option("--distill", type=float, default=default(TrainConfig, "distill"), show_default=True,
+              help="Weight of the widest network's soft outputs in the other networks' loss (0: labels only).")
+@click.option("--sample-table", type=click.Path(exists=True, dir_okay=False),
+              help="A latency table of this space: draw the random networks from the latency range the search "
+                   "will explore (see --sample-from) instead of uniformly per layer.")
+@click.option("--sample-from", type=float, default=default(TrainJob, "sample_from"), show_default=True,
+              help="With --sample-table: the range starts at this fraction of the dense network's latency.")
 @click.option("--seed", type=int, default=default(TrainConfig, "seed"), show_default=True)
 @click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"),
               help="Also checkpoint every N steps.")
@@ -47,9 +59,10 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default
 @click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 def train(model_name, weights, data, image_size, width_mult, round_to, epochs, batch_size, lr, weight_decay,
-          label_smoothing, schedule, hidden, gen_rank, bn, seed, checkpoint_every, limit, eval_ratios, workers, device,
+          label_smoothing, schedule, hidden, gen_rank, bn, sampling, random_samples, distill, sample_table,
+          sample_from, seed, checkpoint_every, limit, eval_ratios, workers, device,
           out, resume, quiet):
-    """Train a PruningNet by stochastic structure sampling.
+    """Train a PruningNet by structure sampling (sandwich rule and in-place distillation by default).
 
     Runs data-parallel under torchrun: torchrun --nproc_per_node 2 -m hwprune.cli train ...
     """
@@ -61,9 +74,11 @@ def train(model_name, weights, data, image_size, width_mult, round_to, epochs, b
     job = TrainJob(model=absolute_spec(model_name), weights=str(Path(weights).resolve()) if weights else None,
                    data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
                    batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank=gen_rank, bn=bn,
+                   sample_table=str(Path(sample_table).resolve()) if sample_table else None, sample_from=sample_from,
                    device=device,
                    train=dict(lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                              schedule=schedule, seed=seed, checkpoint_every=checkpoint_every,
+                              schedule=schedule, sampling=sampling, random_samples=random_samples,
+                              distill=distill, seed=seed, checkpoint_every=checkpoint_every,
                               eval_ratios=tuple(float(r) for r in eval_ratios.split(",") if r.strip()),
                               **({"epochs": epochs} if epochs is not None else {})))
     train_stage(RunFolder(out), job, resume=resume, progress=False if quiet else None,

@@ -77,11 +77,14 @@ class TrainJob:
     hidden: int = 32  # generator hidden units
     rank: int | None = None  # low-rank generator output (None: the paper's full output layer)
     bn: str = "per_choice"
+    sample_table: str | None = None  # a latency table of the space: random encodings come from a latency window
+    sample_from: float = 0.25  # ... from this fraction of the dense network's predicted latency up to the dense one
     device: str = "auto"
     train: dict = field(default_factory=dict)  # TrainConfig fields
 
     def __post_init__(self):
         _check_data(self)
+        check_number("sample_from", self.sample_from, maximum=1)
 
     def data_settings(self, seed: int) -> DataSettings:
         return DataSettings(self.data, self.image_size, self.batch_size, seed, self.limit)

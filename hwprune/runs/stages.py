@@ -8,6 +8,7 @@ tables, say). The CLI verbs, ``quickstart`` and the benchmarks all call these.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -185,6 +186,10 @@ def pretrain_stage(run: RunFolder, job: PretrainJob, *, where: str = ".", key: s
     return history
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 # ---- train --------------------------------------------------------------------------------------
 def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "train", resume: bool = False,
                 progress: bool | None = None, log: Log = None) -> list[dict]:
@@ -206,6 +211,8 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
         job = from_dict(TrainJob, record["settings"]["job"], str(run.manifest_path))
         if epochs is not None:  # resuming may extend a run
             job.train["epochs"] = epochs
+        if "sampling" not in record["settings"].get("resolved_train", {}):  # a run from before sandwich sampling
+            job.train["sampling"] = "single"
     elif (folder / "pruningnet.pt").exists() and not resume:
         raise HwpruneError(f"{folder} already holds a PruningNet; pass --resume to continue it or choose another "
                            f"--out")
@@ -220,6 +227,15 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
         source = order_channels(space, model, job.importance, data=loaders.calib)
     else:
         source = model
+    window = None
+    if job.sample_table:  # random encodings from the latency range the search will explore
+        from ..latency.table import LatencyTable
+        from ..supernet.sampling import LatencyWindow
+
+        window = LatencyWindow.from_fraction(LatencyTable.load(job.sample_table, space), space, job.sample_from)
+        if rank == 0:
+            (log or _stderr)(f"sampling networks of {window.lo_ms:.4g}-{window.hi_ms:.4g} ms predicted latency "
+                             f"({job.sample_table})")
     pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank, source=source).to(device)
     run.begin(key, "train", {"job": asdict(job), "resolved_train": asdict(cfg), "world_size": world,
                              "num_classes": loaders.num_classes, "input_shape": list(loaders.input_shape),
@@ -228,7 +244,7 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
         write_atomic(folder / "space.json", space.to_json())
     history = train_pruningnet(pnet, loaders.train, config=cfg, val_loader=loaders.val, calib_loader=loaders.calib,
                                run_dir=folder, resume=resume, progress=progress, log=log,
-                               meta={"data": asdict(data), "job": asdict(job)})
+                               meta={"data": asdict(data), "job": asdict(job)}, window=window)
     run.finish(key, {"checkpoint": folder / "pruningnet.pt", "history": folder / "history.csv",
                      "space": folder / "space.json"}, history[-1] if history else None)
     return history

@@ -27,6 +27,11 @@ class TrainConfig:
     eval_ratios: tuple[float, ...] = (1.0, 0.5)  # PruningNet: uniform widths scored on validation each epoch
     calib_batches: int = 10  # PruningNet: BN recalibration batches before each validation score
     grad_clip: float | None = None
+    # PruningNet: which encodings each step trains (supernet/sampling.py): "sandwich" (the widest, the narrowest and
+    # random_samples others, gradients averaged) or "single" (MetaPruning's one random encoding)
+    sampling: str = "sandwich"
+    random_samples: int = 2
+    distill: float = 0.9  # PruningNet: weight of the soft targets (the widest's or a teacher's outputs) in the loss
 
     def __post_init__(self):
         check_number("epochs", self.epochs, integer=True, inclusive=True)
@@ -38,6 +43,10 @@ class TrainConfig:
         check_number("checkpoint_every", self.checkpoint_every, integer=True, inclusive=True)
         check_number("calib_batches", self.calib_batches, integer=True, inclusive=True)
         check_number("grad_clip", self.grad_clip, optional=True)
+        check_number("random_samples", self.random_samples, integer=True, inclusive=True)
+        check_number("distill", self.distill, inclusive=True, maximum=1)
+        if self.sampling not in ("sandwich", "single"):
+            raise HwpruneError(f"unknown sampling {self.sampling!r}; use sandwich or single")
         if self.schedule not in ("linear", "cosine", "constant"):
             raise HwpruneError(f"unknown lr schedule {self.schedule!r}; use linear, cosine or constant")
         self.eval_ratios = tuple(check_number("eval_ratios entry", r) for r in self.eval_ratios)

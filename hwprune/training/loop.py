@@ -35,13 +35,16 @@ __all__ = ["fit"]
 def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable, payload: Callable[[], dict],
         fmt: str, fingerprint: str, checkpoint: str | Path | None = None, loss_fn: Callable | None = None,
         evaluate: Callable[[], dict] | None = None, resume: bool = False, progress: bool | None = None,
-        log: Callable[[str], None] | None = None) -> list[dict]:
+        log: Callable[[str], None] | None = None, train_step: Callable | None = None) -> list[dict]:
     """Train ``module``; returns one history row per epoch (loss, train accuracy, lr, images/s, ``evaluate()``).
 
     ``forward(model, x, step)`` runs one step's batch (``model`` may be the DDP wrapper);
     ``loss_fn(out, y, x)`` defaults to label-smoothed cross-entropy; ``payload()`` is
     what the checkpoint holds besides the training state (format ``fmt``); a checkpoint
-    whose ``fingerprint`` differs is refused on resume.
+    whose ``fingerprint`` differs is refused on resume. ``train_step(model, x, y, step,
+    autocast)``, where given, replaces ``forward`` and ``loss_fn``: it runs the step's
+    forward and backward passes itself (several, accumulating gradients, for a sandwich
+    step) and returns ``(loss, out)`` for the log.
     """
     rank, world = world_info()
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -51,6 +54,7 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
     progress = progress and rank == 0
     device = next(module.parameters()).device
     amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
     sampler = train_loader.sampler
     seeded = isinstance(sampler, SeededSampler)  # can start mid-epoch; other samplers replay and skip
     steps_per_epoch = (sampler.n // sampler.world) // train_loader.batch_size if seeded else len(train_loader)
@@ -111,14 +115,18 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
                 for g in opt.param_groups:
                     g["lr"] = lr_at(cfg, base_lr, step, total)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = forward(model, x, step)
-                    loss = loss_fn(out.float(), y, x)
+                opt.zero_grad(set_to_none=True)
+                if train_step is not None:
+                    loss, out = train_step(model, x, y, step, autocast)
+                else:
+                    with autocast():
+                        out = forward(model, x, step)
+                        loss = loss_fn(out.float(), y, x)
                 if not torch.isfinite(loss):
                     raise HwpruneError(f"loss became {loss.item()} at step {step}; lower the learning rate "
                                        f"(--lr) and resume")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if train_step is None:
+                    loss.backward()
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
                 opt.step()
