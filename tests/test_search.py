@@ -32,8 +32,9 @@ def setup(tmp_path_factory):
     loaders = make_loaders(data, 64, eval_batch_size=128)
     space = hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1), (1, 1, 32, 32))
     pnet = PruningNet(space, hidden=8)
-    train_pruningnet(pnet, loaders.train, config=TrainConfig(epochs=3, lr=0.05, eval_ratios=()), progress=False,
-                     log=lambda s: None)
+    # one random network per step: these tests need a PruningNet that scores candidates, not the default's cost
+    train_pruningnet(pnet, loaders.train, config=TrainConfig(epochs=3, lr=0.05, eval_ratios=(), sampling="single"),
+                     progress=False, log=lambda s: None)
     cache = tmp_path_factory.mktemp("kernels")
     table = hp.profile(space, profiler=FakeProfiler(), cache_dir=cache, calibrate=4, quiet=True)
     return pnet, loaders, table, cache
