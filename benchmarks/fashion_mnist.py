@@ -401,31 +401,44 @@ def load_net(folder: Path, method: str, chosen: dict, f, dense_path: Path, s: Se
 
 def summary(rows: list[dict], tau: list[dict]) -> str:
     """Mean ± std over seeds per model, budget and method; the tau table; whether the goal is met."""
-    lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | predicted / median measured | "
-             "search s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | measured / budget | within budget | "
+             "predicted / user median | search s |", "|---|---|---|---|---|---|---|---|---|"]
     means = {}
     for key in dict.fromkeys((r["model"], r["budget_fraction"], r["method"]) for r in rows):
         g = [r for r in rows if (r["model"], r["budget_fraction"], r["method"]) == key]
-        acc = np.array([r["test_acc"] for r in g])
+        acc = np.array([float(r["test_acc"]) for r in g])
         means[key] = acc.mean()
-        pm = [r["predicted_ms"] / r["median_ms"] for r in g if r["predicted_ms"] != "" and r["median_ms"] == r["median_ms"]]
-        budget = "dense" if key[1] == "" else f"{key[1]:.0%}"
+        pm = [float(r["predicted_ms"]) / float(r["median_ms"]) for r in g
+              if r["predicted_ms"] != "" and float(r["median_ms"]) == float(r["median_ms"])]
+        ms = np.mean([float(r["measured_ms"]) for r in g])
+        dense = key[1] == ""
+        budget = "dense" if dense else f"{float(key[1]):.0%} ({float(g[0]['budget_ms']):.4f} ms)"
+        within = "" if dense else f"{sum(str(r['within_budget']) == 'True' for r in g)}/{len(g)}"
+        share = "" if dense else f"{ms / float(g[0]['budget_ms']):.1%}"
         lines.append(f"| {key[0]} | {budget} | {key[2]} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(g) > 1 else 0:.4f} "
-                     f"| {np.mean([r['measured_ms'] for r in g]):.4f} | {np.mean(pm) if pm else float('nan'):.3f} | "
+                     f"| {ms:.4f} | {share} | {within} | {f'{np.mean(pm):.3f}' if pm else ''} | "
                      f"{g[0]['search_seconds']} |")
     lines += ["", "| model | evaluator | candidates | Kendall tau | Spearman |", "|---|---|---|---|---|"]
-    lines += [f"| {t['model']} | {t['evaluator']}{' (default)' if t['default'] else ''} | {t['candidates']} | "
-              f"{t['kendall_tau']:.3f} | {t['spearman']:.3f} |" for t in tau]
+    lines += [f"| {t['model']} | {t['evaluator']}{' (default)' if str(t['default']) == 'True' else ''} | "
+              f"{t['candidates']} | {float(t['kendall_tau']):.3f} | {float(t['spearman']):.3f} |" for t in tau]
     goals = []
     for (model, f, method), v in means.items():
-        if method == "hwprune" and f in (0.3, 0.5):
+        if method == "hwprune" and f != "" and float(f) in (0.3, 0.5):
             u, l1 = means.get((model, f, "uniform")), means.get((model, f, "l1"))
             goals.append(u is not None and l1 is not None and v >= u + 0.01 and v >= l1 + 0.005)
-    taus = [t["kendall_tau"] for t in tau if t["default"]]
+    taus = [float(t["kendall_tau"]) for t in tau if str(t["default"]) == "True"]
     met = bool(goals) and all(goals) and bool(taus) and min(taus) >= 0.6
     lines += ["", f"Goal (hwprune >= uniform + 1 point and >= L1 + 0.5 point at 30% and 50%, default evaluator's "
                   f"tau >= 0.6): {'met' if met else 'NOT met'}"]
     return "\n".join(lines)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV this script wrote (after its ``# {environment}`` line), values as strings."""
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 def _csv(rows: list[dict], columns: list[str], env: dict) -> str:
@@ -444,7 +457,8 @@ def plot(rows: list[dict], path: Path) -> None:
         for method in ("dense", *METHODS):
             g = [r for r in rows if r["model"] == model and r["method"] == method]
             if g:
-                ax.scatter([r["measured_ms"] for r in g], [r["test_acc"] for r in g], label=method, s=18)
+                ax.scatter([float(r["measured_ms"]) for r in g], [float(r["test_acc"]) for r in g], label=method,
+                           s=18)
         ax.set_title(f"{model}: test top-1 vs measured latency (every seed)", fontsize=9)
         ax.set_xlabel("measured latency, onnxruntime CPU, 1 thread, batch 1 (ms)")
         ax.set_ylabel("test top-1")
@@ -465,9 +479,18 @@ def main(argv=None) -> None:
     ap.add_argument("--data", help="dataset (default fashion-mnist; --quick: bundled)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only rewrite the summary (.md) and plot (.png) from the CSVs in --out")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="kept work (resumable)")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
+    if args.summarize:
+        out, stem = Path(args.out), "fashion_mnist_quick" if args.quick else "fashion_mnist"
+        rows, tau = read_csv(out / f"{stem}.csv"), read_csv(out / f"{stem}_tau.csv")
+        plot(rows, out / f"{stem}.png")
+        write_atomic(out / f"{stem}.md", summary(rows, tau) + "\n")
+        print(summary(rows, tau))
+        return
     s = Settings(**QUICK) if args.quick else Settings()
     for k in ("models", "fractions", "seeds", "data"):
         if getattr(args, k) is not None:
