@@ -12,14 +12,16 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    global L1 magnitude pruning, its ratio bisected until the *measured* latency meets
    the budget), ``random`` (the best of N random networks under the budget, scored by
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
-   path: ``hwprune search --evaluator inherit``) and ``hwprune-pruningnet`` (a
-   PruningNet trained from the ordered dense weights, then searched); how long each
-   took to choose is ``search_seconds``;
+   path: ``hwprune search --evaluator inherit``) and ``hwprune-<variant>`` for each
+   PruningNet variant of ``pnet_methods`` (:data:`PNETS`: trained from the ordered dense
+   weights, then searched); how long each took to choose, PruningNet training
+   included, is ``search_seconds``;
 3. fine-tune every chosen network the same way (epochs, schedule, distillation from
    the dense network) from its inherited weights, once per seed;
 4. is the search signal any good? ``tau_candidates`` networks spread over 25-75% of
    the dense latency are scored by each evaluator and fine-tuned the same way;
-   Kendall tau and Spearman between fitness and fine-tuned accuracy;
+   Kendall tau and Spearman between fitness and fine-tuned accuracy (also for the
+   PruningNet variants of ``pnet_tau_only``, which are not searched);
 5. export every network, measure all of them interleaved with the dense one, and
    time each winner again in a plain onnxruntime session (1 thread, 20 warm-up and
    200 timed runs): the median a user measures, against the table's prediction.
@@ -53,13 +55,27 @@ from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
+from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
 from hwprune.supernet.train import train_pruningnet  # noqa: E402
 from hwprune.training.distill import distillation_loss  # noqa: E402
 from hwprune.training.loop import fit  # noqa: E402
 from hwprune.training.metrics import accuracy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
+BASELINES = ("uniform", "l1", "random", "hwprune")
+# PruningNets, each built from the Taylor-ordered dense weights and trained pnet_epochs: TrainConfig overrides,
+# ``window`` (random networks drawn from this fraction of the dense latency up to it) and ``rank`` (generator)
+PNETS = {
+    "pruningnet": {},  # the library's default training: sandwich rule, in-place distillation
+    "pruningnet-single": {"sampling": "single"},  # MetaPruning's one random network per step
+    "pruningnet-window": {"window": 0.25},  # the default, random networks from the search's latency range
+    "pruningnet-rank4": {"rank": 4},  # the default with a low-rank generator (4 bases)
+}
+
+
+def methods(s: "Settings") -> tuple[str, ...]:
+    """Every method of a run: the baselines, hwprune's default path and one search per PruningNet variant."""
+    return BASELINES + tuple(f"hwprune-{v}" for v in s.pnet_methods)
 COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed", "test_acc", "val_acc",
            "predicted_ms", "measured_ms", "median_ms", "within_budget", "flops", "params", "search_seconds",
            "finetune_seconds"]
@@ -88,6 +104,8 @@ class Settings:
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
     random_candidates: int = 64  # as many as the search scores
     pnet_epochs: int = 3
+    pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet", "pruningnet-single"])  # searched, tuned
+    pnet_tau_only: list[str] = field(default_factory=lambda: ["pruningnet-window", "pruningnet-rank4"])  # tau only
     tau_candidates: int = 16
     tau_models: list[str] = field(default_factory=lambda: ["resnet20"])
     profile_repeats: int = 25
@@ -110,7 +128,8 @@ class Settings:
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=256,
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
-             random_candidates=4, pnet_epochs=1, tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
+             random_candidates=4, pnet_epochs=1, pnet_methods=["pruningnet"], pnet_tau_only=["pruningnet-single"],
+             tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
              runs_per_pass=2, median_runs=5, tp_iterative_steps=2, tp_steps=2, round_to=8)
 
 
@@ -187,9 +206,27 @@ def run_pool(jobs: list[dict], workers: int, say) -> None:
 
 
 # ---- choosing the networks ------------------------------------------------------------------------
+def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, table) -> tuple[PruningNet, float]:
+    """The PruningNet ``variant`` of :data:`PNETS` (trained once, kept in ``work``) and its training seconds."""
+    opts = dict(PNETS[variant])
+    window, rank = opts.pop("window", None), opts.pop("rank", None)
+    path = work / f"{variant}.pt"
+    if not path.exists():
+        t = time.time()
+        pnet = PruningNet(space, source=ordered, rank=rank)
+        train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, eval_ratios=(), **opts),
+                         window=LatencyWindow.from_fraction(table, space, window) if window else None,
+                         run_dir=work / f"{variant}_run", progress=False, log=lambda m: None)
+        torch.save({"state_dict": pnet.state_dict(), "seconds": time.time() - t}, path)
+    saved = torch.load(path, weights_only=True)
+    pnet = PruningNet(space, source=ordered, rank=rank)
+    pnet.load_state_dict(saved["state_dict"])
+    return pnet.eval(), float(saved["seconds"])
+
+
 def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
     """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
-    evaluators the tau step reuses."""
+    evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones)."""
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
     ordered = order_channels(space, dense, data=loaders.calib)  # the default order (Taylor)
@@ -197,48 +234,44 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     cfg = SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
                        mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
                        calib_batches=s.calib_batches, val_batches=s.val_batches, seed=0)
-    pnet_path = work / "pruningnet.pt"
-    if not pnet_path.exists():
-        t = time.time()
-        pnet = PruningNet(space, source=ordered)
-        # MetaPruning's scheme, one random encoding per step: what the committed results measured
-        train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, eval_ratios=(),
-                                                                    sampling="single"),
-                         run_dir=work / "pnet", progress=False, log=lambda m: None)
-        torch.save({"state_dict": pnet.state_dict(), "seconds": time.time() - t}, pnet_path)
-    saved = torch.load(pnet_path, weights_only=True)
-    pnet = PruningNet(space, source=ordered)
-    pnet.load_state_dict(saved["state_dict"])
-    evaluators = {"inherit": inherit, "pruningnet": PruningNetEvaluator(pnet.eval())}
-    if path.exists():
-        return json.loads(path.read_text()), evaluators
-    chosen: dict = {m: {} for m in METHODS}
+    evaluators, train_seconds = {"inherit": inherit}, {}
+    for variant in dict.fromkeys(s.pnet_methods + s.pnet_tau_only):
+        pnet, train_seconds[variant] = train_pnet(variant, s, work, space, ordered, loaders, table)
+        evaluators[variant] = PruningNetEvaluator(pnet)
+    chosen: dict = json.loads(path.read_text()) if path.exists() else {}
     lats = [b for _, b in budgets]
-    for method, ev, extra in (("hwprune", inherit, 0.0), ("hwprune-pruningnet", evaluators["pruningnet"],
-                                                         saved["seconds"])):
+    searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds[v])
+                                              for v in s.pnet_methods]
+    for method, ev, extra in searches:
+        if method in chosen:
+            continue
         t = time.time()
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say)
         seconds = round(time.time() - t + extra, 1)
-        for (f, _), best in zip(budgets, res.best):
-            chosen[method][str(f)] = {"encoding": best["encoding"], "search_seconds": seconds}
-            if method == "hwprune":  # (a budget no uniform width meets: its narrowest network)
-                uniform = (best.get("uniform") or {}).get("encoding") or list(space.narrowest())
-                chosen["uniform"][str(f)] = {"encoding": uniform, "search_seconds": 0.0}
+        chosen[method] = {str(f): {"encoding": best["encoding"], "search_seconds": seconds}
+                          for (f, _), best in zip(budgets, res.best)}
+        if method == "hwprune":  # (a budget no uniform width meets: its narrowest network)
+            chosen["uniform"] = {str(f): {"encoding": (best.get("uniform") or {}).get("encoding")
+                                          or list(space.narrowest()), "search_seconds": 0.0}
+                                 for (f, _), best in zip(budgets, res.best)}
+        write_json(path, chosen)
     rng = np.random.default_rng(0)
-    for f, b in budgets:  # random search: the best of N random networks under the budget, same evaluator
-        t = time.time()
-        pool = np.asarray([space.sample(rng) for _ in range(50 * s.random_candidates)])
-        feasible = [tuple(map(int, e)) for e in pool[table.predict_batch(pool) <= b]][: s.random_candidates] \
-            or [space.narrowest()]
-        val = limited(loaders.val, s.val_batches)
-        scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]
-        chosen["random"][str(f)] = {"encoding": list(feasible[int(np.argmax(scores))]),
-                                    "search_seconds": round(time.time() - t, 1)}
-        t = time.time()  # Torch-Pruning's ratio, bisected on measured latency
-        ratio, ms, _ = avl.fit_ratio(lambda r: measure([avl.l1_prune(dense, r, torch.zeros(1, *loaders.input_shape),
-                                                                     s)])[0], b, s.tp_max_ratio, s.tp_steps)
-        chosen["l1"][str(f)] = {"ratio": ratio, "search_seconds": round(time.time() - t, 1)}
-    write_json(path, chosen)
+    for f, b in budgets:
+        if str(f) not in chosen.setdefault("random", {}):  # the best of N random networks, same evaluator
+            t = time.time()
+            pool = np.asarray([space.sample(rng) for _ in range(50 * s.random_candidates)])
+            feasible = [tuple(map(int, e)) for e in pool[table.predict_batch(pool) <= b]][: s.random_candidates] \
+                or [space.narrowest()]
+            val = limited(loaders.val, s.val_batches)
+            scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]
+            chosen["random"][str(f)] = {"encoding": list(feasible[int(np.argmax(scores))]),
+                                        "search_seconds": round(time.time() - t, 1)}
+        if str(f) not in chosen.setdefault("l1", {}):  # Torch-Pruning's ratio, bisected on measured latency
+            t = time.time()
+            ratio, ms, _ = avl.fit_ratio(lambda r: measure([avl.l1_prune(dense, r, torch.zeros(
+                1, *loaders.input_shape), s)])[0], b, s.tp_max_ratio, s.tp_steps)
+            chosen["l1"][str(f)] = {"ratio": ratio, "search_seconds": round(time.time() - t, 1)}
+        write_json(path, chosen)
     return chosen, evaluators
 
 
@@ -326,7 +359,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
 
     say(f"== {name}: fine-tune every chosen network ({s.finetune_epochs} epochs, seeds {s.seeds})")
     jobs = []
-    for method in METHODS:
+    for method in methods(s):
         for f, _ in budgets:
             c = chosen[method][str(f)]
             for seed in s.seeds:
@@ -355,7 +388,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
             say(f"  {ev_name}: Kendall tau {tau_rows[-1]['kendall_tau']:.3f}, Spearman {tau_rows[-1]['spearman']:.3f}")
 
     say(f"== {name}: export, measure interleaved with the dense network, and time each winner in a plain session")
-    nets = [("dense", None, None, 0, dense_dir)] + [(m, f, b, seed, work / f"{m}_{f}_s{seed}") for m in METHODS
+    nets = [("dense", None, None, 0, dense_dir)] + [(m, f, b, seed, work / f"{m}_{f}_s{seed}") for m in methods(s)
                                                     for f, b in budgets for seed in s.seeds]
     check = [x for _, (x, _) in zip(range(2), loaders.val)]
     example = torch.zeros(shape)
@@ -367,7 +400,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
                            check_inputs=check)
         files.append(path)
     measured_path = work / "measured.json"
-    if not measured_path.exists():
+    known = json.loads(measured_path.read_text())["measured"] if measured_path.exists() else {}
+    if any(str(p) not in known for p in files):  # all of them again, interleaved, when a network is new
         ms = measure([p.read_bytes() for p in files])
         medians = {str(p): median_ms(p, shape, s.median_runs) for p, n in zip(files, nets) if n[3] == s.seeds[0]}
         write_json(measured_path, {"measured": dict(zip(map(str, files), ms)), "median": medians})
@@ -454,7 +488,7 @@ def plot(rows: list[dict], path: Path) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
-        for method in ("dense", *METHODS):
+        for method in ("dense", *dict.fromkeys(r["method"] for r in rows if r["method"] != "dense")):
             g = [r for r in rows if r["model"] == model and r["method"] == method]
             if g:
                 ax.scatter([float(r["measured_ms"]) for r in g], [float(r["test_acc"]) for r in g], label=method,
@@ -496,7 +530,7 @@ def main(argv=None) -> None:
         if getattr(args, k) is not None:
             s = replace(s, **{k: getattr(args, k)})
     work = Path(args.work) / ("quick" if args.quick else "full")
-    common.claim_work(work, asdict(s))
+    common.claim_work(work, {k: v for k, v in asdict(s).items() if k != "models"})  # (each model has its folder)
     torch.set_num_threads(args.workers)  # the PruningNet training and the searches run here, alone on the CPU
     started = time.time()
     say = lambda msg: print(msg, flush=True)  # noqa: E731

@@ -151,16 +151,19 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     q = fashion.Settings(**fashion.QUICK)
     pruned = [r for r in rows if r["method"] != "dense"]
     assert [r["method"] for r in rows].count("dense") == 1
-    assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in fashion.METHODS for s in q.seeds}
-    assert len(pruned) == len(fashion.METHODS) * len(q.seeds) * len(q.fractions)
+    methods = fashion.methods(q)
+    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
+    assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in methods for s in q.seeds}
+    assert len(pruned) == len(methods) * len(q.seeds) * len(q.fractions)
     for r in pruned:
         assert 0 <= float(r["test_acc"]) <= 1 and float(r["measured_ms"]) > 0 and r["within_budget"] in ("True", "False")
         if r["method"] != "l1":  # chosen by the table: predicted within the budget
             assert float(r["predicted_ms"]) <= float(r["budget_ms"]) + 1e-9
         assert float(r["flops"]) < float(rows[0]["flops"])  # every pruned network is smaller than the dense one
     # one network per method and budget: every seed fine-tunes the same encoding
-    for m in fashion.METHODS:
+    for m in methods:
         assert len({r["flops"] for r in pruned if r["method"] == m}) == 1
-    assert sorted(t["evaluator"] for t in tau) == ["inherit", "pruningnet"]
+    # every PruningNet variant is scored on the tau networks, searched or not
+    assert sorted(t["evaluator"] for t in tau) == ["inherit", "pruningnet", "pruningnet-single"]
     assert [t["default"] for t in tau].count("True") == 1 and all(t["candidates"] == str(q.tau_candidates) for t in tau)
     assert (tmp_path / "out" / "fashion_mnist_quick.png").stat().st_size > 0
