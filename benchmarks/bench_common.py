@@ -61,13 +61,16 @@ def labelled(job: dict, fn: Callable[[dict], dict]) -> str:
     return f"{job['label']}: {seconds:.0f}s{acc}"
 
 
-def latency_meter(table, shape, passes: int, runs_per_pass: int) -> Callable[[list], list[float]]:
+def latency_meter(table, shape, passes: int, runs_per_pass: int, max_wait_s: float | None = None) \
+        -> Callable[[list], list[float]]:
     """``measure(items)``: the table's statistic of each network (modules or ONNX bytes), measured interleaved
-    with the table's backend settings."""
+    with the table's backend settings (waiting at most ``max_wait_s`` for a quiet machine before each)."""
     from hwprune.latency.fidelity import profiler_for_table
 
     def measure(items) -> list[float]:
         prof = profiler_for_table(table)
+        if max_wait_s is not None:
+            prof.max_wait_s = max_wait_s
         try:
             return [m.value(table.statistic) for m in prof.measure_networks(items, shape, passes=passes,
                                                                             runs_per_pass=runs_per_pass)]

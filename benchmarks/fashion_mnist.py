@@ -52,6 +52,7 @@ import hwprune as hp  # noqa: E402
 from hwprune.core.importance import order_channels  # noqa: E402
 from hwprune.core.macs import count_macs  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
+from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
@@ -113,6 +114,7 @@ class Settings:
     passes: int = 5
     runs_per_pass: int = 10
     median_runs: int = 200
+    max_wait_s: float = 10.0  # longest wait for a quiet machine before each latency measurement
     tp_max_ratio: float = 0.9
     tp_iterative_steps: int = 10
     tp_steps: int = 8
@@ -130,7 +132,7 @@ QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="rang
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
              random_candidates=4, pnet_epochs=1, pnet_methods=["pruningnet"], pnet_tau_only=["pruningnet-single"],
              tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
-             runs_per_pass=2, median_runs=5, tp_iterative_steps=2, tp_steps=2, round_to=8)
+             runs_per_pass=2, median_runs=5, max_wait_s=0.2, tp_iterative_steps=2, tp_steps=2, round_to=8)
 
 
 # ---- ranking agreement --------------------------------------------------------------------------
@@ -329,12 +331,12 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     if table_path.exists():
         table = hp.LatencyTable.load(table_path, space)
     else:
-        table = hp.profile(space, backend="onnxruntime", threads=1, repeats=s.profile_repeats, passes=s.passes,
-                           calibrate=s.calibrate,
-                           runs_per_pass=s.runs_per_pass, out=table_path, cache_dir=work.parent / "kernel_store",
-                           quiet=True)
+        table = hp.profile(space, passes=s.passes, calibrate=s.calibrate, runs_per_pass=s.runs_per_pass, out=table_path,
+                           cache_dir=work.parent / "kernel_store", quiet=True,
+                           profiler=get_profiler("onnxruntime", "cpu", threads=1, repeats=s.profile_repeats,
+                                                 max_wait_s=s.max_wait_s))
 
-    measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass)
+    measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass, s.max_wait_s)
 
     dense_dir = work / "dense"
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": sd, "label": f"{name} dense", "threads": workers,
