@@ -65,7 +65,8 @@ def pruningnet_from_payload(ck: dict, model: nn.Module | None = None, path: str 
 
 
 def sampled_step(model, x: torch.Tensor, y: torch.Tensor, encs: list, cfg: TrainConfig,
-                 target: torch.Tensor | None = None, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+                 target: torch.Tensor | None = None,
+                 autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward every encoding of one step, gradients averaged; returns (mean loss, first output).
 
     Without ``target`` (a teacher's logits) the first network learns the labels and, in a
