@@ -219,7 +219,7 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
         pnet = PruningNet(space, source=ordered, rank=rank)
         train_pruningnet(pnet, loaders.train, config=hp.TrainConfig(epochs=s.pnet_epochs, eval_ratios=(), **opts),
                          window=LatencyWindow.from_fraction(table, space, window) if window else None,
-                         run_dir=work / f"{variant}_run", progress=False, log=lambda m: None)
+                         run_dir=work / f"{variant}_run", resume=True, progress=False, log=lambda m: None)
         torch.save({"state_dict": pnet.state_dict(), "seconds": time.time() - t}, path)
     saved = torch.load(path, weights_only=True)
     pnet = PruningNet(space, source=ordered, rank=rank)
