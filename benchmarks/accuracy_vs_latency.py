@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import multiprocessing as mp
 import os
@@ -216,10 +215,6 @@ def run_job(job: dict) -> dict:
 def run_pool(jobs: list[dict], workers: int, say) -> None:
     """Run the jobs whose result file is missing, longest first, in ``workers`` processes."""
     common.run_pool(jobs, workers, say, run_job)
-
-
-def _run_labelled(job: dict) -> str:
-    return common.labelled(job, run_job)
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------
@@ -400,8 +395,7 @@ def read_summary(path: Path) -> list[dict] | None:
     """A summary CSV this script wrote (its first line is the environment comment), or None."""
     if not path.exists():
         return None
-    text = path.read_text().splitlines()
-    return list(csv.DictReader(line for line in text if not line.startswith("#")))
+    return common.read_csv(path)
 
 
 def plot(rows: list[dict], summary: list[dict], path: Path) -> None:

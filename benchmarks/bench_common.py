@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "claim_work"]
+__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "claim_work"]
 
 
 def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
@@ -88,6 +88,12 @@ def csv_text(rows: list[dict], env: dict, columns: list[str] | None = None) -> s
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV :func:`csv_text` wrote (under its ``# {environment}`` line), values as strings."""
+    with path.open() as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 def claim_work(work: Path, settings: dict) -> None:

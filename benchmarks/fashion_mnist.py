@@ -73,15 +73,16 @@ PNETS = {
     "pruningnet-rank4": {"rank": 4},  # the default with a low-rank generator (4 bases)
 }
 
-
-def methods(s: "Settings") -> tuple[str, ...]:
-    """Every method of a run: the baselines, hwprune's default path and one search per PruningNet variant."""
-    return BASELINES + tuple(f"hwprune-{v}" for v in s.pnet_methods)
 COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed", "test_acc", "val_acc",
            "predicted_ms", "measured_ms", "median_ms", "within_budget", "flops", "params", "search_seconds",
            "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
+
+
+def methods(s: "Settings") -> tuple[str, ...]:
+    """Every method of a run: the baselines, hwprune's default path and one search per PruningNet variant."""
+    return BASELINES + tuple(f"hwprune-{v}" for v in s.pnet_methods)
 
 
 @dataclass
@@ -470,18 +471,6 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV this script wrote (after its ``# {environment}`` line), values as strings."""
-    import csv
-
-    with path.open() as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
-
-
-def _csv(rows: list[dict], columns: list[str], env: dict) -> str:
-    return common.csv_text(rows, env, columns)
-
-
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -523,7 +512,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.summarize:
         out, stem = Path(args.out), "fashion_mnist_quick" if args.quick else "fashion_mnist"
-        rows, tau = read_csv(out / f"{stem}.csv"), read_csv(out / f"{stem}_tau.csv")
+        rows, tau = common.read_csv(out / f"{stem}.csv"), common.read_csv(out / f"{stem}_tau.csv")
         plot(rows, out / f"{stem}.png")
         write_atomic(out / f"{stem}.md", summary(rows, tau) + "\n")
         print(summary(rows, tau))
@@ -552,8 +541,8 @@ def write_results(rows: list[dict], tau: list[dict], s: Settings, out: Path, ste
     out.mkdir(parents=True, exist_ok=True)
     env = {**avl.environment(), "settings": asdict(s), "seconds": seconds}
     head = {k: v for k, v in env.items() if k != "settings"}
-    write_atomic(out / f"{stem}.csv", _csv(rows, COLUMNS, head))
-    write_atomic(out / f"{stem}_tau.csv", _csv(tau, TAU_COLUMNS, head))
+    write_atomic(out / f"{stem}.csv", common.csv_text(rows, head, COLUMNS))
+    write_atomic(out / f"{stem}_tau.csv", common.csv_text(tau, head, TAU_COLUMNS))
     plot(rows, out / f"{stem}.png")
     write_atomic(out / f"{stem}.md", summary(rows, tau) + "\n")
     write_json(out / f"{stem}.env.json", env)
