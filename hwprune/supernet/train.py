@@ -128,7 +128,7 @@ def train_pruningnet(pnet: PruningNet, train_loader, epochs: int | None = None, 
         encs = step_encodings(space, cfg.seed, step, cfg.sampling, cfg.random_samples, window)
         return sampled_step(model, x, y, encs, cfg, target, autocast)
 
-    return fit(pnet, train_loader, cfg, forward=None, train_step=train_step,
+    return fit(pnet, train_loader, cfg, train_step=train_step,
                payload=lambda: pnet_payload(pnet, meta), fmt=PNET_FORMAT, fingerprint=space.fingerprint,
                checkpoint=Path(run_dir) / "pruningnet.pt" if run_dir else None,
                evaluate=evaluate if val_loader is not None and calib_loader is not None else None,

@@ -32,10 +32,11 @@ from .distributed import world_info
 __all__ = ["fit"]
 
 
-def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable, payload: Callable[[], dict],
-        fmt: str, fingerprint: str, checkpoint: str | Path | None = None, loss_fn: Callable | None = None,
-        evaluate: Callable[[], dict] | None = None, resume: bool = False, progress: bool | None = None,
-        log: Callable[[str], None] | None = None, train_step: Callable | None = None) -> list[dict]:
+def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, payload: Callable[[], dict], fmt: str,
+        fingerprint: str, forward: Callable | None = None, checkpoint: str | Path | None = None,
+        loss_fn: Callable | None = None, evaluate: Callable[[], dict] | None = None, resume: bool = False,
+        progress: bool | None = None, log: Callable[[str], None] | None = None,
+        train_step: Callable | None = None) -> list[dict]:
     """Train ``module``; returns one history row per epoch (loss, train accuracy, lr, images/s, ``evaluate()``).
 
     ``forward(model, x, step)`` runs one step's batch (``model`` may be the DDP wrapper);
@@ -65,6 +66,15 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
     opt = torch.optim.SGD(module.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     loss_fn = loss_fn or (lambda out, y, x: crit(out, y))
+
+    def plain_step(model, x, y, step, autocast):  # one forward and its loss's backward
+        with autocast():
+            out = forward(model, x, step)
+            loss = loss_fn(out.float(), y, x)
+        loss.backward()
+        return loss, out
+
+    train_step = train_step or plain_step
     model = module
     if world > 1:
         model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -116,17 +126,10 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, forward: Callable,
                     g["lr"] = lr_at(cfg, base_lr, step, total)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
-                if train_step is not None:
-                    loss, out = train_step(model, x, y, step, autocast)
-                else:
-                    with autocast():
-                        out = forward(model, x, step)
-                        loss = loss_fn(out.float(), y, x)
-                if not torch.isfinite(loss):
+                loss, out = train_step(model, x, y, step, autocast)
+                if not torch.isfinite(loss):  # before the step: the weights stay as they were
                     raise HwpruneError(f"loss became {loss.item()} at step {step}; lower the learning rate "
                                        f"(--lr) and resume")
-                if train_step is None:
-                    loss.backward()
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
                 opt.step()
