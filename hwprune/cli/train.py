@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..runs.settings import TrainJob
-from ..training.config import TrainConfig
+from ..training.config import SAMPLING, TrainConfig
 from .app import main
 from .options import MODEL_HELP, WEIGHTS_HELP, default
 
@@ -33,7 +33,7 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default
               help="Generator hidden units.")
 @click.option("--rank", "gen_rank", type=int, help="Low-rank generator output with N bases (default: full).")
 @click.option("--bn", type=click.Choice(["per_choice", "shared"]), default=default(TrainJob, "bn"), show_default=True)
-@click.option("--sampling", type=click.Choice(["sandwich", "single"]), default=default(TrainConfig, "sampling"),
+@click.option("--sampling", type=click.Choice(SAMPLING), default=default(TrainConfig, "sampling"),
               show_default=True, help="Per step: the widest, the narrowest and --random-samples random networks "
                                       "(sandwich), or MetaPruning's one random network (single).")
 @click.option("--random-samples", type=int, default=default(TrainConfig, "random_samples"), show_default=True,

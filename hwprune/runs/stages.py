@@ -186,10 +186,6 @@ def pretrain_stage(run: RunFolder, job: PretrainJob, *, where: str = ".", key: s
     return history
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ---- train --------------------------------------------------------------------------------------
 def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "train", resume: bool = False,
                 progress: bool | None = None, log: Log = None) -> list[dict]:
@@ -234,8 +230,9 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
 
         window = LatencyWindow.from_fraction(LatencyTable.load(job.sample_table, space), space, job.sample_from)
         if rank == 0:
-            (log or _stderr)(f"sampling networks of {window.lo_ms:.4g}-{window.hi_ms:.4g} ms predicted latency "
-                             f"({job.sample_table})")
+            say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+            say(f"sampling networks of {window.lo_ms:.4g}-{window.hi_ms:.4g} ms predicted latency "
+                f"({job.sample_table})")
     pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank, source=source).to(device)
     run.begin(key, "train", {"job": asdict(job), "resolved_train": asdict(cfg), "world_size": world,
                              "num_classes": loaders.num_classes, "input_shape": list(loaders.input_shape),

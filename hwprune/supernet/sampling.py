@@ -22,10 +22,9 @@ import numpy as np
 
 from ..core.space import SearchSpace
 from ..errors import HwpruneError
+from ..training.config import SAMPLING
 
-__all__ = ["SAMPLING", "LatencyWindow", "step_encodings"]
-
-SAMPLING = ("sandwich", "single")
+__all__ = ["LatencyWindow", "step_encodings"]
 
 
 @dataclass

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from ..errors import HwpruneError, check_number
 
-__all__ = ["TrainConfig", "lr_at"]
+__all__ = ["TrainConfig", "lr_at", "SAMPLING"]
+
+SAMPLING = ("sandwich", "single")  # how a PruningNet step picks its networks (supernet/sampling.py)
 
 
 @dataclass
@@ -45,8 +47,8 @@ class TrainConfig:
         check_number("grad_clip", self.grad_clip, optional=True)
         check_number("random_samples", self.random_samples, integer=True, inclusive=True)
         check_number("distill", self.distill, inclusive=True, maximum=1)
-        if self.sampling not in ("sandwich", "single"):
-            raise HwpruneError(f"unknown sampling {self.sampling!r}; use sandwich or single")
+        if self.sampling not in SAMPLING:
+            raise HwpruneError(f"unknown sampling {self.sampling!r}; use {' or '.join(SAMPLING)}")
         if self.schedule not in ("linear", "cosine", "constant"):
             raise HwpruneError(f"unknown lr schedule {self.schedule!r}; use linear, cosine or constant")
         self.eval_ratios = tuple(check_number("eval_ratios entry", r) for r in self.eval_ratios)
