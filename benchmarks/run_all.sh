@@ -46,7 +46,8 @@ except OSError:
     commit = None
 env = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fast": sys.argv[2] == "1", "commit": commit or None,
        "cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-       "versions": {p: v(p) for p in ("hwprune", "torch", "onnxruntime", "onnx", "numpy", "torch-pruning", "tensorrt")},
+       "versions": {p: v(p) for p in ("hwprune", "torch", "onnxruntime", "onnx", "numpy", "torch-pruning", "tensorrt",
+                                      "torchvision", "timm")},
        "load_average": list(os.getloadavg())}
 with open(sys.argv[1], "w") as f:
     json.dump(env, f, indent=1)
@@ -61,6 +62,7 @@ if [ "$fast" = 1 ]; then
   run benchmarks/latency_fidelity.py --models resnet20-32 --threads 1 --n 8
   run benchmarks/accuracy_vs_latency.py --fast --models resnet20 --work runs/bench_fast/work
   run benchmarks/fashion_mnist.py --quick --work runs/bench_fast/work
+  run benchmarks/model_coverage.py --size 64 --models torchvision/resnet18 timm/efficientnet_b0
 else
   run benchmarks/flops_speed.py
   run benchmarks/pruningnet_overhead.py
@@ -68,6 +70,7 @@ else
   run benchmarks/latency_fidelity.py --threads 1 2
   run benchmarks/accuracy_vs_latency.py
   run benchmarks/fashion_mnist.py   # needs: apt-get install dataset-fashion-mnist
+  run benchmarks/model_coverage.py  # needs: pip install --no-deps torchvision timm (skipped without them)
 fi
 echo
 echo "results in $results (machine and versions: $results/environment.json)"

@@ -14,6 +14,7 @@ A traced :class:`~hwprune.core.traced.LayerInfo` names its kind (``"conv"``,
 """
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,11 +23,12 @@ import torch.nn.functional as F
 
 from ..errors import SpaceMismatchError, UnsupportedModelError
 from .layout import layout_size
+from .ops import torch_base
 
 if TYPE_CHECKING:
     from .traced import LayerInfo
 
-__all__ = ["LayerKind", "kind_of", "KINDS"]
+__all__ = ["LayerKind", "kind_of", "KINDS", "shell", "run_own", "group_inputs"]
 
 
 class LayerKind:
@@ -36,6 +38,7 @@ class LayerKind:
     module_type: type = nn.Module
     size_attrs: tuple[str, ...] = ()  # the module's (input, output) channel attributes
     weighted = True  # a conv or linear: its weights follow (cin, cout) and a generator makes them
+    tensors: tuple[str, ...] = ("weight", "bias")  # the module's tensors whose sizes follow its channels
 
     def costs(self, layer: "LayerInfo") -> tuple[bool, float, float, float]:
         """(one input channel per output channel, MACs per cin*cout, weights per cin*cout, params per cout)."""
@@ -82,6 +85,10 @@ class LayerKind:
         """The op and attributes of the kernel a runtime runs for this layer (a KernelSpec's fields)."""
         raise NotImplementedError
 
+    def sizes(self, layer: "LayerInfo", x: torch.Tensor, w: torch.Tensor | None) -> dict[str, int]:
+        """The module's size attributes when it runs on ``x`` with weight ``w`` (see :func:`run_own`)."""
+        raise NotImplementedError
+
 
 class Conv(LayerKind):
     name = "conv"
@@ -95,17 +102,18 @@ class Conv(LayerKind):
     def resize(self, layer, old, cin, cout, idx):
         dev, dt = _device_dtype(old)
         groups = cout if layer.depthwise else old.groups
-        new = type(old)(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups,
-                        old.bias is not None, old.padding_mode, device=dev, dtype=dt)
+        new = torch_base(type(old))(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation, groups,
+                                    old.bias is not None, old.padding_mode, device=dev, dtype=dt)
         if idx is not None:
             in_src, in_dst, out_src, out_dst = idx
-            if not self.crops_input(layer):  # one input channel per filter, or a fixed grouped conv
+            if layer.depthwise:  # one input channel per filter
                 new.weight[out_dst] = old.weight[out_src]
-            else:
+            else:  # dim 1 holds one conv group's inputs: the positions the kept channels take in the first block
+                in_src, in_dst = group_inputs(in_src, old.in_channels, groups), group_inputs(in_dst, cin, groups)
                 new.weight[out_dst[:, None], in_dst[None, :]] = old.weight[out_src[:, None], in_src[None, :]]
             if old.bias is not None:
                 new.bias[out_dst] = old.bias[out_src]
-        return new
+        return _as_class_of(old, new)
 
     def full_shape(self, layer, module, cin, cout):
         per_group = 1 if layer.depthwise else cin // layer.groups
@@ -114,6 +122,14 @@ class Conv(LayerKind):
     def crops_input(self, layer):
         return not layer.depthwise and layer.groups == 1
 
+    def permute(self, layer, module, in_idx, out_idx):
+        w = module.weight.data[out_idx]
+        if not layer.depthwise:  # a grouped conv's channels are permuted alike in every block: dim 1 follows the first
+            w = w[:, in_idx[: w.shape[1]]]
+        module.weight.data.copy_(w)
+        if module.bias is not None:
+            module.bias.data.copy_(module.bias.data[out_idx])
+
     def run(self, layer, module, x, w, b):
         groups = w.shape[0] if layer.depthwise else layer.groups
         conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(module.kernel_size)]
@@ -121,6 +137,10 @@ class Conv(LayerKind):
             x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
             return conv(x, w, b, module.stride, 0, module.dilation, groups)
         return conv(x, w, b, module.stride, module.padding, module.dilation, groups)
+
+    def sizes(self, layer, x, w):
+        return {"in_channels": x.shape[1], "out_channels": w.shape[0],
+                "groups": w.shape[0] if layer.depthwise else layer.groups}
 
     def kernel_attrs(self, layer, module, in_shape):
         if len(in_shape) != 4 or isinstance(module.padding, str) and module.padding != "valid":
@@ -137,7 +157,7 @@ class Linear(LayerKind):
     size_attrs = ("in_features", "out_features")
 
     def costs(self, layer):
-        return False, 1.0, 1.0, int(layer.bias)
+        return False, float(layer.out_spatial), 1.0, int(layer.bias)  # out_spatial: positions it runs at
 
     def resize(self, layer, old, cin, cout, idx):
         dev, dt = _device_dtype(old)
@@ -147,13 +167,16 @@ class Linear(LayerKind):
             new.weight[out_dst[:, None], in_dst[None, :]] = old.weight[out_src[:, None], in_src[None, :]]
             if old.bias is not None:
                 new.bias[out_dst] = old.bias[out_src]
-        return new
+        return _as_class_of(old, new)
 
     def full_shape(self, layer, module, cin, cout):
         return (cout, cin), cout if module.bias is not None else 0
 
     def run(self, layer, module, x, w, b):
         return F.linear(x, w, b)
+
+    def sizes(self, layer, x, w):
+        return {"in_features": w.shape[1], "out_features": w.shape[0]}
 
     def kernel_attrs(self, layer, module, in_shape):
         return dict(op="linear")
@@ -164,13 +187,15 @@ class BatchNorm(LayerKind):
     module_type = nn.modules.batchnorm._BatchNorm
     size_attrs = ("num_features",)
     weighted = False  # per-channel statistics and affine terms, not a generated weight
+    tensors = ("weight", "bias", "running_mean", "running_var")
 
     def costs(self, layer):
         return True, 0.0, 0.0, 2 if layer.affine else 0
 
     def resize(self, layer, old, cin, cout, idx):
         dev, dt = _device_dtype(old)
-        new = type(old)(cout, old.eps, old.momentum, old.affine, old.track_running_stats, device=dev, dtype=dt)
+        new = torch_base(type(old))(cout, old.eps, old.momentum, old.affine, old.track_running_stats, device=dev,
+                                    dtype=dt)
         if idx is not None:
             out_src, out_dst = idx[2], idx[3]
             for name in ("weight", "bias", "running_mean", "running_var"):
@@ -179,7 +204,10 @@ class BatchNorm(LayerKind):
                     dst[out_dst] = src[out_src]
             if old.num_batches_tracked is not None:
                 new.num_batches_tracked.copy_(old.num_batches_tracked)
-        return new
+        return _as_class_of(old, new)
+
+    def sizes(self, layer, x, w):
+        return {"num_features": x.shape[1]}
 
     def permute(self, layer, module, in_idx, out_idx):
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -193,6 +221,49 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm()
 
 def kind_of(layer: "LayerInfo") -> LayerKind:
     return KINDS[layer.kind]
+
+
+def group_inputs(positions: torch.Tensor, channels: int, groups: int) -> torch.Tensor:
+    """Of the kept input ``positions`` of a conv with ``channels`` inputs in ``groups`` groups, those in the first
+    group: the indices into its weight's dim 1 (every group keeps the same ones; all of them when groups is 1)."""
+    return positions[positions < channels // groups]
+
+
+_SIZE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features")
+
+
+def _as_class_of(old: nn.Module, new: nn.Module) -> nn.Module:
+    """``new`` (a torch.nn layer) as an instance of ``old``'s own class: a copy of ``old`` with ``new``'s tensors
+    and sizes, so that a subclass keeps what its forward adds (timm's BatchNormAct2d its activation)."""
+    if type(old) is type(new):
+        return new
+    memo = {id(t): getattr(new, name) for name, t in list(old._parameters.items()) + list(old._buffers.items())
+            if t is not None and hasattr(new, name)}
+    out = copy.deepcopy(old, memo)
+    for attr in _SIZE_ATTRS:
+        if hasattr(new, attr):
+            setattr(out, attr, getattr(new, attr))
+    return out
+
+
+def shell(layer: "LayerInfo", module: nn.Module) -> nn.Module:
+    """A copy of a layer whose class has a forward of its own, without the tensors that follow its channels:
+    :func:`run_own` runs it on generated ones (the PruningNet)."""
+    memo = {id(getattr(module, n)): None for n in kind_of(layer).tensors if getattr(module, n, None) is not None}
+    return copy.deepcopy(module, memo)
+
+
+def run_own(layer: "LayerInfo", shell_module: nn.Module, x: torch.Tensor, tensors: dict) -> torch.Tensor:
+    """The layer's own forward on ``x`` with ``tensors`` (weight, bias, running statistics) in its place."""
+    for attr, v in kind_of(layer).sizes(layer, x, tensors.get("weight")).items():
+        setattr(shell_module, attr, v)
+    for name, t in tensors.items():
+        (shell_module._parameters if name in shell_module._parameters else shell_module._buffers)[name] = t
+    try:
+        return shell_module(x)
+    finally:  # hold no generated tensor (or its graph) between calls
+        for name in tensors:
+            (shell_module._parameters if name in shell_module._parameters else shell_module._buffers)[name] = None
 
 
 def _pair(v) -> tuple[int, int]:

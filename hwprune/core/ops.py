@@ -17,9 +17,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Activation", "ACTIVATIONS", "activation_of", "PASS_MODULES", "PASS_FUNCTIONS", "PASS_METHODS",
+__all__ = ["Activation", "ACTIVATIONS", "activation_of", "LAYER_MODULES", "torch_base", "own_forward", "PASS_MODULES",
+           "PASS_FUNCTIONS", "PASS_FUNCTION_NAMES", "qualified_name", "PASS_METHODS",
            "ELEMENTWISE", "ELEMENTWISE_METHODS", "ADD", "RESHAPE", "RESHAPE_METHODS", "REDUCE", "CAT",
-           "NON_TENSOR_METHODS", "FREE_MODULES", "FREE_FUNCTIONS", "FREE_METHODS"]
+           "NON_TENSOR_METHODS", "FREE_MODULES", "FREE_FUNCTIONS", "FREE_FUNCTION_NAMES", "FREE_METHODS"]
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,42 @@ _OTHER_ACTIVATIONS = (nn.ELU, nn.Mish, nn.Softplus, nn.Hardtanh)  # keep channel
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
           nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 
+_UPSAMPLE = (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
+
 # ops that keep every channel where it is (the tracer passes the input's layout through)
-PASS_MODULES = tuple(_BY_MODULE) + _OTHER_ACTIVATIONS + _POOLS + (nn.Identity, nn.Dropout, nn.Dropout2d,
-                                                                  nn.Dropout1d)
+PASS_MODULES = tuple(_BY_MODULE) + _OTHER_ACTIVATIONS + _POOLS + _UPSAMPLE + (nn.Identity, nn.Dropout, nn.Dropout2d,
+                                                                              nn.Dropout1d)
 PASS_FUNCTIONS = set(_BY_FUNCTION) | {
     F.elu, F.mish, F.softplus, F.hardtanh, F.dropout, F.dropout2d, torch.clamp, torch.clip, F.max_pool2d,
     F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d,
-    torch.neg, torch.abs, torch.exp, torch.square, torch.sqrt}
+    F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear, torch.neg, torch.abs, torch.exp,
+    torch.square, torch.sqrt}
+# functions of other packages, by qualified name so that hwprune need not import them: torchvision's stochastic
+# depth (drops whole samples in training, the identity at inference) is wrapped as one call by torch.fx
+FREE_FUNCTION_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+PASS_FUNCTION_NAMES = set(FREE_FUNCTION_NAMES)
+
+# modules that are one traced layer or one channel-keeping op whatever package defines them: a subclass (timm's
+# BatchNormAct2d, Conv2dSame, Linear) is a leaf of the trace, never traced into, and its own forward runs it
+LAYER_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm) + PASS_MODULES
+
+
+def torch_base(cls: type) -> type:
+    """The first class in ``cls``'s hierarchy that torch.nn defines (``cls`` itself for a torch.nn layer)."""
+    for c in cls.__mro__:
+        if c.__module__.startswith("torch.nn"):
+            return c
+    return nn.Module
+
+
+def own_forward(m: nn.Module) -> bool:
+    """Whether ``m`` subclasses a torch.nn layer and replaces its forward (timm's BatchNormAct2d applies its
+    activation after the norm; Conv2dSame pads first)."""
+    return type(m).forward is not torch_base(type(m)).forward
+
+
+def qualified_name(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__name__', '')}"
 PASS_METHODS = set(_BY_METHOD) | {"clamp", "clamp_", "clip", "contiguous", "clone", "float", "half", "to", "type_as",
                                   "detach", "neg", "abs", "exp", "square", "sqrt", "hardtanh_", "expand_as"}
 

@@ -6,6 +6,7 @@ kernels read.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch.fx as fx
@@ -26,7 +27,7 @@ class LayerInfo:
     depthwise: bool = False  # conv with groups == in == out channels
     groups: int = 1  # the conv's groups (only for non-depthwise grouped convs)
     kernel: int = 1  # product of kernel sizes
-    out_spatial: int = 1  # product of output spatial sizes
+    out_spatial: int = 1  # product of output spatial sizes (a linear on an n-d tensor: the positions it runs at)
     bias: bool = False
     affine: bool = True  # bn only
     signature: dict = field(default_factory=dict)  # op attributes for profiling and fingerprints
@@ -38,6 +39,7 @@ class GroupInfo:
     width: int  # original number of channels
     members: list[str]  # "conv1:out", "bn1", "layer1.0.conv1:in", ...
     fixed_reason: str | None  # None when prunable
+    blocks: int = 1  # the channels are this many equal blocks that keep the same width (grouped convs)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class ChannelUnion:
         self.fixed: dict[int, str] = {}
         self.members: dict[int, list[str]] = {}
         self.producer: dict[int, str] = {}
+        self.blocks: dict[int, int] = {}  # root -> equal blocks its channels are pruned in (grouped convs)
 
     def new(self, size: int, member: str, producer: bool = False) -> int:
         gid = len(self.parent)
@@ -87,6 +90,19 @@ class ChannelUnion:
             self.fixed.setdefault(a, self.fixed.pop(b))
         if b in self.producer:
             self.producer.setdefault(a, self.producer.pop(b))
+        if b in self.blocks:
+            self.split(a, self.blocks.pop(b), "")
+
+    def split(self, g: int, blocks: int, why: str) -> None:
+        """Prune group ``g`` in ``blocks`` equal blocks (with any it is already split in); fixed if its size
+        does not divide."""
+        r = self.find(g)
+        n = math.lcm(self.blocks.get(r, 1), blocks)
+        if self.size[r] % n:
+            self.fixed.setdefault(r, f"{why or 'its blocks'}: {self.size[r]} channels do not split into {n} equal "
+                                     f"blocks")
+        else:
+            self.blocks[r] = n
 
     def fix(self, layout: Layout | None, reason: str) -> None:
         for seg in layout or ():

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.kinds import kind_of
-from ..core.ops import ADD, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of
+from ..core.ops import ADD, FREE_FUNCTION_NAMES, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of, qualified_name
 from ..errors import UnsupportedModelError
 from ..profilers.spec import KernelSpec
 
@@ -222,7 +222,7 @@ class _Walker:
         if node.op == "call_module":
             return isinstance(self.modules[node.target], FREE_MODULES)
         if node.op == "call_function":
-            return node.target in FREE_FUNCTIONS
+            return node.target in FREE_FUNCTIONS or qualified_name(node.target) in FREE_FUNCTION_NAMES
         return node.op == "call_method" and node.target in FREE_METHODS
 
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from ..errors import HwpruneError
 from ..core.space import SearchSpace
-from ..core.kinds import kind_of
+from ..core.kinds import group_inputs, kind_of, run_own, shell
+from ..core.ops import own_forward
 from ..core.layout import Layout, channel_positions, layout_size
 from ..core.traced import LayerInfo
 
@@ -184,6 +185,9 @@ class PruningNet(nn.Module):
         # The rest of the graph (activations, pooling, dropout, ...) as this module's own copies,
         # so that mode switches and .to() reach them.
         self.rest = nn.ModuleDict()
+        # layers whose class has a forward of its own (a subclass: timm's BatchNormAct2d) run it, on generated tensors
+        self.shells = nn.ModuleDict({_key(layer.name): shell(layer, modules[layer.name]) for layer in space.layers
+                                     if own_forward(modules[layer.name])})
         self._graph = space.traced.graph_module.graph
         for node in self._graph.nodes:
             if node.op == "call_module" and node.target not in self._layers:
@@ -224,6 +228,10 @@ class PruningNet(nn.Module):
             w = _take(w, 0, o_idx)
             if kind_of(layer).crops_input(layer):
                 w = _take(w, 1, _indices(layer.in_layout, widths, self._maxw))
+            elif layer.groups > 1:  # a grouped conv: dim 1 holds the inputs of one group, the same in each
+                idx = _indices(layer.in_layout, widths, self._maxw)
+                idx = torch.arange(idx) if isinstance(idx, int) else idx
+                w = _take(w, 1, group_inputs(idx, layout_size(layer.in_layout, self._maxw), layer.groups))
             b = _take(flat[n:], 0, o_idx) if nbias else None
             out[layer.name] = (w, b)
         return out
@@ -260,7 +268,17 @@ class PruningNet(nn.Module):
         raise HwpruneError("the traced graph has no output")
 
     def _run_layer(self, layer: LayerInfo, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        own = self.shells[_key(layer.name)] if _key(layer.name) in self.shells else None
+        if own is not None:
+            return run_own(layer, own, x, {"weight": w, "bias": b})
         return kind_of(layer).run(layer, self._template[layer.name], x, w, b)
+
+    def _batch_norm(self, layer: LayerInfo, x, rm, rv, w, b, momentum: float, eps: float) -> torch.Tensor:
+        own = self.shells[_key(layer.name)] if _key(layer.name) in self.shells else None
+        if own is None:
+            return F.batch_norm(x, rm, rv, w, b, self.training, momentum, eps)
+        own.momentum, own.eps = momentum, eps
+        return run_own(layer, own, x, {"weight": w, "bias": b, "running_mean": rm, "running_var": rv})
 
     def _bn(self, layer: LayerInfo, x: torch.Tensor, enc, widths) -> torch.Tensor:
         st = self.bns[_key(layer.name)]
@@ -270,11 +288,11 @@ class PruningNet(nn.Module):
         if isinstance(idx, int):  # views: batch_norm updates the stored rows in place
             rm, rv = st.running_mean[row, :idx], st.running_var[row, :idx]
             w, b = (st.weight[row, :idx], st.bias[row, :idx]) if st.affine else (None, None)
-            return F.batch_norm(x, rm, rv, w, b, self.training, momentum, st.eps)
+            return self._batch_norm(layer, x, rm, rv, w, b, momentum, st.eps)
         idx = idx.to(x.device)
         rm, rv = st.running_mean[row, idx], st.running_var[row, idx]  # copies
         w, b = (st.weight[row, idx], st.bias[row, idx]) if st.affine else (None, None)
-        y = F.batch_norm(x, rm, rv, w, b, self.training, momentum, st.eps)
+        y = self._batch_norm(layer, x, rm, rv, w, b, momentum, st.eps)
         if self.training:
             st.running_mean[row, idx], st.running_var[row, idx] = rm, rv
         return y
