@@ -8,7 +8,7 @@ materialized and run; the pruned network must give the dense output shape, and t
 MACs counted on the materialized network (``hwprune_flops_exact``). Torch-Pruning's MetaPruner (L1 magnitude,
 pruning ratio 0.5, classifier kept) prunes the same model; both FLOPs ratios are counted the same way (the
 multiply-accumulates of convs and linears). Writes ``model_coverage.csv`` under ``$HWPRUNE_BENCH_RESULTS``
-(default ``benchmarks/results``) and prints a summary.
+(default ``benchmarks/results``; a rerun of some models replaces their rows) and prints a summary.
 
 torchvision and timm are not dependencies of hwprune: ``pip install --no-deps torchvision timm``. torchvision's
 PyPI wheel is built for CUDA torch; on a CPU-only torch it imports once its ``nms`` and ``qnms`` operators are
@@ -147,6 +147,16 @@ def main() -> None:
         return
     out = Path(args.out) / "model_coverage.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # a rerun of some models replaces their rows and keeps the others
+        with open(out, newline="") as f:
+            kept = {r["model"]: r for r in csv.DictReader(f)}
+        kept.update({r["model"]: r for r in rows})
+        rows = [kept[m] for m in MODELS if m in kept] + [r for m, r in kept.items() if m not in MODELS]
+        for r in rows:
+            for k in ("hwprune_ok", "tp_ok", "hwprune_flops_exact"):
+                r[k] = r.get(k) in (True, "True")
+            for k in ("hwprune_flops_ratio",):
+                r[k] = float(r[k]) if r.get(k) not in (None, "") else ""
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
@@ -155,7 +165,7 @@ def main() -> None:
     hw = [r for r in rows if r["hwprune_ok"]]
     tp_ = [r for r in rows if r["tp_ok"]]
     wrong = [r["model"] for r in hw if not r["hwprune_flops_exact"]]
-    halved = [r for r in hw if r["hwprune_flops_ratio"] <= 0.45]
+    halved = [r for r in hw if r["hwprune_flops_ratio"] != "" and r["hwprune_flops_ratio"] <= 0.45]
     print(f"\nhwprune prunes {len(hw)} of {n} models ({len(halved)} to <= 0.45 of the dense FLOPs at uniform(0.5)); "
           f"Torch-Pruning {len(tp_)} of {n}. Space FLOPs != real MACs on: {wrong or 'none'}. -> {out}")
 

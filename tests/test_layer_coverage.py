@@ -370,3 +370,26 @@ class ConvNeXtLike(nn.Module):
 def test_a_module_kept_whole_that_returns_channels_last_is_refused_not_counted_wrong():
     with pytest.raises(hp.UnsupportedModelError, match=r"ignored layer 'inner' returns its channels last"):
         hp.SearchSpace.from_model(ConvNeXtLike(), (1, 3, 5, 6), ignored_layers=["inner"])
+
+
+class ChunkShuffle(nn.Module):
+    """ShuffleNetV2's unit: chunk into two channel halves, a branch on one, concat, channel shuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.branch = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        a, b = self.conv(x).chunk(2, dim=1)
+        y = torch.cat([a, self.branch(b)], 1)
+        n, c, h, w = y.shape
+        return self.head(y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
+
+
+def test_ops_after_a_refused_tuple_are_checked_too():
+    with pytest.raises(hp.UnsupportedModelError) as err:
+        hp.SearchSpace.from_model(ChunkShuffle(), (1, 3, 4, 4))
+    msg = str(err.value)  # the chunk and the shuffle's view, each once; the conv on a chunk is not an error
+    assert msg.startswith("2 ops of ChunkShuffle are not supported") and "'chunk'" in msg and "'view'" in msg

@@ -64,8 +64,9 @@ class _Analysis:
     def run(self, input_shapes, model_name: str) -> TracedModel:
         problems, failed = [], set()
         for node in self.gm.graph.nodes:
-            ins = [a for a in _flat((node.args, node.kwargs)) if isinstance(a, fx.Node) and self.layout.get(a)]
-            if node.op in ("call_function", "call_method") and ins and all(a in failed for a in ins):
+            ins = [a for a in _flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
+            carriers = [a for a in ins if self.layout.get(a) or a in failed]
+            if node.op in ("call_function", "call_method") and carriers and all(a in failed for a in carriers):
                 failed.add(node)  # the rest of a refused op (a shuffle's transpose after its view): named once
                 self.layout[node] = self._unknown(node)
                 continue
