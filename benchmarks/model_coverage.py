@@ -8,7 +8,8 @@ materialized and run; the pruned network must give the dense output shape, and t
 MACs counted on the materialized network (``hwprune_flops_exact``). Torch-Pruning's MetaPruner (L1 magnitude,
 pruning ratio 0.5, classifier kept) prunes the same model; both FLOPs ratios are counted the same way (the
 multiply-accumulates of convs and linears). Writes ``model_coverage.csv`` under ``$HWPRUNE_BENCH_RESULTS``
-(default ``benchmarks/results``; a rerun of some models replaces their rows) and prints a summary.
+(default ``benchmarks/results``; written after every model, and a rerun of some models replaces their rows;
+each tool gets ``--timeout`` seconds per model) and prints a summary.
 
 torchvision and timm are not dependencies of hwprune: ``pip install --no-deps torchvision timm``. torchvision's
 PyPI wheel is built for CUDA torch; on a CPU-only torch it imports once its ``nms`` and ``qnms`` operators are
@@ -20,6 +21,7 @@ import argparse
 import copy
 import csv
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -104,7 +106,15 @@ def with_torch_pruning(model: nn.Module, x: torch.Tensor, dense_out: torch.Size,
     return {"tp_flops_ratio": round(count_macs(model, [x]) / dense_macs, 4)}
 
 
-def run(name: str, build, size: int) -> dict:
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout
+
+
+def run(name: str, build, size: int, timeout_s: int) -> dict:
     row = {"model": name}
     torch.manual_seed(0)
     model = build(name.split("/", 1)[1]).eval()
@@ -114,53 +124,68 @@ def run(name: str, build, size: int) -> dict:
     dense_macs = count_macs(model, [x])
     for tool, fn in (("hwprune", with_hwprune), ("tp", with_torch_pruning)):
         t0 = time.perf_counter()
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(timeout_s)
         try:
             row.update(fn(model, x, dense_out, dense_macs))
             row[f"{tool}_ok"] = True
+        except _Timeout:
+            row[f"{tool}_ok"], row[f"{tool}_error"] = False, f"gave up after {timeout_s} s"
         except Exception as e:  # every failure is a result here, reported in the CSV
             row[f"{tool}_ok"], row[f"{tool}_error"] = False, f"{type(e).__name__}: {first_line(e)}"
+        finally:
+            signal.alarm(0)
         row[f"{tool}_seconds"] = round(time.perf_counter() - t0, 2)
     return row
+
+
+def write(out: Path, rows: list[dict]) -> list[dict]:
+    """Write ``rows`` into the CSV at ``out``, replacing the rows of the same models and keeping the others."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kept = {}
+    if out.exists():
+        with open(out, newline="") as f:
+            kept = {r["model"]: r for r in csv.DictReader(f)}
+    kept.update({r["model"]: r for r in rows})
+    rows = [kept[m] for m in MODELS if m in kept] + [r for m, r in kept.items() if m not in MODELS]
+    for r in rows:
+        for k in ("hwprune_ok", "tp_ok", "hwprune_flops_exact"):
+            r[k] = r.get(k) in (True, "True")
+        r["hwprune_flops_ratio"] = float(r["hwprune_flops_ratio"]) if r.get("hwprune_flops_ratio") not in (None, "") \
+            else ""
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(out)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=MODELS, help="zoo/name, e.g. timm/efficientnet_b0")
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--timeout", type=int, default=180, help="seconds each tool gets per model")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", "benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     zoos = import_zoos()
+    out = Path(args.out) / "model_coverage.csv"
     rows = []
     for name in args.models:
         zoo = name.split("/", 1)[0]
         if zoo not in zoos:
             continue
-        row = run(name, zoos[zoo], args.size)
-        rows.append(row)
+        row = run(name, zoos[zoo], args.size, args.timeout)
         ok = lambda t: "ok" if row[f"{t}_ok"] else "refused"  # noqa: E731
         print(f"{name:36s} hwprune {ok('hwprune'):7s} {row.get('hwprune_flops_ratio', ''):<7} "
               f"torch-pruning {ok('tp'):7s} {row.get('tp_flops_ratio', ''):<7} "
               f"{row.get('hwprune_error', '')[:120]}", flush=True)
+        rows = write(out, [row])  # after every model
     if not rows:
         print("neither torchvision nor timm imports here (pip install --no-deps torchvision timm): nothing to run")
         return
-    out = Path(args.out) / "model_coverage.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():  # a rerun of some models replaces their rows and keeps the others
-        with open(out, newline="") as f:
-            kept = {r["model"]: r for r in csv.DictReader(f)}
-        kept.update({r["model"]: r for r in rows})
-        rows = [kept[m] for m in MODELS if m in kept] + [r for m, r in kept.items() if m not in MODELS]
-        for r in rows:
-            for k in ("hwprune_ok", "tp_ok", "hwprune_flops_exact"):
-                r[k] = r.get(k) in (True, "True")
-            for k in ("hwprune_flops_ratio",):
-                r[k] = float(r[k]) if r.get(k) not in (None, "") else ""
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
     n = len(rows)
     hw = [r for r in rows if r["hwprune_ok"]]
     tp_ = [r for r in rows if r["tp_ok"]]
