@@ -53,3 +53,16 @@ class ToyNet(nn.Module):
 def toy():
     torch.manual_seed(0)
     return ToyNet().eval()
+
+
+def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` in eval mode with random BN statistics and affine terms, as a trained network has (so that a
+    permutation or a copy that misses BN shows)."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_(1, 0.5)
+            m.bias.data.normal_(0, 0.5)
+    return model.eval()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import hwprune as hp
 from hwprune.core.importance import channel_importance, order_channels
 
-from conftest import ToyNet, small_input
+from conftest import ToyNet, small_input, trained_like
 
 
 class SENet(nn.Module):
@@ -30,18 +30,6 @@ class SENet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
 
 
-def _trained_like(model: nn.Module) -> nn.Module:
-    """Random BN statistics and affine terms, so that a permutation that misses BN would show."""
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.normal_(1, 0.5)
-            m.bias.data.normal_(0, 0.5)
-    return model.eval()
-
-
 CASES = [(name, lambda name=name: hp.create_model(name), small_input(name)) for name in hp.list_models()] + [
     ("toy (concat, depthwise, residual, flatten)", ToyNet, (1, 3, 16, 16)), ("se", SENet, (1, 3, 16, 16))]
 
@@ -50,7 +38,7 @@ CASES = [(name, lambda name=name: hp.create_model(name), small_input(name)) for 
 @pytest.mark.parametrize("metric", ["l1", "bn"])
 def test_ordering_preserves_the_function_and_sorts_every_group(name, build, shape, metric):
     torch.manual_seed(0)
-    model = _trained_like(build())
+    model = trained_like(build(), seed=1)
     space = hp.SearchSpace.from_model(model, shape)
     ordered = order_channels(space, model, metric).eval()
     x = torch.randn(2, *shape[1:])
@@ -65,7 +53,7 @@ def test_ordering_preserves_the_function_and_sorts_every_group(name, build, shap
 
 def test_materialize_after_ordering_keeps_the_most_important_channels():
     torch.manual_seed(0)
-    model = _trained_like(ToyNet())
+    model = trained_like(ToyNet(), seed=1)
     space = hp.SearchSpace.from_model(model, (1, 3, 16, 16))
     before = channel_importance(space, model)
     ordered = order_channels(space, model)
@@ -93,7 +81,7 @@ def _batches(shape, n=3, classes=10):
 @pytest.mark.parametrize("name,build,shape", [CASES[0], CASES[-2], CASES[-1]], ids=lambda c: str(c)[:30])
 def test_taylor_order_preserves_the_function(name, build, shape):
     torch.manual_seed(0)
-    model = _trained_like(build())
+    model = trained_like(build(), seed=1)
     space = hp.SearchSpace.from_model(model, shape)
     classes = model(torch.zeros(shape)).shape[1]
     ordered = order_channels(space, model, "taylor", data=_batches(shape, classes=classes)).eval()
@@ -109,7 +97,7 @@ def test_taylor_scores_a_channel_the_network_cannot_use_zero():
     """A channel whose BatchNorm scale and shift are 0 carries nothing: removing it changes no loss, and no gradient
     reaches the weights that make or read it."""
     torch.manual_seed(0)
-    model = _trained_like(hp.create_model("resnet20", in_channels=1))
+    model = trained_like(hp.create_model("resnet20", in_channels=1))
     space = hp.SearchSpace.from_model(model, (1, 1, 32, 32))
     with torch.no_grad():
         model.layer1[0].bn1.weight[3] = 0

@@ -14,6 +14,7 @@ import hwprune as hp
 from hwprune.core.importance import order_channels
 from hwprune.supernet.pruningnet import PruningNet
 
+from conftest import trained_like
 from test_materialize import hook_macs
 
 
@@ -102,17 +103,6 @@ class ZooNet(nn.Module):
         side = self.up(self.side(self.down(x)))  # back to x's resolution: channels tie to x's by the add
         x = self.head_bn(x + F.interpolate(side, scale_factor=1.0))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def trained_like(model: nn.Module) -> nn.Module:
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
-    return model.eval()
 
 
 @pytest.fixture
