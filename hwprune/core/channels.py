@@ -51,6 +51,7 @@ def _describe(node: fx.Node) -> str:
     where = f"module {list(stack)[-1]!r}" if stack else "the model's forward"
     return f"{node.op.replace('call_', '')} {target!r} (node {node.name!r} in {where})"
 
+
 class _Analysis:
     def __init__(self, gm: fx.GraphModule, leaves: set[str]):
         self.gm = gm
@@ -186,10 +187,10 @@ class _Analysis:
             expect_in = expect_out = src[1] if src is not None and len(src) > 1 else None
         if src is None or shape is None or len(src) < 2 or len(shape) < 2 or src[dim] != expect_in \
                 or shape[dim] != expect_out:
+            base = torch_base(type(m)).__name__
             raise UnsupportedModelError(
-                f"module {node.target!r} ({type(m).__name__}, a subclass of {torch_base(type(m)).__name__} with a "
-                f"forward of its own) maps {src} to {shape}, not the channels of a {torch_base(type(m)).__name__}; "
-                f"pass it in ignored_layers")
+                f"module {node.target!r} ({type(m).__name__}, a subclass of {base} with a forward of its own) maps "
+                f"{src} to {shape}, not the channels of a {base}; pass it in ignored_layers")
 
     def _conv(self, node, m: nn.modules.conv._ConvNd, lin: Layout, shape) -> Layout:
         name = node.target
@@ -397,5 +398,3 @@ def _flat(x):
             yield from _flat(v)
     else:
         yield x
-
-

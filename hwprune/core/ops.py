@@ -81,6 +81,8 @@ PASS_FUNCTIONS = set(_BY_FUNCTION) | {
 # depth (drops whole samples in training, the identity at inference) is wrapped as one call by torch.fx
 FREE_FUNCTION_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
 PASS_FUNCTION_NAMES = set(FREE_FUNCTION_NAMES)
+PASS_METHODS = set(_BY_METHOD) | {"clamp", "clamp_", "clip", "contiguous", "clone", "float", "half", "to", "type_as",
+                                  "detach", "neg", "abs", "exp", "square", "sqrt", "hardtanh_", "expand_as"}
 
 # modules that are one traced layer or one channel-keeping op whatever package defines them: a subclass (timm's
 # BatchNormAct2d, Conv2dSame, Linear) is a leaf of the trace, never traced into, and its own forward runs it
@@ -102,9 +104,9 @@ def own_forward(m: nn.Module) -> bool:
 
 
 def qualified_name(fn) -> str:
+    """``module.name`` of a function, to match functions of packages hwprune does not import."""
     return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__name__', '')}"
-PASS_METHODS = set(_BY_METHOD) | {"clamp", "clamp_", "clip", "contiguous", "clone", "float", "half", "to", "type_as",
-                                  "detach", "neg", "abs", "exp", "square", "sqrt", "hardtanh_", "expand_as"}
+
 
 # elementwise ops between tensors: their operands' channels must match one for one
 ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
