@@ -120,10 +120,12 @@ class Settings:
     tp_iterative_steps: int = 10
     tp_steps: int = 8
     # mobilenet_v2_cifar trains ~5x slower per image on these CPUs and scores a candidate in ~6 s on 8 validation
-    # batches: fewer images, fine-tuning epochs and fitness batches, and one PruningNet (the default training), keep
-    # the whole run within 2.5 h on 2 cores (every method of a model still gets the same fine-tuning)
+    # batches: fewer images, fine-tuning epochs and fitness batches, and one searched PruningNet (the default
+    # training; its rank-4 generator is trained for the tau table only) keep the whole run within 2.5 h on 2 cores
+    # (every method of a model still gets the same fine-tuning)
     per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(
-        limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, pnet_methods=["pruningnet"], pnet_tau_only=[])})
+        limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, pnet_methods=["pruningnet"],
+        pnet_tau_only=["pruningnet-rank4"])})
 
     def for_model(self, name: str) -> "Settings":
         return replace(self, **self.per_model.get(name, {}), per_model={})
