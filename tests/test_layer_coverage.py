@@ -378,8 +378,26 @@ class ChunkShuffle(nn.Module):
         return self.head(y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
 
 
-def test_ops_after_a_refused_tuple_are_checked_too():
+def test_a_channel_shuffle_is_refused_once_after_a_chunk_that_is_not():
     with pytest.raises(hp.UnsupportedModelError) as err:
         hp.SearchSpace.from_model(ChunkShuffle(), (1, 3, 4, 4))
-    msg = str(err.value)  # the chunk and the shuffle's view, each once; the conv on a chunk is not an error
-    assert msg.startswith("2 ops of ChunkShuffle are not supported") and "'chunk'" in msg and "'view'" in msg
+    msg = str(err.value)  # the shuffle's view, once: not its transpose and reshape, not the chunk before it
+    assert msg.startswith("method 'view'") and "reshapes the channel dimension" in msg and "chunk" not in msg
+
+
+class TensorSplit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.branch = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        a, b = torch.tensor_split(self.conv(x), 2, dim=1)  # a split hwprune does not know
+        return torch.cat([a, self.branch(b)], 1).view(1, 2, 4, 4, 4)
+
+
+def test_ops_after_a_refused_tuple_are_checked_too():
+    with pytest.raises(hp.UnsupportedModelError) as err:
+        hp.SearchSpace.from_model(TensorSplit(), (1, 3, 4, 4))
+    msg = str(err.value)  # the split and the view, each once; the conv on a piece is not an error
+    assert msg.startswith("2 ops of TensorSplit are not supported") and "'tensor_split'" in msg and "'view'" in msg

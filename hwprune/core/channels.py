@@ -7,9 +7,11 @@ groups of their operands; a depthwise conv passes its input's layout through; a
 grouped conv splits its input's and output's groups into equal blocks, one per conv
 group, that keep the same width (a group then has one segment per block); a channel
 concatenation joins its inputs' layouts, each keeping its own group; a flatten
-multiplies the features per channel. Groups that touch the network's inputs or
-outputs, an ignored layer, or an op whose channels cannot be cropped are fixed. What
-is not understood is refused, never guessed: one error names every such op.
+multiplies the features per channel; a split or slice of the channels cuts groups
+where it takes them by position (:mod:`hwprune.core.slicing`). Groups that touch the
+network's inputs or outputs, an ignored layer, or an op whose channels cannot be
+cropped are fixed. What is not understood is refused, never guessed: one error names
+every such op.
 
 The result, a :class:`TracedModel`, records per layer the layouts and shapes that
 FLOPs, params, materialization and the PruningNet need, so nothing is traced twice.
@@ -28,7 +30,8 @@ from .macs import count_node_macs
 from .ops import (CAT, ELEMENTWISE, ELEMENTWISE_METHODS, LAYER_MODULES, NON_TENSOR_METHODS, PASS_FUNCTION_NAMES,
                   PASS_FUNCTIONS, PASS_METHODS, PASS_MODULES, REDUCE, RESHAPE, RESHAPE_METHODS, own_forward,
                   qualified_name, torch_base)
-from .traced import ChannelUnion, GroupInfo, LayerInfo, TracedModel
+from .slicing import align, channel_slice, cut_parts, is_split, piece_sizes, split_dim
+from .traced import ChannelUnion, LayerInfo, Resolved, Slicing, TracedModel, traced_model
 
 __all__ = ["analyse"]
 
@@ -58,7 +61,9 @@ class _Analysis:
         self.modules = dict(gm.named_modules())
         self.leaves = leaves
         self.g = ChannelUnion()
-        self.layout: dict[fx.Node, Layout | None] = {}
+        self.layout = Resolved(self.g)  # node -> layout of its output
+        self.pieces: dict[fx.Node, list[Layout]] = {}  # a split -> the layouts of the tensors it returns
+        self.slicings: dict[str, Slicing] = {}
         self.layers: dict[str, LayerInfo] = {}
         self.const_flops = 0
 
@@ -82,7 +87,8 @@ class _Analysis:
         if problems:
             raise UnsupportedModelError(f"{len(problems)} ops of {model_name} are not supported: " + " | ".join(
                 f"({i}) {p}" for i, p in enumerate(problems, 1)))
-        return self._finish(input_shapes)
+        return traced_model(self.g, self.gm, list(self.layers.values()), self.slicings, input_shapes,
+                            self.const_flops)
 
     def _unknown(self, node: fx.Node) -> Layout | None:
         """A refused op's output: channels of their own, fixed, so that the ops after it are still checked."""
@@ -112,6 +118,10 @@ class _Analysis:
             return self._module(node, self.modules[node.target], shape)
         ins = [a for a in _flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
         tensor_ins = [a for a in ins if self.layout.get(a)]
+        if is_split(node) and self.layout.get(node.args[0]):
+            return self._split(node)
+        if node.target is operator.getitem and node.args[0] in self.pieces:
+            return self.g.resolve(self.pieces[node.args[0]][node.args[1]])
         if shape is None:  # sizes, tuples, python numbers
             if node.op == "call_method" and node.target in NON_TENSOR_METHODS or node.target is getattr:
                 return None
@@ -137,6 +147,12 @@ class _Analysis:
             src = _shape(node.args[0])
             if len(src) >= 2 and shape[:2] == src[:2]:
                 return self.layout.get(node.args[0])
+            span = channel_slice(node, src[1]) if len(src) == len(shape) >= 2 else None
+            if span is not None and self.layout.get(node.args[0]):
+                parts = cut_parts(self.g, self.layout[node.args[0]], [span[0], span[1] - span[0], src[1] - span[1]],
+                                  _describe(node))
+                self.slicings[node.name] = Slicing("slice", parts)
+                return parts[1]
         if not tensor_ins:
             return None  # a tensor made from constants only (e.g. torch.zeros)
         raise UnsupportedModelError(f"{_describe(node)} on channel data is not supported; hwprune cannot "
@@ -301,12 +317,26 @@ class _Analysis:
         return real[0]
 
     def _unify(self, a: Layout, b: Layout, what: str) -> None:
+        a, b = align(self.g, a, b, what)
         if [(s.size, s.mult) for s in a] == [(s.size, s.mult) for s in b]:
             for sa, sb in zip(a, b):
                 self.g.union(sa.group, sb.group)
-        else:  # same channels, different splits: only safe if nothing is pruned
+        else:  # the same channels, concatenated differently after flattening: only safe if nothing is pruned
             self.g.fix(a, f"{what} joins differently concatenated tensors")
             self.g.fix(b, f"{what} joins differently concatenated tensors")
+
+    def _split(self, node: fx.Node) -> None:
+        src = node.args[0]
+        dim = split_dim(node, len(_shape(src)))
+        sizes = piece_sizes(node, dim)
+        if sizes is None:
+            raise UnsupportedModelError(f"{_describe(node)}: its pieces have no recorded shapes")
+        if dim != 1:  # pieces of the same channels
+            self.pieces[node] = [self.layout[src]] * len(sizes)
+            return None
+        self.pieces[node] = cut_parts(self.g, self.layout[src], sizes, _describe(node))
+        self.slicings[node.name] = Slicing("split", self.pieces[node])
+        return None
 
     def _cat(self, node, shape) -> Layout:
         tensors = node.args[0] if node.args else node.kwargs["tensors"]
@@ -350,43 +380,6 @@ class _Analysis:
         raise UnsupportedModelError(f"{_describe(node)} reshapes the channel dimension "
                                     f"{tuple(s)} -> {tuple(shape)}; hwprune cannot map its channels "
                                     f"(pass the module that does it in ignored_layers)")
-
-    # ---- result ---------------------------------------------------------------------------
-    def _finish(self, input_shapes) -> TracedModel:
-        g = self.g
-        roots: dict[int, int] = {}
-        order: list[int] = []
-        for layer in self.layers.values():  # number groups in the order layers produce them
-            for seg in layer.in_layout + layer.out_layout:
-                r = g.find(seg.group)
-                if r not in roots:
-                    roots[r] = len(order)
-                    order.append(r)
-        groups, blocks = [], {}
-        for r in order:
-            reason = g.fixed.get(r)
-            if reason is None and r not in g.producer:
-                reason = "no layer produces it"
-            name = g.producer.get(r) or g.members[r][0].split(":")[0]
-            blocks[r] = g.blocks.get(r, 1) if reason is None else 1  # a fixed group keeps every channel anyway
-            groups.append(GroupInfo(name, g.size[r] // blocks[r], list(dict.fromkeys(g.members[r])), reason,
-                                    blocks[r]))
-
-        def remap(lay: Layout) -> Layout:  # a group in blocks: one segment per block, each of the group's width
-            out = []
-            for s in lay:
-                r = g.find(s.group)
-                out += [Segment(roots[r], s.size // blocks[r], s.mult)] * blocks[r]
-            return tuple(out)
-
-        layers = []
-        for info in self.layers.values():
-            info.in_layout, info.out_layout = remap(info.in_layout), remap(info.out_layout)
-            layers.append(info)
-        recorded = {n for n in self.layers}
-        const_params = sum(p.numel() for n, p in self.gm.named_parameters()
-                           if n.rsplit(".", 1)[0] not in recorded)
-        return TracedModel(self.gm, layers, groups, list(input_shapes), const_params, self.const_flops)
 
 
 def _flat(x):

@@ -1,7 +1,10 @@
 """Build the pruned network of an encoding as a plain ``nn.Module`` with real channel counts.
 
 The result is a copy of the original model (same class, same ``forward``) whose
-conv, linear and batch-norm modules are replaced by smaller ones. Each keeps the
+conv, linear and batch-norm modules are replaced by smaller ones. A model that takes
+channels by position (``split``, ``x[:, :c]``) holds the original sizes in its own
+code; its pruned network is its traced graph instead (an ``fx.GraphModule`` with the
+same modules), with those sizes made the pruned ones. Each keeps the
 leading channels of every group it touches; with a ``source`` model their weights
 are copied from it, otherwise they keep PyTorch's default initialisation. Widths
 above the original (ratios > 1) keep the source's channels and initialise the rest.
@@ -13,12 +16,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SpaceMismatchError
 from .kinds import kind_of
 from .layout import Layout, channel_positions, layout_size
-from .traced import LayerInfo
+from .slicing import pruned_call
+from .traced import LayerInfo, TracedModel
 
 __all__ = ["materialize", "layout_overlap"]
 
@@ -37,10 +42,17 @@ def layout_overlap(layout: Layout, widths: np.ndarray) -> tuple[torch.Tensor, to
 
 
 def materialize(layers: Sequence[LayerInfo], widths: np.ndarray, template: nn.Module,
-                source: nn.Module | None = None) -> nn.Module:
+                source: nn.Module | None = None, traced: TracedModel | None = None) -> nn.Module:
     """A copy of ``source`` (or of ``template``, freshly initialised layers) with every traced layer resized to
-    the group ``widths`` (one per traced group, as :meth:`SearchSpace.widths` gives them)."""
+    the group ``widths`` (one per traced group, as :meth:`SearchSpace.widths` gives them); ``traced`` (the
+    template's) is needed for a model with channel slicings."""
     model = copy.deepcopy(source if source is not None else template)
+    if traced is not None and traced.slicings:
+        graph = copy.deepcopy(traced.graph_module.graph)
+        for node in graph.nodes:
+            if node.name in traced.slicings:
+                node.target, node.args, node.kwargs = pruned_call(node, traced.slicings[node.name], widths)
+        model = fx.GraphModule(model, graph, class_name=type(model).__name__)
     originals = dict((source if source is not None else template).named_modules())
     for layer in layers:
         old = originals.get(layer.name)

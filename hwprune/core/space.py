@@ -263,7 +263,7 @@ class SearchSpace:
     # ---- output -------------------------------------------------------------------------------
     def materialize(self, enc: Sequence[int], source: nn.Module | None = None) -> nn.Module:
         """A plain ``nn.Module`` with the encoding's real channel counts; see :mod:`hwprune.core.materialize`."""
-        return materialize(self.layers, self.widths(enc), self.model, source)
+        return materialize(self.layers, self.widths(enc), self.model, source, self.traced)
 
     def describe(self, enc: Sequence[int] | None = None) -> list[dict]:
         """One row per prunable group: name, original width, choices and (given ``enc``) the width."""

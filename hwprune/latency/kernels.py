@@ -17,6 +17,7 @@ their time lands in the calibrated overhead, so it must not depend on the widths
 from __future__ import annotations
 
 import itertools
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,11 +96,17 @@ class _Walker:
     def propagate(self) -> None:
         inputs = {m.split(":", 1)[1]: i for i, g in enumerate(self.space.all_groups)
                   for m in g.members if m.startswith("input:")}
+        slicings = self.space.traced.slicings
         for node in self.gm.graph.nodes:
             layer = self.layer(node)
             shape = _shape(node)
+            src = node.args[0] if node.args else None
             if node.op == "placeholder" and node.name in inputs:
                 self.terms[node] = ((inputs[node.name], 1),)
+            elif node.name in slicings and slicings[node.name].kind == "slice":  # x[:, a:b]
+                self.terms[node] = tuple((s.group, s.mult) for s in slicings[node.name].parts[1])
+            elif node.target is operator.getitem and getattr(src, "name", None) in slicings:  # a split's piece
+                self.terms[node] = tuple((s.group, s.mult) for s in slicings[src.name].parts[node.args[1]])
             elif layer is not None:
                 self.terms[node] = tuple((s.group, s.mult) for s in layer.out_layout)
             elif node.op == "call_function" and node.target in (torch.cat, torch.concat) and shape:

@@ -27,6 +27,7 @@ from ..errors import HwpruneError
 from ..core.space import SearchSpace
 from ..core.kinds import group_inputs, kind_of, run_own, shell
 from ..core.ops import own_forward
+from ..core.slicing import pruned_call
 from ..core.layout import Layout, channel_positions, layout_size
 from ..core.traced import LayerInfo
 
@@ -242,6 +243,7 @@ class PruningNet(nn.Module):
         widths = self.space.widths(enc)
         weights = self.layer_weights(enc)
         env: dict[fx.Node, object] = {}
+        slicings = self.space.traced.slicings
         inputs = iter([x])
         load = lambda a: fx.node.map_arg(a, lambda n: env[n])  # noqa: E731
         for node in self._graph.nodes:
@@ -249,11 +251,13 @@ class PruningNet(nn.Module):
                 env[node] = next(inputs)
             elif node.op == "get_attr":
                 env[node] = self._consts[node.target]
-            elif node.op == "call_function":
-                env[node] = node.target(*load(node.args), **load(node.kwargs))
-            elif node.op == "call_method":
-                args = load(node.args)
-                env[node] = getattr(args[0], node.target)(*args[1:], **load(node.kwargs))
+            elif node.op in ("call_function", "call_method"):
+                target, args, kwargs = node.target, node.args, node.kwargs
+                if node.name in slicings:  # channels by position: where the pruned parts sit
+                    target, args, kwargs = pruned_call(node, slicings[node.name], widths)
+                args, kwargs = load(args), load(kwargs)
+                env[node] = target(*args, **kwargs) if node.op == "call_function" else \
+                    getattr(args[0], target)(*args[1:], **kwargs)
             elif node.op == "call_module":
                 args = load(node.args)
                 layer = self._layers.get(node.target)

@@ -1,0 +1,132 @@
+"""Channels taken by position, written the way the zoos write them: a CSP stage's split into halves, MixNet's
+unequal split among kernels, a chunk, ReXNet's shortcut added to the first channels of a wider tensor, GhostNet's
+concat cut to an odd width, and an add of two tensors concatenated from different pieces."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import hwprune as hp
+from hwprune.core.importance import order_channels
+from hwprune.supernet.pruningnet import PruningNet
+
+from conftest import trained_like
+from test_materialize import hook_macs
+
+
+def cbr(cin, cout, k=1, groups=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU())
+
+
+class SlicedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16, 3)
+        self.exp = cbr(16, 24)  # CSP: split in halves, one half through a block, concatenated back
+        self.csp = cbr(12, 12, 3)
+        self.trans = cbr(24, 16)
+        self.mix3 = nn.Conv2d(10, 10, 3, padding=1, groups=10)  # MixNet: 16 channels as 10 + 6, two kernels
+        self.mix5 = nn.Conv2d(6, 6, 5, padding=2, groups=6)
+        self.wide = cbr(16, 20)  # ReXNet: the shortcut goes into the first 16 of 20 channels
+        self.primary = cbr(20, 5)  # GhostNet: primary and cheap channels concatenated, the first 7 kept
+        self.cheap = cbr(5, 5, 3, groups=5)
+        self.left = cbr(7, 4)  # two ways of cutting 8 channels, added together
+        self.right = cbr(7, 4)
+        self.a = cbr(7, 2)
+        self.b = cbr(7, 6)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.exp(x)
+        p, q = y.split(12, dim=1)
+        x = self.trans(torch.cat([p, self.csp(q) + q], dim=1))
+        u, v = torch.split(x, [10, 6], 1)
+        x = x + torch.cat([self.mix3(u), self.mix5(v)], 1)
+        h, k = x.chunk(2, dim=1)
+        x = torch.cat([k, h], dim=1)  # the halves swapped
+        y = self.wide(x)
+        x = torch.cat([y[:, :16] + x, y[:, 16:]], dim=1)
+        g = self.primary(x)
+        x = torch.cat([g, self.cheap(g)], dim=1)[:, :7]
+        z = torch.cat([self.left(x), self.right(x)], 1) + torch.cat([self.a(x), self.b(x)], 1)
+        return self.fc(F.adaptive_avg_pool2d(z, 1).flatten(1))
+
+
+SHAPE = (1, 3, 8, 8)
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return trained_like(SlicedNet())
+
+
+def test_groups_are_cut_where_channels_are_taken_by_position(net):
+    space = hp.SearchSpace.from_model(net, SHAPE)
+    assert [g[0] for g in space.fixed_groups()] == ["input", "fc"]  # the rest is prunable
+    names = [g.name for g in space.groups]
+    assert "exp.0[0:12]" in names and "exp.0[12:24]" in names  # the CSP halves prune on their own
+    assert "wide.0[16:20]" in names  # ReXNet: the channels past the shortcut
+    assert "primary.0[0:2]" in names and "primary.0[2:5]" in names  # the ghost concat cut at 7 = 5 + 2
+    layers = {layer.name: layer for layer in space.layers}
+    # the stream, cut by the mixed kernels (10 + 6) and the chunk (8 + 8)
+    assert [s.size for s in layers["trans.0"].out_layout] == [8, 2, 6]
+    assert len(layers["a.0"].out_layout) == 1 and len(layers["left.0"].out_layout) == 2  # 2 + 6 against 4 + 4
+    assert {s.kind for s in space.traced.slicings.values()} == {"split", "slice"}
+
+
+def test_pruned_networks_run_with_their_pruned_pieces_and_cost_their_macs(net):
+    space = hp.SearchSpace.from_model(net, SHAPE)
+    x = torch.randn(4, *SHAPE[1:])
+    full = space.materialize(space.full(), source=net).eval()
+    assert isinstance(full, torch.fx.GraphModule) and type(full).__name__ == "SlicedNet"
+    assert (full(x) - net(x)).abs().max().item() <= 1e-5
+    rng = np.random.default_rng(0)
+    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(10))]:
+        pruned = space.materialize(enc, source=net).eval()
+        assert pruned(x).shape == (4, 10)
+        assert hook_macs(pruned, x[:1]) == space.flops(enc)
+        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+    assert space.flops(space.uniform(0.5)) <= 0.45 * space.flops(space.full())
+
+
+def test_importance_order_and_the_pruningnet_follow_the_pieces(net):
+    space = hp.SearchSpace.from_model(net, SHAPE)
+    x = torch.randn(2, *SHAPE[1:])
+    ordered = order_channels(space, net)
+    assert (ordered(x) - net(x)).abs().max().item() <= 1e-4  # every piece permuted alike wherever it goes
+    pnet = PruningNet(space, source=ordered).eval()
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        assert (pnet(x, space.full()) - net(x)).abs().max().item() <= 1e-4
+        for enc in [space.narrowest(), space.sample(rng)]:
+            assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
+
+
+def test_a_pruned_network_with_pieces_exports_to_onnx(net, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hwprune.deploy.export import export_onnx
+
+    space = hp.SearchSpace.from_model(net, SHAPE)
+    pruned = space.materialize(space.uniform(0.5), source=net).eval()
+    x = torch.randn(*SHAPE)
+    report = export_onnx(pruned, tmp_path / "sliced.onnx", x)  # proves onnxruntime computes what torch does
+    assert (tmp_path / "sliced.onnx").exists() and report is not None
+
+
+def test_latency_kernels_see_the_pieces(net):
+    from hwprune.latency.kernels import kernel_slots, slot_pairs
+
+    space = hp.SearchSpace.from_model(net, SHAPE)
+    slots = {s.name: s for s in kernel_slots(space)[0]}
+    # the mixed kernels read the two pieces of the stream, the head pool the 8 channels cut two ways
+    assert slot_pairs(space, slots["mix5"]) == {(c, c) for c in space.groups[_group(space, "trans.0[10:16]")].choices}
+    pool = [s for s in slots.values() if s.spec.op == "global_avgpool2d"]
+    assert len(pool) == 1 and len(pool[0].groups()) == 3
+
+
+def _group(space, name):
+    return [g.name for g in space.groups].index(name)
