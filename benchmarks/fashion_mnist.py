@@ -65,12 +65,13 @@ from hwprune.training.metrics import accuracy  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ("uniform", "l1", "random", "hwprune")
 # PruningNets, each built from the Taylor-ordered dense weights and trained pnet_epochs: TrainConfig overrides,
-# ``window`` (random networks drawn from this fraction of the dense latency up to it) and ``rank`` (generator)
+# ``window`` (random networks drawn from this fraction of the dense latency up to it) and ``rank`` (generator; the
+# paper's full output layer unless given, as these were measured before rank 4 became the library's default)
 PNETS = {
-    "pruningnet": {},  # the library's default training: sandwich rule, in-place distillation
+    "pruningnet": {},  # the library's default training (sandwich rule, in-place distillation)
     "pruningnet-single": {"sampling": "single"},  # MetaPruning's one random network per step
     "pruningnet-window": {"window": 0.25},  # the default, random networks from the search's latency range
-    "pruningnet-rank4": {"rank": 4},  # the default with a low-rank generator (4 bases)
+    "pruningnet-rank4": {"rank": 4},  # the same with a rank-4 generator: the library's default since it was measured
 }
 
 COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed", "test_acc", "val_acc",
@@ -215,7 +216,7 @@ def run_pool(jobs: list[dict], workers: int, say) -> None:
 def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, table) -> tuple[PruningNet, float]:
     """The PruningNet ``variant`` of :data:`PNETS` (trained once, kept in ``work``) and its training seconds."""
     opts = dict(PNETS[variant])
-    window, rank = opts.pop("window", None), opts.pop("rank", None)
+    window, rank = opts.pop("window", None), opts.pop("rank", None)  # the full generator unless told, as measured
     path = work / f"{variant}.pt"
     if not path.exists():
         t = time.time()
@@ -528,13 +529,15 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.workers)  # the PruningNet training and the searches run here, alone on the CPU
     started = time.time()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    rows, tau = [], []
+    stem = "fashion_mnist_quick" if args.quick else "fashion_mnist"
+    # the other models' rows of an earlier run stay (a run of one model replaces only its own)
+    rows, tau = ([r for r in common.read_csv(p) if r["model"] not in s.models] if p.exists() else []
+                 for p in (Path(args.out) / f"{stem}.csv", Path(args.out) / f"{stem}_tau.csv"))
     for name in s.models:  # the results so far are written after each model
         r, t = bench_model(name, s, work / name, args.workers, say)
         rows += r
         tau += t
-        stem = write_results(rows, tau, s, Path(args.out), "fashion_mnist_quick" if args.quick else "fashion_mnist",
-                             round(time.time() - started))
+        write_results(rows, tau, s, Path(args.out), stem, round(time.time() - started))
     print(summary(rows, tau))
     print(f"wrote {stem}.csv, _tau.csv, .png, .md in {round(time.time() - started)} s")
 

@@ -43,7 +43,7 @@ def step_times(name: str, loaders, steps: int) -> dict:
     torch.manual_seed(0)
     plain = hp.create_model(name, num_classes=10, in_channels=1)
     space = hp.SearchSpace.from_model(hp.create_model(name, num_classes=10, in_channels=1), (1, 1, 32, 32))
-    nets = {"plain": plain, "single": PruningNet(space), "sandwich": PruningNet(space)}
+    nets = {"plain": plain, "single": PruningNet(space, rank=None), "sandwich": PruningNet(space, rank=None)}
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in nets.items()}
     cfg = TrainConfig()

@@ -143,10 +143,17 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
     import csv as csvmod
 
-    fashion.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    out.mkdir()  # an earlier run of another model: its rows stay
+    (out / "fashion_mnist_quick.csv").write_text(",".join(fashion.COLUMNS) + "\n" + "kept_net,bundled,dense,,,0,0.5,0.5,"
+                                                 "1.0,1.0,1.0,,100,10,,1.0\n")
+    (out / "fashion_mnist_quick_tau.csv").write_text(",".join(fashion.TAU_COLUMNS) + "\nkept_net,inherit,16,0.5,0.6,True\n")
+    fashion.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
     read = lambda name: list(csvmod.DictReader(  # noqa: E731
-        line for line in (tmp_path / "out" / name).read_text().splitlines() if not line.startswith("#")))
+        line for line in (out / name).read_text().splitlines() if not line.startswith("#")))
     rows, tau = read("fashion_mnist_quick.csv"), read("fashion_mnist_quick_tau.csv")
+    assert rows[0]["model"] == tau[0]["model"] == "kept_net"
+    rows, tau = rows[1:], tau[1:]
     assert list(rows[0]) == fashion.COLUMNS and list(tau[0]) == fashion.TAU_COLUMNS
     q = fashion.Settings(**fashion.QUICK)
     pruned = [r for r in rows if r["method"] != "dense"]

@@ -90,6 +90,8 @@ def test_the_cli_takes_the_users_model_end_to_end(weights, tmp_path):
     r = cli("train", "--model", SPEC, "--weights", path, "--limit", "256", "--batch-size", "32", "--hidden", "8",
             "--epochs", "1", "--eval-ratios", "", "--device", "cpu", "--quiet", "--out", tmp_path / "t")
     assert r.returncode == 0, r.stderr
+    pnet_config = torch.load(tmp_path / "t" / "pruningnet.pt", weights_only=True)["pnet"]
+    assert pnet_config["rank"] == 4  # the default generator from trained weights
     r = cli("search", "--checkpoint", tmp_path / "t" / "pruningnet.pt", "--flops", "1M", "--population", "4",
             "--parents", "2", "--mutations", "1", "--crossovers", "1", "--generations", "1", "--calib-batches", "1",
             "--val-batches", "1", "--device", "cpu", "--quiet", "--out", tmp_path / "s", cwd=tmp_path)

@@ -22,8 +22,9 @@ def searched(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("chain")
     r = run("train", "--limit", "256", "--batch-size", "32", "--hidden", "8", "--round-to", "8", "--epochs", "1",
-            "--eval-ratios", "", "--device", "cpu", "--quiet", "--out", root / "train")
+            "--eval-ratios", "", "--device", "cpu", "--quiet", "--out", root / "train", "--rank", "0")
     assert r.exit_code == 0, r.output
+    assert torch.load(root / "train" / "pruningnet.pt", weights_only=True)["pnet"]["rank"] is None  # --rank 0: full
     r = run("search", "--checkpoint", root / "train" / "pruningnet.pt", "--flops", "8M", "--population", "4",
             "--parents", "2", "--mutations", "2", "--crossovers", "1", "--generations", "2", "--calib-batches", "1",
             "--val-batches", "1", "--device", "cpu", "--quiet", "--out", root / "search")

@@ -86,6 +86,16 @@ def test_low_rank_generator_is_smaller():
     assert full > 25 * 25_557_032 and low < full / 5
 
 
+def test_the_default_generator_follows_the_start():
+    space = hp.SearchSpace.from_model(ToyNet(), (1, 3, 8, 8))
+    scratch, trained = PruningNet(space), PruningNet(space, source=ToyNet())
+    assert scratch.rank is None and scratch.config["rank"] is None  # from scratch rank 4 learned far worse
+    assert trained.rank == 4 and trained.config["rank"] == 4  # from trained weights it ranked as well or better
+    assert all(g.rank == 4 and g.basis.shape[0] == 4 for g in trained.generators.values())
+    assert PruningNet(space, rank=None, source=ToyNet()).rank is None
+    assert trained.generator_params() == generator_params(space, rank=4) < scratch.generator_params()
+
+
 def test_bad_options_are_refused():
     space = hp.SearchSpace.from_model(hp.create_model("resnet20"), (1, 3, 32, 32))
     with pytest.raises(hp.HwpruneError, match="bn must be one of"):

@@ -31,7 +31,9 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default
               default=default(TrainConfig, "schedule"), show_default=True)
 @click.option("--hidden", type=int, default=default(TrainJob, "hidden"), show_default=True,
               help="Generator hidden units.")
-@click.option("--rank", "gen_rank", type=int, help="Low-rank generator output with N bases (default: full).")
+@click.option("--rank", "gen_rank", type=click.IntRange(min=0),
+              help="Generator output with N full-size bases; 0: the paper's full output layer. [default: 4 with "
+                   "--weights, else 0]")
 @click.option("--bn", type=click.Choice(["per_choice", "shared"]), default=default(TrainJob, "bn"), show_default=True)
 @click.option("--sampling", type=click.Choice(SAMPLING), default=default(TrainConfig, "sampling"),
               show_default=True, help="Per step: the widest, the narrowest and --random-samples random networks "
@@ -73,7 +75,7 @@ def train(model_name, weights, data, image_size, width_mult, round_to, epochs, b
 
     job = TrainJob(model=absolute_spec(model_name), weights=str(Path(weights).resolve()) if weights else None,
                    data=data, image_size=image_size, width_mult=width_mult, round_to=round_to,
-                   batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank=gen_rank, bn=bn,
+                   batch_size=batch_size, workers=workers, limit=limit, hidden=hidden, rank="auto" if gen_rank is None else gen_rank or None, bn=bn,
                    sample_table=str(Path(sample_table).resolve()) if sample_table else None, sample_from=sample_from,
                    device=device,
                    train=dict(lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,

@@ -75,7 +75,7 @@ class TrainJob:
     workers: int = 0
     limit: int | None = None  # use only a seeded random N of the training images (smoke runs)
     hidden: int = 32  # generator hidden units
-    rank: int | None = None  # low-rank generator output (None: the paper's full output layer)
+    rank: int | str | None = "auto"  # generator output bases: "auto" is 4 with --weights, else None (the paper's)
     bn: str = "per_choice"
     sample_table: str | None = None  # a latency table of the space: random encodings come from a latency window
     sample_from: float = 0.25  # ... from this fraction of the dense network's predicted latency up to the dense one

@@ -196,7 +196,7 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
     """
     from ..core.space import SearchSpace
     from ..models import load_model
-    from ..supernet.pruningnet import PruningNet
+    from ..supernet.pruningnet import PruningNet, default_rank
     from ..supernet.train import train_pruningnet
 
     folder = run.path / where
@@ -233,7 +233,8 @@ def train_stage(run: RunFolder, job: TrainJob, *, where: str = ".", key: str = "
             say = log or (lambda m: print(m, file=sys.stderr, flush=True))
             say(f"sampling networks of {window.lo_ms:.4g}-{window.hi_ms:.4g} ms predicted latency "
                 f"({job.sample_table})")
-    pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=job.rank, source=source).to(device)
+    gen_rank = default_rank(bool(job.weights)) if job.rank == "auto" else job.rank
+    pnet = PruningNet(space, hidden=job.hidden, bn=job.bn, rank=gen_rank, source=source).to(device)
     run.begin(key, "train", {"job": asdict(job), "resolved_train": asdict(cfg), "world_size": world,
                              "num_classes": loaders.num_classes, "input_shape": list(loaders.input_shape),
                              "mean": loaders.mean, "std": loaders.std, "torch": torch.__version__})
