@@ -311,13 +311,12 @@ def test_a_subclass_that_changes_its_channels_is_refused():
 
 
 def test_an_unsupported_subclass_names_its_torch_base():
-    class LayerNorm2d(nn.LayerNorm):
+    class ScaledNorm(nn.LocalResponseNorm):
         def forward(self, x):
-            return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                                self.eps).permute(0, 3, 1, 2)
+            return 2 * super().forward(x)
 
-    model = nn.Sequential(nn.Conv2d(3, 8, 1), LayerNorm2d(8), nn.Conv2d(8, 2, 1))
-    with pytest.raises(hp.UnsupportedModelError, match=r"'1' \(LayerNorm2d, a subclass of LayerNorm\) is not"):
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), ScaledNorm(2), nn.Conv2d(8, 2, 1))
+    with pytest.raises(hp.UnsupportedModelError, match=r"'1' \(ScaledNorm, a subclass of LocalResponseNorm\) is"):
         hp.SearchSpace.from_model(model, (1, 3, 4, 4))
 
 
@@ -401,3 +400,86 @@ def test_ops_after_a_refused_tuple_are_checked_too():
         hp.SearchSpace.from_model(TensorSplit(), (1, 3, 4, 4))
     msg = str(err.value)  # the split and the view, each once; the conv on a piece is not an error
     assert msg.startswith("2 ops of TensorSplit are not supported") and "'tensor_split'" in msg and "'view'" in msg
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's and torchvision's channels-first LayerNorm: normalizes each position over its channels."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class NormNet(nn.Module):
+    """ConvNeXt's stem and block with conv MLP (timm's convnext_nano), a GroupNorm, and a LayerNorm of features."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 2, stride=2)
+        self.stem_norm = LayerNorm2d(16, eps=1e-6)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.norm = LayerNorm2d(16, eps=1e-6)
+        self.fc1 = nn.Conv2d(16, 32, 1)
+        self.gn = nn.GroupNorm(4, 32)
+        self.fc2 = nn.Conv2d(32, 16, 1)
+        self.head_norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem_norm(self.stem(x))
+        x = x + self.fc2(F.gelu(self.gn(self.fc1(self.norm(self.dw(x))))))
+        return self.head(self.head_norm(x.mean((2, 3))))
+
+
+def _perturbed_norms(model):
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            m.weight.data.normal_(1, 0.5)
+            m.bias.data.normal_(0, 0.5)
+    return model.eval()
+
+
+def test_layer_and_group_norms_over_the_channels_are_pruned_with_them():
+    model = _perturbed_norms(NormNet())
+    space = hp.SearchSpace.from_model(model, (1, 3, 8, 8))
+    kinds = {layer.name: layer.kind for layer in space.layers}
+    assert kinds["stem_norm"] == kinds["norm"] == kinds["gn"] == kinds["head_norm"] == "norm"
+    group = {m: g for g in space.all_groups for m in g.members}
+    assert group["stem_norm"] is group["fc2:out"] is group["head_norm"] and group["gn"] is group["fc1:out"]
+    assert group["gn"].blocks == 4 and len(space) == 2  # the hidden channels, pruned evenly in the 4 GN groups
+    x = torch.randn(2, 3, 8, 8)
+    full = space.materialize(space.full(), source=model).eval()
+    assert type(full.norm) is LayerNorm2d and (full(x) - model(x)).abs().max().item() <= 1e-5
+    rng = np.random.default_rng(0)
+    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(6))]:
+        pruned = space.materialize(enc, source=model).eval()
+        assert pruned.gn.num_groups == 4 and pruned.norm.normalized_shape == (pruned.dw.out_channels,)
+        assert pruned(x).shape == (2, 10)
+        assert hook_macs(pruned, x[:1]) == space.flops(enc)
+        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+    ordered = order_channels(space, model)
+    assert (ordered(x) - model(x)).abs().max().item() <= 1e-4
+    pnet = PruningNet(space, source=ordered).eval()
+    with torch.no_grad():
+        assert (pnet(x, space.full()) - model(x)).abs().max().item() <= 1e-4
+        for enc in [space.narrowest(), space.sample(rng)]:
+            assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
+    pnet.train()
+    pnet(x, space.sample(rng)).square().mean().backward()  # the norms' scale and shift are trained with it
+    assert pnet.bns["gn"].weight.grad is not None and pnet.bns["norm"].weight.grad is not None
+
+
+def test_a_layernorm_over_anything_but_the_channels_is_refused():
+    class OverWidth(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.norm = nn.LayerNorm(5)
+
+        def forward(self, x):
+            return self.norm(self.conv(x))
+
+    with pytest.raises(hp.UnsupportedModelError, match=r"module 'norm' \(LayerNorm over \(5,\) of a \(1, 8, 5, 5\)"):
+        hp.SearchSpace.from_model(OverWidth(), (1, 3, 5, 5))

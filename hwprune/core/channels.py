@@ -27,6 +27,7 @@ import torch.nn as nn
 from ..errors import UnsupportedModelError
 from .layout import Layout, Segment
 from .macs import count_node_macs
+from .nodes import describe, flat, node_shape
 from .ops import (CAT, ELEMENTWISE, ELEMENTWISE_METHODS, LAYER_MODULES, NON_TENSOR_METHODS, PASS_FUNCTION_NAMES,
                   PASS_FUNCTIONS, PASS_METHODS, PASS_MODULES, REDUCE, RESHAPE, RESHAPE_METHODS, own_forward,
                   qualified_name, torch_base)
@@ -39,20 +40,6 @@ __all__ = ["analyse"]
 def analyse(gm: fx.GraphModule, leaves: set[str], input_shapes, model_name: str) -> TracedModel:
     """The layers and channel groups of ``gm`` (traced, its shapes propagated); ``leaves`` are kept whole."""
     return _Analysis(gm, leaves).run(input_shapes, model_name)
-
-
-def _shape(node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
-def _describe(node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"module {node.target!r}"
-    target = getattr(node.target, "__name__", str(node.target))
-    stack = node.meta.get("nn_module_stack") or {}
-    where = f"module {list(stack)[-1]!r}" if stack else "the model's forward"
-    return f"{node.op.replace('call_', '')} {target!r} (node {node.name!r} in {where})"
 
 
 class _Analysis:
@@ -70,7 +57,7 @@ class _Analysis:
     def run(self, input_shapes, model_name: str) -> TracedModel:
         problems, failed = [], set()
         for node in self.gm.graph.nodes:
-            ins = [a for a in _flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
+            ins = [a for a in flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
             carriers = [a for a in ins if self.layout.get(a) or a in failed]
             if node.op in ("call_function", "call_method") and carriers and all(a in failed for a in carriers):
                 failed.add(node)  # the rest of a refused op (a shuffle's transpose after its view): named once
@@ -92,7 +79,7 @@ class _Analysis:
 
     def _unknown(self, node: fx.Node) -> Layout | None:
         """A refused op's output: channels of their own, fixed, so that the ops after it are still checked."""
-        shape = _shape(node)
+        shape = node_shape(node)
         if shape is None or len(shape) < 2:
             return None
         gid = self.g.new(shape[1], f"{node.name}:unsupported")
@@ -101,7 +88,7 @@ class _Analysis:
 
     # ---- per-node rules -------------------------------------------------------------------
     def _visit(self, node: fx.Node) -> Layout | None:
-        shape = _shape(node)
+        shape = node_shape(node)
         if node.op == "placeholder":
             if shape is None or len(shape) < 2:
                 return None
@@ -109,14 +96,14 @@ class _Analysis:
             self.g.fixed[gid] = "network input"
             return (Segment(gid, shape[1]),)
         if node.op == "output":
-            for arg in _flat(node.args):
+            for arg in flat(node.args):
                 self.g.fix(self.layout.get(arg), "network output")
             return None
         if node.op == "get_attr":
             return None
         if node.op == "call_module":
             return self._module(node, self.modules[node.target], shape)
-        ins = [a for a in _flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
+        ins = [a for a in flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]
         tensor_ins = [a for a in ins if self.layout.get(a)]
         if is_split(node) and self.layout.get(node.args[0]):
             return self._split(node)
@@ -125,11 +112,11 @@ class _Analysis:
         if shape is None:  # sizes, tuples, python numbers
             if node.op == "call_method" and node.target in NON_TENSOR_METHODS or node.target is getattr:
                 return None
-            if node.target is operator.getitem and _shape(node.args[0]) is None:
+            if node.target is operator.getitem and node_shape(node.args[0]) is None:
                 return None
             if not tensor_ins:
                 return None
-            raise UnsupportedModelError(f"{_describe(node)} returns several tensors from channel data; "
+            raise UnsupportedModelError(f"{describe(node)} returns several tensors from channel data; "
                                         f"hwprune cannot map its channels (pass the module in ignored_layers)")
         if len(shape) < 2:
             return None
@@ -143,19 +130,19 @@ class _Analysis:
             return self._passthrough(node, shape, ins)
         if target in RESHAPE or target in REDUCE or (node.op == "call_method" and target in RESHAPE_METHODS):
             return self._reshape(node, shape)
-        if target is operator.getitem and _shape(node.args[0]) is not None:
-            src = _shape(node.args[0])
+        if target is operator.getitem and node_shape(node.args[0]) is not None:
+            src = node_shape(node.args[0])
             if len(src) >= 2 and shape[:2] == src[:2]:
                 return self.layout.get(node.args[0])
             span = channel_slice(node, src[1]) if len(src) == len(shape) >= 2 else None
             if span is not None and self.layout.get(node.args[0]):
                 parts = cut_parts(self.g, self.layout[node.args[0]], [span[0], span[1] - span[0], src[1] - span[1]],
-                                  _describe(node))
+                                  describe(node))
                 self.slicings[node.name] = Slicing("slice", parts)
                 return parts[1]
         if not tensor_ins:
             return None  # a tensor made from constants only (e.g. torch.zeros)
-        raise UnsupportedModelError(f"{_describe(node)} on channel data is not supported; hwprune cannot "
+        raise UnsupportedModelError(f"{describe(node)} on channel data is not supported; hwprune cannot "
                                     f"tell how it maps channels (pass the module that calls it in ignored_layers)")
 
     def _module(self, node: fx.Node, m: nn.Module, shape) -> Layout | None:
@@ -177,6 +164,8 @@ class _Analysis:
                                                 signature={"op": "bn"}))
             self.g.add_member(lin, node.target)
             return lin
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            return self._norm(node, m, lin, shape)
         if isinstance(m, nn.PReLU) and m.num_parameters > 1:
             self.g.fix(lin, f"per-channel PReLU {node.target!r}")
             return lin
@@ -185,7 +174,7 @@ class _Analysis:
         if isinstance(m, nn.Flatten):
             return self._reshape(node, shape)
         if not any(True for _ in m.parameters(recurse=False)) and not list(m.children()) and shape is not None \
-                and lin is not None and _shape(x) == shape and type(m).__module__.startswith("torch.nn"):
+                and lin is not None and node_shape(x) == shape and type(m).__module__.startswith("torch.nn"):
             return lin
         base = torch_base(type(m))
         kind = f"{type(m).__name__}, a subclass of {base.__name__}" if base not in (type(m), nn.Module) \
@@ -195,7 +184,7 @@ class _Analysis:
 
     def _check_subclass(self, node, m: nn.Module, shape) -> None:
         """A subclass with a forward of its own is one layer only while it keeps its base's channel counts."""
-        src = _shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        src = node_shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         expect_in = getattr(m, "in_channels", getattr(m, "in_features", getattr(m, "num_features", None)))
         expect_out = getattr(m, "out_channels", getattr(m, "out_features", getattr(m, "num_features", None)))
         dim = -1 if isinstance(m, nn.Linear) else 1
@@ -208,6 +197,25 @@ class _Analysis:
                 f"module {node.target!r} ({type(m).__name__}, a subclass of {base} with a forward of its own) maps "
                 f"{src} to {shape}, not the channels of a {base}; pass it in ignored_layers")
 
+    def _norm(self, node, m: nn.Module, lin: Layout, shape) -> Layout:
+        src, name = node_shape(node.args[0]), node.target
+        if isinstance(m, nn.GroupNorm):  # statistics per group of channels: pruned evenly in every group
+            if len(lin) == 1:
+                self.g.split(lin[0].group, m.num_groups, f"GroupNorm {name!r} ({m.num_groups} groups)")
+            elif m.num_groups > 1:
+                self.g.fix(lin, f"GroupNorm {name!r} on concatenated channels")
+            op, affine = "groupnorm", m.affine
+        elif tuple(m.normalized_shape) == (src[1],) and shape == src and (len(src) == 2 or own_forward(m)):
+            op, affine = "layernorm", m.elementwise_affine  # over the channels: LayerNorm2d, or (N, C)
+        else:
+            raise UnsupportedModelError(f"module {name!r} ({type(m).__name__} over {tuple(m.normalized_shape)} of "
+                                        f"a {src} tensor) is not supported: hwprune prunes a LayerNorm over the "
+                                        f"channels of dim 1 (LayerNorm2d); pass it in ignored_layers")
+        self._record(name, LayerInfo(name, "norm", lin, lin, affine=affine, bias=getattr(m, "bias", None) is not None,
+                                     signature={"op": op}))
+        self.g.add_member(lin, name)
+        return lin
+
     def _conv(self, node, m: nn.modules.conv._ConvNd, lin: Layout, shape) -> Layout:
         name = node.target
         kernel = 1
@@ -218,7 +226,7 @@ class _Analysis:
             spatial *= s
         sig = {"op": f"conv{len(m.kernel_size)}d", "kernel": list(m.kernel_size), "stride": list(m.stride),
                "padding": list(m.padding) if not isinstance(m.padding, str) else m.padding,
-               "dilation": list(m.dilation), "in_spatial": list(_shape(node.args[0])[2:]),
+               "dilation": list(m.dilation), "in_spatial": list(node_shape(node.args[0])[2:]),
                "out_spatial": list(shape[2:])}
         self.g.add_member(lin, f"{name}:in")
         if m.groups == 1:
@@ -275,13 +283,13 @@ class _Analysis:
         self.layers[name] = info
 
     def _opaque(self, node, m: nn.Module, shape) -> Layout | None:
-        for a in _flat((node.args, node.kwargs)):
+        for a in flat((node.args, node.kwargs)):
             if isinstance(a, fx.Node):
                 self.g.fix(self.layout.get(a), f"ignored layer {node.target!r}")
         self.const_flops += count_node_macs(m, [a for a in node.args if isinstance(a, fx.Node)])
         if shape is None or len(shape) < 2:
             return None
-        src = _shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        src = node_shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         if src is not None and len(src) == len(shape) == 4 and shape[1:] == (*src[2:], src[1]) != src[1:]:
             raise UnsupportedModelError(f"ignored layer {node.target!r} returns its channels last {tuple(shape)} "
                                         f"from {tuple(src)}; hwprune counts channels in dim 1, so keep whole the "
@@ -293,14 +301,14 @@ class _Analysis:
     def _passthrough(self, node, shape, ins) -> Layout | None:
         src = ins[0] if ins else None
         lin = self.layout.get(src)
-        if lin is None or _shape(src)[1] != shape[1]:
-            raise UnsupportedModelError(f"{_describe(node)} changes the channel count; not supported")
+        if lin is None or node_shape(src)[1] != shape[1]:
+            raise UnsupportedModelError(f"{describe(node)} changes the channel count; not supported")
         return lin
 
     def _elementwise(self, node, shape, ins) -> Layout | None:
         carriers = []
         for a in ins:
-            s = _shape(a)
+            s = node_shape(a)
             if s is None or len(s) != len(shape) or s[1] == 1:
                 continue  # a scalar or a tensor broadcast over channels
             if self.layout.get(a) is None:  # constant channel data (a parameter, torch.ones(...))
@@ -311,9 +319,9 @@ class _Analysis:
         if not real:
             return None
         if len(real) < len(carriers):
-            self.g.fix(real[0], f"{_describe(node)} with a constant per-channel tensor")
+            self.g.fix(real[0], f"{describe(node)} with a constant per-channel tensor")
         for other in real[1:]:
-            self._unify(real[0], other, _describe(node))
+            self._unify(real[0], other, describe(node))
         return real[0]
 
     def _unify(self, a: Layout, b: Layout, what: str) -> None:
@@ -327,14 +335,14 @@ class _Analysis:
 
     def _split(self, node: fx.Node) -> None:
         src = node.args[0]
-        dim = split_dim(node, len(_shape(src)))
+        dim = split_dim(node, len(node_shape(src)))
         sizes = piece_sizes(node, dim)
         if sizes is None:
-            raise UnsupportedModelError(f"{_describe(node)}: its pieces have no recorded shapes")
+            raise UnsupportedModelError(f"{describe(node)}: its pieces have no recorded shapes")
         if dim != 1:  # pieces of the same channels
             self.pieces[node] = [self.layout[src]] * len(sizes)
             return None
-        self.pieces[node] = cut_parts(self.g, self.layout[src], sizes, _describe(node))
+        self.pieces[node] = cut_parts(self.g, self.layout[src], sizes, describe(node))
         self.slicings[node.name] = Slicing("split", self.pieces[node])
         return None
 
@@ -345,21 +353,21 @@ class _Analysis:
         layouts = [self.layout.get(t) for t in tensors]
         if dim != 1:
             for other in layouts[1:]:
-                self._unify(layouts[0], other, _describe(node))
+                self._unify(layouts[0], other, describe(node))
             return layouts[0]
         out: list[Segment] = []
         for t, lay in zip(tensors, layouts):
             if lay is None:  # constant channels: its own fixed group
-                c = _shape(t)[1]
+                c = node_shape(t)[1]
                 gid = self.g.new(c, f"{node.name}:constant")
-                self.g.fixed[gid] = f"constant input to {_describe(node)}"
+                self.g.fixed[gid] = f"constant input to {describe(node)}"
                 lay = (Segment(gid, c),)
             out.extend(lay)
         return tuple(out)
 
     def _reshape(self, node, shape) -> Layout | None:
         src = node.args[0]
-        s = _shape(src)
+        s = node_shape(src)
         lin = self.layout.get(src)
         if lin is None:
             return None
@@ -369,7 +377,7 @@ class _Analysis:
                 for v in s[2:]:
                     rest *= v
                 if rest != 1 and node.target not in REDUCE and node.target not in ("mean", "sum", "amax"):
-                    raise UnsupportedModelError(f"{_describe(node)} mixes channels and space")
+                    raise UnsupportedModelError(f"{describe(node)} mixes channels and space")
             return lin
         if len(shape) == 2 and shape[0] == s[0]:  # flatten (B, C, *S) -> (B, C*prod(S))
             rest = 1
@@ -377,17 +385,7 @@ class _Analysis:
                 rest *= v
             if shape[1] == s[1] * rest:
                 return tuple(Segment(seg.group, seg.size, seg.mult * rest) for seg in lin)
-        raise UnsupportedModelError(f"{_describe(node)} reshapes the channel dimension "
+        raise UnsupportedModelError(f"{describe(node)} reshapes the channel dimension "
                                     f"{tuple(s)} -> {tuple(shape)}; hwprune cannot map its channels "
                                     f"(pass the module that does it in ignored_layers)")
 
-
-def _flat(x):
-    if isinstance(x, (list, tuple)):
-        for v in x:
-            yield from _flat(v)
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _flat(v)
-    else:
-        yield x

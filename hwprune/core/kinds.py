@@ -1,7 +1,7 @@
-"""Layer kinds: everything hwprune does with a conv, a linear or a BatchNorm layer, in one place per kind.
+"""Layer kinds: everything hwprune does with a conv, a linear or a norm layer, in one place per kind.
 
 A traced :class:`~hwprune.core.traced.LayerInfo` names its kind (``"conv"``,
-``"linear"`` or ``"bn"``, kept as a string in fingerprints and files);
+``"linear"``, ``"bn"`` or ``"norm"``, kept as a string in fingerprints and files);
 :func:`kind_of` gives the :class:`LayerKind` that holds the kind's behaviour:
 
 - ``costs``: the coefficients of its FLOPs and parameters in its channel counts;
@@ -216,7 +216,61 @@ class BatchNorm(LayerKind):
                 t.data.copy_(t.data[out_idx])
 
 
-KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm())}
+class Norm(LayerKind):
+    """A LayerNorm over the channels (timm's and torchvision's LayerNorm2d, a LayerNorm of an (N, C) tensor) or a
+    GroupNorm (its channels pruned evenly in each of its groups): per-channel scale and shift, no statistics kept."""
+
+    name = "norm"
+    module_type = (nn.LayerNorm, nn.GroupNorm)
+    weighted = False
+
+    def costs(self, layer):
+        return True, 0.0, 0.0, (1 + int(layer.bias)) if layer.affine else 0
+
+    def check_source(self, layer, module):
+        expected = layout_size(layer.in_layout)
+        if not isinstance(module, self.module_type) or _norm_channels(module) != expected:
+            raise SpaceMismatchError(f"module {layer.name!r} of the source model is {type(module).__name__}, not a "
+                                     f"LayerNorm or GroupNorm of {expected} channels; the source is not the model "
+                                     f"this space was built from")
+
+    def resize(self, layer, old, cin, cout, idx):
+        dev, dt = _device_dtype(old)
+        if isinstance(old, nn.GroupNorm):
+            new = nn.GroupNorm(old.num_groups, cout, old.eps, old.affine, device=dev, dtype=dt)
+        else:
+            new = nn.LayerNorm((cout,), old.eps, old.elementwise_affine, old.bias is not None, device=dev, dtype=dt)
+        if idx is not None:
+            for name in self.tensors:
+                src, dst = getattr(old, name, None), getattr(new, name, None)
+                if src is not None and dst is not None:
+                    dst[idx[3]] = src[idx[2]]
+        return _as_class_of(old, new)
+
+    def permute(self, layer, module, in_idx, out_idx):
+        for name in self.tensors:
+            t = getattr(module, name, None)
+            if t is not None:
+                t.data.copy_(t.data[out_idx])
+
+    def run(self, layer, module, x, w, b):
+        if isinstance(module, nn.GroupNorm):
+            return F.group_norm(x, module.num_groups, w, b, module.eps)
+        return F.layer_norm(x, (x.shape[-1],), w, b, module.eps)  # an (N, C) tensor; LayerNorm2d runs its own
+
+    def sizes(self, layer, x, w):
+        return {"num_channels": x.shape[1]} if layer.signature.get("op") == "groupnorm" else \
+            {"normalized_shape": (x.shape[1],)}
+
+
+def _norm_channels(module: nn.Module) -> int | None:
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    shape = tuple(module.normalized_shape)
+    return shape[0] if len(shape) == 1 else None
+
+
+KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm(), Norm())}
 
 
 def kind_of(layer: "LayerInfo") -> LayerKind:
@@ -229,7 +283,8 @@ def group_inputs(positions: torch.Tensor, channels: int, groups: int) -> torch.T
     return positions[positions < channels // groups]
 
 
-_SIZE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features")
+_SIZE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "num_channels",
+               "normalized_shape")
 
 
 def _as_class_of(old: nn.Module, new: nn.Module) -> nn.Module:

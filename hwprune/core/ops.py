@@ -86,7 +86,8 @@ PASS_METHODS = set(_BY_METHOD) | {"clamp", "clamp_", "clip", "contiguous", "clon
 
 # modules that are one traced layer or one channel-keeping op whatever package defines them: a subclass (timm's
 # BatchNormAct2d, Conv2dSame, Linear) is a leaf of the trace, never traced into, and its own forward runs it
-LAYER_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm) + PASS_MODULES
+LAYER_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
+                 nn.GroupNorm) + PASS_MODULES
 
 
 def torch_base(cls: type) -> type:

@@ -21,7 +21,7 @@ class LayerInfo:
     """A conv, linear or batch-norm module whose weights follow channel groups."""
 
     name: str  # module path, e.g. "layer1.0.conv1"
-    kind: str  # "conv" | "linear" | "bn"
+    kind: str  # "conv" | "linear" | "bn" | "norm"
     in_layout: Layout  # input channels (for bn: its channels)
     out_layout: Layout  # output channels (for bn: same as in_layout)
     depthwise: bool = False  # conv with groups == in == out channels
@@ -29,7 +29,7 @@ class LayerInfo:
     kernel: int = 1  # product of kernel sizes
     out_spatial: int = 1  # product of output spatial sizes (a linear on an n-d tensor: the positions it runs at)
     bias: bool = False
-    affine: bool = True  # bn only
+    affine: bool = True  # bn and norm only
     signature: dict = field(default_factory=dict)  # op attributes for profiling and fingerprints
 
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.kinds import kind_of
+from ..core.nodes import node_shape
 from ..core.ops import ADD, FREE_FUNCTION_NAMES, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of, qualified_name
 from ..errors import UnsupportedModelError
 from ..profilers.spec import KernelSpec
@@ -50,11 +51,6 @@ class Slot:
 
     def groups(self) -> tuple[int, ...]:
         return tuple(sorted({g for g, _ in self.cin + self.cout}))
-
-
-def _shape(node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
 def _single_user(node: fx.Node) -> fx.Node | None:
@@ -83,7 +79,7 @@ class _Walker:
                 or node.op == "call_method" and node.target in ("add", "add_")):
             return False
         ops = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-        return len(ops) == 2 and _shape(ops[0]) == _shape(ops[1]) == _shape(node)
+        return len(ops) == 2 and node_shape(ops[0]) == node_shape(ops[1]) == node_shape(node)
 
     def layer(self, node: fx.Node, weighted: bool | None = None):
         """The traced layer ``node`` runs (a weighted conv/linear, a norm, or either when None), else None."""
@@ -99,7 +95,7 @@ class _Walker:
         slicings = self.space.traced.slicings
         for node in self.gm.graph.nodes:
             layer = self.layer(node)
-            shape = _shape(node)
+            shape = node_shape(node)
             src = node.args[0] if node.args else None
             if node.op == "placeholder" and node.name in inputs:
                 self.terms[node] = ((inputs[node.name], 1),)
@@ -116,7 +112,7 @@ class _Walker:
             else:
                 src = next((a for a in node.all_input_nodes if a in self.terms), None)
                 if src is not None and shape is not None and len(shape) >= 2:
-                    before = _shape(src)
+                    before = node_shape(src)
                     if before[1] == shape[1]:
                         self.terms[node] = self.terms[src]
                     elif len(shape) == 2 and len(before) > 2 and shape[1] % before[1] == 0:
@@ -134,7 +130,7 @@ class _Walker:
             if self.layer(node, weighted=True) is not None:
                 chain, cur = {"bn": False, "act": "none", "res": False, "ract": "none"}, node
                 nxt = _single_user(cur)
-                if nxt is not None and self.layer(nxt, weighted=False) is not None:
+                if nxt is not None and getattr(self.layer(nxt, weighted=False), "kind", None) == "bn":
                     chain["bn"], cur = True, nxt
                     used.add(nxt)
                     nxt = _single_user(cur)
@@ -173,7 +169,7 @@ class _Walker:
         layer = self.layer(node)
         m = self.modules[node.target]
         x = node.args[0]
-        shape = _shape(x)
+        shape = node_shape(x)
         common = dict(bias=m.bias is not None, batchnorm=chain["bn"], activation=chain["act"],
                       residual=chain["res"], residual_activation=chain["ract"], batch=self.batch, dtype=self.dtype)
         cin = tuple((s.group, s.mult) for s in layer.in_layout)
@@ -183,7 +179,7 @@ class _Walker:
 
     def other_slot(self, node: fx.Node, used: set) -> Slot | None:
         x = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-        shape = _shape(x) if x is not None else None
+        shape = node_shape(x) if x is not None else None
         terms = self.terms.get(x) if x is not None else None
         if shape is None or terms is None or len(shape) != 4:
             return None
@@ -204,10 +200,10 @@ class _Walker:
             elif shape[2] % out[0] == 0 and shape[3] % out[1] == 0:  # exported as a plain pool
                 k = (shape[2] // out[0], shape[3] // out[1])
                 spec = KernelSpec("maxpool2d" if is_max else "avgpool2d", k, k, **base)
-        elif node.op == "call_method" and node.target == "mean" and _shape(node) is not None and \
+        elif node.op == "call_method" and node.target == "mean" and node_shape(node) is not None and \
                 tuple(sorted(d % 4 for d in (node.args[1] if len(node.args) > 1 else node.kwargs["dim"]))) == (2, 3):
             spec = KernelSpec("global_avgpool2d", **base)
-        elif self.layer(node, weighted=False) is not None:
+        elif getattr(self.layer(node, weighted=False), "kind", None) == "bn":
             nxt = _single_user(node)
             act = self.act(nxt) if nxt is not None else None
             if act:

@@ -134,23 +134,26 @@ class _Generator(nn.Module):
 
 class _ChoiceBN(nn.Module):
     """One BatchNorm's running statistics and (``affine``) scale and shift, a row per width choice (or one
-    shared row), every row starting from the template BatchNorm's."""
+    shared row), every row starting from the template BatchNorm's (a LayerNorm or GroupNorm: its scale and shift,
+    with statistics that are never used)."""
 
     def __init__(self, rows: int, size: int, template: nn.Module, affine: bool):
         super().__init__()
         mean, var = torch.zeros(size), torch.ones(size)
-        if template.running_mean is not None:
+        if getattr(template, "running_mean", None) is not None:
             n = min(size, template.running_mean.numel())
             mean[:n], var[:n] = template.running_mean.detach()[:n], template.running_var.detach()[:n]
         self.register_buffer("running_mean", mean.repeat(rows, 1))
         self.register_buffer("running_var", var.repeat(rows, 1))
-        self.eps, self.momentum = template.eps, 0.1 if template.momentum is None else template.momentum
+        momentum = getattr(template, "momentum", None)
+        self.eps, self.momentum = template.eps, 0.1 if momentum is None else momentum
         self.affine = affine
         if affine:
             gamma, beta = torch.ones(size), torch.zeros(size)
-            if template.affine:
-                n = min(size, template.weight.numel())
-                gamma[:n], beta[:n] = template.weight.detach()[:n], template.bias.detach()[:n]
+            for t, row in ((template.weight, gamma), (template.bias, beta)):
+                if t is not None:
+                    n = min(size, t.numel())
+                    row[:n] = t.detach()[:n]
             self.weight = nn.Parameter(gamma.repeat(rows, 1))
             self.bias = nn.Parameter(beta.repeat(rows, 1))
 
@@ -186,7 +189,8 @@ class PruningNet(nn.Module):
             if not kind_of(layer).weighted:
                 size = layout_size(layer.in_layout, self._maxw)
                 rows = self._bn_rows(layer)
-                self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m, bn_affine)
+                affine = bn_affine if layer.kind == "bn" else layer.affine  # a norm keeps its own scale and shift
+                self.bns[_key(layer.name)] = _ChoiceBN(rows, size, m, affine)
                 continue
             shape, nbias = self._full[layer.name] = _full_shape(layer, self._maxw, m)
             init = torch.zeros(math.prod(shape) + nbias)
@@ -212,7 +216,7 @@ class PruningNet(nn.Module):
 
     def _bn_rows(self, layer: LayerInfo) -> int:
         lay = layer.in_layout
-        if self.bn_mode == "per_choice" and len(lay) == 1 and lay[0].group in self._group_pos:
+        if self.bn_mode == "per_choice" and layer.kind == "bn" and len(lay) == 1 and lay[0].group in self._group_pos:
             return len(self.space.groups[self._group_pos[lay[0].group]].choices)
         return 1
 
@@ -301,6 +305,12 @@ class PruningNet(nn.Module):
         row = self._bn_row(layer, enc)
         idx = _indices(layer.in_layout, widths, self._maxw)
         momentum = self._bn_momentum if self._bn_momentum is not None else st.momentum
+        if layer.kind != "bn":  # a LayerNorm or GroupNorm: statistics of the input itself
+            w, b = (_take(st.weight[row], 0, idx), _take(st.bias[row], 0, idx)) if st.affine else (None, None)
+            own = self.shells[_key(layer.name)] if _key(layer.name) in self.shells else None
+            if own is not None:
+                return run_own(layer, own, x, {"weight": w, "bias": b})
+            return kind_of(layer).run(layer, self._template[layer.name], x, w, b)
         if isinstance(idx, int):  # views: batch_norm updates the stored rows in place
             rm, rv = st.running_mean[row, :idx], st.running_var[row, :idx]
             w, b = (st.weight[row, :idx], st.bias[row, :idx]) if st.affine else (None, None)
@@ -332,13 +342,15 @@ class PruningNet(nn.Module):
             st = self.bns[_key(layer.name)]
             idx = _indices(layer.in_layout, widths, self._maxw)
             row = self._bn_row(layer, enc)
-            m.running_mean.copy_(_take(st.running_mean[row], 0, idx))
-            m.running_var.copy_(_take(st.running_var[row], 0, idx))
-            m.eps = st.eps
-            if m.affine and st.affine:
+            if layer.kind == "bn":
+                m.running_mean.copy_(_take(st.running_mean[row], 0, idx))
+                m.running_var.copy_(_take(st.running_var[row], 0, idx))
+                m.eps = st.eps
+            if m.weight is not None and st.affine:
                 m.weight.copy_(_take(st.weight[row], 0, idx))
-                m.bias.copy_(_take(st.bias[row], 0, idx))
-            elif m.affine:  # an affine-free PruningNet BN: identity scale and shift
+                if m.bias is not None:
+                    m.bias.copy_(_take(st.bias[row], 0, idx))
+            elif m.weight is not None:  # an affine-free PruningNet BN: identity scale and shift
                 m.weight.fill_(1.0)
                 m.bias.zero_()
         return model.to(next(self.parameters()).device).train(self.training)

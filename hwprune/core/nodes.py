@@ -1,0 +1,34 @@
+"""Reading a node of a traced graph: its recorded shape, its tensor arguments, and how errors name it."""
+from __future__ import annotations
+
+import torch.fx as fx
+
+__all__ = ["node_shape", "describe", "flat"]
+
+
+def node_shape(node) -> tuple[int, ...] | None:
+    """The shape the node's output had when traced (None for tuples, sizes and non-nodes)."""
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def describe(node: fx.Node) -> str:
+    """"function 'chunk' (node 'chunk_1' in module 'stages.0')": how an error names an op."""
+    if node.op == "call_module":
+        return f"module {node.target!r}"
+    target = getattr(node.target, "__name__", str(node.target))
+    stack = node.meta.get("nn_module_stack") or {}
+    where = f"module {list(stack)[-1]!r}" if stack else "the model's forward"
+    return f"{node.op.replace('call_', '')} {target!r} (node {node.name!r} in {where})"
+
+
+def flat(x):
+    """Every leaf of nested args (lists, tuples, dicts)."""
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            yield from flat(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from flat(v)
+    else:
+        yield x
