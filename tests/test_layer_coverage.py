@@ -483,3 +483,65 @@ def test_a_layernorm_over_anything_but_the_channels_is_refused():
 
     with pytest.raises(hp.UnsupportedModelError, match=r"module 'norm' \(LayerNorm over \(5,\) of a \(1, 8, 5, 5\)"):
         hp.SearchSpace.from_model(OverWidth(), (1, 3, 5, 5))
+
+
+class ScaledBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.branch = nn.Conv2d(c, c, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        return x + self.branch(x).mul(self.gamma.reshape(1, -1, 1, 1))
+
+
+class LayerScaleNet(nn.Module):
+    """ConvNeXt's layer scale, as timm writes it (a vector reshaped in the forward) and as torchvision does (a
+    (C, 1, 1) parameter times the branch); and a constant whose shape names the width, which keeps it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.block = ScaledBlock(16)
+        self.side = nn.Conv2d(16, 8, 1)
+        self.layer_scale = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.fixed = nn.Conv2d(8, 12, 1)
+        self.bias12 = nn.Parameter(torch.rand(12))
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.block(x)
+        x = self.layer_scale * self.side(x)
+        x = self.fixed(x) + self.bias12.view(1, 12, 1, 1)  # the code names 12: the pruned model could not run it
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_layer_scale_is_pruned_with_its_channels():
+    torch.manual_seed(0)
+    model = LayerScaleNet().eval()
+    space = hp.SearchSpace.from_model(model, (1, 3, 6, 6))
+    kinds = {layer.name: layer.kind for layer in space.layers}
+    assert kinds["block.gamma"] == kinds["layer_scale"] == "param" and "bias12" not in kinds
+    group = {m: g for g in space.all_groups for m in g.members}
+    assert group["block.gamma"] is group["stem:out"] and group["layer_scale"] is group["side:out"]
+    assert "constant per-channel tensor" in group["fixed:out"].fixed_reason
+    x = torch.randn(2, 3, 6, 6)
+    assert (space.materialize(space.full(), source=model)(x) - model(x)).abs().max().item() <= 1e-5
+    rng = np.random.default_rng(0)
+    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(6))]:
+        pruned = space.materialize(enc, source=model).eval()
+        assert pruned.block.gamma.shape == (pruned.stem.out_channels,) and pruned.layer_scale.shape[1:] == (1, 1)
+        assert pruned(x).shape == (2, 10)
+        assert hook_macs(pruned, x[:1]) == space.flops(enc)
+        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+    ordered = order_channels(space, model)
+    assert (ordered(x) - model(x)).abs().max().item() <= 1e-4  # the scale permuted with its channels
+    pnet = PruningNet(space, source=ordered).eval()
+    with torch.no_grad():
+        assert (pnet(x, space.full()) - model(x)).abs().max().item() <= 1e-4
+        for enc in [space.narrowest(), space.sample(rng)]:
+            assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
+    pnet.train()
+    pnet(x, space.sample(rng)).square().mean().backward()
+    assert pnet.scales["block__gamma"].grad is not None and pnet.scales["layer_scale"].grad is not None

@@ -25,9 +25,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import UnsupportedModelError
-from .layout import Layout, Segment
+from .layout import Layout, Segment, layout_size
 from .macs import count_node_macs
 from .nodes import describe, flat, node_shape
+from .scales import per_channel_parameter
 from .ops import (CAT, ELEMENTWISE, ELEMENTWISE_METHODS, LAYER_MODULES, NON_TENSOR_METHODS, PASS_FUNCTION_NAMES,
                   PASS_FUNCTIONS, PASS_METHODS, PASS_MODULES, REDUCE, RESHAPE, RESHAPE_METHODS, own_forward,
                   qualified_name, torch_base)
@@ -306,20 +307,24 @@ class _Analysis:
         return lin
 
     def _elementwise(self, node, shape, ins) -> Layout | None:
-        carriers = []
+        real, consts = [], []
         for a in ins:
-            s = node_shape(a)
-            if s is None or len(s) != len(shape) or s[1] == 1:
+            s, lead = node_shape(a), len(shape) - len(node_shape(a) or ())  # broadcasting aligns trailing dims
+            if s is None or lead > 1 or s[1 - lead] == 1:
                 continue  # a scalar or a tensor broadcast over channels
             if self.layout.get(a) is None:  # constant channel data (a parameter, torch.ones(...))
-                carriers.append(None)
+                consts.append(a)
             else:
-                carriers.append(self.layout[a])
-        real = [c for c in carriers if c is not None]
+                real.append(self.layout[a])
         if not real:
             return None
-        if len(real) < len(carriers):
-            self.g.fix(real[0], f"{describe(node)} with a constant per-channel tensor")
+        for a in consts:  # a layer scale is pruned with the channels; any other constant keeps them all
+            name = per_channel_parameter(self.gm, a, layout_size(real[0]))
+            if name is None or any(seg.mult != 1 for seg in real[0]):
+                self.g.fix(real[0], f"{describe(node)} with a constant per-channel tensor")
+            else:
+                self._record(name, LayerInfo(name, "param", real[0], real[0], signature={"op": "param"}))
+                self.g.add_member(real[0], name)
         for other in real[1:]:
             self._unify(real[0], other, describe(node))
         return real[0]

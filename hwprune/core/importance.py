@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import HwpruneError
-from .kinds import kind_of
+from .kinds import kind_of, layer_objects
 from .layout import Layout
 
 __all__ = ["METRICS", "channel_importance", "order_channels", "layout_permutation"]
@@ -122,11 +122,12 @@ def channel_importance(space, model: nn.Module, metric: str = "l1", data=None,
     if metric == "taylor":
         _taylor(space, model, data, batches, scores)
         return scores
-    modules = dict(model.named_modules())
+    modules = layer_objects(model)
     for layer in space.layers:
         m = modules.get(layer.name)
         if m is None:
-            raise HwpruneError(f"the model has no module {layer.name!r}; it is not the model this space was built from")
+            raise HwpruneError(f"the model has no module or parameter {layer.name!r}; it is not the model this space "
+                               f"was built from")
         kind = kind_of(layer)
         if not kind.weighted:
             if getattr(m, "affine", False) and metric in ("l1", "l2", "bn"):
@@ -162,7 +163,7 @@ def order_channels(space, model: nn.Module, metric: str | None = None, data=None
     scores = channel_importance(space, model, metric, data)
     perms = {gi: np.argsort(-s, kind="stable") for gi, s in scores.items()}
     ordered = copy.deepcopy(model)
-    modules = dict(ordered.named_modules())
+    modules = layer_objects(ordered)
     for layer in space.layers:
         kind_of(layer).permute(layer, modules[layer.name], layout_permutation(layer.in_layout, perms),
                                layout_permutation(layer.out_layout, perms))

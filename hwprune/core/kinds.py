@@ -1,7 +1,8 @@
 """Layer kinds: everything hwprune does with a conv, a linear or a norm layer, in one place per kind.
 
 A traced :class:`~hwprune.core.traced.LayerInfo` names its kind (``"conv"``,
-``"linear"``, ``"bn"`` or ``"norm"``, kept as a string in fingerprints and files);
+``"linear"``, ``"bn"``, ``"norm"`` or ``"param"``, kept as a string in fingerprints and
+files; a ``"param"`` layer is a parameter, not a module: :func:`layer_objects` finds both);
 :func:`kind_of` gives the :class:`LayerKind` that holds the kind's behaviour:
 
 - ``costs``: the coefficients of its FLOPs and parameters in its channel counts;
@@ -28,7 +29,7 @@ from .ops import torch_base
 if TYPE_CHECKING:
     from .traced import LayerInfo
 
-__all__ = ["LayerKind", "kind_of", "KINDS", "shell", "run_own", "group_inputs"]
+__all__ = ["LayerKind", "kind_of", "KINDS", "shell", "run_own", "group_inputs", "layer_objects"]
 
 
 class LayerKind:
@@ -270,7 +271,40 @@ def _norm_channels(module: nn.Module) -> int | None:
     return shape[0] if len(shape) == 1 else None
 
 
-KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm(), Norm())}
+class Scale(LayerKind):
+    """A per-channel parameter the model's forward multiplies or adds (ConvNeXt's layer scale; see
+    :mod:`hwprune.core.scales`): one value per channel, pruned with them."""
+
+    name = "param"
+    weighted = False
+
+    def costs(self, layer):
+        return True, 0.0, 0.0, 1
+
+    def check_source(self, layer, module):
+        expected = layout_size(layer.in_layout)
+        if not isinstance(module, torch.Tensor) or module.numel() != expected:
+            raise SpaceMismatchError(f"parameter {layer.name!r} of the source model is not a tensor of {expected} "
+                                     f"values; the source is not the model this space was built from")
+
+    def resize(self, layer, old, cin, cout, idx):
+        values = old.detach().flatten()
+        new = values.new_full((cout,), float(values.mean()))  # widths above the original: the mean scale
+        if idx is not None:
+            new[idx[3]] = values[idx[2]]
+        new = new.view([cout if s > 1 else 1 for s in old.shape])
+        return nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+
+    def permute(self, layer, module, in_idx, out_idx):
+        module.data.copy_(module.data.flatten()[out_idx].view_as(module))
+
+
+def layer_objects(model: nn.Module) -> dict[str, nn.Module | torch.Tensor]:
+    """The model's modules and parameters by qualified name: what a traced layer's name refers to."""
+    return {**dict(model.named_parameters()), **dict(model.named_modules())}
+
+
+KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm(), Norm(), Scale())}
 
 
 def kind_of(layer: "LayerInfo") -> LayerKind:

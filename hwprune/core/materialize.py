@@ -20,7 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SpaceMismatchError
-from .kinds import kind_of
+from .kinds import kind_of, layer_objects
 from .layout import Layout, channel_positions, layout_size
 from .slicing import pruned_call
 from .traced import LayerInfo, TracedModel
@@ -53,12 +53,12 @@ def materialize(layers: Sequence[LayerInfo], widths: np.ndarray, template: nn.Mo
             if node.name in traced.slicings:
                 node.target, node.args, node.kwargs = pruned_call(node, traced.slicings[node.name], widths)
         model = fx.GraphModule(model, graph, class_name=type(model).__name__)
-    originals = dict((source if source is not None else template).named_modules())
+    originals = layer_objects(source if source is not None else template)
     for layer in layers:
         old = originals.get(layer.name)
         if old is None:
-            raise SpaceMismatchError(f"source model has no module {layer.name!r}; it is not the model "
-                                     f"this space was built from")
+            raise SpaceMismatchError(f"source model has no module or parameter {layer.name!r}; it is not the "
+                                     f"model this space was built from")
         new = _resize(layer, old, widths, copy_weights=source is not None)
         parent, _, child = layer.name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -72,5 +72,6 @@ def _resize(layer: LayerInfo, old: nn.Module, widths: np.ndarray, copy_weights: 
     in_src, in_dst, cin = layout_overlap(layer.in_layout, widths)
     out_src, out_dst, cout = layout_overlap(layer.out_layout, widths)
     new = kind.resize(layer, old, cin, cout, (in_src, in_dst, out_src, out_dst) if copy_weights else None)
-    new.train(old.training)
+    if isinstance(new, nn.Module):
+        new.train(old.training)
     return new

@@ -220,6 +220,6 @@ def traced_model(g: ChannelUnion, gm: fx.GraphModule, layer_list: list[LayerInfo
         sl.parts = [remap(p) for p in sl.parts]
     recorded = {x.name for x in layer_list}
     const_params = sum(p.numel() for n, p in gm.named_parameters()
-                       if n.rsplit(".", 1)[0] not in recorded)
+                       if n not in recorded and n.rsplit(".", 1)[0] not in recorded)
     return TracedModel(gm, layers, groups, list(input_shapes), const_params, const_flops,
                        slicings)

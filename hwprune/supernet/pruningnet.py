@@ -19,6 +19,7 @@ network carrying them.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Sequence
 
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 
 from ..errors import HwpruneError
 from ..core.space import SearchSpace
-from ..core.kinds import group_inputs, kind_of, run_own, shell
+from ..core.kinds import group_inputs, kind_of, layer_objects, run_own, shell
+from ..core.materialize import layout_overlap
 from ..core.ops import own_forward
 from ..core.slicing import pruned_call
 from ..core.layout import Layout, channel_positions, layout_size
@@ -86,6 +88,13 @@ def _indices(layout: Layout, widths: np.ndarray, maxw: np.ndarray) -> torch.Tens
     if len(layout) == 1:
         return int(widths[layout[0].group]) * layout[0].mult
     return torch.from_numpy(channel_positions(layout, widths, capacity=maxw))
+
+
+def _overlap(layer: LayerInfo, maxw: np.ndarray) -> tuple:
+    """(in_src, in_dst, out_src, out_dst) of a layer grown from its original widths to ``maxw``."""
+    in_src, in_dst, _ = layout_overlap(layer.in_layout, maxw)
+    out_src, out_dst, _ = layout_overlap(layer.out_layout, maxw)
+    return in_src, in_dst, out_src, out_dst
 
 
 def _take(t: torch.Tensor, dim: int, idx: torch.Tensor | int) -> torch.Tensor:
@@ -178,14 +187,20 @@ class PruningNet(nn.Module):
         self.bns = nn.ModuleDict()
         self._bn_momentum: float | None = None  # set by recalibration
         # the weights it starts from: ``source`` (the trained, importance-ordered model) or the space's template
-        modules = dict((source if source is not None else space.model).named_modules())
+        modules = layer_objects(source if source is not None else space.model)
         missing = [layer.name for layer in space.layers if layer.name not in modules]
         if missing:
-            raise HwpruneError(f"the source model has no module {missing[0]!r}; it is not the model of this space")
+            raise HwpruneError(f"the source model has no module or parameter {missing[0]!r}; it is not the model of "
+                               f"this space")
         self._template = {layer.name: modules[layer.name] for layer in space.layers}  # never registered
         self._full = {}  # layer -> (full-size weight shape, bias length)
+        self.scales = nn.ParameterDict()  # per-channel parameters of the model (layer scales), at the widest
         for layer in space.layers:
             m = modules[layer.name]
+            if layer.kind == "param":
+                self.scales[_key(layer.name)] = nn.Parameter(kind_of(layer).resize(
+                    layer, m.detach().flatten(), 0, layout_size(layer.in_layout, self._maxw), _overlap(layer, self._maxw)))
+                continue
             if not kind_of(layer).weighted:
                 size = layout_size(layer.in_layout, self._maxw)
                 rows = self._bn_rows(layer)
@@ -204,12 +219,12 @@ class PruningNet(nn.Module):
         self.rest = nn.ModuleDict()
         # layers whose class has a forward of its own (a subclass: timm's BatchNormAct2d) run it, on generated tensors
         self.shells = nn.ModuleDict({_key(layer.name): shell(layer, modules[layer.name]) for layer in space.layers
-                                     if own_forward(modules[layer.name])})
+                                     if isinstance(modules[layer.name], nn.Module) and own_forward(modules[layer.name])})
         self._graph = space.traced.graph_module.graph
         for node in self._graph.nodes:
             if node.op == "call_module" and node.target not in self._layers:
                 self.rest[_key(node.target)] = copy.deepcopy(modules[node.target])
-        self._consts = {n.target: getattr(space.traced.graph_module, n.target)
+        self._consts = {n.target: functools.reduce(getattr, n.target.split("."), space.traced.graph_module)
                         for n in self._graph.nodes if n.op == "get_attr"}
         base_cin, base_cout = space._cin @ space._base, space._cout @ space._base
         self._orig_io = {l.name: (int(a), int(b)) for l, a, b in zip(space.layers, base_cin, base_cout)}
@@ -266,7 +281,8 @@ class PruningNet(nn.Module):
             if node.op == "placeholder":
                 env[node] = next(inputs)
             elif node.op == "get_attr":
-                env[node] = self._consts[node.target]
+                layer = self._layers.get(node.target)  # a layer scale: its values for the candidate's channels
+                env[node] = self._consts[node.target] if layer is None else self._scale(layer, widths)
             elif node.op in ("call_function", "call_method"):
                 target, args, kwargs = node.target, node.args, node.kwargs
                 if node.name in slicings:  # channels by position: where the pruned parts sit
@@ -286,6 +302,10 @@ class PruningNet(nn.Module):
             elif node.op == "output":
                 return load(node.args[0])
         raise HwpruneError("the traced graph has no output")
+
+    def _scale(self, layer: LayerInfo, widths) -> torch.Tensor:
+        values = _take(self.scales[_key(layer.name)], 0, _indices(layer.in_layout, widths, self._maxw))
+        return values.view([values.numel() if s > 1 else 1 for s in self._template[layer.name].shape])
 
     def _run_layer(self, layer: LayerInfo, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         own = self.shells[_key(layer.name)] if _key(layer.name) in self.shells else None
@@ -335,8 +355,11 @@ class PruningNet(nn.Module):
             m.weight.copy_(w)
             if b is not None:
                 m.bias.copy_(b)
+        objects = layer_objects(model)
         for layer in self.space.layers:
-            if kind_of(layer).weighted:
+            if layer.kind == "param":
+                objects[layer.name].copy_(self._scale(layer, widths))
+            if kind_of(layer).weighted or layer.kind == "param":
                 continue
             m = model.get_submodule(layer.name)
             st = self.bns[_key(layer.name)]
