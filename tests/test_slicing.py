@@ -130,3 +130,70 @@ def test_latency_kernels_see_the_pieces(net):
 
 def _group(space, name):
     return [g.name for g in space.groups].index(name)
+
+
+def channel_shuffle(x, groups: int):
+    """As torchvision's ShuffleNetV2 writes it."""
+    n, c, h, w = x.size()
+    x = x.view(n, groups, c // groups, h, w)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(n, -1, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        half = cout // 2
+        self.stride = stride
+        if stride > 1:
+            self.branch1 = nn.Sequential(cbr(cin, cin, 3, groups=cin), cbr(cin, half))
+        self.branch2 = nn.Sequential(cbr(cin if stride > 1 else half, half), cbr(half, half, 3, groups=half),
+                                     cbr(half, half))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 8, 3)
+        self.units = nn.Sequential(ShuffleUnit(8, 32, 2), ShuffleUnit(32, 32, 1), ShuffleUnit(32, 32, 1))
+        self.conv5 = cbr(32, 24)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv5(self.units(self.stem(x))).mean((2, 3)))
+
+
+def test_a_channel_shuffle_interleaves_groups_tied_to_the_same_width():
+    torch.manual_seed(0)
+    net = trained_like(ShuffleNet())
+    space = hp.SearchSpace.from_model(net, SHAPE)
+    group = {m: g for g in space.all_groups for m in g.members}
+    # the two branches of the first unit are interleaved channel by channel: tied to one width
+    assert group["units.0.branch1.1.0:out"] is group["units.0.branch2.2.0:out"]
+    assert group["units.0.branch2.2.0:out"].fixed_reason is None
+    layers = {layer.name: layer for layer in space.layers}
+    assert {s.mult for s in layers["units.1.branch2.0.0"].in_layout} == {2}  # half of a shuffled tensor
+    x = torch.randn(2, *SHAPE[1:])
+    assert (space.materialize(space.full(), source=net)(x) - net(x)).abs().max().item() <= 1e-5
+    rng = np.random.default_rng(0)
+    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(8))]:
+        pruned = space.materialize(enc, source=net).eval()
+        assert pruned(x).shape == (2, 10)
+        assert hook_macs(pruned, x[:1]) == space.flops(enc)
+        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+    assert space.flops(space.uniform(0.5)) <= 0.45 * space.flops(space.full())
+    ordered = order_channels(space, net)
+    assert (ordered(x) - net(x)).abs().max().item() <= 1e-4
+    pnet = PruningNet(space, source=ordered).eval()
+    with torch.no_grad():
+        assert (pnet(x, space.full()) - net(x)).abs().max().item() <= 1e-4
+        enc = space.sample(rng)
+        assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5

@@ -32,7 +32,7 @@ from .nodes import describe, flat, node_shape
 from .ops import (CAT, ELEMENTWISE, ELEMENTWISE_METHODS, NON_TENSOR_METHODS, PASS_FUNCTION_NAMES, PASS_FUNCTIONS,
                   PASS_METHODS, REDUCE, RESHAPE, RESHAPE_METHODS, qualified_name)
 from .scales import per_channel_parameter
-from .slicing import align, channel_slice, cut_parts, is_split, piece_sizes, split_dim
+from .slicing import align, channel_slice, cut_parts, is_split, piece_sizes, shuffle_chain, split_dim
 from .traced import ChannelUnion, LayerInfo, Resolved, Slicing, TracedModel, traced_model
 
 __all__ = ["analyse"]
@@ -52,6 +52,7 @@ class _Analysis(LayerRules):
         self.layout = Resolved(self.g)  # node -> layout of its output
         self.pieces: dict[fx.Node, list[Layout]] = {}  # a split -> the layouts of the tensors it returns
         self.slicings: dict[str, Slicing] = {}
+        self.ahead: dict[fx.Node, Layout | None] = {}  # layouts decided by an earlier node (a shuffle's ops)
         self.layers: dict[str, LayerInfo] = {}
         self.const_flops = 0
 
@@ -89,6 +90,8 @@ class _Analysis(LayerRules):
 
     # ---- per-node rules -------------------------------------------------------------------
     def _visit(self, node: fx.Node) -> Layout | None:
+        if node in self.ahead:
+            return self.ahead.pop(node)
         shape = node_shape(node)
         if node.op == "placeholder":
             if shape is None or len(shape) < 2:
@@ -198,6 +201,21 @@ class _Analysis(LayerRules):
         self.slicings[node.name] = Slicing("split", self.pieces[node])
         return None
 
+    def _shuffle(self, node, lin: Layout, channels: int, groups: int) -> Layout:
+        """The channels of ``groups`` interleaved parts: their groups tied part to part (the same widths), each
+        channel then ``groups`` features, one from each part (a shuffled half of a pruned network is its half)."""
+        what = f"{describe(node)} (a channel shuffle)"
+        parts = cut_parts(self.g, lin, [channels // groups] * groups, what)
+        for p in parts[1:]:
+            self._unify(parts[0], p, what)
+        parts = [self.g.resolve(p) for p in parts]
+        if any(p != parts[0] for p in parts[1:]):  # could not be tied: all kept, as channels of their own
+            self.g.fix(lin, f"{what} of parts that cannot be pruned alike")
+            gid = self.g.new(channels, f"{node.name}:shuffled")
+            self.g.fixed[gid] = f"{what} of parts that cannot be pruned alike"
+            return (Segment(gid, channels),)
+        return tuple(Segment(seg.group, seg.size, seg.mult * groups) for seg in parts[0])
+
     def _cat(self, node, shape) -> Layout:
         tensors = node.args[0] if node.args else node.kwargs["tensors"]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -237,6 +255,12 @@ class _Analysis(LayerRules):
                 rest *= v
             if shape[1] == s[1] * rest:
                 return tuple(Segment(seg.group, seg.size, seg.mult * rest) for seg in lin)
+        shuffle = shuffle_chain(node, s, shape)
+        if shuffle is not None:
+            groups, chain = shuffle
+            self.ahead.update({n: None for n in chain[:-1]})
+            self.ahead[chain[-1]] = self._shuffle(node, lin, s[1], groups)
+            return None
         raise UnsupportedModelError(f"{describe(node)} reshapes the channel dimension "
                                     f"{tuple(s)} -> {tuple(shape)}; hwprune cannot map its channels "
                                     f"(pass the module that does it in ignored_layers)")

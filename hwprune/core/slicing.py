@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..errors import UnsupportedModelError
-from .layout import Layout, layout_size
+from .layout import Layout, Segment, layout_size
+from .nodes import node_shape
 from .traced import ChannelUnion, Slicing
 
-__all__ = ["is_split", "split_dim", "piece_sizes", "cut_parts", "align", "channel_slice", "pruned_call"]
+__all__ = ["is_split", "split_dim", "piece_sizes", "cut_parts", "align", "shuffle_chain", "channel_slice",
+           "pruned_call"]
 
 _SPLIT_METHODS = ("split", "chunk")
 _SPLIT_FUNCTIONS = (torch.split, torch.chunk)
@@ -48,20 +49,26 @@ def piece_sizes(node: fx.Node, dim: int) -> list[int] | None:
 def cut_parts(g: ChannelUnion, layout: Layout, sizes: list[int], what: str) -> list[Layout]:
     """``layout`` in consecutive parts of ``sizes`` channels, cutting its groups where a part ends inside one."""
     offsets = list(np.cumsum(sizes)[:-1])
+    lay = g.resolve(layout)
     while True:  # one cut at a time: a group may sit in the layout twice (a ghost module's concat)
-        lay, pos, cut = g.resolve(layout), 0, False
-        for seg in lay:
+        pos, changed = 0, False
+        for i, seg in enumerate(lay):
             end = pos + seg.size * seg.mult
             inside = [o for o in offsets if pos < o < end]
             if inside:
-                if seg.mult != 1:
-                    raise UnsupportedModelError(f"{what} takes flattened features by position; hwprune cannot "
-                                                f"map its channels (pass the module that does it in ignored_layers)")
-                g.cut(seg.group, int(inside[0] - pos))
-                cut = True
+                at = int(inside[0] - pos)
+                if at % seg.mult:  # inside a channel of several features: all kept, and here channels of their own
+                    why = f"{what} takes part of a channel's {seg.mult} features"
+                    g.fix((seg,), why)
+                    gid = g.new(seg.size * seg.mult, f"{g.producer.get(g.find(seg.group), 'channels')} (kept):")
+                    g.fixed[gid] = why
+                    lay = lay[:i] + (Segment(gid, seg.size * seg.mult),) + lay[i + 1:]
+                else:
+                    g.cut(seg.group, at // seg.mult)
+                lay, changed = g.resolve(lay), True
                 break
             pos = end
-        if not cut:
+        if not changed:
             break
     parts, i, pos = [], 0, 0
     for bound in np.cumsum(sizes):
@@ -75,17 +82,55 @@ def cut_parts(g: ChannelUnion, layout: Layout, sizes: list[int], what: str) -> l
 
 
 def align(g: ChannelUnion, a: Layout, b: Layout, what: str) -> tuple[Layout, Layout]:
-    """Two layouts of the same channels (an add's operands), each cut where the other has a seam, so that they
-    match segment for segment (they differ only where they are made of differently flattened tensors)."""
+    """Two layouts of the same channels (an add's operands, the halves a shuffle interleaves), cut where the other
+    has a seam and regrouped where the other counts channels of more features, so that they match segment for
+    segment: a tensor made of pieces meets one made at once, or a shuffled one (channels of 2 features) a plain one."""
     a, b = g.resolve(a), g.resolve(b)
-    if [(s.size, s.mult) for s in a] == [(s.size, s.mult) for s in b] or layout_size(a) != layout_size(b) \
-            or any(s.mult != 1 for s in a + b):
+    if [(s.size, s.mult) for s in a] == [(s.size, s.mult) for s in b] or layout_size(a) != layout_size(b):
         return a, b
-    seams = sorted({0, *np.cumsum([s.size for s in a]).tolist(), *np.cumsum([s.size for s in b]).tolist()})
+    seams = sorted({0, *np.cumsum([s.size * s.mult for s in a]).tolist(),
+                    *np.cumsum([s.size * s.mult for s in b]).tolist()})
     sizes = [e - s for s, e in zip(seams, seams[1:])]
     cut_parts(g, a, sizes, what)
     cut_parts(g, b, sizes, what)
-    return g.resolve(a), g.resolve(b)
+    while True:  # the same features: the finer one's channels pruned in units of the coarser one's
+        a, b = g.resolve(a), g.resolve(b)
+        pair = next(((sa, sb) for sa, sb in zip(a, b) if sa.mult != sb.mult), None) if len(a) == len(b) else None
+        if pair is None:
+            return a, b
+        fine, coarse = sorted(pair, key=lambda seg: seg.mult)
+        if coarse.mult % fine.mult or fine.size % (coarse.mult // fine.mult):
+            return a, b
+        g.regroup(fine.group, coarse.mult // fine.mult)
+
+
+def shuffle_chain(node: fx.Node, src: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, list[fx.Node]] | None:
+    """(groups, the ops after ``node`` up to the reshape back) when ``node`` views (N, C, *S) as (N, g, C/g, *S) and
+    its one path is a transpose of dims 1 and 2 and a reshape back to (N, C, *S): ShuffleNet's channel shuffle."""
+    if len(shape) != len(src) + 1 or shape[0] != src[0] or shape[1] * shape[2] != src[1] or shape[3:] != src[2:]:
+        return None
+    chain, cur = [], node
+    while len(cur.users) == 1:
+        cur = next(iter(cur.users))
+        chain.append(cur)
+        if len(chain) == 1 and not _swaps_1_2(cur):
+            return None
+        if len(chain) > 1 and node_shape(cur) == src:
+            return shape[1], chain
+        if len(chain) > 1 and not (cur.op == "call_method" and cur.target == "contiguous"):
+            return None
+    return None
+
+
+def _swaps_1_2(node: fx.Node) -> bool:
+    if node.op == "call_method" and node.target == "transpose" or node.op == "call_function" and \
+            node.target is torch.transpose:
+        return sorted(int(d) % 5 for d in node.args[1:3]) == [1, 2] if len(node.args) >= 3 else False
+    if node.op == "call_method" and node.target == "permute" or node.op == "call_function" and \
+            node.target is torch.permute:
+        dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
+        return list(dims)[:3] == [0, 2, 1] and list(dims)[3:] == list(range(3, len(dims)))
+    return False
 
 
 def channel_slice(node: fx.Node, channels: int) -> tuple[int, int] | None:

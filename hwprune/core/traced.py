@@ -66,8 +66,10 @@ class TracedModel:
 class ChannelUnion:
     """Union-find over channel groups, with sizes, fixed reasons and members.
 
-    A group can be *cut* at a channel offset into two new groups (an op took some of its channels by position);
-    a layout read through :meth:`resolve` then names the pieces instead. Only uncut roots are ever merged.
+    A group can be *cut* at a channel offset into two new groups (an op took some of its channels by position),
+    or *regrouped*: counted in units of several channels, pruned together (a shuffle interleaves it). A layout
+    read through :meth:`resolve` then names the new groups instead. Only roots neither cut nor regrouped are
+    ever merged.
     """
 
     def __init__(self):
@@ -79,6 +81,7 @@ class ChannelUnion:
         self.blocks: dict[int, int] = {}  # root -> equal blocks its channels are pruned in (grouped convs)
         self.cuts: dict[int, tuple[int, int]] = {}  # root -> the groups of its leading and trailing channels
         self.span: dict[int, tuple[int, int]] = {}  # a piece -> the channels it is of the group it was cut from
+        self.units: dict[int, tuple[int, int]] = {}  # root -> (the group it is now, old channels per new): regroup
 
     def new(self, size: int, member: str, producer: bool = False) -> int:
         gid = len(self.parent)
@@ -138,6 +141,20 @@ class ChannelUnion:
             pieces.append(p)
         self.cuts[r] = (pieces[0], pieces[1])
 
+    def regroup(self, g: int, unit: int) -> None:
+        """Count group ``g`` in units of ``unit`` consecutive channels, pruned together: one channel of ``unit``
+        times the features each."""
+        r = self.find(g)
+        assert r not in self.cuts and r not in self.units and self.size[r] % unit == 0
+        p = self.new(self.size[r] // unit, "")
+        self.members[p] = list(self.members[r])
+        for table in (self.fixed, self.producer, self.span):
+            if r in table:
+                table[p] = table[r]
+        if self.blocks.get(r, 1) > 1:
+            self.fixed.setdefault(p, f"{self.members[r][0]}: a grouped conv's channels are regrouped")
+        self.units[r] = (p, unit)
+
     def resolve(self, layout: Layout | None) -> Layout | None:
         """``layout`` with every segment of a cut group replaced by its pieces (and groups by their roots)."""
         if layout is None:
@@ -149,6 +166,9 @@ class ChannelUnion:
             if r in self.cuts:
                 a, b = self.cuts[r]
                 todo += [Segment(b, self.size[b], seg.mult), Segment(a, self.size[a], seg.mult)]
+            elif r in self.units:
+                p, unit = self.units[r]
+                todo.append(Segment(p, seg.size // unit, seg.mult * unit))
             else:
                 out.append(seg if seg.group == r else Segment(r, seg.size, seg.mult))
         return tuple(out)
