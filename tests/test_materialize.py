@@ -18,8 +18,8 @@ def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
         if isinstance(m, nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1]
             total += out[0].numel() * (m.in_channels // m.groups) * k
-        elif isinstance(m, nn.Linear):
-            total += m.in_features * m.out_features
+        elif isinstance(m, nn.Linear):  # at every position of an n-d input
+            total += out[0].numel() * m.in_features
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     with torch.no_grad():

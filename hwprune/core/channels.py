@@ -26,6 +26,7 @@ import operator
 import torch.fx as fx
 
 from ..errors import UnsupportedModelError
+from .channels_last import ChannelsLast, is_permute
 from .layer_rules import LayerRules
 from .layout import Layout, Segment, layout_size
 from .nodes import describe, flat, node_shape
@@ -43,7 +44,7 @@ def analyse(gm: fx.GraphModule, leaves: set[str], input_shapes, model_name: str)
     return _Analysis(gm, leaves).run(input_shapes, model_name)
 
 
-class _Analysis(LayerRules):
+class _Analysis(LayerRules, ChannelsLast):
     def __init__(self, gm: fx.GraphModule, leaves: set[str]):
         self.gm = gm
         self.modules = dict(gm.named_modules())
@@ -53,6 +54,7 @@ class _Analysis(LayerRules):
         self.pieces: dict[fx.Node, list[Layout]] = {}  # a split -> the layouts of the tensors it returns
         self.slicings: dict[str, Slicing] = {}
         self.ahead: dict[fx.Node, Layout | None] = {}  # layouts decided by an earlier node (a shuffle's ops)
+        self.cdim: dict[fx.Node, int] = {}  # where a tensor's channels are, when not in dim 1
         self.layers: dict[str, LayerInfo] = {}
         self.const_flops = 0
 
@@ -105,6 +107,10 @@ class _Analysis(LayerRules):
             return None
         if node.op == "get_attr":
             return None
+        if any(a in self.cdim for a in node.all_input_nodes):
+            return self._channels_last(node)
+        if is_permute(node):
+            return self._permute(node)
         if node.op == "call_module":
             return self._module(node, self.modules[node.target], shape)
         ins = [a for a in flat((node.args, node.kwargs)) if isinstance(a, fx.Node)]

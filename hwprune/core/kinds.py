@@ -180,6 +180,9 @@ class Linear(LayerKind):
         return {"in_features": w.shape[1], "out_features": w.shape[0]}
 
     def kernel_attrs(self, layer, module, in_shape):
+        if len(in_shape) == 4:  # over the channels of an (N, H, W, C) tensor: a 1x1 conv's work at H x W
+            return dict(op="conv2d", kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups="1",
+                        height=in_shape[1], width=in_shape[2])
         return dict(op="linear")
 
 

@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["Activation", "ACTIVATIONS", "activation_of", "LAYER_MODULES", "torch_base", "own_forward", "PASS_MODULES",
-           "PASS_FUNCTIONS", "PASS_FUNCTION_NAMES", "qualified_name", "PASS_METHODS",
-           "ELEMENTWISE", "ELEMENTWISE_METHODS", "ADD", "RESHAPE", "RESHAPE_METHODS", "REDUCE", "CAT",
+           "PASS_FUNCTIONS", "PASS_FUNCTION_NAMES", "qualified_name", "PASS_METHODS", "SPATIAL_MODULES",
+           "SPATIAL_FUNCTIONS", "ELEMENTWISE", "ELEMENTWISE_METHODS", "ADD", "RESHAPE", "RESHAPE_METHODS", "REDUCE", "CAT",
            "NON_TENSOR_METHODS", "FREE_MODULES", "FREE_FUNCTIONS", "FREE_FUNCTION_NAMES", "FREE_METHODS"]
 
 
@@ -77,6 +77,11 @@ PASS_FUNCTIONS = set(_BY_FUNCTION) | {
     F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d,
     F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear, torch.neg, torch.abs, torch.exp,
     torch.square, torch.sqrt}
+# of those, the ones that work over the dims after the channels (wrong on a tensor whose channels are last)
+SPATIAL_MODULES = _POOLS + _UPSAMPLE
+SPATIAL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.max_pool1d,
+                     F.avg_pool1d, F.adaptive_avg_pool1d, F.interpolate, F.upsample, F.upsample_nearest,
+                     F.upsample_bilinear}
 # functions of other packages, by qualified name so that hwprune need not import them: torchvision's stochastic
 # depth (drops whole samples in training, the identity at inference) is wrapped as one call by torch.fx
 FREE_FUNCTION_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
