@@ -16,7 +16,7 @@ from hwprune.search import (InfeasibleBudgetError, SearchConfig, _Evaluator, _Ev
 from hwprune.supernet.train import pnet_payload, train_pruningnet
 from hwprune.training import TrainConfig
 
-from latency_fakes import FakeProfiler
+from latency_fakes import OVERHEAD_MS, FakeProfiler
 
 TINY = SearchConfig(population=8, keep_top=8, parents=4, mutations=4, crossovers=3, generations=3,
                     calib_batches=1, val_batches=1, seed=0)
@@ -197,3 +197,38 @@ def test_the_budget_window_and_its_refusal(setup):
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=0.5123456 * full, config=tight)
     assert len(res.history) == TINY.population  # filled from below the budget instead
     assert all(h["latency_ms"] <= 0.5123456 * full for h in res.history)
+
+
+def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setup):
+    from hwprune.search.measured import _fittest, meet_measured
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    budget = 0.6 * table.predict(space.full())
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    winner = dict(res.best[0])
+    pool = _fittest(res.history, 0, winner["encoding"])  # each candidate once, fittest first, the winner first
+    assert pool[0]["encoding"] == winner["encoding"] and len(pool) == len({tuple(h["encoding"]) for h in pool})
+    assert all(a["fitness"] >= b["fitness"] for a, b in zip(pool, pool[1:]))
+    # a machine slower than the table by a factor that puts the winner over the budget and a later one under it
+    kernels = [m.value(table.statistic) - OVERHEAD_MS for m in FakeProfiler().measure_networks(
+        [space.materialize(h["encoding"]) for h in pool[:12]], space.input_shapes[0])]
+    lo, hi = (budget - OVERHEAD_MS) / kernels[0], (budget - OVERHEAD_MS) / min(kernels[1:])
+    assert lo < hi, "no candidate is cheaper than the winner: the test needs another budget"
+    slow = FakeProfiler(network_scale=(lo + hi) / 2)
+    said = []
+    meet_measured(res, space, table, top=4, profiler=slow, log=said.append)
+    best = res.best[0]
+    measured = [OVERHEAD_MS + slow.network_scale * k for k in kernels[:best["measured_checked"]]]
+    assert best["measured_within"] and best["measured_ms"] <= budget
+    assert best["measured_ms"] == pytest.approx(measured[-1], rel=1e-4)
+    assert all(m > budget for m in measured[:-1])  # every fitter candidate measured over the budget
+    assert best["measured_rank"] == best["measured_checked"] - 1 > 0 and best["fitness"] <= winner["fitness"]
+    assert best["encoding"] == list(pool[best["measured_rank"]]["encoding"]) and said
+    assert best["uniform"] == winner["uniform"]  # the baselines are the search's
+    fast = FakeProfiler(network_scale=0.5)  # a machine faster than the table: the winner stays
+    res2 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    meet_measured(res2, space, table, top=4, profiler=fast, log=lambda s: None)
+    assert res2.best[0]["measured_rank"] == 0 and res2.best[0]["encoding"] == winner["encoding"]
+    with pytest.raises(hp.HwpruneError, match="top and rounds must be positive"):
+        meet_measured(res2, space, table, top=0, profiler=fast)

@@ -44,13 +44,17 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--seed", type=int, default=default(SearchConfig, "seed"), show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
+@click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Time the N fittest candidates of each latency budget on this machine (the table's backend) and "
+                   "keep the fittest one measured within the budget; 0: trust the table.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, importance, table, latency_ms, latency_fraction,
            flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
-           min_fraction, calib_batches, val_batches, seed, device, out, resume, allow_mismatch, as_json, quiet):
+           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, resume, allow_mismatch, as_json,
+           quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
     from ..runs.folder import RunFolder
@@ -76,7 +80,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tab
                        generations=generations, calib_batches=calib_batches, val_batches=val_batches, seed=seed)
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
-                          resume=resume, allow_mismatch=allow_mismatch, log=echo_log(quiet))
+                          resume=resume, allow_mismatch=allow_mismatch, measure_top=measure_top, log=echo_log(quiet))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
@@ -85,6 +89,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tab
     for best in result.best:
         u = best.get("uniform")
         lat_s = f"{best['latency_ms']:.3f} ms  " if best["latency_ms"] is not None else ""
+        if best.get("measured_ms") is not None:
+            lat_s += f"(measured {best['measured_ms']:.3f} ms)  "
         line = (f"budget {_label(best['budget'])}: best top-1 {best['fitness']:.4f}  {lat_s}"
                 f"FLOPs {human(best['flops'])}  params {human(best['params'])}")
         if u:

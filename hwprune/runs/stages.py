@@ -253,15 +253,17 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                  table: str | Path | None = None, latency_ms: list[float] | None = None,
                  latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
                  data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
-                 where: str = ".", key: str = "search", resume: bool = False, log: Log = None):
+                 where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, log: Log = None):
     """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
     Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
     the importance-ordered weights of the trained dense model, sliced (the inherit
     evaluator; ``data`` then names the dataset, bundled by default). ``latency_fraction``:
     budgets as fractions of the dense network's latency predicted by the table (0.5:
-    half), for commands that work on any machine. A folder that holds a finished search is
-    refused without ``resume`` (it would be overwritten).
+    half), for commands that work on any machine. ``measure_top``: time that many of the fittest
+    candidates of each latency budget here, on the table's backend, and keep the fittest one
+    measured within the budget (:func:`hwprune.search.measured.meet_measured`). A folder that
+    holds a finished search is refused without ``resume`` (it would be overwritten).
     """
     from ..files.checkpoint import load_checkpoint
     from ..latency import LatencyTable
@@ -301,14 +303,19 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                               "dense": asdict(dense) if dense else None, "table": str(table) if table else None,
                               "latency_ms": latency_ms, "latency_fraction": latency_fraction, "flops": flops,
                               "params": params, "data": asdict(data_settings), "data_override": data,
-                              "search": asdict(cfg)})
+                              "search": asdict(cfg), "measure_top": measure_top})
     result = search(scorer, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
                     config=cfg, run_dir=folder, resume=resume, log=log)
+    if measure_top and lut is not None and latency_ms and is_main():
+        from ..search.measured import meet_measured
+
+        meet_measured(result, scorer.space, lut, top=measure_top, log=log or (lambda m: None))
     if is_main():
         save_result(result, folder)
     files = {name: folder / f for name, f in (("result", "result.json"), ("history", "history.csv"),
                                               ("pareto", "pareto.png"), ("state", "search_state.json"))}
     run.finish(key, files, {
         "evaluated": result.stats["evaluated"], "candidates_per_s": result.stats["candidates_per_s"],
-        "best": [{"budget": b["budget"], "fitness": b["fitness"], "latency_ms": b["latency_ms"]} for b in result.best]})
+        "best": [{"budget": b["budget"], "fitness": b["fitness"], "latency_ms": b["latency_ms"],
+                  "measured_ms": b.get("measured_ms")} for b in result.best]})
     return result
