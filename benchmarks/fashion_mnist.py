@@ -14,8 +14,11 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
    path: ``hwprune search --evaluator inherit``) and ``hwprune-<variant>`` for each
    PruningNet variant of ``pnet_methods`` (:data:`PNETS`: trained from the ordered dense
-   weights, then searched); how long each took to choose, PruningNet training
-   included, is ``search_seconds``;
+   weights, then searched). The searched and random networks are the fittest whose
+   latency, measured as the final networks are, meets the budget (``measure_top`` timed
+   at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
+   on measured latency. How long each took to choose, PruningNet training included, is
+   ``search_seconds``;
 3. fine-tune every chosen network the same way (epochs, schedule, distillation from
    the dense network) from its inherited weights, once per seed;
 4. is the search signal any good? ``tau_candidates`` networks spread over 25-75% of
@@ -54,6 +57,7 @@ from hwprune.core.macs import count_macs  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
+from hwprune.search.measured import fittest_candidates  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
 from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
@@ -106,6 +110,7 @@ class Settings:
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
     random_candidates: int = 64  # as many as the search scores
+    measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
     pnet_epochs: int = 3
     pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet", "pruningnet-single"])  # searched, tuned
     pnet_tau_only: list[str] = field(default_factory=lambda: ["pruningnet-window", "pruningnet-rank4"])  # tau only
@@ -135,7 +140,8 @@ class Settings:
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=256,
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
-             random_candidates=4, pnet_epochs=1, pnet_methods=["pruningnet"], pnet_tau_only=["pruningnet-single"],
+             random_candidates=4, measure_top=2, pnet_epochs=1, pnet_methods=["pruningnet"],
+             pnet_tau_only=["pruningnet-single"],
              tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
              runs_per_pass=2, median_runs=5, max_wait_s=0.2, tp_iterative_steps=2, tp_steps=2, round_to=8)
 
@@ -255,8 +261,11 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         t = time.time()
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say)
         seconds = round(time.time() - t + extra, 1)
-        chosen[method] = {str(f): {"encoding": best["encoding"], "search_seconds": seconds}
-                          for (f, _), best in zip(budgets, res.best)}
+        chosen[method] = {}
+        for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
+            pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, i, best["encoding"])]
+            chosen[method][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
+                                      "search_seconds": seconds}
         if method == "hwprune":  # (a budget no uniform width meets: its narrowest network)
             chosen["uniform"] = {str(f): {"encoding": (best.get("uniform") or {}).get("encoding")
                                           or list(space.narrowest()), "search_seconds": 0.0}
@@ -271,7 +280,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                 or [space.narrowest()]
             val = limited(loaders.val, s.val_batches)
             scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]
-            chosen["random"][str(f)] = {"encoding": list(feasible[int(np.argmax(scores))]),
+            pool = sorted(zip(map(list, feasible), scores), key=lambda c: -c[1])  # stable: argmax first on ties
+            chosen["random"][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                         "search_seconds": round(time.time() - t, 1)}
         if str(f) not in chosen.setdefault("l1", {}):  # Torch-Pruning's ratio, bisected on measured latency
             t = time.time()
@@ -280,6 +290,22 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             chosen["l1"][str(f)] = {"ratio": ratio, "search_seconds": round(time.time() - t, 1)}
         write_json(path, chosen)
     return chosen, evaluators
+
+
+def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say) -> dict:
+    """Of ``pool`` ((encoding, fitness), fittest first), the fittest whose latency, measured as every method's final
+    network is, meets the budget: ``top`` at a time, up to 3 x ``top`` (what ``hwprune search --measure-top`` does,
+    with this harness's meter). None meeting it: the fittest, as the search chose it."""
+    for start in range(0, min(len(pool), 3 * top), top):
+        batch = pool[start:start + top]
+        for rank, ((enc, _), ms) in enumerate(zip(batch, measure([space.materialize(e) for e, _ in batch])), start):
+            if ms <= budget_ms:
+                if rank:
+                    say(f"  {budget_ms:.4f} ms budget: candidate {rank + 1} in fitness order is the first within "
+                        f"it as measured ({ms:.4f} ms)")
+                return {"encoding": list(enc), "measured_rank": rank, "measured_ms": round(float(ms), 4)}
+    say(f"  {budget_ms:.4f} ms budget: none of the {min(len(pool), 3 * top)} fittest measured within it")
+    return {"encoding": list(pool[0][0]), "measured_rank": None, "measured_ms": None}
 
 
 def limited(loader, n):

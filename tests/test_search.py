@@ -200,14 +200,14 @@ def test_the_budget_window_and_its_refusal(setup):
 
 
 def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setup):
-    from hwprune.search.measured import _fittest, meet_measured
+    from hwprune.search.measured import fittest_candidates, meet_measured
 
     pnet, loaders, table, _ = setup
     space = pnet.space
     budget = 0.6 * table.predict(space.full())
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
     winner = dict(res.best[0])
-    pool = _fittest(res.history, 0, winner["encoding"])  # each candidate once, fittest first, the winner first
+    pool = fittest_candidates(res.history, 0, winner["encoding"])  # each once, fittest first, the winner first
     assert pool[0]["encoding"] == winner["encoding"] and len(pool) == len({tuple(h["encoding"]) for h in pool})
     assert all(a["fitness"] >= b["fitness"] for a, b in zip(pool, pool[1:]))
     # a machine slower than the table by a factor that puts the winner over the budget and a later one under it

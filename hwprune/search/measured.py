@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..core.space import SearchSpace
     from ..latency.table import LatencyTable
 
-__all__ = ["meet_measured"]
+__all__ = ["meet_measured", "fittest_candidates"]
 
 _KEYS = ("encoding", "channels", "latency_ms", "flops", "params", "fitness")
 
@@ -39,7 +39,7 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     for i, (budget, best) in enumerate(zip(result.budgets, result.best)):
         if budget.latency_ms is None:
             continue
-        pool = _fittest(result.history, i, best["encoding"])
+        pool = fittest_candidates(result.history, i, best["encoding"])
         checked, chosen = 0, None
         for start in range(0, min(len(pool), rounds * top), top):
             batch = pool[start:start + top]
@@ -66,7 +66,7 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     return result
 
 
-def _fittest(history: list[dict], budget_index: int, winner: list[int]) -> list[dict]:
+def fittest_candidates(history: list[dict], budget_index: int, winner: list[int]) -> list[dict]:
     """The candidates evaluated for a budget, each once, fittest first (the search's winner first on ties)."""
     seen, out = set(), []
     for h in history:
