@@ -66,3 +66,49 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.normal_(1, 0.5)
             m.bias.data.normal_(0, 0.5)
     return model.eval()
+
+
+def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Reference FLOPs: multiply-accumulates counted by forward hooks on the real modules."""
+    total = 0
+
+    def hook(m, inputs, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total += out[0].numel() * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.Linear):  # at every position of an n-d input
+            total += out[0].numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def check_parity(model: nn.Module, space, x: torch.Tensor, samples: int = 8, seed: int = 0):
+    """What every channel rule must keep: the full network is the model (1e-5), every encoding's network runs and
+    costs exactly the space's FLOPs (hook-counted MACs) and params, the importance order computes what the model
+    does, and the PruningNet is the model at full width and its own materialized network elsewhere. Returns the
+    ordered model and the PruningNet (eval mode) for further checks."""
+    from hwprune.core.importance import order_channels
+    from hwprune.supernet.pruningnet import PruningNet
+
+    want = model(x)
+    assert (space.materialize(space.full(), source=model).eval()(x) - want).abs().max().item() <= 1e-5
+    rng = np.random.default_rng(seed)
+    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(samples))]:
+        pruned = space.materialize(enc, source=model).eval()
+        assert pruned(x).shape == want.shape
+        assert hook_macs(pruned, x[:1]) == space.flops(enc)
+        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+    ordered = order_channels(space, model)
+    assert (ordered(x) - want).abs().max().item() <= 1e-4
+    pnet = PruningNet(space, source=ordered).eval()
+    with torch.no_grad():
+        assert (pnet(x, space.full()) - want).abs().max().item() <= 1e-4
+        for enc in [space.narrowest(), space.sample(rng)]:
+            assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
+    return ordered, pnet

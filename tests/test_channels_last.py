@@ -1,15 +1,12 @@
 """Channels moved to the last dimension and back, as torchvision writes ConvNeXt: a permute, a LayerNorm and two
 Linear layers over the channels at every position, a permute back, a (C, 1, 1) layer scale."""
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 import hwprune as hp
-from hwprune.core.importance import order_channels
-from hwprune.supernet.pruningnet import PruningNet
 
-from test_materialize import hook_macs
+from conftest import check_parity
 
 
 class Permute(nn.Module):
@@ -65,22 +62,8 @@ def test_layers_over_channels_last_are_pruned_with_them():
     group = {m: g for g in space.all_groups for m in g.members}
     assert group["stem:out"] is group["blocks.0.block.2"] is group["blocks.1.block.5:out"] is group["blocks.0.layer_scale"]
     assert group["blocks.0.block.3:out"].fixed_reason is None and len(space) == 3  # the stream, two hidden widths
-    x = torch.randn(2, 3, 8, 8)
-    assert (space.materialize(space.full(), source=model)(x) - model(x)).abs().max().item() <= 1e-5
-    rng = np.random.default_rng(0)
-    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(6))]:
-        pruned = space.materialize(enc, source=model).eval()
-        assert pruned(x).shape == (2, 10)
-        assert hook_macs(pruned, x[:1]) == space.flops(enc)
-        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+    check_parity(model, space, torch.randn(2, 3, 8, 8), samples=6)
     assert space.flops(space.uniform(0.5)) <= 0.45 * space.flops(space.full())
-    ordered = order_channels(space, model)
-    assert (ordered(x) - model(x)).abs().max().item() <= 1e-4
-    pnet = PruningNet(space, source=ordered).eval()
-    with torch.no_grad():
-        assert (pnet(x, space.full()) - model(x)).abs().max().item() <= 1e-4
-        enc = space.sample(rng)
-        assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
 
 
 def test_a_linear_over_channels_last_is_profiled_as_the_1x1_conv_it_is():

@@ -14,7 +14,7 @@ import hwprune as hp
 from hwprune.core.importance import order_channels
 from hwprune.supernet.pruningnet import PruningNet
 
-from conftest import trained_like
+from conftest import check_parity, trained_like
 from test_materialize import hook_macs
 
 
@@ -427,21 +427,12 @@ def test_layer_and_group_norms_over_the_channels_are_pruned_with_them():
     assert group["gn"].blocks == 4 and len(space) == 2  # the hidden channels, pruned evenly in the 4 GN groups
     x = torch.randn(2, 3, 8, 8)
     full = space.materialize(space.full(), source=model).eval()
-    assert type(full.norm) is LayerNorm2d and (full(x) - model(x)).abs().max().item() <= 1e-5
-    rng = np.random.default_rng(0)
-    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(6))]:
-        pruned = space.materialize(enc, source=model).eval()
+    assert type(full.norm) is LayerNorm2d
+    for enc in [space.uniform(0.5), space.narrowest()]:
+        pruned = space.materialize(enc, source=model)
         assert pruned.gn.num_groups == 4 and pruned.norm.normalized_shape == (pruned.dw.out_channels,)
-        assert pruned(x).shape == (2, 10)
-        assert hook_macs(pruned, x[:1]) == space.flops(enc)
-        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
-    ordered = order_channels(space, model)
-    assert (ordered(x) - model(x)).abs().max().item() <= 1e-4
-    pnet = PruningNet(space, source=ordered).eval()
-    with torch.no_grad():
-        assert (pnet(x, space.full()) - model(x)).abs().max().item() <= 1e-4
-        for enc in [space.narrowest(), space.sample(rng)]:
-            assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
+    _, pnet = check_parity(model, space, x, samples=6)
+    rng = np.random.default_rng(1)
     pnet.train()
     pnet(x, space.sample(rng)).square().mean().backward()  # the norms' scale and shift are trained with it
     assert pnet.bns["gn"].weight.grad is not None and pnet.bns["norm"].weight.grad is not None
@@ -503,21 +494,11 @@ def test_a_layer_scale_is_pruned_with_its_channels():
     assert group["block.gamma"] is group["stem:out"] and group["layer_scale"] is group["side:out"]
     assert "constant per-channel tensor" in group["fixed:out"].fixed_reason
     x = torch.randn(2, 3, 6, 6)
-    assert (space.materialize(space.full(), source=model)(x) - model(x)).abs().max().item() <= 1e-5
-    rng = np.random.default_rng(0)
-    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(6))]:
-        pruned = space.materialize(enc, source=model).eval()
+    for enc in [space.uniform(0.5), space.narrowest()]:
+        pruned = space.materialize(enc, source=model)
         assert pruned.block.gamma.shape == (pruned.stem.out_channels,) and pruned.layer_scale.shape[1:] == (1, 1)
-        assert pruned(x).shape == (2, 10)
-        assert hook_macs(pruned, x[:1]) == space.flops(enc)
-        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
-    ordered = order_channels(space, model)
-    assert (ordered(x) - model(x)).abs().max().item() <= 1e-4  # the scale permuted with its channels
-    pnet = PruningNet(space, source=ordered).eval()
-    with torch.no_grad():
-        assert (pnet(x, space.full()) - model(x)).abs().max().item() <= 1e-4
-        for enc in [space.narrowest(), space.sample(rng)]:
-            assert (pnet.materialize(enc).eval()(x) - pnet(x, enc)).abs().max().item() <= 1e-5
+    _, pnet = check_parity(model, space, x, samples=6)  # the scales cut and permuted with their channels
+    rng = np.random.default_rng(1)
     pnet.train()
     pnet(x, space.sample(rng)).square().mean().backward()
     assert pnet.scales["block__gamma"].grad is not None and pnet.scales["layer_scale"].grad is not None

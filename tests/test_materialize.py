@@ -6,27 +6,7 @@ import torch.nn as nn
 
 import hwprune as hp
 
-from conftest import small_input
-
-
-def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Reference FLOPs: multiply-accumulates counted by forward hooks on the real modules."""
-    total = 0
-
-    def hook(m, inputs, out):
-        nonlocal total
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            total += out[0].numel() * (m.in_channels // m.groups) * k
-        elif isinstance(m, nn.Linear):  # at every position of an n-d input
-            total += out[0].numel() * m.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return total
+from conftest import hook_macs, small_input
 
 
 @pytest.mark.parametrize("name", hp.list_models())
