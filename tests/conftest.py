@@ -60,6 +60,9 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     permutation or a copy that misses BN shows)."""
     torch.manual_seed(seed)
     for m in model.modules():
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:  # scale and shift, no statistics
+            m.weight.data.normal_(1, 0.5)
+            m.bias.data.normal_(0, 0.5)
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.5)
             m.running_var.uniform_(0.5, 2.0)

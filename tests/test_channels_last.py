@@ -6,7 +6,7 @@ import torch.nn as nn
 
 import hwprune as hp
 
-from conftest import check_parity
+from conftest import check_parity, trained_like
 
 
 class Permute(nn.Module):
@@ -43,17 +43,8 @@ class ConvNeXtLike(nn.Module):
         return self.head(self.blocks(self.stem(x)).mean((2, 3)))
 
 
-def _trained_like(model):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.weight.data.normal_(1, 0.5)
-            m.bias.data.normal_(0, 0.5)
-    return model.eval()
-
-
 def test_layers_over_channels_last_are_pruned_with_them():
-    model = _trained_like(ConvNeXtLike())
+    model = trained_like(ConvNeXtLike())
     space = hp.SearchSpace.from_model(model, (1, 3, 8, 8))
     kinds = {layer.name: layer.kind for layer in space.layers}
     assert kinds["blocks.0.block.2"] == "norm" and kinds["blocks.0.block.3"] == "linear"

@@ -408,17 +408,8 @@ class NormNet(nn.Module):
         return self.head(self.head_norm(x.mean((2, 3))))
 
 
-def _perturbed_norms(model):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
-            m.weight.data.normal_(1, 0.5)
-            m.bias.data.normal_(0, 0.5)
-    return model.eval()
-
-
 def test_layer_and_group_norms_over_the_channels_are_pruned_with_them():
-    model = _perturbed_norms(NormNet())
+    model = trained_like(NormNet())
     space = hp.SearchSpace.from_model(model, (1, 3, 8, 8))
     kinds = {layer.name: layer.kind for layer in space.layers}
     assert kinds["stem_norm"] == kinds["norm"] == kinds["gn"] == kinds["head_norm"] == "norm"

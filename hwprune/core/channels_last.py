@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import UnsupportedModelError
 from .layout import Layout
-from .nodes import describe, node_shape
+from .nodes import describe, node_shape, permute_dims
 from .ops import (ELEMENTWISE, ELEMENTWISE_METHODS, NON_TENSOR_METHODS, PASS_FUNCTION_NAMES, PASS_FUNCTIONS,
                   PASS_METHODS, PASS_MODULES, SPATIAL_FUNCTIONS, SPATIAL_MODULES, qualified_name)
 from .traced import LayerInfo
@@ -27,8 +26,7 @@ __all__ = ["ChannelsLast", "is_permute"]
 
 
 def is_permute(node: fx.Node) -> bool:
-    return node.op == "call_method" and node.target == "permute" or \
-        node.op == "call_function" and node.target is torch.permute
+    return permute_dims(node) is not None
 
 
 class ChannelsLast:
@@ -39,9 +37,7 @@ class ChannelsLast:
         lin = self.layout.get(src)
         if lin is None:
             return None
-        dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
-        dims = [int(d) % len(dims) for d in (dims or node.kwargs.get("dims", ()))]
-        at = dims.index(self.cdim.get(src, 1))
+        at = permute_dims(node).index(self.cdim.get(src, 1))
         if at != 1:
             self.cdim[node] = at
         return lin

@@ -1,9 +1,10 @@
 """Reading a node of a traced graph: its recorded shape, its tensor arguments, and how errors name it."""
 from __future__ import annotations
 
+import torch
 import torch.fx as fx
 
-__all__ = ["node_shape", "describe", "flat"]
+__all__ = ["node_shape", "describe", "flat", "permute_dims"]
 
 
 def node_shape(node) -> tuple[int, ...] | None:
@@ -20,6 +21,16 @@ def describe(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     where = f"module {list(stack)[-1]!r}" if stack else "the model's forward"
     return f"{node.op.replace('call_', '')} {target!r} (node {node.name!r} in {where})"
+
+
+def permute_dims(node: fx.Node) -> list[int] | None:
+    """The dims of a ``permute`` (method or ``torch.permute``), as non-negative ints; None for any other node."""
+    if not (node.op == "call_method" and node.target == "permute" or
+            node.op == "call_function" and node.target is torch.permute):
+        return None
+    dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
+    dims = list(dims or node.kwargs.get("dims", ()))
+    return [int(d) % len(dims) for d in dims]
 
 
 def flat(x):

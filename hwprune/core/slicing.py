@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 
 from .layout import Layout, Segment, layout_size
-from .nodes import node_shape
+from .nodes import node_shape, permute_dims
 from .traced import ChannelUnion, Slicing
 
 __all__ = ["is_split", "split_dim", "piece_sizes", "cut_parts", "align", "shuffle_chain", "channel_slice",
@@ -126,11 +126,8 @@ def _swaps_1_2(node: fx.Node) -> bool:
     if node.op == "call_method" and node.target == "transpose" or node.op == "call_function" and \
             node.target is torch.transpose:
         return sorted(int(d) % 5 for d in node.args[1:3]) == [1, 2] if len(node.args) >= 3 else False
-    if node.op == "call_method" and node.target == "permute" or node.op == "call_function" and \
-            node.target is torch.permute:
-        dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else node.args[1:]
-        return list(dims)[:3] == [0, 2, 1] and list(dims)[3:] == list(range(3, len(dims)))
-    return False
+    dims = permute_dims(node)
+    return dims is not None and dims == [0, 2, 1, *range(3, len(dims))]
 
 
 def channel_slice(node: fx.Node, channels: int) -> tuple[int, int] | None:
