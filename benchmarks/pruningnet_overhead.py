@@ -63,7 +63,8 @@ def step_times(name: str, loaders, steps: int) -> dict:
             if kind == "plain":
                 crit(plain(x), y).backward()
             else:  # one training step as train_pruningnet takes it, with that step's encodings
-                sampled_step(nets[kind], x, y, step_encodings(space, 0, i, kind, cfg.random_samples), cfg)
+                sampling = kind.split("_")[0]  # sandwich_rank4 samples as the sandwich does
+                sampled_step(nets[kind], x, y, step_encodings(space, 0, i, sampling, cfg.random_samples), cfg)
             opts[kind].step()
             if i >= 3:  # warm-up
                 times[kind].append(time.perf_counter() - t)
