@@ -1,13 +1,26 @@
-"""How well the shipped latency tables predict real networks, beside FLOPs and test-retest.
+"""How well latency tables predict real networks, beside FLOPs and test-retest.
 
     python benchmarks/latency_fidelity.py [--models resnet20-32 mobilenet_v2_cifar-32] [--threads 1] [--n 100]
+    python benchmarks/latency_fidelity.py --families [--seeds 0 1 2] [--n 30] [--quick]
 
-For each shipped onnxruntime table of this CPU (``benchmarks/profile_tables.py``
-makes them): N random networks measured end to end twice, now, and compared with
+Shipped tables: for each onnxruntime table of this CPU (``benchmarks/profile_tables.py``
+makes them), N random networks measured end to end twice, now, and compared with
 the table's prediction, a FLOPs-proportional prediction and the second measurement.
 Also the predictor's speed (predictions per second, one at a time and batched).
 Writes ``benchmarks/results/latency_fidelity.csv``, ``predict_speed.csv`` and a
 scatter plot per table, ``latency_fidelity_<table>.png``.
+
+``--families``: networks the predictor was never tuned on, generated from a seed
+(``net_families.py``: plain stacks, residual, depthwise-separable with
+squeeze-excitation and a concat; plus ``vgg6``, six 3x3 convs of 32-128 channels at
+32x32 with 4 widths per layer). Per network, a table is profiled (onnxruntime, 1
+thread) for each statistic (p10 and median), then N random candidates are timed the
+way a user times a model: a plain ``InferenceSession.run`` loop, 20 warm-up and 200
+timed runs, one network after another; then all of them again (test-retest). Writes
+``latency_fidelity_families.csv`` (per network and statistic: signed bias, MAPE,
+within +-10%, Spearman of the prediction against the same statistic measured, and
+the same for the retest against the first measurement), the points in
+``latency_fidelity_families_points.csv`` and ``latency_fidelity_families.png``.
 """
 from __future__ import annotations
 
@@ -22,6 +35,7 @@ import numpy as np
 import hwprune as hp
 from hwprune.profilers.machine import cpu_name, version_of
 
+import net_families
 from profile_tables import TABLES, table_path
 
 RESULTS = Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -49,9 +63,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", choices=list(TABLES), default=["resnet20-32", "mobilenet_v2_cifar-32"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1])
-    ap.add_argument("--n", type=int, default=100, help="random networks per table")
+    ap.add_argument("--n", type=int, default=None, help="random networks per table (100; 30 with --families)")
+    ap.add_argument("--families", action="store_true", help="generated networks, profiled here (see above)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="--families: networks per family")
+    ap.add_argument("--only", nargs="+", choices=["vgg6", *net_families.FAMILIES], help="--families: these only")
+    ap.add_argument("--tag", default="", help="--families: suffix of the output files (latency_fidelity_families_TAG.*)")
+    ap.add_argument("--quick", action="store_true", help="--families: one small network per family, 4 "
+                    "candidates, 30 timed runs (seconds; the test suite runs it)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.families:
+        import fidelity_families
+
+        return fidelity_families.run(RESULTS, args.seeds, args.n or 30, args.quick, args.only, args.tag)
+    args.n = args.n or 100
     fidelity, speeds = [], []
     for name in args.models:
         model_name, shape, _ = TABLES[name]

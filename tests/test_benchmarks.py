@@ -174,3 +174,48 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     assert sorted(t["evaluator"] for t in tau) == ["inherit", "pruningnet", "pruningnet-single"]
     assert [t["default"] for t in tau].count("True") == 1 and all(t["candidates"] == str(q.tau_candidates) for t in tau)
     assert (tmp_path / "out" / "fashion_mnist_quick.png").stat().st_size > 0
+
+
+def _bench_module(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_generated_families_are_reproducible_and_pruned_with_parity():
+    """The fidelity suite's networks: the same seed gives the same network, every family traces into a space
+    whose full encoding is the network itself, and seeds give different networks."""
+    from conftest import check_parity
+
+    nf = _bench_module("net_families")
+    for family in nf.FAMILIES:
+        (m1, s1, d1), (m2, _, d2), (_, _, d3) = nf.make(family, 4), nf.make(family, 4), nf.make(family, 5)
+        assert d1 == d2 and all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+        assert d1 != d3 or family == "residual"  # (few residual draws; the descriptions may repeat)
+        space = hp.SearchSpace.from_model(m1, s1, ratios=(0.25, 0.5, 1.0))
+        check_parity(m1, space, torch.randn(*s1), samples=2)
+    with pytest.raises(ValueError, match="family must be one of"):
+        nf.make("vgg", 0)
+
+
+def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tmp_path):
+    """--families --quick: the CSVs' shape and invariants (the errors themselves depend on the machine)."""
+    import pandas as pd
+
+    pytest.importorskip("onnxruntime")
+    ff, nf = _bench_module("fidelity_families"), _bench_module("net_families")
+    ff.run(tmp_path, [0], 4, quick=True)
+    rows = pd.read_csv(tmp_path / "latency_fidelity_families_quick.csv", comment="#")
+    points = pd.read_csv(tmp_path / "latency_fidelity_families_quick_points.csv", comment="#")
+    assert (tmp_path / "latency_fidelity_families_quick.png").stat().st_size > 0
+    assert sorted(zip(rows.network, rows.statistic)) == sorted((f"{f}-0", s) for f in nf.FAMILIES
+                                                               for s in ("p10", "median"))
+    assert (rows.n == 4).all() and len(points) == 4 * len(rows)
+    assert ((rows.within_10pct >= 0) & (rows.within_10pct <= 1) & (rows.mape >= 0)).all()
+    assert (points[["predicted_ms", "measured_ms", "retest_ms"]] > 0).all().all()
+    for (net, stat), g in points.groupby(["network", "statistic"]):  # the row's bias is its points' mean error
+        row = rows[(rows.network == net) & (rows.statistic == stat)].iloc[0]
+        assert row.bias == pytest.approx((g.predicted_ms / g.measured_ms - 1).mean(), abs=2e-4)
+        assert g.encoding.nunique() >= 2  # the full and the narrowest network at least

@@ -1,5 +1,6 @@
 """Which kernels a space's networks run: fusions, channel terms, width combinations, spec rows."""
 import pytest
+import torch
 
 import hwprune as hp
 from hwprune.latency.kernels import kernel_slots, slot_pairs
@@ -42,7 +43,9 @@ def test_mobilenet_v2_projection_takes_the_add_without_activation():
 
 def test_user_model_concat_standalone_bn_and_adaptive_pool(toy):
     space, slots, unmodelled = slots_of(toy, (1, 3, 32, 32))
-    assert [u.split()[1] for u in unmodelled] == ["cat"]  # costs the same at every width: in the overhead
+    assert unmodelled == []
+    cat = slots["cat"]
+    assert cat.spec.op == "concat" and cat.spec.height == 32 and cat.cin == cat.cout == slots["dw"].cin
     bn = slots["cat_bn"].spec
     assert (bn.op, bn.activation) == ("batchnorm2d", "relu")  # a BN after a concat cannot be folded
     dw = slots["dw"]
@@ -85,3 +88,41 @@ def test_a_kernel_over_a_million_width_combinations_is_refused():
             slot_pairs(space, slots["pw"])
     finally:
         kernels.MAX_COMBINATIONS = old
+
+
+class _SENet(torch.nn.Module):
+    """A conv, squeeze-excitation (mean, two 1x1 convs, sigmoid, multiply), and a concat of two branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.fc1, self.fc2 = torch.nn.Conv2d(32, 8, 1), torch.nn.Conv2d(8, 32, 1)
+        self.a, self.b = torch.nn.Conv2d(32, 16, 1), torch.nn.Conv2d(32, 8, 3, padding=1)
+        self.head = torch.nn.Conv2d(24, 10, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        return self.head(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_squeeze_excitation_multiply_and_concat_are_kernels_that_follow_the_widths():
+    # both cost time in proportion to the channels, so leaving them to the fixed overhead mispredicts networks
+    # that prune them (measured: benchmarks/results/latency_fidelity_families*.csv)
+    space, slots, unmodelled = slots_of(_SENet(), (1, 3, 16, 16))
+    assert unmodelled == []
+    scale, cat = slots["mul"], slots["cat"]
+    assert (scale.spec.op, scale.spec.height, scale.spec.width) == ("scale", 16, 16)
+    assert scale.cin == scale.cout == slots["conv"].cout  # the tensor scaled, not the (N, C, 1, 1) factors
+    assert cat.spec.op == "concat" and cat.cin == slots["a"].cout + slots["b"].cout
+    ga, gb = (space.groups[space.prunable_index.index(g)] for g, _ in cat.cin)
+    assert slot_pairs(space, cat) == {(a + b, a + b) for a in ga.choices for b in gb.choices}
+    # a multiply of two full tensors is not a per-channel scale: it stays unmodelled, named
+    class Gate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            return self.a(x) * self.b(x)
+    assert [u.split()[1] for u in slots_of(Gate(), (1, 3, 8, 8))[2]] == ["mul"]

@@ -36,6 +36,21 @@ def test_kernel_times_follow_the_work(backend):
             assert not any(op in m.note for op in ("BatchNormalization", "Relu", "Add")), m.note
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_scale_and_concat_kernels_run_and_follow_the_channels(backend):
+    prof = get_profiler(backend, "cpu", threads=1, repeats=15, max_wait_s=1)
+    try:
+        for op, onnx_op in (("scale", "Mul"), ("concat", "Concat")):
+            spec = KernelSpec(op, height=32, width=32)
+            one, small, large = prof.measure_kernels(spec, [(1, 1), (8, 8), (256, 256)])
+            assert 0 < small.p10_ms <= small.median_ms and large.p10_ms > small.p10_ms  # 32x the elements
+            assert one.p10_ms > 0  # a single channel: concat of one piece
+            if backend == "onnxruntime":
+                assert onnx_op in large.note, large.note
+    finally:
+        prof.close()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("opt_level", ["all", "extended", "basic", "disable"])
 def test_onnxruntime_kernels_at_every_optimisation_level_and_thread_count(opt_level, threads):

@@ -3,7 +3,8 @@
 A *slot* is one kernel of the network: a conv or linear layer with what inference
 runtimes fuse into it (the BatchNorm after it, the activation, a residual add that
 directly follows and the activation after that add), or a pooling, a standalone
-BatchNorm, add or activation. Its :class:`~hwprune.profilers.base.KernelSpec` says
+BatchNorm, add or activation, a per-channel scale (squeeze-excitation's multiply) or a
+channel concat. Its :class:`~hwprune.profilers.base.KernelSpec` says
 what it computes; its ``cin``/``cout`` say how its channel counts follow from the
 group widths: ``channels = sum(widths[group] * mult)``.
 
@@ -178,6 +179,9 @@ class _Walker:
         return Slot(node.target, spec, cin, cout)
 
     def other_slot(self, node: fx.Node, used: set) -> Slot | None:
+        special = self.scale_or_concat(node)
+        if special is not None:
+            return special
         x = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
         shape = node_shape(x) if x is not None else None
         terms = self.terms.get(x) if x is not None else None
@@ -220,6 +224,28 @@ class _Walker:
         if spec is None:
             return None
         return Slot(str(node.target) if node.op == "call_module" else node.name, spec, terms, terms)
+
+    def scale_or_concat(self, node: fx.Node) -> Slot | None:
+        """A tensor times one value per channel (squeeze-excitation), or a concat on the channels: both cost time
+        in proportion to the widths, so they are kernels of their own."""
+        shape = node_shape(node)
+        if shape is None or len(shape) != 4 or node not in self.terms:
+            return None
+        base = dict(height=shape[2], width=shape[3], batch=self.batch, dtype=self.dtype)
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            return Slot(node.name, KernelSpec("concat", **base), self.terms[node], self.terms[node])
+        is_mul = (node.op == "call_function" and node.target in (operator.mul, torch.mul)
+                  or node.op == "call_method" and node.target in ("mul", "mul_"))
+        ops = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        if not is_mul or len(ops) != 2:
+            return None
+        shapes = [node_shape(a) for a in ops]
+        if any(s is None or len(s) != 4 for s in shapes):
+            return None
+        small = [tuple(s[2:]) == (1, 1) and s[1] == shape[1] for s in shapes]
+        if sorted(small) != [False, True] or tuple(shapes[small.index(False)]) != tuple(shape):
+            return None
+        return Slot(node.name, KernelSpec("scale", **base), self.terms[node], self.terms[node])
 
     def free(self, node: fx.Node) -> bool:
         if node.op == "call_module":

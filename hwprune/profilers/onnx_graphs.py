@@ -110,6 +110,8 @@ def branches_model(branches, share_inputs: bool, residual_from_conv: bool, fresh
         b = spec.batch
         oh, ow = spec.out_size
         in_shape = (b, cin) if spec.op == "linear" else (b, cin, spec.height, spec.width)
+        if spec.op == "concat":  # two pieces, concatenated into cin channels
+            in_shape, rest = (b, max(1, cin // 2), spec.height, spec.width), cin - max(1, cin // 2)
         x = graph_input("in_" + "x".join(map(str, in_shape)) if share_inputs else f"{p}in", in_shape)
         if fresh_inputs:  # named r..., not v...: its time is not the variant's
             nodes.append(h.make_node("Relu", [x], [f"r{p}fresh"], name=f"r{p}fresh"))
@@ -155,6 +157,16 @@ def branches_model(branches, share_inputs: bool, residual_from_conv: bool, fresh
             nodes.append(h.make_node("Add", [x, other], [f"{p}sum"], name=f"{p}add"))
             if spec.activation != "none":
                 nodes += _act(h, f"{p}sum", spec.activation, f"{p}act", f"{p}a_", inits)
+        elif spec.op == "scale":  # x * s, s one value per channel (as squeeze-excitation multiplies)
+            s = graph_input(f"{p}s", (b, cin, 1, 1))
+            nodes.append(h.make_node("Mul", [x, s], [y], name=f"{p}mul"))
+        elif spec.op == "concat":
+            pieces = [x]
+            if rest:  # the second piece, also written just before it is read
+                other = graph_input(f"{p}other", (b, rest, spec.height, spec.width))
+                nodes.append(h.make_node("Relu", [other], [f"r{p}other"], name=f"r{p}other"))
+                pieces.append(f"r{p}other")
+            nodes.append(h.make_node("Concat", pieces, [y], name=f"{p}cat", axis=1))
         elif spec.op == "activation":
             nodes += _act(h, x, spec.activation, f"{p}act", f"{p}a_", inits)
         elif spec.op in ("maxpool2d", "avgpool2d"):

@@ -21,10 +21,13 @@ class KernelSpec:
     A conv or linear kernel carries what a deployed network runs with it: the
     BatchNorm folded in, the activation, and a residual add (plus the activation
     after it) when the add directly follows. Pooling, standalone BatchNorm and adds
-    have their own ``op``. ``height``/``width`` are the input's spatial size.
+    have their own ``op``, as do a per-channel ``scale`` (a tensor times one value per
+    channel, squeeze-excitation's multiply) and a channel ``concat`` (its ``cin`` and
+    ``cout`` are the concatenated width). ``height``/``width`` are the input's spatial size.
     """
 
-    op: str  # conv2d | linear | maxpool2d | avgpool2d | global_(avg|max)pool2d | batchnorm2d | add | activation
+    # conv2d | linear | maxpool2d | avgpool2d | global_(avg|max)pool2d | batchnorm2d | add | activation | scale | concat
+    op: str
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
@@ -43,7 +46,7 @@ class KernelSpec:
     @property
     def out_size(self) -> tuple[int, int]:
         """Output (height, width)."""
-        if self.op in ("linear", "batchnorm2d", "add", "activation"):
+        if self.op in ("linear", "batchnorm2d", "add", "activation", "scale", "concat"):
             return self.height, self.width
         if self.op.startswith("global_"):
             return 1, 1

@@ -110,6 +110,10 @@ class TorchProfiler(Profiler):
             if spec.residual or spec.op == "add" else None
         act, ract = _act(spec.activation), _act(spec.residual_activation)
         mods = [m.eval() for m in mods]
+        if spec.op == "scale":
+            res = torch.randn((b, cin, 1, 1), **kw)  # one value per channel
+        elif spec.op == "concat":  # two pieces, concatenated into cin channels
+            x, res = x[:, : max(1, cin // 2)].contiguous(), x[:, max(1, cin // 2):].contiguous()
 
         def run():
             y = x
@@ -117,6 +121,10 @@ class TorchProfiler(Profiler):
                 y = m(y)
             if spec.op == "add":
                 y = y + res
+            elif spec.op == "scale":
+                y = y * res
+            elif spec.op == "concat":
+                y = torch.cat([y, res], 1)
             y = act(y)
             if spec.residual:
                 y = ract(y + res)

@@ -1,0 +1,151 @@
+"""``latency_fidelity.py --families``: tables profiled here, judged on networks they were never tuned on, against
+the latency a user measures (see that script's docstring)."""
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+import hwprune as hp
+from hwprune.latency.fidelity import agreement
+from hwprune.profilers.machine import cpu_name, version_of
+from hwprune.profilers.onnx_graphs import export_network
+
+import net_families
+
+STATISTICS = ("p10", "median")
+
+
+def vgg6() -> tuple[nn.Module, tuple[int, int, int, int], str]:
+    """Six 3x3 convs of 32-128 channels at 32x32 (stride 2 at the 3rd and 5th)."""
+    layers, cin = [], 3
+    for i, c in enumerate((32, 32, 64, 64, 128, 128)):
+        layers.append(net_families._cbr(cin, c, 3, 2 if i in (2, 4) else 1))
+        cin = c
+    return nn.Sequential(*layers, net_families._Head(cin)).eval(), (1, 3, 32, 32), "vgg6 32x32: 3x3 convs 32-128"
+
+
+def user_times(onnx: bytes, shape, runs: int, warmup: int = 20) -> tuple[float, float]:
+    """(p10, median) in ms as a user times a model: a plain session, 1 thread, ``warmup`` runs, then ``runs``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+    x = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+    for _ in range(warmup):
+        sess.run(None, x)
+    times = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter_ns()
+        sess.run(None, x)
+        times[i] = (time.perf_counter_ns() - t) / 1e6
+    return float(np.percentile(times, 10)), float(np.median(times))
+
+
+def networks(seeds, quick: bool, only=None):
+    """(name, model, input shape, description) of every network of the suite (of the families in ``only``)."""
+    families = [f for f in net_families.FAMILIES if not only or f in only]
+    if quick:
+        for family in families:
+            model, shape, desc = net_families.make(family, 0)
+            yield f"{family}-0", model, (1, 3, 16, 16), desc.replace(f"{shape[2]}x{shape[3]}", "16x16")
+        return
+    if not only or "vgg6" in only:
+        model, shape, desc = vgg6()
+        yield "vgg6", model, shape, desc
+    for family in families:
+        for seed in seeds:
+            model, shape, desc = net_families.make(family, seed)
+            yield f"{family}-{seed}", model, shape, desc
+
+
+def signed(pred, meas) -> float:
+    return float(np.mean(np.asarray(pred) / np.asarray(meas) - 1))
+
+
+def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> None:
+    runs, n = (30, 4) if quick else (200, n)
+    rows, points = [], []
+    with tempfile.TemporaryDirectory(prefix="hwprune-fidelity-") as store:
+        for name, model, shape, desc in networks(seeds, quick, only):
+            space = hp.SearchSpace.from_model(model, shape, ratios=(0.25, 0.5, 0.75, 1.0))
+            t = time.time()
+            tables = {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=store,
+                                    calibrate=4 if quick else 16, quiet=True, **({"repeats": 5, "passes": 2}
+                                                                                  if quick else {}))
+                      for s in STATISTICS}
+            profile_s = time.time() - t
+            rng = np.random.default_rng(7)
+            encs = [space.full(), space.narrowest()] + [space.sample(rng) for _ in range(n - 2)]
+            blobs = [export_network(space.materialize(e), shape) for e in encs]
+            first = [user_times(b, shape, runs) for b in blobs]
+            retest = [user_times(b, shape, runs) for b in reversed(blobs)][::-1]
+            for s, col in zip(STATISTICS, (0, 1)):
+                pred = tables[s].predict_batch(np.asarray(encs))
+                meas, again = [m[col] for m in first], [m[col] for m in retest]
+                a, r = agreement(pred, meas), agreement(again, meas)
+                rows.append({"network": name, "description": desc, "statistic": s, "n": len(encs),
+                             "bias": round(signed(pred, meas), 4), "mape": round(a["mape"], 4),
+                             "within_10pct": round(a["within_10pct"], 3), "spearman": round(a["spearman"], 4),
+                             "retest_bias": round(signed(again, meas), 4), "retest_mape": round(r["mape"], 4),
+                             "retest_within_10pct": round(r["within_10pct"], 3),
+                             "retest_spearman": round(r["spearman"], 4),
+                             "calibration": tables[s].meta["calibration"]["model"],
+                             "profile_seconds": round(profile_s, 1)})
+                points += [{"network": name, "statistic": s, "encoding": " ".join(map(str, e)),
+                            "predicted_ms": round(float(p), 5), "measured_ms": round(m, 5), "retest_ms": round(g, 5)}
+                           for e, p, m, g in zip(encs, pred, meas, again)]
+                row = rows[-1]
+                print(f"{name:<11} {s:<6} bias {row['bias']:+.1%}  MAPE {row['mape']:.1%}  within 10% "
+                      f"{row['within_10pct']:.0%}  Spearman {row['spearman']:.3f}   | retest bias "
+                      f"{row['retest_bias']:+.1%}, within 10% {row['retest_within_10pct']:.0%}, Spearman "
+                      f"{row['retest_spearman']:.3f}", flush=True)
+    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
+    head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
+            f"{runs} timed runs per network, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    for data, fname in ((rows, f"latency_fidelity_families{suffix}.csv"),
+                        (points, f"latency_fidelity_families{suffix}_points.csv")):
+        with (results / fname).open("w", newline="") as f:
+            f.write(head)
+            w = csv.DictWriter(f, fieldnames=list(data[0]))
+            w.writeheader()
+            w.writerows(data)
+        print(f"wrote {results / fname}")
+    plot(points, results / f"latency_fidelity_families{suffix}.png")
+
+
+def plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(dict.fromkeys(p["network"] for p in points))
+    cols = min(4, len(nets))
+    fig, axes = plt.subplots((len(nets) + cols - 1) // cols, cols, figsize=(3.2 * cols, 3.0 * ((len(nets) + cols - 1)
+                                                                                              // cols)), squeeze=False)
+    for ax, net in zip(axes.flat, nets):
+        for s, marker in zip(STATISTICS, ("o", "x")):
+            pts = [p for p in points if p["network"] == net and p["statistic"] == s]
+            ax.scatter([p["measured_ms"] for p in pts], [p["predicted_ms"] for p in pts], s=10, marker=marker,
+                       label=f"{s} table vs {s} measured")
+        lo = min(min(p["measured_ms"], p["predicted_ms"]) for p in points if p["network"] == net)
+        hi = max(max(p["measured_ms"], p["predicted_ms"]) for p in points if p["network"] == net)
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15)
+        ax.set_title(net, fontsize=9)
+        ax.set_xlabel("measured ms (user loop)", fontsize=8)
+        ax.set_ylabel("predicted ms", fontsize=8)
+    for ax in list(axes.flat)[len(nets):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
