@@ -211,7 +211,7 @@ def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tm
     points = pd.read_csv(tmp_path / "latency_fidelity_families_quick_points.csv", comment="#")
     assert (tmp_path / "latency_fidelity_families_quick.png").stat().st_size > 0
     assert sorted(zip(rows.network, rows.statistic)) == sorted((f"{f}-0", s) for f in nf.FAMILIES
-                                                               for s in ("p10", "median"))
+                                                               for s in ("p10", "median", "p10 vs median"))
     assert (rows.n == 4).all() and len(points) == 4 * len(rows)
     assert ((rows.within_10pct >= 0) & (rows.within_10pct <= 1) & (rows.mape >= 0)).all()
     assert (points[["predicted_ms", "measured_ms", "retest_ms"]] > 0).all().all()

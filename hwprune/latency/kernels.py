@@ -70,6 +70,8 @@ class _Walker:
         self.layers = {l.name: l for l in space.layers}
         self.batch, self.dtype = batch, dtype
         self.terms: dict[fx.Node, Terms] = {}
+        self.outputs: dict[str, fx.Node] = {}  # slot name -> the node holding its output
+        self.inputs: dict[str, list[tuple[fx.Node, str]]] = {}  # slot name -> (node it reads, "in" | "res")
 
     # ---- what a node is -------------------------------------------------------------------
     def act(self, node: fx.Node) -> str | None:
@@ -138,6 +140,7 @@ class _Walker:
                 if nxt is not None and self.act(nxt):
                     chain["act"], cur = self.act(nxt), nxt
                     used.add(nxt)
+                chain["out"] = cur
                 chains[node], tails[cur] = chain, node
         for node in nodes:  # residual adds go to the first operand's chain that can take them
             if not self.is_add(node):
@@ -146,16 +149,22 @@ class _Walker:
                 owner = tails.get(operand)
                 if owner is not None and _single_user(operand) is node:
                     chains[owner]["res"] = True
+                    chains[owner]["res_in"] = next(a for a in node.args[:2] if a is not operand)
+                    chains[owner]["out"] = node
                     used.add(node)
                     nxt = _single_user(node)
                     if nxt is not None and self.act(nxt):
                         chains[owner]["ract"] = self.act(nxt)
+                        chains[owner]["out"] = nxt
                         used.add(nxt)
                     break
         slots, unmodelled = [], []
         for node in nodes:
             if node in chains:
                 slots.append(self.layer_slot(node, chains[node]))
+                self.outputs[slots[-1].name] = chains[node]["out"]
+                self.inputs[slots[-1].name] = [(node.args[0], "in")] + (
+                    [(chains[node]["res_in"], "res")] if chains[node]["res"] else [])
             elif node in used or node.op in ("placeholder", "output", "get_attr"):
                 continue
             else:
@@ -179,6 +188,18 @@ class _Walker:
         return Slot(node.target, spec, cin, cout)
 
     def other_slot(self, node: fx.Node, used: set) -> Slot | None:
+        slot = self._other_slot(node, used)
+        if slot is not None:  # what it reads and where its output is, for the layout edges
+            op = slot.spec.op
+            args = node.args[0] if op == "concat" else node.args[:2] if op == "add" else node.args[:1]
+            if op == "scale":  # the scaled tensor, not the (N, C, 1, 1) factors
+                args = [a for a in node.args[:2] if isinstance(a, fx.Node) and tuple(node_shape(a)[2:]) != (1, 1)]
+            self.inputs[slot.name] = [(a, "in") for a in args if isinstance(a, fx.Node)]
+            nxt = _single_user(node)
+            self.outputs[slot.name] = nxt if nxt is not None and nxt in used and self.act(nxt) else node
+        return slot
+
+    def _other_slot(self, node: fx.Node, used: set) -> Slot | None:
         special = self.scale_or_concat(node)
         if special is not None:
             return special

@@ -27,6 +27,7 @@ from ..profilers.protocol import QUIET_TOLERANCE, chunked
 from ..profilers.spec import SPEC_COLUMNS, STATISTICS
 from .calibration import fit_calibration
 from .kernels import kernel_slots, slot_pairs
+from .layouts import layout_edges, reorder_specs, tensor_widths
 from .store import KernelStore, default_cache_dir
 from .table import COLUMNS, FORMAT, LatencyTable, space_meta
 
@@ -90,6 +91,12 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     for slot in slots:
         spec, pairs = needed.get(slot.spec.key(), (slot.spec, set()))
         needed[spec.key()] = (spec, pairs | slot_pairs(space, slot))
+    if profiler.layout():  # the runtime copies tensors between layouts: those reorders are kernels too
+        for edge in layout_edges(space, profiler.batch_size, profiler.dtype):
+            widths = tensor_widths(space, edge["terms"])
+            for spec in reorder_specs(edge, profiler.batch_size, profiler.dtype).values():
+                _, pairs = needed.get(spec.key(), (spec, set()))
+                needed[spec.key()] = (spec, pairs | {(c, c) for c in widths})
     store = KernelStore(cache_dir or default_cache_dir(), profiler.fingerprint())
     profiler.anchors = store.anchors  # one quiet reference for every session with this backend setting
     todo = [(spec, store.missing(spec, sorted(pairs))) for spec, pairs in needed.values()]

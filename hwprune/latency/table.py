@@ -35,6 +35,7 @@ from ..profilers.spec import SPEC_COLUMNS, KernelSpec
 from ..files.csvmeta import read_csv, write_csv
 from .interpolate import Interpolator
 from .kernels import Slot, kernel_slots
+from .layouts import edge_groups, edge_time, layout_edges
 
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
@@ -97,7 +98,7 @@ def space_meta(space: "SearchSpace", batch: int, slots: list[Slot], unmodelled: 
             "base_widths": [g.width for g in space.all_groups], "prunable": list(space.prunable_index),
             "choices": [list(g.choices) for g in space.groups],
             "slots": [[s.name, s.spec.key(), [list(t) for t in s.cin], [list(t) for t in s.cout]] for s in slots],
-            "unmodelled": unmodelled}
+            "unmodelled": unmodelled, "layout_edges": layout_edges(space, batch)}
 
 
 class LatencyTable:
@@ -153,6 +154,11 @@ class LatencyTable:
             cin = sum(int(widths[g]) * m for g, m in slot.cin)
             cout = sum(int(widths[g]) * m for g, m in slot.cout)
             out[slot.name] = self.lookup(slot.spec, cin, cout)
+        for edge in self._edges():  # the layout copies between kernels (see latency.layouts)
+            b = self.backend
+            ms = edge_time(edge, widths, b["nchwc"], b["batch"], b["dtype"], self.lookup)
+            if ms:
+                out[f"reorder of {edge['name']}"] = ms
         return out
 
     def predict(self, enc: Sequence[int]) -> float:
@@ -289,21 +295,21 @@ class LatencyTable:
         position = {g: i for i, g in enumerate(sm["prunable"])}
         base = sm["base_widths"]
         flat, offsets, dims, strides, py_slots = [], [], [], [], []
-        for slot in self.slots():
-            ds = [position[g] for g in slot.groups() if g in position]
+        # every kernel, then every tensor's layout reorders: each a time per combination of the widths it depends on
+        units = [(slot.groups(), lambda w, slot=slot: self._entry(slot.spec, sum(w[g] * m for g, m in slot.cin),
+                                                                 sum(w[g] * m for g, m in slot.cout)))
+                 for slot in self.slots()]
+        units += [(edge_groups(edge), lambda w, edge=edge: self._reorder_time(edge, w)) for edge in self._edges()]
+        for groups, value in units:
+            ds = [position[g] for g in groups if g in position]
             shape = [len(self._choices[d]) for d in ds]
             st = [int(np.prod(shape[i + 1:])) for i in range(len(ds))]
             offsets.append(len(flat))
             for combo in itertools.product(*(range(n) for n in shape)):
-                w = {g: base[g] for g in slot.groups()}
+                w = {g: base[g] for g in groups}
                 for d, c in zip(ds, combo):
                     w[sm["prunable"][d]] = self._choices[d][c]
-                cin = sum(w[g] * m for g, m in slot.cin)
-                cout = sum(w[g] * m for g, m in slot.cout)
-                v = self._values.get((slot.spec.key(), cin, cout))
-                if v is None and self.interpolate:
-                    v = self._interpolator(slot.spec).estimate(cin, cout)
-                flat.append(float("nan") if v is None else v)
+                flat.append(value(w))
             dims.append(ds)
             strides.append(st)
             py_slots.append((offsets[-1], tuple(zip(ds, st))))
@@ -319,6 +325,21 @@ class LatencyTable:
         self._py_two = [(o, d[0][0], d[0][1], d[1][0], d[1][1]) for o, d in py_slots if len(d) == 2]
         self._py_one = [(o, d[0][0], d[0][1]) for o, d in py_slots if len(d) == 1]
         self._py_more = [(o, d) for o, d in py_slots if len(d) > 2]
+
+    def _entry(self, spec: KernelSpec, cin: int, cout: int) -> float:
+        """A kernel's time, NaN where the table has no entry (and interpolation is off)."""
+        v = self._values.get((spec.key(), cin, cout))
+        if v is None and self.interpolate:
+            v = self._interpolator(spec).estimate(cin, cout)
+        return float("nan") if v is None else v
+
+    def _edges(self) -> list:
+        """The layout edges whose reorders this table adds (none without a blocked layout, or in older tables)."""
+        return self.meta["space"].get("layout_edges", []) if self.backend.get("nchwc") else []
+
+    def _reorder_time(self, edge: dict, widths) -> float:
+        b = self.backend
+        return edge_time(edge, widths, b["nchwc"], b["batch"], b["dtype"], self._entry)
 
     def _interpolator(self, spec: KernelSpec) -> Interpolator:
         cache = self.__dict__.setdefault("_interpolators", {})

@@ -63,6 +63,11 @@ class Profiler(ABC):
                          runs_per_pass: int = 10, seed: int = 0) -> list[Measurement]:
         """End-to-end latency of each ``nn.Module`` on an input of ``input_shape``, interleaved."""
 
+    def layout(self) -> dict:
+        """The runtime's blocked conv layout (see :mod:`hwprune.latency.layouts`), empty where it has none:
+        where layouts change between kernels, the table adds the measured reorders."""
+        return {}
+
     def probe(self):
         """A function timing one run of :data:`.protocol.REFERENCE` alone (ms), or None (no checks)."""
         return None

@@ -110,6 +110,8 @@ def branches_model(branches, share_inputs: bool, residual_from_conv: bool, fresh
         b = spec.batch
         oh, ow = spec.out_size
         in_shape = (b, cin) if spec.op == "linear" else (b, cin, spec.height, spec.width)
+        if spec.op.startswith("reorder_"):  # the runtime reorders whole groups of 4 channels
+            in_shape = (b, -(-cin // 4) * 4, spec.height, spec.width)
         if spec.op == "concat":  # two pieces, concatenated into cin channels
             in_shape, rest = (b, max(1, cin // 2), spec.height, spec.width), cin - max(1, cin // 2)
         x = graph_input("in_" + "x".join(map(str, in_shape)) if share_inputs else f"{p}in", in_shape)
@@ -157,6 +159,15 @@ def branches_model(branches, share_inputs: bool, residual_from_conv: bool, fresh
             nodes.append(h.make_node("Add", [x, other], [f"{p}sum"], name=f"{p}add"))
             if spec.activation != "none":
                 nodes += _act(h, f"{p}sum", spec.activation, f"{p}act", f"{p}a_", inits)
+        elif spec.op in ("reorder_output", "reorder_input"):  # onnxruntime's layout copies (see latency.layouts)
+            nchwc = "com.microsoft.nchwc"
+            if spec.op == "reorder_output":  # from the blocked layout, made (untimed) from the input
+                nodes.append(h.make_node("ReorderInput", [x], [f"r{p}blocked"], name=f"r{p}blocked", domain=nchwc))
+                nodes.append(h.make_node("ReorderOutput", [f"r{p}blocked"], [y], name=f"{p}reorder", domain=nchwc,
+                                         channels=cin))
+            else:
+                nodes.append(h.make_node("ReorderInput", [x], [y], name=f"{p}reorder", domain=nchwc))
+                out_shape = (b, None, spec.height, spec.width)  # channels padded to the runtime's block
         elif spec.op == "scale":  # x * s, s one value per channel (as squeeze-excitation multiplies)
             s = graph_input(f"{p}s", (b, cin, 1, 1))
             nodes.append(h.make_node("Mul", [x, s], [y], name=f"{p}mul"))
@@ -183,8 +194,10 @@ def branches_model(branches, share_inputs: bool, residual_from_conv: bool, fresh
         nodes[-1].output[0] = y  # the branch's last tensor is the graph output (no Identity to time)
         outputs.append(h.make_tensor_value_info(y, TensorProto.FLOAT, list(out_shape)))
     graph = h.make_graph(nodes, "hwprune_kernels", inputs, outputs, inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                         producer_name="hwprune")
+    opsets = [h.make_opsetid("", OPSET)]
+    if any(n.domain == "com.microsoft.nchwc" for n in nodes):
+        opsets.append(h.make_opsetid("com.microsoft.nchwc", 1))
+    model = h.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION, producer_name="hwprune")
     return model, feeds
 
 

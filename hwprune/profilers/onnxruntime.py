@@ -73,8 +73,19 @@ class OnnxruntimeProfiler(Profiler):
     def fingerprint(self) -> dict:
         return {"backend": self.name, "device": "cpu", "device_name": cpu_name(), "cpu_count": cpu_count(),
                 "threads": self.threads, "batch": self.batch_size, "dtype": self.dtype,
-                "opt_level": self.options["opt_level"],
+                "opt_level": self.options["opt_level"], "nchwc": self.layout(),
                 "versions": {"onnxruntime": version_of("onnxruntime"), "onnx": version_of("onnx")}}
+
+    def layout(self) -> dict:
+        """The blocked (NCHWc) conv layout of this runtime here, read from the graph it optimizes (convs of 1 to
+        128 channels, and which it blocks): ``block``, the channel block (8: AVX2, 16: AVX-512), below which a conv
+        reads the plain tensor directly; ``align``, what wider inputs must be a multiple of to be read blocked;
+        ``depthwise_align``, the same for depthwise convs. Empty off x86 or below the 'all' optimization level."""
+        if self.options["opt_level"] != "all":
+            return {}
+        if "_layout" not in self.__dict__:
+            self._layout = _detect_layout()
+        return self._layout
 
     def _session(self, model_bytes: bytes, profile_prefix: str | None = None):
         import onnxruntime as ort
@@ -175,3 +186,52 @@ class OnnxruntimeProfiler(Profiler):
         return interleaved(lambda i: sessions[i][0].run(None, sessions[i][1]), len(sessions), passes,
                            runs_per_pass, seed, progress, probe=self.probe(), anchors=self.anchors,
                            max_wait_s=self.max_wait_s)
+
+
+def _blocked_widths(depthwise: bool) -> set[int]:
+    """Of 1x1 convs (3x3 depthwise) reading 1..128 channels, the widths onnxruntime runs in its blocked layout."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper as h, numpy_helper as nh
+
+    widths = range(1, 129)
+    nodes, inits, outputs = [], [], []
+    for c in widths:  # one conv per input width, each reading its own input
+        cout, shape = (c, (c, 1, 3, 3)) if depthwise else (8, (8, c, 1, 1))
+        inits.append(nh.from_array(np.zeros(shape, np.float32), f"w{c}"))
+        nodes.append(h.make_node("Conv", [f"x{c}", f"w{c}"], [f"y{c}"], name=f"conv{c}", group=c if depthwise else 1,
+                                 pads=[1, 1, 1, 1] if depthwise else [0, 0, 0, 0]))
+        outputs.append(h.make_tensor_value_info(f"y{c}", TensorProto.FLOAT, [1, cout, 4, 4]))
+    inputs = [h.make_tensor_value_info(f"x{c}", TensorProto.FLOAT, [1, c, 4, 4]) for c in widths]
+    model = h.make_model(h.make_graph(nodes, "block", inputs, outputs, inits),
+                         opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+    with tempfile.TemporaryDirectory(prefix="hwprune-ort-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(so.optimized_model_filepath).graph
+    # a conv left in the plain layout keeps its input's name; a blocked one reads a reorder's output (or, below
+    # the block, the plain input itself, but in the blocked op's domain)
+    plain = {int(n.input[0][1:]) for n in graph.node if n.op_type == "Conv" and n.domain in ("", "ai.onnx")}
+    return set(widths) - plain
+
+
+def _detect_layout() -> dict:
+    """See :meth:`OnnxruntimeProfiler.layout`."""
+    blocked, dw = _blocked_widths(False), _blocked_widths(True)
+    widths = set(range(1, 129))
+    layout = {}
+    for block in (4, 8, 16, 32, 64):
+        for align in (1, 2, 4, 8, 16, 32, 64):
+            if align <= block and blocked == {c for c in widths if c < block or c % align == 0}:
+                layout = {"block": block, "align": align}
+                break
+        if layout:
+            break
+    if not layout:  # no blocked layout, or one this model of it does not describe: nothing is added
+        return {}
+    layout["depthwise_align"] = next((a for a in (1, 2, 4, 8, 16, 32, 64)
+                                      if dw - {1} == {c for c in widths if c % a == 0} - {1}), 0)
+    return layout
