@@ -253,6 +253,11 @@ class LatencyTable:
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise HwpruneError(f"latency table {str(path)!r} lacks columns {missing}")
+        needed = frame[[c for c in COLUMNS if c != "backend_kernels"]]
+        blank = (needed.isna() | (needed.astype(str).apply(lambda col: col.str.strip()) == "")).any(axis=1)
+        if blank.any():  # a row cut short (an interrupted copy) or edited: refused even if no network reads it
+            raise HwpruneError(f"latency table {str(path)!r} has a row with empty fields (data row "
+                               f"{int(blank.to_numpy().argmax()) + 1}); the file is damaged: profile again")
         try:
             entries = _normalize(frame)
         except (ValueError, TypeError) as e:
