@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import multiprocessing as mp
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -37,7 +38,15 @@ def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: in
 
 def run_pool(jobs: list[dict], workers: int, say, fn: Callable[[dict], dict]) -> None:
     """Run ``fn`` on the jobs whose result file (``job["out"]``) is missing, costliest first, in ``workers``
-    processes."""
+    processes. A result of another network than the job's (an ``encoding`` chosen anew, as after a new latency
+    table) is not reused: its folder is cleared and the job runs again."""
+    for j in jobs:
+        out = Path(j["out"])
+        if j.get("encoding") is not None and out.exists():
+            saved = json.loads(out.read_text()).get("encoding")
+            if saved is not None and list(map(int, saved)) != list(map(int, j["encoding"])):
+                say(f"  {j.get('label', out.parent.name)}: the saved result is of another network; fine-tuning again")
+                shutil.rmtree(out.parent)
     todo = [j for j in jobs if not Path(j["out"]).exists()]
     if not todo:
         return

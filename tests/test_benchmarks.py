@@ -219,3 +219,21 @@ def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tm
         row = rows[(rows.network == net) & (rows.statistic == stat)].iloc[0]
         assert row.bias == pytest.approx((g.predicted_ms / g.measured_ms - 1).mean(), abs=2e-4)
         assert g.encoding.nunique() >= 2  # the full and the narrowest network at least
+
+
+def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
+    """A rerun that chose another network for a job (a new table moves the tau candidates and the winners) must
+    fine-tune it, not report the old network's accuracy under the new one's name."""
+    import json
+
+    common = _bench_module("bench_common")
+    for name, enc in (("same", [1, 2]), ("moved", [3, 4])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps({"encoding": [1, 2], "test_acc": 0.5}))
+        (tmp_path / name / "model.pt").write_text("old")
+    ran = []
+    jobs = [{"label": n, "encoding": e, "out": str(tmp_path / n / "result.json")}
+            for n, e in (("same", [1, 2]), ("moved", [3, 4]), ("new", [5, 6]))]
+    common.run_pool(jobs, 1, lambda m: None, lambda j: ran.append(j["label"]) or {"test_acc": 0.0})
+    assert ran == ["moved", "new"]
+    assert (tmp_path / "same" / "model.pt").exists() and not (tmp_path / "moved" / "model.pt").exists()
