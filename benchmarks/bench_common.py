@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "claim_work"]
+__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "claim_work"]
 
 
 def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
@@ -97,6 +97,16 @@ def csv_text(rows: list[dict], env: dict, columns: list[str] | None = None) -> s
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def write_rows(path: Path, rows: list[dict], head: str) -> None:
+    """``rows`` as a CSV under a ``# ...`` header line (the machine and versions), and say so."""
+    with Path(path).open("w", newline="") as f:
+        f.write(head)
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {path}")
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -2,7 +2,6 @@
 the latency a user measures (see that script's docstring)."""
 from __future__ import annotations
 
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from hwprune.profilers.machine import cpu_name, version_of
 from hwprune.profilers.onnx_graphs import export_network
 
 import net_families
+from bench_common import write_rows
 
 STATISTICS = ("p10", "median")
 
@@ -110,14 +110,8 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> 
     suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
             f"{runs} timed runs per network, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    for data, fname in ((rows, f"latency_fidelity_families{suffix}.csv"),
-                        (points, f"latency_fidelity_families{suffix}_points.csv")):
-        with (results / fname).open("w", newline="") as f:
-            f.write(head)
-            w = csv.DictWriter(f, fieldnames=list(data[0]))
-            w.writeheader()
-            w.writerows(data)
-        print(f"wrote {results / fname}")
+    write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
+    write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
     plot(points, results / f"latency_fidelity_families{suffix}.png")
 
 

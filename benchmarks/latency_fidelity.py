@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import csv
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import hwprune as hp
 from hwprune.profilers.machine import cpu_name, version_of
 
 import net_families
+from bench_common import write_rows
 from profile_tables import TABLES, table_path
 
 RESULTS = Path(os.environ.get("HWPRUNE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -102,13 +102,8 @@ def main() -> None:
             print(f"{tag}: predict() {single:,.0f}/s, predict_batch() {batched:,.0f}/s")
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, "
             f"{time.strftime('%Y-%m-%d %H:%M')}\n")
-    for rows, fname in ((fidelity, "latency_fidelity.csv"), (speeds, "predict_speed.csv")):
-        with (RESULTS / fname).open("w", newline="") as f:
-            f.write(head)
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        print(f"wrote {RESULTS / fname}")
+    write_rows(RESULTS / "latency_fidelity.csv", fidelity, head)
+    write_rows(RESULTS / "predict_speed.csv", speeds, head)
 
 
 if __name__ == "__main__":
