@@ -232,3 +232,16 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     assert res2.best[0]["measured_rank"] == 0 and res2.best[0]["encoding"] == winner["encoding"]
     with pytest.raises(hp.HwpruneError, match="top and rounds must be positive"):
         meet_measured(res2, space, table, top=0, profiler=fast)
+
+
+def test_a_search_whose_fittest_is_near_chance_says_so(setup):
+    """An evaluator that cannot tell candidates apart (an untrained PruningNet: ~0.1 on 10 classes) makes the
+    search random; the user is told, per budget, and the result records it."""
+    pnet, loaders, table, _ = setup
+    torch.manual_seed(1)
+    untrained = PruningNet(pnet.space, hidden=8)
+    said = []
+    lat = 0.6 * table.predict(pnet.space.full())
+    res = search(untrained, loaders.val, loaders.calib, table=table, latency_ms=[lat], config=TINY, log=said.append)
+    assert res.best[0]["fitness"] < 0.2 and res.stats["near_chance_budgets"] == [0]
+    assert any("barely tells candidates apart" in s and "10 classes" in s for s in said), said

@@ -44,6 +44,16 @@ def _draw(space, rng: np.random.Generator, n: int) -> np.ndarray:
     return np.minimum((u * scale * choices).astype(np.int64), choices - 1)
 
 
+def _near_chance(ev: CandidateEvaluator, fitness: list[float]) -> dict[int, int]:
+    """{budget index: classes} for the budgets whose fittest candidate scores under twice chance: there the
+    evaluator's ranking is mostly noise (measured: inherited resnet20 networks at 30% of the dense latency score
+    0.20-0.22 on 10 classes before fine-tuning, and the inherit search there lost to random search)."""
+    classes = len({int(v) for _, y in ev.val for v in y.reshape(-1)})
+    if classes < 2:
+        return {}
+    return {i: classes for i, f in enumerate(fitness) if f < 2.0 / classes}
+
+
 def _floor(ev: CandidateEvaluator, budget: Budget, fraction: float) -> tuple[int, float] | None:
     """The window's lower edge: ``fraction`` of the budget's primary limit (latency, else FLOPs, else params),
     never above what the widest network costs (a budget over the dense network's cost is met by it alone)."""
@@ -222,7 +232,13 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
             best = evo.top[0]
             log(f"[{evo.budget.label()}] generation {g}/{cfg.generations}: best {best[0]:.4f}, "
                 f"{ev.evaluated} evaluated, {ev.evaluated / max(ev.eval_seconds, 1e-9):.2f} candidates/s")
-    best = []
+    best, weak = [], _near_chance(ev, [evo.top[0][0] for evo in evolutions])
+    for i in weak:
+        f, classes = evolutions[i].top[0][0], weak[i]
+        log(f"[{evolutions[i].budget.label()}] warning: the fittest candidate scores {f:.3f} top-1 over {classes} "
+            f"classes (chance {1 / classes:.3f}): at this budget the evaluator barely tells candidates apart, so the "
+            f"search is close to random; a PruningNet ranks such budgets better (hwprune train, then search "
+            f"--checkpoint), or train the one you have longer")
     for evo in evolutions:
         f, e = evo.top[0]
         best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget),
@@ -231,7 +247,8 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     front = pareto_front(xs, [h["fitness"] for h in history])
     stats = {"evaluated": ev.evaluated, "eval_seconds": round(ev.eval_seconds, 2),
              "candidates_per_s": round(ev.evaluated / max(ev.eval_seconds, 1e-9), 3),
-             "wall_seconds": round(time.perf_counter() - started, 2), "config": asdict(cfg)}
+             "wall_seconds": round(time.perf_counter() - started, 2), "config": asdict(cfg),
+             "near_chance_budgets": sorted(weak)}
     return SearchResult(space.fingerprint, budgets, best, history, front, stats)
 
 
