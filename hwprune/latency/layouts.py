@@ -32,6 +32,7 @@ import torch.fx as fx
 
 from ..core.nodes import node_shape
 from ..profilers.spec import KernelSpec
+from .kernels import MAX_COMBINATIONS
 
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
@@ -152,7 +153,10 @@ def layout_edges(space: "SearchSpace", batch: int = 1, dtype: str = "float32") -
                 continue
             if spec.op == "conv2d":
                 con = ({"kind": "result", "cin": _terms(slots[name].cin)} if role == "res" else {"kind": "conv"})
-                con.update(cout=_terms(slots[name].cout), groups=spec.groups)
+                # a plain conv's reading layout follows from the channels it reads alone: its own output width is
+                # not a dimension of the edge (a tensor read by many convs would multiply their widths)
+                cout = [] if role == "in" and spec.groups == "1" else _terms(slots[name].cout)
+                con.update(cout=cout, groups=spec.groups)
             else:
                 con = {"kind": "follow" if spec.op in FOLLOW_OPS else "plain"}
             readers.setdefault(src, []).append(con)
@@ -186,9 +190,20 @@ def layout_edges(space: "SearchSpace", batch: int = 1, dtype: str = "float32") -
         shape = node_shape(node)
         if not terms or shape is None or len(shape) != 4:
             continue  # a flat tensor (a linear layer's): no blocked layout
-        edges.append({"name": src, "terms": _terms(terms), "height": int(shape[2]), "width": int(shape[3]),
-                      "source": source(src), "consumers": cons})
+        edge = {"name": src, "terms": _terms(terms), "height": int(shape[2]), "width": int(shape[3]),
+                "source": source(src), "consumers": cons}
+        if _combinations(space, edge_groups(edge)) <= MAX_COMBINATIONS:  # else left to the overhead, as unmodelled
+            edges.append(edge)
     return edges
+
+
+def _combinations(space: "SearchSpace", groups) -> int:
+    from .kernels import _choices
+
+    choices, n = _choices(space), 1
+    for g in groups:
+        n *= len(choices[g])
+    return n
 
 
 def tensor_widths(space: "SearchSpace", terms) -> set[int]:
