@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "claim_work"]
+__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "user_times", "claim_work"]
 
 
 def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
@@ -97,6 +97,28 @@ def csv_text(rows: list[dict], env: dict, columns: list[str] | None = None) -> s
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def user_times(onnx, x, runs: int, warmup: int = 20) -> tuple[float, float]:
+    """(p10, median) in ms of an ONNX model (bytes or a path) on input ``x``, timed as a user times it: a plain
+    onnxruntime session, 1 thread, ``warmup`` runs, then ``runs`` timed ``InferenceSession.run`` calls."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(onnx if isinstance(onnx, (bytes, bytearray)) else str(onnx), opts,
+                                providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter_ns()
+        sess.run(None, feed)
+        times[i] = (time.perf_counter_ns() - t) / 1e6
+    return float(np.percentile(times, 10)), float(np.median(times))
 
 
 def write_rows(path: Path, rows: list[dict], head: str) -> None:

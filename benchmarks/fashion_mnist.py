@@ -334,20 +334,7 @@ def tau_candidates(space, table, n: int, dense_ms: float, seed: int = 0) -> list
 
 def median_ms(onnx_path: Path, shape, runs: int) -> float:
     """The median a user measures: a plain onnxruntime session, 1 thread, 20 warm-up runs."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    x = {sess.get_inputs()[0].name: np.zeros(shape, np.float32)}
-    for _ in range(20):
-        sess.run(None, x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return common.user_times(onnx_path, np.zeros(shape, np.float32), runs)[1]
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------

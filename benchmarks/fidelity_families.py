@@ -15,7 +15,7 @@ from hwprune.profilers.machine import cpu_name, version_of
 from hwprune.profilers.onnx_graphs import export_network
 
 import net_families
-from bench_common import write_rows
+from bench_common import user_times, write_rows
 
 STATISTICS = ("p10", "median")
 
@@ -27,25 +27,6 @@ def vgg6() -> tuple[nn.Module, tuple[int, int, int, int], str]:
         layers.append(net_families._cbr(cin, c, 3, 2 if i in (2, 4) else 1))
         cin = c
     return nn.Sequential(*layers, net_families._Head(cin)).eval(), (1, 3, 32, 32), "vgg6 32x32: 3x3 convs 32-128"
-
-
-def user_times(onnx: bytes, shape, runs: int, warmup: int = 20) -> tuple[float, float]:
-    """(p10, median) in ms as a user times a model: a plain session, 1 thread, ``warmup`` runs, then ``runs``."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
-    x = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-    for _ in range(warmup):
-        sess.run(None, x)
-    times = np.empty(runs)
-    for i in range(runs):
-        t = time.perf_counter_ns()
-        sess.run(None, x)
-        times[i] = (time.perf_counter_ns() - t) / 1e6
-    return float(np.percentile(times, 10)), float(np.median(times))
 
 
 def networks(seeds, quick: bool, only=None):
@@ -84,8 +65,9 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> 
             rng = np.random.default_rng(7)
             encs = [space.full(), space.narrowest()] + [space.sample(rng) for _ in range(n - 2)]
             blobs = [export_network(space.materialize(e), shape) for e in encs]
-            first = [user_times(b, shape, runs) for b in blobs]
-            retest = [user_times(b, shape, runs) for b in reversed(blobs)][::-1]
+            x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+            first = [user_times(b, x, runs) for b in blobs]
+            retest = [user_times(b, x, runs) for b in reversed(blobs)][::-1]
             # each table against the statistic it predicts, and the default (p10) table against the median
             for s, table, col in (("p10", "p10", 0), ("median", "median", 1), ("p10 vs median", "p10", 1)):
                 pred = tables[table].predict_batch(np.asarray(encs))

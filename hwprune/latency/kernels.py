@@ -289,19 +289,28 @@ def _choices(space: "SearchSpace") -> dict[int, tuple[int, ...]]:
     return out
 
 
-def slot_pairs(space: "SearchSpace", slot: Slot) -> set[tuple[int, int]]:
-    """Every (cin, cout) the slot takes over all encodings of ``space``."""
-    choices = _choices(space)
-    groups = slot.groups()
-    n = 1
+def width_combinations(space: "SearchSpace", groups) -> int:
+    """How many width combinations the traced ``groups`` take over the encodings of ``space``."""
+    choices, n = _choices(space), 1
     for g in groups:
         n *= len(choices[g])
+    return n
+
+
+def width_assignments(space: "SearchSpace", groups):
+    """Every combination of the traced ``groups``' widths, as {group: channels}."""
+    choices = _choices(space)
+    for combo in itertools.product(*(choices[g] for g in groups)):
+        yield dict(zip(groups, combo))
+
+
+def slot_pairs(space: "SearchSpace", slot: Slot) -> set[tuple[int, int]]:
+    """Every (cin, cout) the slot takes over all encodings of ``space``."""
+    groups = slot.groups()
+    n = width_combinations(space, groups)
     if n > MAX_COMBINATIONS:
         raise UnsupportedModelError(f"kernel {slot.name!r} depends on {len(groups)} channel groups "
                                     f"({n:,} width combinations); profile a space with fewer choices "
                                     f"(ratios=... or round_to=...)")
-    out = set()
-    for combo in itertools.product(*(choices[g] for g in groups)):
-        w = dict(zip(groups, combo))
-        out.add((sum(w[g] * m for g, m in slot.cin), sum(w[g] * m for g, m in slot.cout)))
-    return out
+    return {(sum(w[g] * m for g, m in slot.cin), sum(w[g] * m for g, m in slot.cout))
+            for w in width_assignments(space, groups)}

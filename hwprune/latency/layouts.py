@@ -25,14 +25,13 @@ layouts (an empty ``layout``: torch, TensorRT, onnxruntime off x86) add nothing.
 """
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch.fx as fx
 
-from ..core.nodes import node_shape
+from ..core.nodes import flat, node_shape
 from ..profilers.spec import KernelSpec
-from .kernels import MAX_COMBINATIONS
+from .kernels import MAX_COMBINATIONS, width_assignments, width_combinations
 
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
@@ -161,7 +160,7 @@ def layout_edges(space: "SearchSpace", batch: int = 1, dtype: str = "float32") -
                 con = {"kind": "follow" if spec.op in FOLLOW_OPS else "plain"}
             readers.setdefault(src, []).append(con)
     for out in (n for n in walker.gm.graph.nodes if n.op == "output"):  # the network's result: plain
-        for node in _flat_nodes(out.args):
+        for node in (a for a in flat(out.args) if isinstance(a, fx.Node)):
             src = producer(node)
             if src is not None:
                 readers.setdefault(src, []).append({"kind": "plain"})
@@ -192,31 +191,12 @@ def layout_edges(space: "SearchSpace", batch: int = 1, dtype: str = "float32") -
             continue  # a flat tensor (a linear layer's): no blocked layout
         edge = {"name": src, "terms": _terms(terms), "height": int(shape[2]), "width": int(shape[3]),
                 "source": source(src), "consumers": cons}
-        if _combinations(space, edge_groups(edge)) <= MAX_COMBINATIONS:  # else left to the overhead, as unmodelled
+        if width_combinations(space, edge_groups(edge)) <= MAX_COMBINATIONS:  # else left to the overhead
             edges.append(edge)
     return edges
 
 
-def _combinations(space: "SearchSpace", groups) -> int:
-    from .kernels import _choices
-
-    choices, n = _choices(space), 1
-    for g in groups:
-        n *= len(choices[g])
-    return n
-
-
 def tensor_widths(space: "SearchSpace", terms) -> set[int]:
     """Every channel count a tensor of ``terms`` takes over the encodings of ``space``."""
-    from .kernels import _choices
-
-    choices = _choices(space)
     groups = sorted({int(g) for g, _ in terms})
-    return {sum(dict(zip(groups, combo))[int(g)] * m for g, m in terms)
-            for combo in itertools.product(*(choices[g] for g in groups))}
-
-
-def _flat_nodes(args) -> list:
-    out = []
-    fx.node.map_arg(args, lambda n: out.append(n) or n)
-    return out
+    return {_channels(terms, w) for w in width_assignments(space, groups)}

@@ -91,8 +91,9 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     for slot in slots:
         spec, pairs = needed.get(slot.spec.key(), (slot.spec, set()))
         needed[spec.key()] = (spec, pairs | slot_pairs(space, slot))
+    edges = layout_edges(space, profiler.batch_size, profiler.dtype)
     if profiler.layout():  # the runtime copies tensors between layouts: those reorders are kernels too
-        for edge in layout_edges(space, profiler.batch_size, profiler.dtype):
+        for edge in edges:
             widths = tensor_widths(space, edge["terms"])
             for spec in reorder_specs(edge, profiler.batch_size, profiler.dtype).values():
                 _, pairs = needed.get(spec.key(), (spec, set()))
@@ -126,7 +127,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
         "protocol": {"kernel_repeats": profiler.repeats, "kernel_warmup": profiler.warmup,
                      "network_passes": passes, "network_runs_per_pass": runs_per_pass},
         "calibration": {"overhead_ms": 0.0},
-        "space": space_meta(space, profiler.batch_size, slots, unmodelled),
+        "space": space_meta(space, profiler.batch_size, slots, unmodelled, edges),
     }
     table = LatencyTable(entries, meta, interpolate=interpolate)
     t = time.perf_counter()

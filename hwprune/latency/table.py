@@ -92,13 +92,14 @@ def _short(values) -> str:
     return str(v) if len(v) <= 6 else f"[{', '.join(map(str, v[:3]))}, ..., {v[-1]}] ({len(v)} widths)"
 
 
-def space_meta(space: "SearchSpace", batch: int, slots: list[Slot], unmodelled: list[str]) -> dict:
+def space_meta(space: "SearchSpace", batch: int, slots: list[Slot], unmodelled: list[str],
+               edges: list | None = None) -> dict:
     return {"model": type(space.model).__name__, "fingerprint": space.fingerprint, "key": space_key(space, batch),
             "input_shape": list(space.input_shapes[0]), "group_names": [g.name for g in space.groups],
             "base_widths": [g.width for g in space.all_groups], "prunable": list(space.prunable_index),
             "choices": [list(g.choices) for g in space.groups],
             "slots": [[s.name, s.spec.key(), [list(t) for t in s.cin], [list(t) for t in s.cout]] for s in slots],
-            "unmodelled": unmodelled, "layout_edges": layout_edges(space, batch)}
+            "unmodelled": unmodelled, "layout_edges": layout_edges(space, batch) if edges is None else edges}
 
 
 class LatencyTable:
@@ -131,10 +132,8 @@ class LatencyTable:
     # ---- lookups ------------------------------------------------------------------------------
     def lookup(self, spec: KernelSpec, cin: int, cout: int) -> float:
         """Measured latency (ms, the table's statistic) of one kernel variant."""
-        v = self._values.get((spec.key(), int(cin), int(cout)))
-        if v is None and self.interpolate:
-            v = self._interpolator(spec).estimate(int(cin), int(cout))
-        if v is None or math.isnan(v):
+        v = self._entry(spec, int(cin), int(cout))
+        if math.isnan(v):
             raise MissingEntryError(f"no latency entry for {spec.op} {spec.key()} at cin={cin}, cout={cout}; "
                                     f"profile this space, or load the table with interpolate=True")
         return v
@@ -155,8 +154,7 @@ class LatencyTable:
             cout = sum(int(widths[g]) * m for g, m in slot.cout)
             out[slot.name] = self.lookup(slot.spec, cin, cout)
         for edge in self._edges():  # the layout copies between kernels (see latency.layouts)
-            b = self.backend
-            ms = edge_time(edge, widths, b["nchwc"], b["batch"], b["dtype"], self.lookup)
+            ms = self._reorder_time(edge, widths, self.lookup)
             if ms:
                 out[f"reorder of {edge['name']}"] = ms
         return out
@@ -342,9 +340,10 @@ class LatencyTable:
         """The layout edges whose reorders this table adds (none without a blocked layout, or in older tables)."""
         return self.meta["space"].get("layout_edges", []) if self.backend.get("nchwc") else []
 
-    def _reorder_time(self, edge: dict, widths) -> float:
+    def _reorder_time(self, edge: dict, widths, lookup=None) -> float:
+        """The edge's reorders at ``widths``, their times from ``lookup`` (default: NaN where an entry is missing)."""
         b = self.backend
-        return edge_time(edge, widths, b["nchwc"], b["batch"], b["dtype"], self._entry)
+        return edge_time(edge, widths, b["nchwc"], b["batch"], b["dtype"], lookup or self._entry)
 
     def _interpolator(self, spec: KernelSpec) -> Interpolator:
         cache = self.__dict__.setdefault("_interpolators", {})
