@@ -1,6 +1,7 @@
 """Layers and ops of the model zoos people prune, built here the way those packages build them: subclasses of
 torch.nn layers with a forward of their own (timm's BatchNormAct2d, Conv2dSame, Linear), torchvision's stochastic
-depth, upsampling; and one error that names every op a model needs."""
+depth, upsampling, the raw layer functions on a model's own tensors; and one error that names every op a model
+needs."""
 import math
 
 import numpy as np
@@ -493,3 +494,209 @@ def test_a_layer_scale_is_pruned_with_its_channels():
     pnet.train()
     pnet(x, space.sample(rng)).square().mean().backward()
     assert pnet.scales["block__gamma"].grad is not None and pnet.scales["layer_scale"].grad is not None
+
+
+# ---- functional forms -------------------------------------------------------------------------------
+class FConv(nn.Module):
+    """A user's own conv: its weight and bias, run with F.conv2d and the stride, padding and groups it keeps."""
+
+    def __init__(self, cin, cout, k, stride=1, groups=1, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin // groups, k, k) / math.sqrt(cin // groups * k * k))
+        self.bias = nn.Parameter(torch.randn(cout) * 0.1) if bias else None
+        self.stride, self.padding, self.groups = stride, k // 2, groups
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+
+
+class FunctionalNet(nn.Module):
+    """Every layer a raw function on the model's own tensors: convs in a module of the user's (strided, depthwise),
+    a batch norm whose tensors sit on the model under names of its own, a group norm, a layer norm of features and
+    the classifier run with F.linear on an nn.Linear's tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = FConv(3, 16, 3, stride=2, bias=False)
+        self.w, self.b = nn.Parameter(torch.rand(16) + 0.5), nn.Parameter(torch.randn(16) * 0.5)
+        self.register_buffer("rm", torch.randn(16) * 0.5)
+        self.register_buffer("rv", torch.rand(16) + 0.5)
+        self.dw = FConv(16, 16, 3, groups=16, bias=False)
+        self.gn_w, self.gn_b = nn.Parameter(torch.rand(16) + 0.5), nn.Parameter(torch.randn(16) * 0.5)
+        self.expand = FConv(16, 32, 1)
+        self.ln_w, self.ln_b = nn.Parameter(torch.rand(32) + 0.5), nn.Parameter(torch.randn(32) * 0.5)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(F.batch_norm(self.stem(x), self.rm, self.rv, self.w, self.b, self.training, 0.1, 1e-5))
+        x = x + F.group_norm(self.dw(x), 4, self.gn_w, self.gn_b)
+        x = F.gelu(self.expand(x)).mean((2, 3))
+        x = F.layer_norm(x, (32,), self.ln_w, self.ln_b)
+        return F.linear(x, self.fc.weight, self.fc.bias)
+
+
+class ModuleNet(nn.Module):
+    """FunctionalNet written with the torch.nn layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.gn = nn.GroupNorm(4, 16)
+        self.expand = nn.Conv2d(16, 32, 1)
+        self.ln = nn.LayerNorm(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = x + self.gn(self.dw(x))
+        x = F.gelu(self.expand(x)).mean((2, 3))
+        return self.fc(self.ln(x))
+
+
+FUNCTIONAL_LAYERS = {"stem.conv2d": "stem", "batch_norm": "bn", "dw.conv2d": "dw", "group_norm": "gn",
+                     "expand.conv2d": "expand", "layer_norm": "ln", "linear": "fc"}  # layer -> its module form
+
+
+@pytest.fixture
+def functional():
+    torch.manual_seed(0)
+    return FunctionalNet().eval()
+
+
+def test_functional_layers_are_the_layers_of_their_module_form(functional):
+    space = hp.SearchSpace.from_model(functional, (1, 3, 8, 8))
+    twin = hp.SearchSpace.from_model(ModuleNet().eval(), (1, 3, 8, 8))
+    assert {layer.name: FUNCTIONAL_LAYERS[layer.name] for layer in space.layers} == FUNCTIONAL_LAYERS
+    assert space.traced.functional["batch_norm"] == {"weight": "w", "bias": "b", "running_mean": "rm",
+                                                     "running_var": "rv"}
+    assert space.traced.functional["linear"] == {"weight": "fc.weight", "bias": "fc.bias"}
+
+    def shape(layer):
+        return (layer.kind, layer.in_layout, layer.out_layout, layer.depthwise, layer.groups, layer.kernel,
+                layer.out_spatial, layer.bias, layer.affine, layer.signature)
+
+    assert [shape(layer) for layer in space.layers] == [shape(layer) for layer in twin.layers]  # the same channels
+    assert [(g.width, g.blocks, g.fixed_reason) for g in space.all_groups] == \
+        [(g.width, g.blocks, g.fixed_reason) for g in twin.all_groups]
+    assert len(space) == 2  # the stream (stem, bn, dw, gn) and the expansion (expand, layer norm, fc's input)
+    rng = np.random.default_rng(0)
+    for enc in [space.full(), space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(4))]:
+        assert space.flops(enc) == twin.flops(enc) and space.params(enc) == twin.params(enc)
+
+
+def test_functional_layers_materialize_as_their_modules_with_the_models_weights(functional):
+    space = hp.SearchSpace.from_model(functional, (1, 3, 8, 8))
+    x = torch.randn(4, 3, 8, 8)
+    full = space.materialize(space.full(), source=functional).eval()
+    assert (full(x) - functional(x)).abs().max().item() <= 1e-5
+    assert isinstance(full.get_submodule("batch_norm"), nn.BatchNorm2d) and isinstance(full.linear, nn.Linear)
+    rng = np.random.default_rng(0)
+    for enc in [space.uniform(0.5), space.narrowest(), *(space.sample(rng) for _ in range(6))]:
+        pruned = space.materialize(enc, source=functional).eval()
+        assert pruned(x).shape == (4, 10)
+        assert hook_macs(pruned, x[:1]) == space.flops(enc)
+        assert sum(p.numel() for p in pruned.parameters()) == space.params(enc)
+        dw, per_block = pruned.get_submodule("dw.conv2d"), space.channels(enc)["stem.conv2d"]
+        assert dw.groups == dw.out_channels == pruned.batch_norm.num_features == 4 * per_block  # 4 GroupNorm groups
+        kept = torch.tensor([4 * g + i for g in range(4) for i in range(per_block)])  # each group's leading ones
+        assert torch.equal(pruned.batch_norm.running_var, functional.rv[kept])
+    assert space.flops(space.uniform(0.5)) <= 0.45 * space.flops(space.full())
+
+
+def test_functional_layers_are_ordered_in_the_models_own_tensors(functional):
+    space = hp.SearchSpace.from_model(functional, (1, 3, 8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    ordered = order_channels(space, functional)
+    assert type(ordered) is FunctionalNet and (ordered(x) - functional(x)).abs().max().item() <= 1e-4
+    assert not torch.equal(ordered.rm, functional.rm) and torch.equal(ordered.rm.sort()[0], functional.rm.sort()[0])
+    pruned = space.materialize(space.uniform(0.5), source=ordered)  # the ordered model is a source like any other
+    assert torch.equal(pruned.batch_norm.running_mean, ordered.rm[[0, 1, 4, 5, 8, 9, 12, 13]])
+
+
+def test_functional_layers_run_in_the_pruningnet(functional):
+    """The PruningNet generates the functional layers' weights like the modules': the model at full width, its own
+    materialized network elsewhere (and its generator size is counted without building it)."""
+    from hwprune.supernet.pruningnet import generator_params
+
+    space = hp.SearchSpace.from_model(functional, (1, 3, 8, 8))
+    _, pnet = check_parity(functional, space, torch.randn(2, 3, 8, 8))
+    assert generator_params(space, rank=pnet.rank) == sum(p.numel() for p in pnet.generators.parameters())
+
+
+def test_tracing_a_functional_batch_norm_in_training_mode_keeps_its_statistics(functional):
+    functional.train()  # F.batch_norm(..., self.training) then updates rm and rv on every run
+    rm, rv = functional.rm.clone(), functional.rv.clone()
+    space = hp.SearchSpace.from_model(functional, (2, 3, 8, 8))
+    assert torch.equal(functional.rm, rm) and torch.equal(functional.rv, rv)
+    assert space.materialize(space.full(), source=functional).batch_norm.training  # the module form's mode
+
+
+class StandardizedConv(nn.Module):
+    """A weight-standardized conv: F.conv2d on a weight computed in the forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8, 3, 3))
+
+    def forward(self, x):
+        w = self.weight - self.weight.mean((1, 2, 3), keepdim=True)
+        return F.conv2d(x, w, None, 1, 1)
+
+
+class ComputedWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.ws = StandardizedConv()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.ws(self.conv(x)))
+
+
+def test_a_functional_conv_on_a_computed_weight_is_refused_in_one_line():
+    with pytest.raises(hp.UnsupportedModelError) as err:
+        hp.SearchSpace.from_model(ComputedWeight(), (1, 3, 4, 4))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("function 'conv2d' (node 'conv2d' in module 'ws'): its weight is "
+                                              "computed in the forward, not a parameter or buffer of the model")
+    assert msg.endswith("call it inside a module passed in ignored_layers to keep it whole")
+    space = hp.SearchSpace.from_model(ComputedWeight(), (1, 3, 4, 4), ignored_layers=["ws"])  # as it says
+    assert [layer.name for layer in space.layers] == ["conv", "head"] and len(space) == 0
+
+
+class SharedWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.weight = nn.Parameter(torch.randn(8, 8, 1, 1))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):  # a penalty on the weight reads it too: a pruned network would read the whole of it
+        return self.head(F.conv2d(self.conv(x), self.weight)) + self.weight.sum()
+
+
+class FunctionalAndFlip(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.weight = nn.Parameter(torch.randn(8, 8, 3, 3))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(y.flip(1) + F.conv2d(y, 2 * self.weight, None, 1, 1))
+
+
+def test_a_functional_layer_sharing_its_weight_is_refused_and_listed_with_the_rest():
+    with pytest.raises(hp.UnsupportedModelError, match=r"^function 'conv2d' \(node 'conv2d' in the model's forward\): "
+                                                       r"its weight 'weight' is also used by method 'sum'"):
+        hp.SearchSpace.from_model(SharedWeight(), (1, 3, 4, 4))
+    with pytest.raises(hp.UnsupportedModelError) as err:
+        hp.SearchSpace.from_model(FunctionalAndFlip(), (1, 3, 4, 4))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("2 ops of FunctionalAndFlip are not supported: (1) ")
+    assert "'flip'" in msg.split("(2)")[0] and "function 'conv2d'" in msg.split("(2)")[1]
+    assert "its weight is computed in the forward" in msg.split("(2)")[1]

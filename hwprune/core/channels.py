@@ -14,7 +14,9 @@ cropped are fixed. What is not understood is refused, never guessed: one error n
 every such op.
 
 The rules of modules (conv, linear, norms, subclasses, modules kept whole) are in
-:mod:`hwprune.core.layer_rules`; those of functions and methods here.
+:mod:`hwprune.core.layer_rules`; those of functions and methods here. A layer function
+called on the model's own tensors (``F.conv2d(x, self.weight)``) is already a module
+call here (:mod:`hwprune.core.functional`).
 
 The result, a :class:`TracedModel`, records per layer the layouts and shapes that
 FLOPs, params, materialization and the PruningNet need, so nothing is traced twice.
@@ -27,6 +29,7 @@ import torch.fx as fx
 
 from ..errors import UnsupportedModelError
 from .channels_last import ChannelsLast, is_permute
+from .functional import REFUSAL
 from .layer_rules import LayerRules
 from .layout import Layout, Segment, layout_size
 from .nodes import describe, flat, node_shape
@@ -152,8 +155,9 @@ class _Analysis(LayerRules, ChannelsLast):
                 return parts[1]
         if not tensor_ins:
             return None  # a tensor made from constants only (e.g. torch.zeros)
-        raise UnsupportedModelError(f"{describe(node)} on channel data is not supported; hwprune cannot "
-                                    f"tell how it maps channels (pass the module that calls it in ignored_layers)")
+        raise UnsupportedModelError(node.meta.get(REFUSAL) or f"{describe(node)} on channel data is not supported; "
+                                    f"hwprune cannot tell how it maps channels (pass the module that calls it in "
+                                    f"ignored_layers)")
 
     def _passthrough(self, node, shape, ins) -> Layout | None:
         src = ins[0] if ins else None

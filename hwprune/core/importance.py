@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import HwpruneError
+from .functional import tensor_name
 from .kinds import kind_of, layer_objects
 from .layout import Layout
 
@@ -97,7 +98,8 @@ def _taylor(space, model: nn.Module, data, batches: int, scores: dict[int, np.nd
 
     for wg in _contributions(model, data, batches):
         for layer in space.layers:
-            kind, w, b = kind_of(layer), wg.get(f"{layer.name}.weight"), wg.get(f"{layer.name}.bias")
+            kind = kind_of(layer)
+            w, b = (wg.get(tensor_name(space.traced, layer.name, role)) for role in ("weight", "bias"))
             if w is None:
                 continue
             out = w.reshape(w.shape[0], -1).sum(1)
@@ -122,7 +124,7 @@ def channel_importance(space, model: nn.Module, metric: str = "l1", data=None,
     if metric == "taylor":
         _taylor(space, model, data, batches, scores)
         return scores
-    modules = layer_objects(model)
+    modules = layer_objects(model, space.traced)
     for layer in space.layers:
         m = modules.get(layer.name)
         if m is None:
@@ -163,7 +165,7 @@ def order_channels(space, model: nn.Module, metric: str | None = None, data=None
     scores = channel_importance(space, model, metric, data)
     perms = {gi: np.argsort(-s, kind="stable") for gi, s in scores.items()}
     ordered = copy.deepcopy(model)
-    modules = layer_objects(ordered)
+    modules = layer_objects(ordered, space.traced)
     for layer in space.layers:
         kind_of(layer).permute(layer, modules[layer.name], layout_permutation(layer.in_layout, perms),
                                layout_permutation(layer.out_layout, perms))

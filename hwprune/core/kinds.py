@@ -2,7 +2,8 @@
 
 A traced :class:`~hwprune.core.traced.LayerInfo` names its kind (``"conv"``,
 ``"linear"``, ``"bn"``, ``"norm"`` or ``"param"``, kept as a string in fingerprints and
-files; a ``"param"`` layer is a parameter, not a module: :func:`layer_objects` finds both);
+files; a ``"param"`` layer is a parameter, not a module, and a functional layer a module made over
+the model's tensors: :func:`layer_objects` finds them all);
 :func:`kind_of` gives the :class:`LayerKind` that holds the kind's behaviour:
 
 - ``costs``: the coefficients of its FLOPs and parameters in its channel counts;
@@ -23,11 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import SpaceMismatchError, UnsupportedModelError
+from .functional import functional_layers
 from .layout import layout_size
 from .ops import torch_base
 
 if TYPE_CHECKING:
-    from .traced import LayerInfo
+    from .traced import LayerInfo, TracedModel
 
 __all__ = ["LayerKind", "kind_of", "KINDS", "shell", "run_own", "group_inputs", "layer_objects"]
 
@@ -302,9 +304,13 @@ class Scale(LayerKind):
         module.data.copy_(module.data.flatten()[out_idx].view_as(module))
 
 
-def layer_objects(model: nn.Module) -> dict[str, nn.Module | torch.Tensor]:
-    """The model's modules and parameters by qualified name: what a traced layer's name refers to."""
-    return {**dict(model.named_parameters()), **dict(model.named_modules())}
+def layer_objects(model: nn.Module, traced: "TracedModel | None" = None) -> dict[str, nn.Module | torch.Tensor]:
+    """The model's modules and parameters by qualified name: what a traced layer's name refers to; with ``traced``,
+    also its functional layers, as modules over ``model``'s own tensors (:mod:`hwprune.core.functional`)."""
+    out = {**dict(model.named_parameters()), **dict(model.named_modules())}
+    if traced is not None:
+        out.update(functional_layers(traced, model))
+    return out
 
 
 KINDS: dict[str, LayerKind] = {k.name: k for k in (Conv(), Linear(), BatchNorm(), Norm(), Scale())}

@@ -10,7 +10,7 @@ import torch.nn as nn
 from ..errors import UnsupportedModelError
 from .layout import Layout, Segment
 from .macs import count_node_macs
-from .nodes import flat, node_shape
+from .nodes import FUNCTION, describe, flat, node_shape
 from .ops import LAYER_MODULES, PASS_MODULES, own_forward, torch_base
 from .traced import LayerInfo
 
@@ -83,9 +83,10 @@ class LayerRules:
         elif tuple(m.normalized_shape) == (src[1],) and shape == src and (len(src) == 2 or own_forward(m)):
             op, affine = "layernorm", m.elementwise_affine  # over the channels: LayerNorm2d, or (N, C)
         else:
-            raise UnsupportedModelError(f"module {name!r} ({type(m).__name__} over {tuple(m.normalized_shape)} of "
+            keep = "the module that calls it" if FUNCTION in node.meta else "it"
+            raise UnsupportedModelError(f"{describe(node)} ({type(m).__name__} over {tuple(m.normalized_shape)} of "
                                         f"a {src} tensor) is not supported: hwprune prunes a LayerNorm over the "
-                                        f"channels of dim 1 (LayerNorm2d); pass it in ignored_layers")
+                                        f"channels of dim 1 (LayerNorm2d); pass {keep} in ignored_layers")
         self._record(name, LayerInfo(name, "norm", lin, lin, affine=affine, bias=getattr(m, "bias", None) is not None,
                                      signature={"op": op}))
         self.g.add_member(lin, name)

@@ -3,8 +3,10 @@
 The result is a copy of the original model (same class, same ``forward``) whose
 conv, linear and batch-norm modules are replaced by smaller ones. A model that takes
 channels by position (``split``, ``x[:, :c]``) holds the original sizes in its own
-code; its pruned network is its traced graph instead (an ``fx.GraphModule`` with the
-same modules), with those sizes made the pruned ones. Each keeps the
+code, and one that calls layer functions (``F.conv2d(x, self.weight)``) runs no module
+that could be replaced; the pruned network of either is its traced graph instead (an
+``fx.GraphModule`` with the same modules, functional layers among them), with those
+sizes made the pruned ones. Each keeps the
 leading channels of every group it touches; with a ``source`` model their weights
 are copied from it, otherwise they keep PyTorch's default initialisation. Widths
 above the original (ratios > 1) keep the source's channels and initialise the rest.
@@ -20,6 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SpaceMismatchError
+from .functional import functional_layers
 from .kinds import kind_of, layer_objects
 from .layout import Layout, channel_positions, layout_size
 from .slicing import pruned_call
@@ -45,15 +48,18 @@ def materialize(layers: Sequence[LayerInfo], widths: np.ndarray, template: nn.Mo
                 source: nn.Module | None = None, traced: TracedModel | None = None) -> nn.Module:
     """A copy of ``source`` (or of ``template``, freshly initialised layers) with every traced layer resized to
     the group ``widths`` (one per traced group, as :meth:`SearchSpace.widths` gives them); ``traced`` (the
-    template's) is needed for a model with channel slicings."""
+    template's) is needed for a model with channel slicings or functional layers."""
     model = copy.deepcopy(source if source is not None else template)
-    if traced is not None and traced.slicings:
+    if traced is not None and (traced.slicings or traced.functional):
         graph = copy.deepcopy(traced.graph_module.graph)
         for node in graph.nodes:
             if node.name in traced.slicings:
                 node.target, node.args, node.kwargs = pruned_call(node, traced.slicings[node.name], widths)
+        for name, module in functional_layers(traced, model).items():  # the copy's tensors, as the graph's modules
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module)
         model = fx.GraphModule(model, graph, class_name=type(model).__name__)
-    originals = layer_objects(source if source is not None else template)
+    originals = layer_objects(source if source is not None else template, traced)
     for layer in layers:
         old = originals.get(layer.name)
         if old is None:

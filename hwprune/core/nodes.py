@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-__all__ = ["node_shape", "describe", "flat", "permute_dims"]
+__all__ = ["FUNCTION", "node_shape", "describe", "flat", "permute_dims"]
+
+FUNCTION = "hwprune_function"  # node.meta key: the function a module call stands for (hwprune.core.functional)
 
 
 def node_shape(node) -> tuple[int, ...] | None:
@@ -15,12 +17,13 @@ def node_shape(node) -> tuple[int, ...] | None:
 
 def describe(node: fx.Node) -> str:
     """"function 'chunk' (node 'chunk_1' in module 'stages.0')": how an error names an op."""
-    if node.op == "call_module":
+    function = node.meta.get(FUNCTION)
+    if node.op == "call_module" and function is None:
         return f"module {node.target!r}"
-    target = getattr(node.target, "__name__", str(node.target))
+    target = function or getattr(node.target, "__name__", str(node.target))
     stack = node.meta.get("nn_module_stack") or {}
     where = f"module {list(stack)[-1]!r}" if stack else "the model's forward"
-    return f"{node.op.replace('call_', '')} {target!r} (node {node.name!r} in {where})"
+    return f"{'function' if function else node.op.replace('call_', '')} {target!r} (node {node.name!r} in {where})"
 
 
 def permute_dims(node: fx.Node) -> list[int] | None:

@@ -61,6 +61,9 @@ class TracedModel:
     const_params: int  # parameters outside the recorded layers (never pruned)
     const_flops: int  # MACs inside ignored (opaque) modules
     slicings: dict[str, Slicing] = field(default_factory=dict)  # node name -> its channel parts
+    # a layer function called on the model's tensors, made a module (hwprune.core.functional): its name -> the
+    # model's tensors it holds, by role ({"weight": "fc.weight", ...})
+    functional: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class ChannelUnion:

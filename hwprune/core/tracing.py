@@ -3,8 +3,11 @@
 Known layers are leaves by type, whatever package defines them (a subclass of a
 torch.nn conv, linear, BatchNorm, activation, pooling or upsampling layer is one
 layer, never traced into), and so are the modules the user keeps whole
-(``ignored_layers``). The graph is run once on the example inputs for its shapes;
-what cannot be traced or run is refused with the module and the reason.
+(``ignored_layers``). The graph is run once on the example inputs for its shapes
+(the model's buffers are restored after it); what cannot be traced or run is refused
+with the module and the reason. Layer functions called on the model's own tensors
+(``F.conv2d(x, self.weight, ...)``) then become calls of their modules
+(:mod:`hwprune.core.functional`).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedModelError
 from .channels import analyse
+from .functional import modularize
 from .ops import LAYER_MODULES, torch_base
 from .traced import TracedModel
 
@@ -74,6 +78,7 @@ def trace_model(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], igno
             f"independent of tensor values, or pass that module in ignored_layers to keep it whole") from None
     gm = fx.GraphModule(model, graph)
     was_training = model.training
+    buffers = [(b, b.clone()) for b in gm.buffers()]  # F.batch_norm traced in training mode updates statistics
     gm.eval()
     try:
         with torch.no_grad():
@@ -93,4 +98,10 @@ def trace_model(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], igno
                                     f"{[tuple(x.shape) for x in example_inputs]}: {msg}") from None
     finally:
         gm.train(was_training)
-    return analyse(gm, leaves, [tuple(x.shape) for x in example_inputs], type(model).__name__)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    functional = modularize(gm, model)
+    traced = analyse(gm, leaves, [tuple(x.shape) for x in example_inputs], type(model).__name__)
+    traced.functional = functional
+    return traced

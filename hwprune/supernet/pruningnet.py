@@ -51,10 +51,11 @@ def generator_params(space: SearchSpace, hidden: int = 32, rank: int | None = No
     """Parameter count of a PruningNet's generators, without building them (e.g. for resnet50)."""
     maxw = _max_widths(space)
     total = 0
+    modules = layer_objects(space.model, space.traced)
     for layer in space.layers:
         if not kind_of(layer).weighted:
             continue
-        shape, bias = _full_shape(layer, maxw, space.model.get_submodule(layer.name))
+        shape, bias = _full_shape(layer, maxw, modules[layer.name])
         numel = math.prod(shape) + bias
         total += 2 * hidden + hidden  # first layer: 2 ratios -> hidden
         total += (hidden + 1) * numel if rank is None else hidden * rank + rank + (rank + 1) * numel
@@ -187,7 +188,7 @@ class PruningNet(nn.Module):
         self.bns = nn.ModuleDict()
         self._bn_momentum: float | None = None  # set by recalibration
         # the weights it starts from: ``source`` (the trained, importance-ordered model) or the space's template
-        modules = layer_objects(source if source is not None else space.model)
+        modules = layer_objects(source if source is not None else space.model, space.traced)
         missing = [layer.name for layer in space.layers if layer.name not in modules]
         if missing:
             raise HwpruneError(f"the source model has no module or parameter {missing[0]!r}; it is not the model of "
