@@ -57,6 +57,7 @@ from hwprune.core.macs import count_macs  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
+from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
@@ -83,11 +84,13 @@ COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed",
            "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
+INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}  # InheritEvaluator settings: the default, adaptive BN
 
 
 def methods(s: "Settings") -> tuple[str, ...]:
-    """Every method of a run: the baselines, hwprune's default path and one search per PruningNet variant."""
-    return BASELINES + tuple(f"hwprune-{v}" for v in s.pnet_methods)
+    """Every method of a run: the baselines, hwprune's default path, its ablations and one search per PruningNet
+    variant."""
+    return BASELINES + tuple(f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Settings:
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
     random_candidates: int = 64  # as many as the search scores
     measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
+    inherit_methods: list[str] = field(default_factory=lambda: ["inherit-bn"])  # searched ablations of INHERITS
     pnet_epochs: int = 3
     pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet", "pruningnet-single"])  # searched, tuned
     pnet_tau_only: list[str] = field(default_factory=lambda: ["pruningnet-window", "pruningnet-rank4"])  # tau only
@@ -130,7 +134,7 @@ class Settings:
     # training; its rank-4 generator is trained for the tau table only) keep the whole run within 2.5 h on 2 cores
     # (every method of a model still gets the same fine-tuning)
     per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(
-        limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, pnet_methods=["pruningnet"],
+        limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, inherit_methods=[], pnet_methods=["pruningnet"],
         pnet_tau_only=["pruningnet-rank4"])})
 
     def for_model(self, name: str) -> "Settings":
@@ -243,18 +247,20 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
     ordered = order_channels(space, dense, data=loaders.calib)  # the default order (Taylor)
-    inherit = InheritEvaluator(space, ordered)
+    inherit = InheritEvaluator(space, ordered, **INHERITS[DEFAULT_EVALUATOR])
     cfg = SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
                        mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
                        calib_batches=s.calib_batches, val_batches=s.val_batches, seed=0)
     evaluators, train_seconds = {"inherit": inherit}, {}
+    for variant in s.inherit_methods:
+        evaluators[variant] = InheritEvaluator(space, ordered, **INHERITS[variant])
     for variant in dict.fromkeys(s.pnet_methods + s.pnet_tau_only):
         pnet, train_seconds[variant] = train_pnet(variant, s, work, space, ordered, loaders, table)
         evaluators[variant] = PruningNetEvaluator(pnet)
     chosen: dict = json.loads(path.read_text()) if path.exists() else {}
     lats = [b for _, b in budgets]
-    searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds[v])
-                                              for v in s.pnet_methods]
+    searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds.get(v, 0.0))
+                                              for v in s.inherit_methods + s.pnet_methods]
     for method, ev, extra in searches:
         if method in chosen:
             continue
@@ -275,11 +281,15 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     for f, b in budgets:
         if str(f) not in chosen.setdefault("random", {}):  # the best of N random networks, same evaluator
             t = time.time()
-            pool = np.asarray([space.sample(rng) for _ in range(50 * s.random_candidates)])
-            feasible = [tuple(map(int, e)) for e in pool[table.predict_batch(pool) <= b]][: s.random_candidates] \
+            # drawn as the search draws its random networks, from the same window (min_fraction of the budget up
+            # to it; under it where the window is empty): the search without its evolution
+            pool = draw_encodings(space, rng, 200 * s.random_candidates)
+            lat = table.predict_batch(pool)
+            window = (lat <= b) & (lat >= cfg.min_fraction * b)
+            feasible = [tuple(map(int, e)) for e in pool[window if window.any() else lat <= b]][: s.random_candidates] \
                 or [space.narrowest()]
             val = limited(loaders.val, s.val_batches)
-            scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]
+            scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]  # the default's
             pool = sorted(zip(map(list, feasible), scores), key=lambda c: -c[1])  # stable: argmax first on ties
             chosen["random"][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                         "search_seconds": round(time.time() - t, 1)}

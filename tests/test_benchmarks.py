@@ -159,7 +159,7 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     pruned = [r for r in rows if r["method"] != "dense"]
     assert [r["method"] for r in rows].count("dense") == 1
     methods = fashion.methods(q)
-    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
+    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-inherit-bn", "hwprune-pruningnet")
     assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in methods for s in q.seeds}
     assert len(pruned) == len(methods) * len(q.seeds) * len(q.fractions)
     for r in pruned:

@@ -1,4 +1,4 @@
-"""The inherit evaluator: candidates scored with the ordered dense weights, sliced, BN recalibrated."""
+"""The inherit evaluator: candidates scored with the ordered dense weights, sliced, BN recalibrated and tuned."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,8 @@ import hwprune as hp
 from hwprune.core.importance import order_channels
 from hwprune.data import load_dataset, make_loaders
 from hwprune.search import SearchConfig, search
-from hwprune.supernet.evaluate import InheritEvaluator, as_evaluator, recalibrate_model_bn
+from hwprune.supernet.evaluate import InheritEvaluator, as_evaluator, recalibrate_model_bn, short_tune
+from hwprune.training.distill import soft_target_loss
 from hwprune.training import TrainConfig
 from hwprune.training.loop import fit
 from hwprune.training.metrics import accuracy
@@ -55,9 +56,65 @@ def test_ordering_keeps_better_channels_than_the_trained_order(trained):
     """The leading half of each group in the trained order is an arbitrary subset; ordered, it is the best half."""
     model, space, loaders = trained
     enc = space.uniform(0.5)
-    ordered = InheritEvaluator(space, order_channels(space, model)).score(enc, loaders.val, loaders.calib, 5)
-    unordered = InheritEvaluator(space, model).score(enc, loaders.val, loaders.calib, 5)
+    ordered = InheritEvaluator(space, order_channels(space, model), tune_steps=0).score(enc, loaders.val,
+                                                                                        loaders.calib, 5)
+    unordered = InheritEvaluator(space, model, tune_steps=0).score(enc, loaders.val, loaders.calib, 5)
     assert ordered > unordered
+
+
+def test_without_tuning_the_score_is_the_recalibrated_slice(trained):
+    model, space, loaders = trained
+    ordered = order_channels(space, model)
+    enc = space.uniform(0.3)
+    pruned = space.materialize(enc, source=ordered)
+    recalibrate_model_bn(pruned, loaders.calib, 3)
+    assert InheritEvaluator(space, ordered, tune_steps=0).score(enc, loaders.val, loaders.calib, 3) == \
+        accuracy(pruned, loaders.val)
+
+
+def test_tuning_uses_the_batches_after_the_recalibration_and_the_dense_outputs_on_them(trained):
+    """Every candidate tunes on the same batches: those after the recalibration's, from the start again where the
+    loader is short; the teacher's outputs on them are the dense model's, computed once."""
+    model, space, loaders = trained
+    ordered = order_channels(space, model)
+    n = len(loaders.calib)
+    ev = InheritEvaluator(space, ordered, tune_steps=n)  # longer than what is left after 3 batches
+    xs = [x for x, _ in loaders.calib]
+    got = [x for x, _ in ev._tune_batches(loaders.calib, 3)]
+    assert len(got) == n and all(torch.equal(a, b) for a, b in zip(got, xs[3:] + xs[:3]))
+    logits = ev._teacher_logits(loaders.calib, 3)
+    with torch.no_grad():
+        assert torch.allclose(logits[0], model(xs[3]), atol=1e-4)  # the ordered model computes the dense function
+    assert ev._teacher_logits(loaders.calib, 3) is logits  # once per loader
+
+
+def test_a_short_tune_pulls_a_narrow_network_toward_the_dense_one_and_leaves_the_dense_model_alone(trained):
+    model, space, loaders = trained
+    ordered = order_channels(space, model)
+    before = {k: v.clone() for k, v in ordered.state_dict().items()}
+    enc = space.uniform(0.25)
+    ev = InheritEvaluator(space, ordered, tune_steps=20)
+    batches = list(ev._tune_batches(loaders.calib, 2))
+    teacher = ev._teacher_logits(loaders.calib, 2)
+    pruned = space.materialize(enc, source=ordered)
+    recalibrate_model_bn(pruned, loaders.calib, 2)
+
+    def kl():
+        pruned.eval()
+        with torch.no_grad():
+            return sum(soft_target_loss(pruned(x), t, y, alpha=1.0, temperature=1.0).item()
+                       for (x, y), t in zip(batches, teacher))
+
+    start = kl()
+    short_tune(pruned, teacher, batches)
+    recalibrate_model_bn(pruned, loaders.calib, 2)  # as the score does: the tuned weights' own statistics
+    assert kl() < 0.8 * start
+    first = ev.score(enc, loaders.val, loaders.calib, 2)
+    assert ev.score(enc, loaders.val, loaders.calib, 2) == first  # deterministic: nothing carries over
+    assert first > InheritEvaluator(space, ordered, tune_steps=0).score(enc, loaders.val, loaders.calib, 2)
+    assert all(torch.equal(v, before[k]) for k, v in ordered.state_dict().items())
+    with pytest.raises(hp.HwpruneError, match="tune_steps"):
+        InheritEvaluator(space, ordered, tune_steps=-1)
 
 
 def test_search_takes_an_inherit_evaluator_and_meets_the_budget(trained):

@@ -253,12 +253,15 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                  table: str | Path | None = None, latency_ms: list[float] | None = None,
                  latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
                  data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
-                 where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, log: Log = None):
+                 where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, tune_steps: int | None = None,
+                 log: Log = None):
     """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
     Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
-    the importance-ordered weights of the trained dense model, sliced (the inherit
-    evaluator; ``data`` then names the dataset, bundled by default). ``latency_fraction``:
+    the importance-ordered weights of the trained dense model, sliced and tuned for
+    ``tune_steps`` distillation steps (the inherit evaluator; default
+    :data:`~hwprune.supernet.evaluate.TUNE_STEPS`; ``data`` then names the dataset, bundled by
+    default). ``latency_fraction``:
     budgets as fractions of the dense network's latency predicted by the table (0.5:
     half), for commands that work on any machine. ``measure_top``: time that many of the fittest
     candidates of each latency budget here, on the table's backend, and keep the fittest one
@@ -268,7 +271,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     from ..files.checkpoint import load_checkpoint
     from ..latency import LatencyTable
     from ..search import SearchConfig, save_result, search
-    from ..supernet.evaluate import InheritEvaluator, PruningNetEvaluator
+    from ..supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator
     from ..supernet.train import PNET_FORMAT, pruningnet_from_payload
 
     cfg = config or SearchConfig()
@@ -292,14 +295,15 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
         data_settings = DataSettings(data=data or "bundled")
         loaders = loaders_for(data_settings)
         _, space, ordered = ordered_dense(dense, loaders)
-        scorer = InheritEvaluator(space, ordered.to(dev))
+        scorer = InheritEvaluator(space, ordered.to(dev), tune_steps=TUNE_STEPS if tune_steps is None else tune_steps)
     lut = LatencyTable.load(table, space=scorer.space, allow_mismatch=allow_mismatch) if table else None
     if latency_fraction:
         if lut is None:
             raise HwpruneError("a latency budget needs a latency table: pass --table")
         full = lut.predict(scorer.space.full())
         latency_ms = list(latency_ms or []) + [round(f * full, 5) for f in latency_fraction]
-    run.begin(key, "search", {"evaluator": scorer.name, "checkpoint": str(checkpoint) if checkpoint else None,
+    run.begin(key, "search", {"evaluator": scorer.name, "tune_steps": getattr(scorer, "tune_steps", None),
+                              "checkpoint": str(checkpoint) if checkpoint else None,
                               "dense": asdict(dense) if dense else None, "table": str(table) if table else None,
                               "latency_ms": latency_ms, "latency_fraction": latency_fraction, "flops": flops,
                               "params": params, "data": asdict(data_settings), "data_override": data,

@@ -32,11 +32,11 @@ from .evaluator import CandidateEvaluator, Enc
 from .baselines import magnitude_baseline, uniform_baseline
 from .result import SearchResult, describe, pareto_front
 
-__all__ = ["search"]
+__all__ = ["search", "draw_encodings"]
 STATE_FORMAT = "hwprune.search-state/1"
 
 
-def _draw(space, rng: np.random.Generator, n: int) -> np.ndarray:
+def draw_encodings(space, rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` random encodings: half uniform per gene, half scaled toward narrow widths so tight budgets fill."""
     choices = np.asarray(space.num_choices)
     u = rng.random((n, len(choices)))
@@ -113,10 +113,10 @@ class _Evolution:
         draws, limit = 0, self.cfg.max_draws // (2 if self.floor is not None else 1)
         while len(out) < want and draws < limit:
             n = max(256, 4 * want)
-            out += self._novel(_draw(self.ev.space, self.rng, n), want - len(out), taken)
+            out += self._novel(draw_encodings(self.ev.space, self.rng, n), want - len(out), taken)
             draws += n
         if len(out) < want and self.floor is not None:  # of what is under the budget, the closest to it
-            encs = _draw(self.ev.space, self.rng, min(limit, 50_000))
+            encs = draw_encodings(self.ev.space, self.rng, min(limit, 50_000))
             encs = encs[np.argsort(-self.ev.costs(encs)[:, self.floor[0]], kind="stable")]
             out += self._novel(encs, want - len(out), taken, window=False)
         return out
@@ -237,8 +237,8 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         f, classes = evolutions[i].top[0][0], weak[i]
         log(f"[{evolutions[i].budget.label()}] warning: the fittest candidate scores {f:.3f} top-1 over {classes} "
             f"classes (chance {1 / classes:.3f}): at this budget the evaluator barely tells candidates apart, so the "
-            f"search is close to random; a PruningNet ranks such budgets better (hwprune train, then search "
-            f"--checkpoint), or train the one you have longer")
+            f"search is close to random; tune each candidate longer (--tune-steps, with --evaluator inherit) or score "
+            f"with a PruningNet (hwprune train, then search --checkpoint; train the one you have longer)")
     for evo in evolutions:
         f, e = evo.top[0]
         best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget),
