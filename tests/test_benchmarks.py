@@ -171,9 +171,29 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     for m in methods:
         assert len({r["flops"] for r in pruned if r["method"] == m}) == 1
     # every PruningNet variant is scored on the tau networks, searched or not
-    assert sorted(t["evaluator"] for t in tau) == ["inherit", "pruningnet", "pruningnet-single"]
+    assert sorted(t["evaluator"] for t in tau) == ["inherit", "inherit-bn", "pruningnet", "pruningnet-single"]
     assert [t["default"] for t in tau].count("True") == 1 and all(t["candidates"] == str(q.tau_candidates) for t in tau)
     assert (tmp_path / "out" / "fashion_mnist_quick.png").stat().st_size > 0
+
+
+def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path):
+    """--quick: per budget the random networks lie within 92-100% of it (predicted), the widest uniform one under it
+    comes last, and every score has its tau row (not the taus themselves, which mean nothing here)."""
+    import pandas as pd
+
+    wb = _bench_module("within_budget")
+    wb.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    rows = pd.read_csv(tmp_path / "within_budget_quick.csv", comment="#")
+    tau = pd.read_csv(tmp_path / "within_budget_quick_tau.csv", comment="#")
+    scores = ["macs", *(f"inherit-{k}" for k in wb.STEPS)]
+    assert list(rows.columns) == wb.COLUMNS + scores and len(rows) == 4  # 3 random networks and the uniform one
+    assert rows["uniform"].tolist() == [False, False, False, True]
+    random = rows[~rows["uniform"]]
+    assert ((random["predicted_ms"] <= random["budget_ms"] + 1e-4)
+            & (random["predicted_ms"] >= 0.92 * random["budget_ms"] - 1e-4)).all()
+    assert random["flops"].is_monotonic_increasing and (rows["macs"] == rows["flops"]).all()
+    assert rows[[f"inherit-{k}" for k in wb.STEPS]].apply(lambda c: c.between(0, 1)).all().all()
+    assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 4).all()
 
 
 def _bench_module(name):

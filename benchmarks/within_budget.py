@@ -1,0 +1,177 @@
+"""Does an evaluator rank networks of the *same* latency as fine-tuning does? (what a search under one budget needs)
+
+    python benchmarks/within_budget.py [--model resnet20] [--fractions 0.3 0.5] [--n 10] [--quick]
+
+fashion_mnist.py's tau table spreads its networks over 25-75% of the dense latency, where
+latency alone orders most of them; a search compares networks under one budget. Here, in
+fashion_mnist.py's set-up (its latency table and trained dense network, kept under its
+``--work``, made when missing): per budget, ``n`` random networks whose predicted latency
+lies within 92-100% of it (drawn as the search draws, spread from the fewest to the most
+MACs) and the widest uniform network under it are each fine-tuned as that benchmark
+fine-tunes (one seed); then every evaluator scores them and Kendall tau / Spearman with the
+fine-tuned accuracy are written per budget: the inherit evaluator at 0, 20 and 40 tuning
+steps (0: adaptive BN alone; the library's default is
+:data:`~hwprune.supernet.evaluate.TUNE_STEPS`) and MACs as a score (the cheapest proxy).
+
+Writes ``benchmarks/results/within_budget.csv`` (one row per network: encoding, costs,
+accuracy and every score) and ``within_budget_tau.csv``. ``--quick`` runs in seconds on the
+bundled data (the test suite runs it). Every fine-tune is kept and a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_vs_latency as avl  # noqa: E402  (the environment record)
+import bench_common as common  # noqa: E402
+import fashion_mnist as fm  # noqa: E402
+
+import hwprune as hp  # noqa: E402
+from hwprune.core.importance import order_channels  # noqa: E402
+from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
+from hwprune.profilers.registry import get_profiler  # noqa: E402
+from hwprune.search.evolution import draw_encodings  # noqa: E402
+from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = ["model", "budget_fraction", "budget_ms", "network", "encoding", "predicted_ms", "flops", "params",
+           "test_acc", "uniform"]
+TAU_COLUMNS = ["model", "budget_fraction", "score", "candidates", "kendall_tau", "spearman"]
+STEPS = (0, 20, 40)  # tuning steps of the inherit evaluator scored
+POOL, SPREAD = 200_000, 600  # random networks drawn; of those in the window, how many the MACs spread is taken from
+
+
+def candidates(space, table, budget_ms: float, n: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """``n`` random networks within 92-100% of the budget (predicted), from the fewest MACs to the most, then the
+    widest uniform network under it."""
+    pool = draw_encodings(space, rng, POOL)
+    lat = table.predict_batch(pool)
+    inside = pool[(lat <= budget_ms) & (lat >= 0.92 * budget_ms)][:SPREAD]
+    if not len(inside):
+        raise SystemExit(f"no network within 92-100% of {budget_ms:.4f} ms in {POOL} draws")
+    order = np.argsort(space.flops_batch(inside))
+    picks = [tuple(map(int, inside[order[int(q)]])) for q in np.linspace(0, len(order) - 1, n)]
+    uniform = next((space.uniform(r) for r in np.linspace(1, 0.05, 96) if table.predict(space.uniform(r)) <= budget_ms),
+                   space.narrowest())
+    return picks + [tuple(uniform)]
+
+
+def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, out: Path, stem: str,
+        workers: int, say) -> tuple[list[dict], list[dict]]:
+    s = s.for_model(model)
+    sd = asdict(s)
+    work.mkdir(parents=True, exist_ok=True)
+    space, loaders = fm.setup(model, s)
+    shape = (1, *loaders.input_shape)
+    table_path = work / "latency_table.csv"
+    if table_path.exists():
+        table = hp.LatencyTable.load(table_path, space)
+    else:
+        table = hp.profile(space, passes=s.passes, calibrate=s.calibrate, runs_per_pass=s.runs_per_pass,
+                           out=table_path, cache_dir=work.parent / "kernel_store", quiet=True,
+                           profiler=get_profiler("onnxruntime", "cpu", threads=1, repeats=s.profile_repeats,
+                                                 max_wait_s=s.max_wait_s))
+    dense_dir = work / "dense"
+    fm.run_pool([{"kind": "dense", "model": model, "seed": 0, "settings": sd, "label": f"{model} dense",
+                  "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
+    lat_path = work / "dense_latency.json"
+    if not lat_path.exists():
+        meter = common.latency_meter(table, shape, s.passes, s.runs_per_pass, s.max_wait_s)
+        write_json(lat_path, {"measured_ms": meter([space.materialize(space.full())])[0]})
+    dense_ms = json.loads(lat_path.read_text())["measured_ms"]
+    if s.budget_of == "range":
+        floor, top = table.predict(space.narrowest()), table.predict(space.full())
+        budgets = [(f, floor + f * (top - floor)) for f in fractions]
+    else:
+        budgets = [(f, f * dense_ms) for f in fractions]
+
+    folder = work / "exp_budget"  # (the name the first, exploratory run of this measurement used)
+    cands_path = folder / "cands.json"
+    if cands_path.exists():
+        cands = json.loads(cands_path.read_text())
+    else:
+        rng = np.random.default_rng(1)  # one stream, budget after budget
+        cands = [{"fraction": f, "encoding": list(e), "predicted": float(table.predict(e))}
+                 for f, b in budgets for e in candidates(space, table, b, n, rng)]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(cands_path, cands)
+    say(f"== {model}: fine-tune {len(cands)} networks ({s.finetune_epochs} epochs, seed 0)")
+    fm.run_pool([{"kind": "finetune", "model": model, "seed": 0, "settings": sd, "dense": str(dense_dir / "model.pt"),
+                  "encoding": c["encoding"], "ratio": None, "label": f"network {k}",
+                  "out": str(folder / f"c{k}" / "result.json")} for k, c in enumerate(cands)], workers, say)
+
+    say(f"== {model}: score every network with every evaluator")
+    dense, _ = hp.load_pruned(dense_dir / "model.pt")
+    ordered = order_channels(space, dense, data=loaders.calib)
+    val = fm.limited(loaders.val, s.val_batches)
+    scores: dict[str, list[float]] = {"macs": [float(space.flops(tuple(c["encoding"]))) for c in cands]}
+    for steps in STEPS:
+        ev = InheritEvaluator(space, ordered, tune_steps=steps)
+        t = time.time()
+        scores[f"inherit-{steps}"] = [ev.score(tuple(c["encoding"]), val, loaders.calib, s.calib_batches)
+                                      for c in cands]
+        say(f"  inherit, {steps} tuning steps: {(time.time() - t) / len(cands):.2f} s per network")
+    rows, tau = [], []
+    for f, b in budgets:
+        idx = [k for k, c in enumerate(cands) if c["fraction"] == f]
+        acc = [json.loads((folder / f"c{k}" / "result.json").read_text())["test_acc"] for k in idx]
+        for j, k in enumerate(idx):
+            enc = tuple(cands[k]["encoding"])
+            rows.append({"model": model, "budget_fraction": f, "budget_ms": round(b, 4), "network": k,
+                         "encoding": " ".join(map(str, enc)), "predicted_ms": round(table.predict(enc), 4),
+                         "flops": space.flops(enc), "params": space.params(enc), "test_acc": acc[j],
+                         "uniform": j == len(idx) - 1, **{name: round(v[k], 4) for name, v in scores.items()}})
+        for name, v in scores.items():
+            got = [v[k] for k in idx]
+            tau.append({"model": model, "budget_fraction": f, "score": name, "candidates": len(idx),
+                        "kendall_tau": round(fm.kendall_tau(got, acc), 4), "spearman": round(fm.spearman(got, acc), 4)})
+    env = avl.environment()
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{stem}.csv", common.csv_text(rows, env, COLUMNS + list(scores)))
+    write_atomic(out / f"{stem}_tau.csv", common.csv_text(tau, env, TAU_COLUMNS))
+    return rows, tau
+
+
+def summary(tau: list[dict]) -> str:
+    lines = ["| model | budget | score | networks | Kendall tau | Spearman |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t['model']} | {float(t['budget_fraction']):.0%} | {t['score']} | {t['candidates']} | "
+              f"{float(t['kendall_tau']):+.3f} | {float(t['spearman']):+.3f} |" for t in tau]
+    return "\n".join(lines)
+
+
+QUICK = dict(per_model={}, data="bundled", limit=256, dense_epochs=1, finetune_epochs=1, calib_batches=1,
+             val_batches=1, budget_of="range", profile_repeats=3, calibrate=2, passes=1, runs_per_pass=2,
+             max_wait_s=0.2, round_to=8)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--fractions", nargs="+", type=float, default=[0.3, 0.5])
+    ap.add_argument("--n", type=int, default=10, help="random networks per budget (the uniform one is added)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
+    ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
+    args = ap.parse_args(argv)
+    s = replace(fm.Settings(), **QUICK) if args.quick else fm.Settings()
+    n, fractions = (3, [0.5]) if args.quick else (args.n, args.fractions)
+    work = Path(args.work) / ("quick" if args.quick else "full") / args.model
+    torch.set_num_threads(args.workers)
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    stem = "within_budget_quick" if args.quick else "within_budget"
+    _, tau = run(args.model, s, fractions, n, work, Path(args.out), stem, args.workers, say)
+    print(summary(tau))
+
+
+if __name__ == "__main__":
+    main()
