@@ -158,3 +158,5 @@ def test_the_search_result_carries_both_baselines_under_the_same_budget(trained)
     thresholds, encs = magnitude_encodings(space, ev.importance)
     i = int(np.flatnonzero(np.isclose(thresholds, mag["threshold"]))[0])
     assert list(encs[i]) == mag["encoding"] and space.flops(encs[i - 1]) > budget
+    # both are in the search's first generation, so the winner is at least as fit as either
+    assert best["fitness"] >= max(mag["fitness"], uni["fitness"])

@@ -181,6 +181,23 @@ def test_the_uniform_baseline_is_labelled_by_its_widths(setup):
     assert u["latency_ms"] <= 0.6 * table.predict(pnet.space.full())
 
 
+def test_the_first_generation_starts_from_the_uniform_network(setup):
+    """The budget's uniform network is in the first generation (seed_baselines), so the winner is at least as fit;
+    without seeding the first generation is random."""
+    from dataclasses import replace
+
+    pnet, loaders, table, _ = setup
+    budget = 0.55 * table.predict(pnet.space.full())
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY)
+    u = res.best[0]["uniform"]
+    first = [tuple(h["encoding"]) for h in res.history if h["generation"] == 1]
+    assert first[0] == tuple(u["encoding"]) and len(first) == TINY.population
+    assert res.best[0]["fitness"] >= u["fitness"]
+    plain = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget,
+                   config=replace(TINY, seed_baselines=False))
+    assert tuple(u["encoding"]) not in [tuple(h["encoding"]) for h in plain.history if h["generation"] == 1]
+
+
 def test_the_budget_window_and_its_refusal(setup):
     from dataclasses import replace
 

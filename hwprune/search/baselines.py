@@ -9,7 +9,9 @@
   dense weights (``InheritEvaluator.importance``).
 
 Both are judged by the same table and scored by the same evaluator as the searched
-network, so the result file can say how each one compares before any fine-tuning.
+network, so the result file can say how each one compares before any fine-tuning; and
+both are in the search's first generation (``SearchConfig.seed_baselines``), so the search
+starts from what a user would otherwise do and returns nothing less fit.
 """
 from __future__ import annotations
 
@@ -19,24 +21,50 @@ from .budgets import Budget
 from .evaluator import CandidateEvaluator
 from .result import describe
 
-__all__ = ["uniform_baseline", "magnitude_baseline", "magnitude_encodings", "BASELINES"]
+__all__ = ["uniform_baseline", "magnitude_baseline", "magnitude_encodings", "baseline_encodings", "BASELINES"]
 
 BASELINES = ("uniform", "magnitude")
 
 
-def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
-    """The widest uniform-width network that meets the budget, its width ratio and its fitness."""
+def _uniform(ev: CandidateEvaluator, budget: Budget) -> tuple[tuple[int, ...], float] | None:
+    """The widest uniform-width network that meets the budget and the multiplier that reached it."""
     ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
     encs = np.asarray([ev.space.uniform(r) for r in ratios])
     ok = ev.feasible(encs, budget)
     if not ok.any():
         return None
     i = int(np.argmax(ok))
-    enc = tuple(int(v) for v in encs[i])
+    return tuple(int(v) for v in encs[i]), float(ratios[i])
+
+
+def _magnitude(ev: CandidateEvaluator, budget: Budget, importance) -> tuple[tuple[int, ...], float] | None:
+    """The widest network global magnitude pruning reaches within the budget and its threshold."""
+    if importance is None:
+        return None
+    thresholds, encs = magnitude_encodings(ev.space, importance)
+    ok = ev.feasible(encs, budget)
+    if not ok.any():
+        return None
+    i = int(np.argmax(ok))  # the lowest threshold that meets the budget
+    return tuple(int(v) for v in encs[i]), float(thresholds[i])
+
+
+def baseline_encodings(ev: CandidateEvaluator, budget: Budget, importance=None) -> list[tuple[int, ...]]:
+    """The uniform and magnitude networks of the budget (those that exist, once each), unscored."""
+    found = [b[0] for b in (_uniform(ev, budget), _magnitude(ev, budget, importance)) if b is not None]
+    return list(dict.fromkeys(found))
+
+
+def uniform_baseline(ev: CandidateEvaluator, budget: Budget) -> dict | None:
+    """The widest uniform-width network that meets the budget, its width ratio and its fitness."""
+    found = _uniform(ev, budget)
+    if found is None:
+        return None
+    enc, multiplier = found
     # labelled by the widths it has (kept / original channels over the prunable groups), not by the multiplier
     # that reached them: with rounded widths, 0.53 and 0.50 can give the same network
     kept = sum(ev.space.channels(enc).values()) / sum(g.width for g in ev.space.groups)
-    return {"ratio": round(kept, 3), "multiplier": float(ratios[i]), **describe(ev, enc, ev.fitness([enc])[0])}
+    return {"ratio": round(kept, 3), "multiplier": multiplier, **describe(ev, enc, ev.fitness([enc])[0])}
 
 
 def magnitude_encodings(space, importance: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -65,12 +93,8 @@ def magnitude_baseline(ev: CandidateEvaluator, budget: Budget, importance: dict[
         -> dict | None:
     """The widest network global L1 magnitude pruning reaches within the budget (None without importances, which
     are L1 scores: ``InheritEvaluator.importance``)."""
-    if importance is None:
+    found = _magnitude(ev, budget, importance)
+    if found is None:
         return None
-    thresholds, encs = magnitude_encodings(ev.space, importance)
-    ok = ev.feasible(encs, budget)
-    if not ok.any():
-        return None
-    i = int(np.argmax(ok))  # the lowest threshold that meets the budget
-    enc = tuple(int(v) for v in encs[i])
-    return {"metric": "l1", "threshold": round(float(thresholds[i]), 6), **describe(ev, enc, ev.fitness([enc])[0])}
+    enc, threshold = found
+    return {"metric": "l1", "threshold": round(threshold, 6), **describe(ev, enc, ev.fitness([enc])[0])}

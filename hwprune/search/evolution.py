@@ -1,6 +1,8 @@
 """Evolutionary search under latency / FLOPs / params budgets (MetaPruning, section 3.3).
 
-Per budget: a population of feasible encodings; each generation keeps the top
+Per budget: a population of feasible encodings (the first one holds the budget's uniform
+and magnitude networks, :mod:`.baselines`, unless ``seed_baselines`` is off); each
+generation keeps the top
 ``keep_top`` seen, takes the best ``parents``, and forms the next population from
 ``mutations`` (each gene redrawn with ``mutation_prob``), ``crossovers`` (uniform
 mask between two parents) and random feasible encodings. A candidate over any
@@ -29,7 +31,7 @@ from ..training.distributed import is_main
 from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc
-from .baselines import magnitude_baseline, uniform_baseline
+from .baselines import baseline_encodings, magnitude_baseline, uniform_baseline
 from .result import SearchResult, describe, pareto_front
 
 __all__ = ["search", "draw_encodings"]
@@ -69,8 +71,10 @@ def _floor(ev: CandidateEvaluator, budget: Budget, fraction: float) -> tuple[int
 class _Evolution:
     """One budget's search; its state is plain JSON so it can be saved and resumed."""
 
-    def __init__(self, ev: CandidateEvaluator, budget: Budget, cfg: SearchConfig, index: int):
+    def __init__(self, ev: CandidateEvaluator, budget: Budget, cfg: SearchConfig, index: int,
+                 seeds: Sequence[Enc] = ()):
         self.ev, self.budget, self.cfg, self.index = ev, budget, cfg, index
+        self.seeds = list(seeds)[: cfg.population]  # networks of the first generation (under the budget)
         self.floor = _floor(ev, budget, cfg.min_fraction)  # (cost column, least cost a candidate may have)
         self.rng = np.random.default_rng((cfg.seed, index))
         self.generation = 0
@@ -151,7 +155,7 @@ class _Evolution:
         """Evaluate one generation and breed the next; returns the evaluated (enc, fitness)."""
         cfg = self.cfg
         if self.generation == 0 and not self.population:
-            self.population = self._random(cfg.population, set())
+            self.population = list(self.seeds) + self._random(cfg.population - len(self.seeds), set(self.seeds))
             if not self.population:
                 raise InfeasibleBudgetError(f"no random encoding met the budget {self.budget.label()} in "
                                             f"{cfg.max_draws} draws; raise the budget")
@@ -203,7 +207,9 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     for b in budgets:
         check_feasible(ev, b)
     state_path = Path(run_dir) / "search_state.json" if run_dir else None
-    evolutions = [_Evolution(ev, b, cfg, i) for i, b in enumerate(budgets)]
+    importance = getattr(ev.scorer, "importance", None)
+    evolutions = [_Evolution(ev, b, cfg, i, baseline_encodings(ev, b, importance) if cfg.seed_baselines else ())
+                  for i, b in enumerate(budgets)]
     history: list[dict] = []
     if resume and state_path is not None and state_path.exists():
         s = json.loads(state_path.read_text())
@@ -242,7 +248,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     for evo in evolutions:
         f, e = evo.top[0]
         best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget),
-                     "magnitude": magnitude_baseline(ev, evo.budget, getattr(ev.scorer, "importance", None))})
+                     "magnitude": magnitude_baseline(ev, evo.budget, importance)})
     xs = [h["latency_ms"] if h["latency_ms"] is not None else h["flops"] for h in history]
     front = pareto_front(xs, [h["fitness"] for h in history])
     stats = {"evaluated": ev.evaluated, "eval_seconds": round(ev.eval_seconds, 2),
