@@ -37,6 +37,7 @@ finished step is kept under ``--work`` and a rerun resumes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -430,23 +431,25 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
                            check_inputs=check)
         files.append(path)
     measured_path = work / "measured.json"
+    # keyed by file and content: a network chosen anew is fine-tuned and exported again into the same folder
+    keys = [f"{p}:{hashlib.sha1(p.read_bytes()).hexdigest()[:16]}" for p in files]
     known = json.loads(measured_path.read_text())["measured"] if measured_path.exists() else {}
-    if any(str(p) not in known for p in files):  # all of them again, interleaved, when a network is new
+    if any(k not in known for k in keys):  # all of them again, interleaved, when a network is new
         ms = measure([p.read_bytes() for p in files])
-        medians = {str(p): median_ms(p, shape, s.median_runs) for p, n in zip(files, nets) if n[3] == s.seeds[0]}
-        write_json(measured_path, {"measured": dict(zip(map(str, files), ms)), "median": medians})
+        medians = {k: median_ms(p, shape, s.median_runs) for k, p, n in zip(keys, files, nets) if n[3] == s.seeds[0]}
+        write_json(measured_path, {"measured": dict(zip(keys, ms)), "median": medians})
     m = json.loads(measured_path.read_text())
     rows = []
-    for (method, f, b, seed, folder), path in zip(nets, files):
+    for (method, f, b, seed, folder), key in zip(nets, keys):
         r = json.loads((folder / "result.json").read_text())
         enc = r.get("encoding")
         c = chosen[method][str(f)] if f is not None else {}
-        ms = m["measured"][str(path)]
+        ms = m["measured"][key]
         rows.append({"model": name, "dataset": s.data, "method": method, "budget_fraction": f if f else "",
                      "budget_ms": b or "", "seed": seed, "test_acc": round(r["test_acc"], 4),
                      "val_acc": round(r["val_acc"], 4),
                      "predicted_ms": round(table.predict(enc), 4) if enc is not None else "",
-                     "measured_ms": round(ms, 4), "median_ms": round(m["median"].get(str(path), float("nan")), 4),
+                     "measured_ms": round(ms, 4), "median_ms": round(m["median"].get(key, float("nan")), 4),
                      "within_budget": "" if b is None else ms <= b, "flops": r["flops"], "params": r["params"],
                      "search_seconds": c.get("search_seconds", ""), "finetune_seconds": r["finetune_seconds"]})
     return rows, tau_rows
