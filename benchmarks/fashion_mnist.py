@@ -349,10 +349,22 @@ def median_ms(onnx_path: Path, shape, runs: int) -> float:
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------
-def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[list[dict], list[dict]]:
+@dataclass
+class Prepared:
+    """A model's set-up in its work folder: space, loaders, latency table, meter, trained dense network, budgets."""
+    space: object
+    loaders: object
+    table: object
+    measure: object
+    dense_path: Path
+    dense_ms: float
+    budgets: list[tuple[float, float]]
+
+
+def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
+    """Profile the latency table, train the dense network (seed 0) and measure it, once per work folder; the
+    budgets are ``s.fractions`` of its measured latency (of the predicted range with ``budget_of="range"``)."""
     work.mkdir(parents=True, exist_ok=True)
-    s = s.for_model(name)
-    sd = asdict(s)
     space, loaders = setup(name, s)
     shape = (1, *loaders.input_shape)
     say(f"== {name} on {s.data}: latency table, dense network, budgets")
@@ -368,9 +380,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass, s.max_wait_s)
 
     dense_dir = work / "dense"
-    run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": sd, "label": f"{name} dense", "threads": workers,
-               "out": str(dense_dir / "result.json")}], 1, say)
-    dense_path = dense_dir / "model.pt"
+    run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": asdict(s), "label": f"{name} dense",
+               "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
     lat_path = work / "dense_latency.json"
     if not lat_path.exists():
         write_json(lat_path, {"measured_ms": measure([space.materialize(space.full())])[0]})
@@ -384,6 +395,16 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
         raise SystemExit(f"no budget of {s.fractions} x {dense_ms:.4f} ms is above the narrowest network's "
                          f"{floor:.4f} ms on this machine")
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
+    return Prepared(space, loaders, table, measure, dense_dir / "model.pt", dense_ms, budgets)
+
+
+def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[list[dict], list[dict]]:
+    s = s.for_model(name)
+    sd = asdict(s)
+    p = prepare(name, s, work, workers, say)
+    space, loaders, table, measure, budgets, dense_path = p.space, p.loaders, p.table, p.measure, p.budgets, p.dense_path
+    shape = (1, *loaders.input_shape)
+    dense_dir = dense_path.parent
 
     say(f"== {name}: choose a network per budget with every method")
     chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, measure, say)

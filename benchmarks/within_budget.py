@@ -38,7 +38,6 @@ import fashion_mnist as fm  # noqa: E402
 import hwprune as hp  # noqa: E402
 from hwprune.core.importance import order_channels  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
-from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
 
@@ -67,32 +66,10 @@ def candidates(space, table, budget_ms: float, n: int, rng: np.random.Generator)
 
 def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, out: Path, stem: str,
         workers: int, say) -> tuple[list[dict], list[dict]]:
-    s = s.for_model(model)
+    s = replace(s.for_model(model), fractions=fractions)
     sd = asdict(s)
-    work.mkdir(parents=True, exist_ok=True)
-    space, loaders = fm.setup(model, s)
-    shape = (1, *loaders.input_shape)
-    table_path = work / "latency_table.csv"
-    if table_path.exists():
-        table = hp.LatencyTable.load(table_path, space)
-    else:
-        table = hp.profile(space, passes=s.passes, calibrate=s.calibrate, runs_per_pass=s.runs_per_pass,
-                           out=table_path, cache_dir=work.parent / "kernel_store", quiet=True,
-                           profiler=get_profiler("onnxruntime", "cpu", threads=1, repeats=s.profile_repeats,
-                                                 max_wait_s=s.max_wait_s))
-    dense_dir = work / "dense"
-    fm.run_pool([{"kind": "dense", "model": model, "seed": 0, "settings": sd, "label": f"{model} dense",
-                  "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
-    lat_path = work / "dense_latency.json"
-    if not lat_path.exists():
-        meter = common.latency_meter(table, shape, s.passes, s.runs_per_pass, s.max_wait_s)
-        write_json(lat_path, {"measured_ms": meter([space.materialize(space.full())])[0]})
-    dense_ms = json.loads(lat_path.read_text())["measured_ms"]
-    if s.budget_of == "range":
-        floor, top = table.predict(space.narrowest()), table.predict(space.full())
-        budgets = [(f, floor + f * (top - floor)) for f in fractions]
-    else:
-        budgets = [(f, f * dense_ms) for f in fractions]
+    p = fm.prepare(model, s, work, workers, say)
+    space, loaders, table, budgets, dense_dir = p.space, p.loaders, p.table, p.budgets, p.dense_path.parent
 
     folder = work / "exp_budget"  # (the name the first, exploratory run of this measurement used)
     cands_path = folder / "cands.json"
