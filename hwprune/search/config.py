@@ -26,8 +26,7 @@ class SearchConfig:
     # MetaPruning's original (any network under the budget)
     min_fraction: float = 0.9
     # the first generation holds the budget's uniform and magnitude networks (the baselines the result reports), so
-    # the search starts from what a user would otherwise do: measured on resnet20 at 30% of its latency, 80 random
-    # candidates never came near the magnitude network the evaluator scored above the search's winner
+    # the search starts from what a user would otherwise do and never returns a network less fit than them
     seed_baselines: bool = True
 
     def __post_init__(self):
