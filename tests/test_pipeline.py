@@ -29,6 +29,9 @@ def test_quickstart_fast_end_to_end(qs):
                  "pretrain/dense.pt"):
         assert (out / name).exists(), name
     assert set(f["networks"]) == {"searched", "uniform", "magnitude"} and f["evaluator"] == "inherit"
+    from hwprune.supernet.evaluate import TUNE_STEPS
+
+    assert f["tune_steps"] == TUNE_STEPS and f"tuned {TUNE_STEPS} distillation steps" in (out / "report.md").read_text()
     assert 0 <= f["dense"]["test_acc"] <= 1  # the reference every pruned network is compared with
     # every pruned network fine-tuned from its inherited weights the same way, distilled from the dense model
     run = json.loads((out / "run.json").read_text())["stages"]

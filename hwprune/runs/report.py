@@ -50,6 +50,7 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
         "dense_measured_ms": round(reports[0].dense_measured_ms, 4),
         "search": {k: manifest["search"]["summary"][k] for k in ("evaluated", "candidates_per_s")},
         "evaluator": manifest["search"]["settings"]["evaluator"],
+        "tune_steps": manifest["search"]["settings"].get("tune_steps"),
         "dense": {k: round(v, 4) for k, v in (manifest["pretrain"].get("summary") or {}).items() if v is not None},
         "networks": rows, "stage_seconds": seconds, "total_seconds": round(sum(v or 0 for v in seconds.values()), 1),
     }
@@ -62,6 +63,11 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
 def _versus(r: dict) -> str:
     word = "over" if r["overshoot"] > 0 else "under"
     return f"{abs(r['overshoot']):.1%} {word}{'' if r['within_budget'] else ' (OVER BUDGET)'}"
+
+
+def _tuned(steps) -> str:
+    """How the candidates were tuned before scoring, as the report says it (nothing for adaptive BN alone)."""
+    return f", tuned {_plural(steps, 'distillation step')} and recalibrated again" if steps else ""
 
 
 def _plural(n: int, word: str) -> str:
@@ -92,7 +98,8 @@ def markdown(f: dict) -> str:
         f"- budget: {f['budget_ms']:.4f} ms ({f['budget_rule']}); tolerance {f['tolerance']:.0%}: a network "
         f"measured over the budget by any more than that is marked OVER BUDGET",
         f"- search: {f['search']['evaluated']} candidates scored with the `{f['evaluator']}` evaluator "
-        f"({c['importance']}-ordered dense weights, sliced, BatchNorm recalibrated), "
+        f"({c['importance']}-ordered dense weights, sliced, BatchNorm recalibrated"
+        f"{_tuned(f.get('tune_steps'))}), "
         f"{f['search']['candidates_per_s']:.2f}/s", "",
         "| network | test top-1 (fine-tuned) | fitness (val, before fine-tuning) | predicted ms | "
         "measured ms | measured vs budget | speed-up vs dense (measured) | FLOPs | params |",
