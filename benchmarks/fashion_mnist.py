@@ -402,7 +402,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     s = s.for_model(name)
     sd = asdict(s)
     p = prepare(name, s, work, workers, say)
-    space, loaders, table, measure, budgets, dense_path = p.space, p.loaders, p.table, p.measure, p.budgets, p.dense_path
+    space, loaders, table, measure, budgets = p.space, p.loaders, p.table, p.measure, p.budgets
+    dense_path = p.dense_path
     shape = (1, *loaders.input_shape)
     dense_dir = dense_path.parent
 

@@ -21,7 +21,7 @@ __all__ = ["recalibrate_bn", "recalibrate_model_bn", "short_tune", "accuracy", "
            "PruningNetEvaluator", "InheritEvaluator", "as_evaluator", "TUNE_STEPS"]
 
 # distillation steps an inherited candidate gets before it is scored. Measured on 11 resnet20 networks of nearly equal
-# predicted latency per budget (Fashion-MNIST, runs/exp_budget in the fashion_mnist benchmark's set-up), Kendall tau
+# predicted latency per budget (Fashion-MNIST, `python benchmarks/within_budget.py`), Kendall tau
 # with the accuracy after the benchmark's 3-epoch fine-tune at 30% / 50% of the dense latency: adaptive BN alone
 # 0.40 / 0.51 (at 30% every network scores 0.10-0.16, near chance), 20 steps 0.56 / 0.77, 40 steps 0.49 / 0.66; 20
 # steps cost ~2x a candidate of adaptive BN alone
