@@ -84,6 +84,8 @@ COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed",
            "predicted_ms", "measured_ms", "median_ms", "within_budget", "flops", "params", "search_seconds",
            "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
+# the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
+SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top")
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}  # InheritEvaluator settings: the default, adaptive BN
 
@@ -109,18 +111,19 @@ class Settings:
     finetune_epochs: int = 3
     finetune_lr: float = 0.01
     round_to: int = 4
-    population: int = 16
-    generations: int = 5
+    population: int = 32  # 16 x 5 missed networks the evaluator ranks higher (L1's at 30%); the CLI's is 50 x 20
+    generations: int = 10
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
-    random_candidates: int = 64  # as many as the search scores
+    random_candidates: int = 320  # as many as the search scores per budget (population x generations)
     measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
     inherit_methods: list[str] = field(default_factory=lambda: ["inherit-bn"])  # searched ablations of INHERITS
     pnet_epochs: int = 3
     pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet", "pruningnet-single"])  # searched, tuned
     pnet_tau_only: list[str] = field(default_factory=lambda: ["pruningnet-window", "pruningnet-rank4"])  # tau only
     tau_candidates: int = 16
-    tau_models: list[str] = field(default_factory=lambda: ["resnet20", "mobilenet_v2_cifar"])
+    # ranking agreement on resnet20 only: mobilenet_v2_cifar's 16 fine-tunes (~20 min) would not fit the 2.5 h run
+    tau_models: list[str] = field(default_factory=lambda: ["resnet20"])
     profile_repeats: int = 25
     calibrate: int = 16
     passes: int = 5
@@ -130,13 +133,13 @@ class Settings:
     tp_max_ratio: float = 0.9
     tp_iterative_steps: int = 10
     tp_steps: int = 8
-    # mobilenet_v2_cifar trains ~5x slower per image on these CPUs and scores a candidate in ~6 s on 8 validation
-    # batches: fewer images, fine-tuning epochs and fitness batches, and one searched PruningNet (the default
-    # training; its rank-4 generator is trained for the tau table only) keep the whole run within 2.5 h on 2 cores
-    # (every method of a model still gets the same fine-tuning)
+    # mobilenet_v2_cifar trains ~5x slower per image on these CPUs and the default evaluator scores a candidate in
+    # ~6 s on 4 validation batches (2 s of it adaptive BN, 4 s the 20 tuning steps): fewer images, fine-tuning
+    # epochs and fitness batches, a 16 x 5 search and one searched PruningNet keep the whole run within 2.5 h on
+    # 2 cores (every method of a model still gets the same fine-tuning)
     per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(
-        limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, inherit_methods=[], pnet_methods=["pruningnet"],
-        pnet_tau_only=["pruningnet-rank4"])})
+        limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, population=16, generations=5,
+        random_candidates=80, inherit_methods=[], pnet_methods=["pruningnet"], pnet_tau_only=[])})
 
     def for_model(self, name: str) -> "Settings":
         return replace(self, **self.per_model.get(name, {}), per_model={})
@@ -258,7 +261,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     for variant in dict.fromkeys(s.pnet_methods + s.pnet_tau_only):
         pnet, train_seconds[variant] = train_pnet(variant, s, work, space, ordered, loaders, table)
         evaluators[variant] = PruningNetEvaluator(pnet)
-    chosen: dict = json.loads(path.read_text()) if path.exists() else {}
+    chosen = reusable(json.loads(path.read_text()) if path.exists() else {}, s, say)
     lats = [b for _, b in budgets]
     searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds.get(v, 0.0))
                                               for v in s.inherit_methods + s.pnet_methods]
@@ -301,6 +304,16 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             chosen["l1"][str(f)] = {"ratio": ratio, "search_seconds": round(time.time() - t, 1)}
         write_json(path, chosen)
     return chosen, evaluators
+
+
+def reusable(chosen: dict, s: Settings, say) -> dict:
+    """What of a saved ``chosen.json`` still holds under ``s``: all of it when it was chosen with the same search
+    settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks)."""
+    searched = {k: getattr(s, k) for k in SEARCH_SETTINGS}
+    if chosen and chosen.get("search") != searched:
+        say(f"  search settings changed ({chosen.get('search')} -> {searched}): searching again")
+        chosen = {m: v for m, v in chosen.items() if m in ("uniform", "l1")}
+    return {**chosen, "search": searched}
 
 
 def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say) -> dict:
@@ -491,8 +504,11 @@ def load_net(folder: Path, method: str, chosen: dict, f, dense_path: Path, s: Se
 def summary(rows: list[dict], tau: list[dict]) -> str:
     """Mean ± std over seeds per model, budget and method; the tau table; whether the goal is met."""
     lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | measured / budget | within budget | "
-             "predicted / user median | search s |", "|---|---|---|---|---|---|---|---|---|"]
+             "measured / dense | predicted / user median | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
     means = {}
+    # the budgets are fractions of the dense network measured alone; measured among all the others (colder caches)
+    # it is slower, so each network's share of the dense one measured side by side in this run is shown too
+    dense_ms = {r["model"]: float(r["measured_ms"]) for r in rows if r["method"] == "dense"}
     for key in dict.fromkeys((r["model"], r["budget_fraction"], r["method"]) for r in rows):
         g = [r for r in rows if (r["model"], r["budget_fraction"], r["method"]) == key]
         acc = np.array([float(r["test_acc"]) for r in g])
@@ -504,8 +520,9 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
         budget = "dense" if dense else f"{float(key[1]):.0%} ({float(g[0]['budget_ms']):.4f} ms)"
         within = "" if dense else f"{sum(str(r['within_budget']) == 'True' for r in g)}/{len(g)}"
         share = "" if dense else f"{ms / float(g[0]['budget_ms']):.1%}"
+        of_dense = "" if dense or key[0] not in dense_ms else f"{ms / dense_ms[key[0]]:.1%}"
         lines.append(f"| {key[0]} | {budget} | {key[2]} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(g) > 1 else 0:.4f} "
-                     f"| {ms:.4f} | {share} | {within} | {f'{np.mean(pm):.3f}' if pm else ''} | "
+                     f"| {ms:.4f} | {share} | {within} | {of_dense} | {f'{np.mean(pm):.3f}' if pm else ''} | "
                      f"{g[0]['search_seconds']} |")
     lines += ["", "| model | evaluator | candidates | Kendall tau | Spearman |", "|---|---|---|---|---|"]
     lines += [f"| {t['model']} | {t['evaluator']}{' (default)' if str(t['default']) == 'True' else ''} | "
@@ -529,13 +546,14 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
+    order = ("dense", *dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"))  # one colour per method
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
-        for method in ("dense", *dict.fromkeys(r["method"] for r in rows if r["method"] != "dense")):
+        for k, method in enumerate(order):
             g = [r for r in rows if r["model"] == model and r["method"] == method]
             if g:
                 ax.scatter([float(r["measured_ms"]) for r in g], [float(r["test_acc"]) for r in g], label=method,
-                           s=18)
+                           s=18, color=f"C{k % 10}")
         ax.set_title(f"{model}: test top-1 vs measured latency (every seed)", fontsize=9)
         ax.set_xlabel("measured latency, onnxruntime CPU, 1 thread, batch 1 (ms)")
         ax.set_ylabel("test top-1")
@@ -573,7 +591,7 @@ def main(argv=None) -> None:
         if getattr(args, k) is not None:
             s = replace(s, **{k: getattr(args, k)})
     work = Path(args.work) / ("quick" if args.quick else "full")
-    common.claim_work(work, {k: v for k, v in asdict(s).items() if k != "models"})  # (each model has its folder)
+    common.claim_work(work, claimed(s))
     torch.set_num_threads(args.workers)  # the PruningNet training and the searches run here, alone on the CPU
     started = time.time()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -588,6 +606,13 @@ def main(argv=None) -> None:
         write_results(rows, tau, s, Path(args.out), stem, round(time.time() - started))
     print(summary(rows, tau))
     print(f"wrote {stem}.csv, _tau.csv, .png, .md in {round(time.time() - started)} s")
+
+
+def claimed(s: Settings) -> dict:
+    """The settings a kept work folder must share with a rerun: all but the models (each has its folder) and the
+    search settings, which each model's ``chosen.json`` keeps (:func:`reusable`: a change searches again)."""
+    keep = lambda d: {k: v for k, v in d.items() if k not in ("models", *SEARCH_SETTINGS)}  # noqa: E731
+    return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 
 
 def write_results(rows: list[dict], tau: list[dict], s: Settings, out: Path, stem: str, seconds: int) -> Path:

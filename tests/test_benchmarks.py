@@ -139,6 +139,20 @@ def test_ranking_agreement(fashion):
     assert np.isnan(fashion.kendall_tau([1, 2, 3], [5, 5, 5]))  # a constant ranking agrees with nothing
 
 
+def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
+    s = fashion.Settings()
+    said = []
+    fresh = fashion.reusable({}, s, said.append)
+    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}} and not said
+    saved = {**fresh, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3}, "hwprune": {"0.3": 4}}
+    assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
+    bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)
+    assert set(bigger) == {"search", "uniform", "l1"} and bigger["search"]["population"] == s.population + 1
+    older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
+    assert set(fashion.reusable(older, s, said.append)) == {"search", "uniform", "l1"}
+    assert len(said) == 2 and "searching again" in said[0]
+
+
 def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tmp_path):
     """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
     import csv as csvmod
@@ -174,6 +188,9 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     assert sorted(t["evaluator"] for t in tau) == ["inherit", "inherit-bn", "pruningnet", "pruningnet-single"]
     assert [t["default"] for t in tau].count("True") == 1 and all(t["candidates"] == str(q.tau_candidates) for t in tau)
     assert (tmp_path / "out" / "fashion_mnist_quick.png").stat().st_size > 0
+    # the summary shows each method's latency as a share of the dense network's, measured side by side in this run
+    searched = [float(r["measured_ms"]) for r in pruned if r["method"] == "hwprune"]
+    assert f"| {np.mean(searched) / float(rows[0]['measured_ms']):.1%} |" in (out / "fashion_mnist_quick.md").read_text()
 
 
 def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path):
