@@ -53,14 +53,19 @@ def signed(pred, meas) -> float:
 def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> None:
     runs, n = (30, 4) if quick else (200, n)
     rows, points = [], []
-    with tempfile.TemporaryDirectory(prefix="hwprune-fidelity-") as store:
+    with tempfile.TemporaryDirectory(prefix="hwprune-fidelity-") as store, \
+            tempfile.TemporaryDirectory(prefix="hwprune-fidelity-again-") as store_again:
         for name, model, shape, desc in networks(seeds, quick, only):
             space = hp.SearchSpace.from_model(model, shape, ratios=(0.25, 0.5, 0.75, 1.0))
+
+            def profile(into):
+                return {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=into,
+                                      calibrate=4 if quick else 16, quiet=True, **({"repeats": 5, "passes": 2}
+                                                                                    if quick else {}))
+                        for s in STATISTICS}
+
             t = time.time()
-            tables = {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=store,
-                                    calibrate=4 if quick else 16, quiet=True, **({"repeats": 5, "passes": 2}
-                                                                                  if quick else {}))
-                      for s in STATISTICS}
+            tables = profile(store)
             profile_s = time.time() - t
             rng = np.random.default_rng(7)
             encs = [space.full(), space.narrowest()] + [space.sample(rng) for _ in range(n - 2)]
@@ -68,27 +73,36 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> 
             x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
             first = [user_times(b, x, runs) for b in blobs]
             retest = [user_times(b, x, runs) for b in reversed(blobs)][::-1]
+            # the same tables profiled again from nothing (another kernel store), after the networks were timed:
+            # how far a table's own figures move between two profilings, against the same measurement
+            tables_again = profile(store_again)
             # each table against the statistic it predicts, and the default (p10) table against the median
             for s, table, col in (("p10", "p10", 0), ("median", "median", 1), ("p10 vs median", "p10", 1)):
                 pred = tables[table].predict_batch(np.asarray(encs))
+                reprofiled = tables_again[table].predict_batch(np.asarray(encs))
                 meas, again = [m[col] for m in first], [m[col] for m in retest]
-                a, r = agreement(pred, meas), agreement(again, meas)
+                a, r, q = agreement(pred, meas), agreement(again, meas), agreement(reprofiled, meas)
                 rows.append({"network": name, "description": desc, "statistic": s, "n": len(encs),
                              "bias": round(signed(pred, meas), 4), "mape": round(a["mape"], 4),
                              "within_10pct": round(a["within_10pct"], 3), "spearman": round(a["spearman"], 4),
                              "retest_bias": round(signed(again, meas), 4), "retest_mape": round(r["mape"], 4),
                              "retest_within_10pct": round(r["within_10pct"], 3),
                              "retest_spearman": round(r["spearman"], 4),
+                             "reprofiled_bias": round(signed(reprofiled, meas), 4),
+                             "reprofiled_spearman": round(q["spearman"], 4),
+                             "tables_apart": round(float(np.mean(np.abs(reprofiled / pred - 1))), 4),
                              "calibration": tables[table].meta["calibration"]["model"],
                              "profile_seconds": round(profile_s, 1)})
                 points += [{"network": name, "statistic": s, "encoding": " ".join(map(str, e)),
-                            "predicted_ms": round(float(p), 5), "measured_ms": round(m, 5), "retest_ms": round(g, 5)}
-                           for e, p, m, g in zip(encs, pred, meas, again)]
+                            "predicted_ms": round(float(p), 5), "measured_ms": round(m, 5), "retest_ms": round(g, 5),
+                            "reprofiled_ms": round(float(p2), 5)}
+                           for e, p, m, g, p2 in zip(encs, pred, meas, again, reprofiled)]
                 row = rows[-1]
                 print(f"{name:<11} {s:<13} bias {row['bias']:+.1%}  MAPE {row['mape']:.1%}  within 10% "
                       f"{row['within_10pct']:.0%}  Spearman {row['spearman']:.3f}   | retest bias "
                       f"{row['retest_bias']:+.1%}, within 10% {row['retest_within_10pct']:.0%}, Spearman "
-                      f"{row['retest_spearman']:.3f}", flush=True)
+                      f"{row['retest_spearman']:.3f} | profiled again: bias {row['reprofiled_bias']:+.1%}, Spearman "
+                      f"{row['reprofiled_spearman']:.3f}, {row['tables_apart']:.1%} apart", flush=True)
     suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
             f"{runs} timed runs per network, {time.strftime('%Y-%m-%d %H:%M')}\n")

@@ -16,10 +16,12 @@ squeeze-excitation and a concat; plus ``vgg6``, six 3x3 convs of 32-128 channels
 32x32 with 4 widths per layer). Per network, a table is profiled (onnxruntime, 1
 thread) for each statistic (p10 and median), then N random candidates are timed the
 way a user times a model: a plain ``InferenceSession.run`` loop, 20 warm-up and 200
-timed runs, one network after another; then all of them again (test-retest). Writes
+timed runs, one network after another; then all of them again (test-retest); then both
+tables are profiled again from nothing (another kernel store). Writes
 ``latency_fidelity_families.csv`` (per network and statistic: signed bias, MAPE,
-within +-10%, Spearman of the prediction against the same statistic measured, and
-the same for the retest against the first measurement), the points in
+within +-10%, Spearman of the prediction against the same statistic measured, the
+same for the retest against the first measurement, the second profiling's bias and
+Spearman, and how far the two tables' predictions lie apart), the points in
 ``latency_fidelity_families_points.csv`` and ``latency_fidelity_families.png``.
 """
 from __future__ import annotations
