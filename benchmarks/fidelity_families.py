@@ -50,8 +50,12 @@ def signed(pred, meas) -> float:
     return float(np.mean(np.asarray(pred) / np.asarray(meas) - 1))
 
 
-def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> None:
+def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", repeats: int | None = None,
+        passes: int | None = None) -> None:
+    """``repeats`` / ``passes``: the profiling's (kernel runs per chunk, end-to-end calibration passes), unless
+    :func:`hwprune.profile`'s defaults."""
     runs, n = (30, 4) if quick else (200, n)
+    effort = {k: v for k, v in (("repeats", repeats), ("passes", passes)) if v is not None}
     rows, points = [], []
     with tempfile.TemporaryDirectory(prefix="hwprune-fidelity-") as store, \
             tempfile.TemporaryDirectory(prefix="hwprune-fidelity-again-") as store_again:
@@ -60,8 +64,8 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "") -> 
 
             def profile(into):
                 return {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=into,
-                                      calibrate=4 if quick else 16, quiet=True, **({"repeats": 5, "passes": 2}
-                                                                                    if quick else {}))
+                                      calibrate=4 if quick else 16, quiet=True,
+                                      **({"repeats": 5, "passes": 2} if quick else {}), **effort)
                         for s in STATISTICS}
 
             t = time.time()

@@ -1,7 +1,7 @@
 """How well latency tables predict real networks, beside FLOPs and test-retest.
 
     python benchmarks/latency_fidelity.py [--models resnet20-32 mobilenet_v2_cifar-32] [--threads 1] [--n 100]
-    python benchmarks/latency_fidelity.py --families [--seeds 0 1 2] [--n 30] [--quick]
+    python benchmarks/latency_fidelity.py --families [--seeds 0 1 2] [--n 30] [--repeats R] [--passes P] [--quick]
 
 Shipped tables: for each onnxruntime table of this CPU (``benchmarks/profile_tables.py``
 makes them), N random networks measured end to end twice, now, and compared with
@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="--families: networks per family")
     ap.add_argument("--only", nargs="+", choices=["vgg6", *net_families.FAMILIES], help="--families: these only")
     ap.add_argument("--tag", default="", help="--families: suffix of the output files (latency_fidelity_families_TAG.*)")
+    ap.add_argument("--repeats", type=int, help="--families: kernel runs per chunk when profiling (default: profile's)")
+    ap.add_argument("--passes", type=int, help="--families: calibration passes when profiling (default: profile's)")
     ap.add_argument("--quick", action="store_true", help="--families: one small network per family, 4 "
                     "candidates, 30 timed runs (seconds; the test suite runs it)")
     args = ap.parse_args()
@@ -77,7 +79,8 @@ def main() -> None:
     if args.families:
         import fidelity_families
 
-        return fidelity_families.run(RESULTS, args.seeds, args.n or 30, args.quick, args.only, args.tag)
+        return fidelity_families.run(RESULTS, args.seeds, args.n or 30, args.quick, args.only, args.tag,
+                                     args.repeats, args.passes)
     args.n = args.n or 100
     fidelity, speeds = [], []
     for name in args.models:
