@@ -370,7 +370,6 @@ class Prepared:
     table: object
     measure: object
     dense_path: Path
-    dense_ms: float
     budgets: list[tuple[float, float]]
 
 
@@ -408,7 +407,7 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
         raise SystemExit(f"no budget of {s.fractions} x {dense_ms:.4f} ms is above the narrowest network's "
                          f"{floor:.4f} ms on this machine")
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
-    return Prepared(space, loaders, table, measure, dense_dir / "model.pt", dense_ms, budgets)
+    return Prepared(space, loaders, table, measure, dense_dir / "model.pt", budgets)
 
 
 def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[list[dict], list[dict]]:
