@@ -8,7 +8,7 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
 1. profile the latency table, train ONE dense network (seed 0) and measure it; the
    budgets are fractions of its measured latency;
 2. pick a network per budget with every method, all from that dense checkpoint:
-   ``uniform`` (widest uniform width under the budget), ``l1`` (Torch-Pruning's
+   ``uniform`` (the widest uniform width whose measured latency meets the budget), ``l1`` (Torch-Pruning's
    global L1 magnitude pruning, its ratio bisected until the *measured* latency meets
    the budget), ``random`` (the best of N random networks under the budget, scored by
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
@@ -276,13 +276,14 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, i, best["encoding"])]
             chosen[method][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                       "search_seconds": seconds}
-        if method == "hwprune":  # (a budget no uniform width meets: its narrowest network)
-            chosen["uniform"] = {str(f): {"encoding": (best.get("uniform") or {}).get("encoding")
-                                          or list(space.narrowest()), "search_seconds": 0.0}
-                                 for (f, _), best in zip(budgets, res.best)}
         write_json(path, chosen)
     rng = np.random.default_rng(0)
     for f, b in budgets:
+        # (a uniform network without "measured_rank" was chosen by the table alone, before it was measured: again)
+        if "measured_rank" not in chosen.setdefault("uniform", {}).get(str(f), {}):
+            t = time.time()
+            chosen["uniform"][str(f)] = {**uniform_within(space, table, b, measure, s.measure_top, say),
+                                         "search_seconds": round(time.time() - t, 1)}
         if str(f) not in chosen.setdefault("random", {}):  # the best of N random networks, same evaluator
             t = time.time()
             # drawn as the search draws its random networks, from the same window (min_fraction of the budget up
@@ -316,7 +317,7 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
     return {**chosen, "search": searched}
 
 
-def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say) -> dict:
+def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, order: str = "fitness") -> dict:
     """Of ``pool`` ((encoding, fitness), fittest first), the fittest whose latency, measured as every method's final
     network is, meets the budget: ``top`` at a time, up to 3 x ``top`` (what ``hwprune search --measure-top`` does,
     with this harness's meter). None meeting it: the fittest, as the search chose it."""
@@ -325,11 +326,21 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say) 
         for rank, ((enc, _), ms) in enumerate(zip(batch, measure([space.materialize(e) for e, _ in batch])), start):
             if ms <= budget_ms:
                 if rank:
-                    say(f"  {budget_ms:.4f} ms budget: candidate {rank + 1} in fitness order is the first within "
+                    say(f"  {budget_ms:.4f} ms budget: candidate {rank + 1} in {order} order is the first within "
                         f"it as measured ({ms:.4f} ms)")
                 return {"encoding": list(enc), "measured_rank": rank, "measured_ms": round(float(ms), 4)}
-    say(f"  {budget_ms:.4f} ms budget: none of the {min(len(pool), 3 * top)} fittest measured within it")
+    say(f"  {budget_ms:.4f} ms budget: none of the first {min(len(pool), 3 * top)} in {order} order measured within "
+        f"it")
     return {"encoding": list(pool[0][0]), "measured_rank": None, "measured_ms": None}
+
+
+def uniform_within(space, table, budget_ms: float, measure, top: int, say) -> dict:
+    """The widest uniform-width network whose latency, measured as every method's final network is, meets the
+    budget (of those the table predicts within it, widest first; where it predicts none, the narrowest): what a user slimming
+    every layer alike would ship, held to the same measured budget as L1's ratio and the searched networks."""
+    widths = dict.fromkeys(tuple(space.uniform(r)) for r in np.round(np.arange(1.0, 0.0, -0.01), 2))
+    pool = [(list(e), None) for e in widths if table.predict(e) <= budget_ms] or [(list(space.narrowest()), None)]
+    return fittest_within(pool, budget_ms, measure, space, top, say, order="width")
 
 
 def limited(loader, n):

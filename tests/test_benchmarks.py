@@ -153,6 +153,34 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     assert len(said) == 2 and "searching again" in said[0]
 
 
+def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
+    """The uniform baseline is held to the measured budget, as L1's ratio and the searched networks are."""
+    class Space:  # four uniform widths, 1-4 ms predicted
+        def uniform(self, r):
+            return (min(3, int(r * 4)),) * 2
+
+        def narrowest(self):
+            return (0, 0)
+
+        def materialize(self, enc):
+            return enc
+
+    class Table:
+        def predict(self, enc):
+            return 1.0 + enc[0]
+
+    def meter(slower):
+        return lambda nets: [Table().predict(e) + slower for e in nets]
+
+    said = []
+    pick = lambda budget, slower: fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append)  # noqa: E731
+    assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 3.3}  # widest predicted within
+    assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 1, "measured_ms": 2.6}  # measured over: one narrower
+    assert "candidate 2 in width order" in said[-1]
+    assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted within: the narrowest, and it says so
+    assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
+
+
 def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tmp_path):
     """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
     import csv as csvmod
