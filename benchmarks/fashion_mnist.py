@@ -336,8 +336,9 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
 
 def uniform_within(space, table, budget_ms: float, measure, top: int, say) -> dict:
     """The widest uniform-width network whose latency, measured as every method's final network is, meets the
-    budget (of those the table predicts within it, widest first; where it predicts none, the narrowest): what a user slimming
-    every layer alike would ship, held to the same measured budget as L1's ratio and the searched networks."""
+    budget (of those the table predicts within it, widest first; where it predicts none, the narrowest): what a
+    user slimming every layer alike would ship, held to the same measured budget as L1's ratio and the searched
+    networks."""
     widths = dict.fromkeys(tuple(space.uniform(r)) for r in np.round(np.arange(1.0, 0.0, -0.01), 2))
     pool = [(list(e), None) for e in widths if table.predict(e) <= budget_ms] or [(list(space.narrowest()), None)]
     return fittest_within(pool, budget_ms, measure, space, top, say, order="width")

@@ -173,7 +173,10 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
         return lambda nets: [Table().predict(e) + slower for e in nets]
 
     said = []
-    pick = lambda budget, slower: fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append)  # noqa: E731
+
+    def pick(budget, slower):
+        return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append)
+
     assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 3.3}  # widest predicted within
     assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 1, "measured_ms": 2.6}  # measured over: one narrower
     assert "candidate 2 in width order" in said[-1]
