@@ -245,6 +245,14 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
     return pnet.eval(), float(saved["seconds"])
 
 
+def search_config(s: Settings, seed: int = 0) -> SearchConfig:
+    """The search every searched method runs: ``s.population`` x ``s.generations``, a third of the population
+    breeding, half of the next generation mutations and half crossovers."""
+    return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
+                        mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
+                        calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed)
+
+
 def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
     """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
     evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones)."""
@@ -252,9 +260,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     dense, _ = hp.load_pruned(dense_path)
     ordered = order_channels(space, dense, data=loaders.calib)  # the default order (Taylor)
     inherit = InheritEvaluator(space, ordered, **INHERITS[DEFAULT_EVALUATOR])
-    cfg = SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
-                       mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
-                       calib_batches=s.calib_batches, val_batches=s.val_batches, seed=0)
+    cfg = search_config(s)
     evaluators, train_seconds = {"inherit": inherit}, {}
     for variant in s.inherit_methods:
         evaluators[variant] = InheritEvaluator(space, ordered, **INHERITS[variant])

@@ -63,6 +63,7 @@ if [ "$fast" = 1 ]; then
   run benchmarks/accuracy_vs_latency.py --fast --models resnet20 --work runs/bench_fast/work
   run benchmarks/fashion_mnist.py --quick --work runs/bench_fast/work
   run benchmarks/within_budget.py --quick --work runs/bench_fast/work
+  run benchmarks/search_variance.py --quick --work runs/bench_fast/work
   run benchmarks/model_coverage.py --size 64 --models torchvision/resnet18 timm/efficientnet_b0
 else
   run benchmarks/flops_speed.py
@@ -72,6 +73,7 @@ else
   run benchmarks/accuracy_vs_latency.py
   run benchmarks/fashion_mnist.py   # needs: apt-get install dataset-fashion-mnist
   run benchmarks/within_budget.py   # (in fashion_mnist.py's work folder)
+  run benchmarks/search_variance.py # (the same)
   run benchmarks/model_coverage.py  # needs: pip install --no-deps torchvision timm (skipped without them)
 fi
 echo

@@ -244,6 +244,28 @@ def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path
     assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 4).all()
 
 
+def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, tmp_path):
+    """--quick: one winner per search seed, each within the budget as predicted, fine-tuned with every seed, and the
+    summary spreads the winners' means (not the accuracies, which mean nothing here)."""
+    import pandas as pd
+
+    sv = _bench_module("search_variance")
+    sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    rows = pd.read_csv(tmp_path / "search_variance_quick.csv", comment="#")
+    q = fashion.Settings(**fashion.QUICK)
+    assert list(rows.columns) == sv.COLUMNS and len(rows) == 2 * len(q.seeds)  # search seeds 0 and 1
+    assert sorted(zip(rows["search_seed"], rows["seed"])) == [(k, t) for k in (0, 1) for t in q.seeds]
+    assert (rows["predicted_ms"] <= rows["budget_ms"] + 1e-4).all() and rows["fitness"].between(0, 1).all()
+    for _, got in rows.groupby("search_seed"):  # one network per search, fine-tuned with each seed
+        assert got["encoding"].nunique() == 1 and got["fitness"].nunique() == 1
+    text = (tmp_path / "search_variance_quick.md").read_text()
+    means = rows.groupby("search_seed")["test_acc"].mean()
+    assert f"winners' means {means.min():.4f}-{means.max():.4f}" in text and "over 2 searches" in text
+    # a rerun resumes: the searches and fine-tunes are kept, and give the same rows
+    sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    assert pd.read_csv(tmp_path / "search_variance_quick.csv", comment="#").equals(rows)
+
+
 def _bench_module(name):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

@@ -1,0 +1,142 @@
+"""How much does the search's own randomness move the network it picks? (the default search, run with other seeds)
+
+    python benchmarks/search_variance.py [--model resnet20] [--fractions 0.5] [--search-seeds 0 1 2 3] [--quick]
+
+fashion_mnist.py reports one search per budget. Within a budget its methods land within a few
+tenths of a point of each other, so whether hwprune's default path beats L1 there can hang on
+which network one search happened to find. Here, in fashion_mnist.py's set-up (its latency table,
+trained dense network and budgets, kept under its ``--work``; made when missing), the default
+search (:func:`fashion_mnist.search_config`, the inherit evaluator with 20 tuning steps) runs
+once per search seed and budget, the budget alone; its fittest candidate measured within the
+budget (as fashion_mnist.py's ``hwprune`` picks) is fine-tuned as that benchmark fine-tunes,
+with its 3 seeds. The summary gives each winner's fitness and mean test top-1, their spread
+over search seeds, and fashion_mnist.py's uniform and L1 networks of the same budget from its
+results (same dense network and budgets) for reference.
+
+Writes ``benchmarks/results/search_variance.csv`` (one row per search seed and fine-tuning seed)
+and ``search_variance.md``. ``--quick`` runs in seconds on the bundled data (the test suite
+runs it). Every search and fine-tune is kept, and a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_vs_latency as avl  # noqa: E402  (the environment record)
+import bench_common as common  # noqa: E402
+import fashion_mnist as fm  # noqa: E402
+
+import hwprune as hp  # noqa: E402
+from hwprune.core.importance import order_channels  # noqa: E402
+from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
+from hwprune.search import search  # noqa: E402
+from hwprune.search.measured import fittest_candidates  # noqa: E402
+from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = ["model", "budget_fraction", "budget_ms", "search_seed", "encoding", "fitness", "predicted_ms",
+           "measured_ms", "seed", "test_acc", "val_acc", "search_seconds"]
+
+
+def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[int], work: Path, workers: int,
+        say) -> list[dict]:
+    s = replace(s.for_model(model), fractions=fractions)
+    p = fm.prepare(model, s, work, workers, say)
+    space, loaders, table = p.space, p.loaders, p.table
+    folder = work / "search_variance"
+    dense, _ = hp.load_pruned(p.dense_path)
+    inherit = InheritEvaluator(space, order_channels(space, dense, data=loaders.calib))
+    winners = {}
+    for f, b in p.budgets:
+        for seed in search_seeds:
+            path = folder / f"{f}_search{seed}" / "winner.json"
+            if not path.exists():
+                say(f"== {model} {f:.0%} ({b:.4f} ms): search seed {seed}")
+                t = time.time()
+                res = search(inherit, loaders.val, loaders.calib, table=table, latency_ms=[b],
+                             config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say)
+                pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, 0, res.best[0]["encoding"])]
+                picked = fm.fittest_within(pool, b, p.measure, space, s.measure_top, say)
+                fitness = dict((tuple(e), v) for e, v in pool)[tuple(picked["encoding"])]
+                write_json(path, {**picked, "fitness": fitness, "search_seconds": round(time.time() - t, 1)})
+            winners[(f, seed)] = json.loads(path.read_text())
+    say(f"== {model}: fine-tune every winner ({s.finetune_epochs} epochs, seeds {s.seeds})")
+    fm.run_pool([{"kind": "finetune", "model": model, "seed": t, "settings": asdict(s), "dense": str(p.dense_path),
+                  "encoding": w["encoding"], "ratio": None, "label": f"{f:.0%} search {seed} seed {t}",
+                  "out": str(folder / f"{f}_search{seed}" / f"s{t}" / "result.json")}
+                 for (f, seed), w in winners.items() for t in s.seeds], workers, say)
+    rows = []
+    for (f, seed), w in winners.items():
+        b = dict(p.budgets)[f]
+        for t in s.seeds:
+            r = json.loads((folder / f"{f}_search{seed}" / f"s{t}" / "result.json").read_text())
+            rows.append({"model": model, "budget_fraction": f, "budget_ms": round(b, 4), "search_seed": seed,
+                         "encoding": " ".join(map(str, w["encoding"])), "fitness": round(w["fitness"], 4),
+                         "predicted_ms": round(table.predict(w["encoding"]), 4), "measured_ms": w["measured_ms"],
+                         "seed": t, "test_acc": round(r["test_acc"], 4), "val_acc": round(r["val_acc"], 4),
+                         "search_seconds": w["search_seconds"]})
+    return rows
+
+
+def summary(rows: list[dict], reference: list[dict]) -> str:
+    """Per budget, each search seed's winner (fitness, mean test top-1 over the fine-tuning seeds), the spread of
+    those means, and fashion_mnist.py's uniform and L1 means at the same budget (``reference``: its CSV rows)."""
+    lines = ["| model | budget | search seed | fitness | test top-1 (mean ± std over seeds) | encoding |",
+             "|---|---|---|---|---|---|"]
+    spread = []
+    for key in dict.fromkeys((r["model"], float(r["budget_fraction"])) for r in rows):
+        means = []
+        for seed in dict.fromkeys(r["search_seed"] for r in rows if (r["model"], float(r["budget_fraction"])) == key):
+            got = [r for r in rows if (r["model"], float(r["budget_fraction"]), r["search_seed"]) == (*key, seed)]
+            acc = [float(r["test_acc"]) for r in got]
+            means.append(np.mean(acc))
+            lines.append(f"| {key[0]} | {key[1]:.0%} | {seed} | {float(got[0]['fitness']):.4f} | "
+                         f"{np.mean(acc):.4f} ± {np.std(acc):.4f} | `{got[0]['encoding']}` |")
+        ref = {m: np.mean([float(r["test_acc"]) for r in reference if r["model"] == key[0] and r["method"] == m
+                           and r["budget_fraction"] and float(r["budget_fraction"]) == key[1]] or [np.nan])
+               for m in ("uniform", "l1", "hwprune")}
+        known = ", ".join(f"{m} {v:.4f}" for m, v in ref.items() if not np.isnan(v))
+        spread.append(f"{key[0]} {key[1]:.0%}: winners' means {min(means):.4f}-{max(means):.4f} (mean "
+                      f"{np.mean(means):.4f}, std {np.std(means):.4f}) over {len(means)} searches"
+                      + (f"; fashion_mnist.py's results at this budget: {known}" if known else ""))
+    return "\n".join(lines + [""] + spread)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--fractions", nargs="+", type=float, default=[0.5])
+    ap.add_argument("--search-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
+    ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
+    args = ap.parse_args(argv)
+    s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
+    seeds = args.search_seeds[:2] if args.quick else args.search_seeds
+    work = Path(args.work) / ("quick" if args.quick else "full")
+    common.claim_work(work, fm.claimed(s))  # the work folder of fashion_mnist.py with these settings
+    torch.set_num_threads(args.workers)
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    stem = "search_variance_quick" if args.quick else "search_variance"
+    rows = run(args.model, s, args.fractions, seeds, work / args.model, args.workers, say)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = out / ("fashion_mnist_quick.csv" if args.quick else "fashion_mnist.csv")
+    text = summary(rows, common.read_csv(reference) if reference.exists() else [])
+    write_atomic(out / f"{stem}.csv", common.csv_text(rows, avl.environment(), COLUMNS))
+    write_atomic(out / f"{stem}.md", text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
