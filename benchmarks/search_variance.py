@@ -64,7 +64,8 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
                 t = time.time()
                 res = search(inherit, loaders.val, loaders.calib, table=table, latency_ms=[b],
                              config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say)
-                pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, 0, res.best[0]["encoding"])]
+                ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"])
+                pool = [(h["encoding"], h["fitness"]) for h in ranked]
                 picked = fm.fittest_within(pool, b, p.measure, space, s.measure_top, say)
                 fitness = dict((tuple(e), v) for e, v in pool)[tuple(picked["encoding"])]
                 write_json(path, {**picked, "fitness": fitness, "search_seconds": round(time.time() - t, 1)})
