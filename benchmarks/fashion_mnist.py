@@ -58,6 +58,7 @@ from hwprune.core.macs import count_macs  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
+from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
@@ -345,7 +346,7 @@ def uniform_within(space, table, budget_ms: float, measure, top: int, say) -> di
     budget (of those the table predicts within it, widest first; where it predicts none, the narrowest): what a
     user slimming every layer alike would ship, held to the same measured budget as L1's ratio and the searched
     networks."""
-    widths = dict.fromkeys(tuple(space.uniform(r)) for r in np.round(np.arange(1.0, 0.0, -0.01), 2))
+    widths = dict.fromkeys(map(tuple, uniform_encodings(space)[1].tolist()))  # the search's uniform networks, once each
     pool = [(list(e), None) for e in widths if table.predict(e) <= budget_ms] or [(list(space.narrowest()), None)]
     return fittest_within(pool, budget_ms, measure, space, top, say, order="width")
 

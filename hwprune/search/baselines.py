@@ -21,15 +21,22 @@ from .budgets import Budget
 from .evaluator import CandidateEvaluator
 from .result import describe
 
-__all__ = ["uniform_baseline", "magnitude_baseline", "magnitude_encodings", "baseline_encodings", "BASELINES"]
+__all__ = ["uniform_baseline", "uniform_encodings", "magnitude_baseline", "magnitude_encodings", "baseline_encodings",
+           "BASELINES"]
 
 BASELINES = ("uniform", "magnitude")
 
 
+def uniform_encodings(space) -> tuple[np.ndarray, np.ndarray]:
+    """Every uniform-width network the baseline considers, widest first: (multipliers (R,), encodings (R, G)), one
+    per width multiplier from 1.0 down in steps of 0.01 (with rounded widths, neighbours can give the same network)."""
+    ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
+    return ratios, np.asarray([space.uniform(r) for r in ratios])
+
+
 def _uniform(ev: CandidateEvaluator, budget: Budget) -> tuple[tuple[int, ...], float] | None:
     """The widest uniform-width network that meets the budget and the multiplier that reached it."""
-    ratios = np.round(np.arange(1.0, 0.0, -0.01), 2)
-    encs = np.asarray([ev.space.uniform(r) for r in ratios])
+    ratios, encs = uniform_encodings(ev.space)
     ok = ev.feasible(encs, budget)
     if not ok.any():
         return None
