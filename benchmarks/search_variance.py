@@ -66,7 +66,7 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
                              config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say)
                 ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"])
                 pool = [(h["encoding"], h["fitness"]) for h in ranked]
-                picked = fm.fittest_within(pool, b, p.measure, space, s.measure_top, say)
+                picked = fm.fittest_within(pool, b, p.within, space, s.measure_top, say)
                 fitness = dict((tuple(e), v) for e, v in pool)[tuple(picked["encoding"])]
                 write_json(path, {**picked, "fitness": fitness, "search_seconds": round(time.time() - t, 1)})
             winners[(f, seed)] = json.loads(path.read_text())
