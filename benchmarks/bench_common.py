@@ -42,11 +42,9 @@ def run_pool(jobs: list[dict], workers: int, say, fn: Callable[[dict], dict]) ->
     table) is not reused: its folder is cleared and the job runs again."""
     for j in jobs:
         out = Path(j["out"])
-        if j.get("encoding") is not None and out.exists():
-            saved = json.loads(out.read_text()).get("encoding")
-            if saved is not None and list(map(int, saved)) != list(map(int, j["encoding"])):
-                say(f"  {j.get('label', out.parent.name)}: the saved result is of another network; fine-tuning again")
-                shutil.rmtree(out.parent)
+        if out.exists() and not same_network(json.loads(out.read_text()), j):
+            say(f"  {j.get('label', out.parent.name)}: the saved result is of another network; fine-tuning again")
+            shutil.rmtree(out.parent)
     todo = [j for j in jobs if not Path(j["out"]).exists()]
     if not todo:
         return
@@ -60,6 +58,15 @@ def run_pool(jobs: list[dict], workers: int, say, fn: Callable[[dict], dict]) ->
     with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
         for k, r in enumerate(pool.imap_unordered(partial(labelled, fn=fn), todo)):
             say(f"  [{k + 1}/{len(todo)}] {r} ({time.time() - started:.0f}s)")
+
+
+def same_network(saved: dict, job: dict) -> bool:
+    """Whether a saved result is of the job's network: the same ``encoding`` (a searched or uniform network) and
+    the same ``ratio`` (Torch-Pruning's), where both name one."""
+    enc, ratio = saved.get("encoding"), saved.get("ratio")
+    if job.get("encoding") is not None and enc is not None and list(map(int, enc)) != list(map(int, job["encoding"])):
+        return False
+    return job.get("ratio") is None or ratio is None or abs(float(ratio) - float(job["ratio"])) < 1e-12
 
 
 def labelled(job: dict, fn: Callable[[dict], dict]) -> str:

@@ -17,15 +17,19 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    weights, then searched). The searched and random networks are the fittest whose
    latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
-   on measured latency. How long each took to choose, PruningNet training included, is
-   ``search_seconds``;
+   on measured latency. "Measured" is always beside the dense network: it is timed first
+   in every interleaved run, and each network is held to its budget at the dense
+   network's level when the budgets were set (:func:`anchored`), since this machine's
+   speed drifts by up to ~10% over hours. How long each took to choose, PruningNet
+   training included, is ``search_seconds``;
 3. fine-tune every chosen network the same way (epochs, schedule, distillation from
    the dense network) from its inherited weights, once per seed;
 4. is the search signal any good? ``tau_candidates`` networks spread over 25-75% of
    the dense latency are scored by each evaluator and fine-tuned the same way;
    Kendall tau and Spearman between fitness and fine-tuned accuracy (also for the
    PruningNet variants of ``pnet_tau_only``, which are not searched);
-5. export every network, measure all of them interleaved with the dense one, and
+5. export every network, measure all of them interleaved with the dense one (``within_budget``
+   held as in 2), and
    time each winner again in a plain onnxruntime session (1 thread, 20 warm-up and
    200 timed runs): the median a user measures, against the table's prediction.
 

@@ -359,13 +359,19 @@ def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
     import json
 
     common = _bench_module("bench_common")
-    for name, enc in (("same", [1, 2]), ("moved", [3, 4])):
+    saved = {"same": {"encoding": [1, 2]}, "moved": {"encoding": [1, 2]},  # searched or uniform networks
+             "same_ratio": {"ratio": 0.5}, "new_ratio": {"ratio": 0.5}}  # Torch-Pruning's, bisected again
+    for name, result in saved.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "result.json").write_text(json.dumps({"encoding": [1, 2], "test_acc": 0.5}))
+        (tmp_path / name / "result.json").write_text(json.dumps({**result, "test_acc": 0.5}))
         (tmp_path / name / "model.pt").write_text("old")
     ran = []
-    jobs = [{"label": n, "encoding": e, "out": str(tmp_path / n / "result.json")}
-            for n, e in (("same", [1, 2]), ("moved", [3, 4]), ("new", [5, 6]))]
+    jobs = [{"label": n, "encoding": e, "ratio": r, "out": str(tmp_path / n / "result.json")}
+            for n, e, r in (("same", [1, 2], None), ("moved", [3, 4], None), ("new", [5, 6], None),
+                            ("same_ratio", None, 0.5), ("new_ratio", None, 0.45))]
     common.run_pool(jobs, 1, lambda m: None, lambda j: ran.append(j["label"]) or {"test_acc": 0.0})
-    assert ran == ["moved", "new"]
-    assert (tmp_path / "same" / "model.pt").exists() and not (tmp_path / "moved" / "model.pt").exists()
+    assert ran == ["moved", "new", "new_ratio"]
+    for name in ("same", "same_ratio"):
+        assert (tmp_path / name / "model.pt").exists()
+    for name in ("moved", "new_ratio"):
+        assert not (tmp_path / name / "model.pt").exists()
