@@ -20,7 +20,7 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    on measured latency. "Measured" is always beside the dense network: it is timed first
    in every interleaved run, and each network is held to its budget at the dense
    network's level when the budgets were set (:func:`anchored`), since this machine's
-   speed drifts by up to ~10% over hours. How long each took to choose, PruningNet
+   speed drifts by 10-20% over hours. How long each took to choose, PruningNet
    training included, is ``search_seconds``;
 3. fine-tune every chosen network the same way (epochs, schedule, distillation from
    the dense network) from its inherited weights, once per seed;
@@ -444,7 +444,7 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
 def anchored(measure, reference, reference_ms: float):
     """``measure`` with ``reference`` (the dense network) timed in the same interleaved run, each result scaled by
     ``reference_ms / its time now``: held against a fraction of the dense network's latency, a network meets it
-    when its share of the dense one timed beside it does. This shared machine's speed drifts by up to ~10% over
+    when its share of the dense one timed beside it does. This shared machine's speed drifts by 10-20% over
     hours (the dense resnet20 measured 0.2874 ms when its budgets were set and 0.3077 ms two hours later), so
     an absolute budget in ms, checked at another time, passes or fails networks by when they were measured."""
     def within(items) -> list[float]:
