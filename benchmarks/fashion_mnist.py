@@ -425,8 +425,9 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": asdict(s), "label": f"{name} dense",
                "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
     lat_path = work / "dense_latency.json"
+    full = space.materialize(space.full())  # the dense network's shape: measured here, then beside every check
     if not lat_path.exists():
-        write_json(lat_path, {"measured_ms": measure([space.materialize(space.full())])[0]})
+        write_json(lat_path, {"measured_ms": measure([full])[0]})
     dense_ms = json.loads(lat_path.read_text())["measured_ms"]
     floor, top = table.predict(space.narrowest()), table.predict(space.full())
     if s.budget_of == "range":
@@ -437,8 +438,8 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
         raise SystemExit(f"no budget of {s.fractions} x {dense_ms:.4f} ms is above the narrowest network's "
                          f"{floor:.4f} ms on this machine")
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
-    return Prepared(space, loaders, table, measure, anchored(measure, space.materialize(space.full()), dense_ms),
-                    dense_dir / "model.pt", budgets, dense_ms)
+    return Prepared(space, loaders, table, measure, anchored(measure, full, dense_ms), dense_dir / "model.pt", budgets,
+                    dense_ms)
 
 
 def anchored(measure, reference, reference_ms: float):
@@ -552,8 +553,8 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
     lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | measured / budget | within budget | "
              "measured / dense | predicted / user median | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
     means = {}
-    # the budgets are fractions of the dense network measured alone; measured among all the others (colder caches)
-    # it is slower, so each network is held to its fraction of the dense one measured side by side in this run
+    # the budgets are fractions of the dense network's latency when they were set; the machine's speed drifts
+    # between then and this run, so each network is held to its fraction of the dense one timed beside it here
     dense_ms = {r["model"]: float(r["measured_ms"]) for r in rows if r["method"] == "dense"}
     for key in dict.fromkeys((r["model"], r["budget_fraction"], r["method"]) for r in rows):
         g = [r for r in rows if (r["model"], r["budget_fraction"], r["method"]) == key]
