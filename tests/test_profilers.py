@@ -145,6 +145,33 @@ def test_waiting_for_a_quiet_machine():
     assert fresh["probe_ms"] == pytest.approx(0.25)  # the first call anchors on what it sees
 
 
+def test_a_machine_that_stays_slower_than_its_anchor_is_not_waited_on_forever():
+    """The anchor moves down with whole visits only, and a lasting slower state stops costing waits."""
+    calls = {"n": 0}
+
+    def slow():  # 25% over the anchor, for good
+        calls["n"] += 1
+        return 0.25
+
+    anchors = {"probe_ms": 0.2}
+    assert not wait_for_quiet(slow, anchors, max_wait_s=0.4)  # waited 0.4 s: half of that is under 0.25 s
+    assert anchors["_patience_s"] == 0.0
+    calls["n"] = 0
+    assert not wait_for_quiet(slow, anchors, max_wait_s=10)  # no wait at all: one probe pair
+    assert calls["n"] == 2
+    assert wait_for_quiet(lambda: 0.2, anchors, max_wait_s=10) and anchors["_patience_s"] == 0.5  # quiet: restored
+    # one fast probe pair inside a visit does not become the anchor; the visit's median does
+    probes = iter([0.2, 0.2] + [0.2, 0.2, 0.15, 0.15, 0.2, 0.2, 0.2, 0.2] * 10)
+    t = {"ns": 0}
+
+    def run(i):
+        t["ns"] += 1000
+
+    interleaved(run, 1, passes=1, runs_per_pass=4, seed=0, rewarm=0, clock=lambda: t["ns"], probe=lambda: next(probes),
+                anchors=anchors, max_wait_s=0)
+    assert anchors["probe_ms"] == pytest.approx(0.2)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the torch CUDA backend needs one")
 def test_torch_cuda_kernels_with_cuda_events():
     prof = get_profiler("torch", "cuda", repeats=10)
