@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "user_times", "claim_work"]
+__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "user_runs", "user_times", "claim_work"]
 
 
 def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
@@ -106,25 +106,43 @@ def csv_text(rows: list[dict], env: dict, columns: list[str] | None = None) -> s
     return buf.getvalue()
 
 
-def user_times(onnx, x, runs: int, warmup: int = 20) -> tuple[float, float]:
-    """(p10, median) in ms of an ONNX model (bytes or a path) on input ``x``, timed as a user times it: a plain
-    onnxruntime session, 1 thread, ``warmup`` runs, then ``runs`` timed ``InferenceSession.run`` calls."""
+def user_runs(models, x, runs: int, rounds: int = 1, warmup: int = 20) -> list:
+    """Each ONNX model's (bytes or a path) run times in ms, timed as a user times it: a plain onnxruntime session,
+    1 thread, ``warmup`` runs, then timed ``InferenceSession.run`` calls; ``runs`` of them per model, in ``rounds``
+    rounds that visit every model in turn (each round warmed up again), so that a burst of load on this shared
+    machine lands on a share of several models' runs instead of on all of one model's. ``x``: the input (zeros of
+    each model's input shape when None)."""
     import numpy as np
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(onnx if isinstance(onnx, (bytes, bytearray)) else str(onnx), opts,
-                                providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = np.empty(runs)
-    for i in range(runs):
-        t = time.perf_counter_ns()
-        sess.run(None, feed)
-        times[i] = (time.perf_counter_ns() - t) / 1e6
+    sessions = []
+    for m in models:
+        sess = ort.InferenceSession(m if isinstance(m, (bytes, bytearray)) else str(m), opts,
+                                    providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        feed = x if x is not None else np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
+        sessions.append((sess, {inp.name: feed}))
+    times: list[list[float]] = [[] for _ in sessions]
+    for r in range(rounds):
+        for i, (sess, feed) in enumerate(sessions):
+            for _ in range(warmup):
+                sess.run(None, feed)
+            for _ in range(runs // rounds + (r < runs % rounds)):
+                t = time.perf_counter_ns()
+                sess.run(None, feed)
+                times[i].append((time.perf_counter_ns() - t) / 1e6)
+    return [np.asarray(t) for t in times]
+
+
+def user_times(onnx, x, runs: int, warmup: int = 20) -> tuple[float, float]:
+    """(p10, median) in ms of an ONNX model (bytes or a path) on input ``x``: :func:`user_runs`, one model, one
+    round of ``runs`` timed runs after ``warmup``."""
+    import numpy as np
+
+    times = user_runs([onnx], x, runs, 1, warmup)[0]
     return float(np.percentile(times, 10)), float(np.median(times))
 
 

@@ -15,7 +15,7 @@ from hwprune.profilers.machine import cpu_name, version_of
 from hwprune.profilers.onnx_graphs import export_network
 
 import net_families
-from bench_common import user_times, write_rows
+from bench_common import user_runs, write_rows
 
 STATISTICS = ("p10", "median")
 
@@ -46,14 +46,20 @@ def networks(seeds, quick: bool, only=None):
             yield f"{family}-{seed}", model, shape, desc
 
 
+def stats(times) -> tuple[float, float]:
+    """(p10, median) of one network's run times."""
+    return float(np.percentile(times, 10)), float(np.median(times))
+
+
 def signed(pred, meas) -> float:
     return float(np.mean(np.asarray(pred) / np.asarray(meas) - 1))
 
 
 def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", repeats: int | None = None,
-        passes: int | None = None) -> None:
+        passes: int | None = None, rounds: int = 1) -> None:
     """``repeats`` / ``passes``: the profiling's (kernel runs per chunk, end-to-end calibration passes), unless
-    :func:`hwprune.profile`'s defaults."""
+    :func:`hwprune.profile`'s defaults; ``rounds``: each network's timed runs in this many rounds over all the
+    networks (:func:`bench_common.user_runs`; 1: all of a network's runs at once)."""
     runs, n = (30, 4) if quick else (200, n)
     effort = {k: v for k, v in (("repeats", repeats), ("passes", passes)) if v is not None}
     rows, points = [], []
@@ -75,8 +81,8 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
             encs = [space.full(), space.narrowest()] + [space.sample(rng) for _ in range(n - 2)]
             blobs = [export_network(space.materialize(e), shape) for e in encs]
             x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-            first = [user_times(b, x, runs) for b in blobs]
-            retest = [user_times(b, x, runs) for b in reversed(blobs)][::-1]
+            first = [stats(t) for t in user_runs(blobs, x, runs, rounds)]
+            retest = [stats(t) for t in user_runs(blobs[::-1], x, runs, rounds)][::-1]
             # the same tables profiled again from nothing (another kernel store), after the networks were timed:
             # how far a table's own figures move between two profilings, against the same measurement
             tables_again = profile(store_again)
@@ -109,7 +115,7 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                       f"{row['reprofiled_spearman']:.3f}, {row['tables_apart']:.1%} apart", flush=True)
     suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
-            f"{runs} timed runs per network, {time.strftime('%Y-%m-%d %H:%M')}\n")
+            f"{runs} timed runs per network{f' in {rounds} interleaved rounds' if rounds > 1 else ''}, {time.strftime('%Y-%m-%d %H:%M')}\n")
     write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
     write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
     plot(points, results / f"latency_fidelity_families{suffix}.png")

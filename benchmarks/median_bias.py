@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,29 +31,6 @@ import hwprune as hp  # noqa: E402
 from hwprune.files.atomic import write_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def user_times(paths: list[Path], runs: int, rounds: int = 5) -> list[np.ndarray]:
-    """Each network timed in a plain session (1 thread), ``runs`` runs spread over ``rounds`` interleaved rounds."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sessions = []
-    for p in paths:
-        sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
-        sessions.append((sess, {sess.get_inputs()[0].name: np.zeros(shape, np.float32)}))
-    times: list[list[float]] = [[] for _ in paths]
-    for _ in range(rounds):
-        for i, (sess, feed) in enumerate(sessions):
-            for _ in range(20):
-                sess.run(None, feed)
-            for _ in range(runs // rounds):
-                t = time.perf_counter()
-                sess.run(None, feed)
-                times[i].append((time.perf_counter() - t) * 1e3)
-    return [np.asarray(t) for t in times]
 
 
 def main(argv=None) -> None:
@@ -76,7 +52,7 @@ def main(argv=None) -> None:
             out=work / f"latency_table_run_{stat}.csv", quiet=True)
     nets = [("dense", work / "dense")] + [(f"{m} {f:.0%}", work / f"{m}_{f}_s{s.seeds[0]}")
                                           for m in fm.METHODS if m != "l1" for f in s.fractions]
-    measured = user_times([d / "model.onnx" for _, d in nets], args.runs)
+    measured = common.user_runs([d / "model.onnx" for _, d in nets], None, args.runs, rounds=5)
     rows = []
     for (label, folder), t in zip(nets, measured):
         enc = json.loads((folder / "result.json").read_text())["encoding"]

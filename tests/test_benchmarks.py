@@ -144,14 +144,22 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     s = fashion.Settings()
     said = []
     fresh = fashion.reusable({}, s, said.append)
-    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER} and not said
+    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER,
+                     "table_scale": 1.0} and not said
     saved = {**fresh, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3}, "hwprune": {"0.3": 4}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
     bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)
-    assert set(bigger) == {"search", "meter", "uniform", "l1"} and bigger["search"]["population"] == s.population + 1
+    assert set(bigger) == {"search", "meter", "table_scale", "uniform", "l1"}
+    assert bigger["search"]["population"] == s.population + 1
     older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
-    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "uniform", "l1"}
+    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "table_scale", "uniform", "l1"}
     assert len(said) == 2 and "searching again" in said[0]
+    # the table asked for other budgets (its dense prediction moved against the measured one): every network the
+    # table picked (uniform, random, searched) again; L1's ratio, bisected on measured latency alone, holds
+    rescaled = fashion.reusable(saved, s, said.append, table_scale=1.05)
+    assert set(rescaled) == {"search", "meter", "table_scale", "l1"} and rescaled["table_scale"] == 1.05
+    assert "every network but L1's again" in said[-1]
+    assert fashion.reusable(rescaled, s, said.append, table_scale=1.05) == rescaled
     # held to the budget in ms alone (before the dense network was timed beside them): nothing holds, L1 included
     unanchored = {k: v for k, v in saved.items() if k != "meter"}
     assert fashion.reusable(unanchored, s, said.append) == fresh and "choosing again" in said[-1]
@@ -200,12 +208,14 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
 
     said = []
 
-    def pick(budget, slower):
-        return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append)
+    def pick(budget, slower, table_scale=1.0):
+        return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append, table_scale)
 
     assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 3.3}  # widest predicted within
     assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 1, "measured_ms": 2.6}  # measured over: one narrower
     assert "candidate 2 in width order" in said[-1]
+    # a table that puts networks 20% high is asked for 1.2 x the budget: the width it would have left unused
+    assert pick(3.5, -0.5, table_scale=1.2) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.5}
     assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted within: the narrowest, and it says so
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
 
@@ -320,6 +330,22 @@ def test_generated_families_are_reproducible_and_pruned_with_parity():
         check_parity(m1, space, torch.randn(*s1), samples=2)
     with pytest.raises(ValueError, match="family must be one of"):
         nf.make("vgg", 0)
+
+
+def test_user_runs_times_every_model_runs_times_over_its_rounds():
+    """The user's timing loop: ``runs`` times per model however they split into rounds (7 over 3 rounds: 3+2+2),
+    each a real duration; p10 never above the median."""
+    pytest.importorskip("onnxruntime")
+    from hwprune.profilers.onnx_graphs import export_network
+
+    common = _bench_module("bench_common")
+    models = [export_network(nn.Conv2d(3, c, 3, padding=1).eval(), (1, 3, 8, 8)) for c in (4, 8)]
+    for rounds in (1, 3):
+        times = common.user_runs(models, None, 7, rounds=rounds, warmup=1)
+        assert [len(t) for t in times] == [7, 7]
+        assert all((t > 0).all() and np.isfinite(t).all() for t in times)
+    p10, median = common.user_times(models[0], np.zeros((1, 3, 8, 8), np.float32), 9, warmup=1)
+    assert 0 < p10 <= median
 
 
 def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tmp_path):
