@@ -259,9 +259,12 @@ def search_config(s: Settings, seed: int = 0) -> SearchConfig:
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed)
 
 
-def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
+def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say,
+           table_scale: float = 1.0):
     """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
-    evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones)."""
+    evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones). The
+    table is asked for ``table_scale`` x each budget (:class:`Prepared`); ``measure`` holds every network to the
+    budget itself."""
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
     ordered = order_channels(space, dense, data=loaders.calib)  # the default order (Taylor)
@@ -273,8 +276,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     for variant in dict.fromkeys(s.pnet_methods + s.pnet_tau_only):
         pnet, train_seconds[variant] = train_pnet(variant, s, work, space, ordered, loaders, table)
         evaluators[variant] = PruningNetEvaluator(pnet)
-    chosen = reusable(json.loads(path.read_text()) if path.exists() else {}, s, say)
-    lats = [b for _, b in budgets]
+    chosen = reusable(json.loads(path.read_text()) if path.exists() else {}, s, say, table_scale)
+    lats = [b * table_scale for _, b in budgets]
     searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds.get(v, 0.0))
                                               for v in s.inherit_methods + s.pnet_methods]
     for method, ev, extra in searches:
@@ -294,7 +297,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         # (a uniform network without "measured_rank" was chosen by the table alone, before it was measured: again)
         if "measured_rank" not in chosen.setdefault("uniform", {}).get(str(f), {}):
             t = time.time()
-            chosen["uniform"][str(f)] = {**uniform_within(space, table, b, measure, s.measure_top, say),
+            chosen["uniform"][str(f)] = {**uniform_within(space, table, b, measure, s.measure_top, say, table_scale),
                                          "search_seconds": round(time.time() - t, 1)}
         if str(f) not in chosen.setdefault("random", {}):  # the best of N random networks, same evaluator
             t = time.time()
@@ -302,8 +305,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             # to it; under it where the window is empty): the search without its evolution
             pool = draw_encodings(space, rng, 200 * s.random_candidates)
             lat = table.predict_batch(pool)
-            window = (lat <= b) & (lat >= cfg.min_fraction * b)
-            feasible = [tuple(map(int, e)) for e in pool[window if window.any() else lat <= b]][: s.random_candidates] \
+            asked = b * table_scale
+            window = (lat <= asked) & (lat >= cfg.min_fraction * asked)
+            feasible = [tuple(map(int, e)) for e in pool[window if window.any() else lat <= asked]][: s.random_candidates] \
                 or [space.narrowest()]
             val = limited(loaders.val, s.val_batches)
             scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]  # the default's
@@ -319,18 +323,23 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     return chosen, evaluators
 
 
-def reusable(chosen: dict, s: Settings, say) -> dict:
+def reusable(chosen: dict, s: Settings, say, table_scale: float = 1.0) -> dict:
     """What of a saved ``chosen.json`` still holds under ``s``: all of it when it was chosen with the same search
-    settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks); none of it
-    when it was held to the budget another way (:data:`METER`)."""
-    searched = {k: getattr(s, k) for k in SEARCH_SETTINGS}
+    settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks); only L1's
+    (which never asks the table) when the table was asked for other budgets (``table_scale``); none of it when it
+    was held to the budget another way (:data:`METER`)."""
+    searched, scale = {k: getattr(s, k) for k in SEARCH_SETTINGS}, round(table_scale, 4)
     if chosen and chosen.get("meter") != METER:  # held to absolute ms measured at another time: all again
         say("  the networks were chosen against the budget in ms, not beside the dense network: choosing again")
-        return {"search": searched, "meter": METER}
+        return {"search": searched, "meter": METER, "table_scale": scale}
+    if chosen and chosen.get("table_scale", 1.0) != scale:
+        say(f"  the table was asked for {chosen.get('table_scale', 1.0)} x each budget, now {scale} x: choosing "
+            f"every network but L1's again")
+        chosen = {m: v for m, v in chosen.items() if m in ("l1", "search")}
     if chosen and chosen.get("search") != searched:
         say(f"  search settings changed ({chosen.get('search')} -> {searched}): searching again")
         chosen = {m: v for m, v in chosen.items() if m in ("uniform", "l1")}
-    return {**chosen, "search": searched, "meter": METER}
+    return {**chosen, "search": searched, "meter": METER, "table_scale": scale}
 
 
 def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, order: str = "fitness") -> dict:
@@ -350,13 +359,14 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
     return {"encoding": list(pool[0][0]), "measured_rank": None, "measured_ms": None}
 
 
-def uniform_within(space, table, budget_ms: float, measure, top: int, say) -> dict:
+def uniform_within(space, table, budget_ms: float, measure, top: int, say, table_scale: float = 1.0) -> dict:
     """The widest uniform-width network whose latency, measured as every method's final network is, meets the
-    budget (of those the table predicts within it, widest first; where it predicts none, the narrowest): what a
-    user slimming every layer alike would ship, held to the same measured budget as L1's ratio and the searched
-    networks."""
+    budget (of those the table predicts within ``table_scale`` x it, widest first; where it predicts none, the
+    narrowest): what a user slimming every layer alike would ship, held to the same measured budget as L1's ratio
+    and the searched networks."""
     widths = dict.fromkeys(map(tuple, uniform_encodings(space)[1].tolist()))  # the search's uniform networks, once each
-    pool = [(list(e), None) for e in widths if table.predict(e) <= budget_ms] or [(list(space.narrowest()), None)]
+    pool = [(list(e), None) for e in widths if table.predict(e) <= budget_ms * table_scale] \
+        or [(list(space.narrowest()), None)]
     return fittest_within(pool, budget_ms, measure, space, top, say, order="width")
 
 
@@ -401,6 +411,10 @@ class Prepared:
     dense_path: Path
     budgets: list[tuple[float, float]]
     dense_ms: float  # the dense network's latency when the budgets were set
+    # the table's prediction of the dense network over its measured latency: a budget is asked of the table as the
+    # same fraction of its own dense prediction (b x table_scale: what `hwprune search --latency-fraction` does), so a
+    # table that puts every network 5% high does not leave 5% of each budget unused
+    table_scale: float = 1.0
 
 
 def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
@@ -438,8 +452,10 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
         raise SystemExit(f"no budget of {s.fractions} x {dense_ms:.4f} ms is above the narrowest network's "
                          f"{floor:.4f} ms on this machine")
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
+    table_scale = 1.0 if s.budget_of == "range" else top / dense_ms  # "range": the budgets are the table's already
+    say(f"  the table predicts the dense network at {top:.4f} ms: asked for {table_scale:.3f} x each budget")
     return Prepared(space, loaders, table, measure, anchored(measure, full, dense_ms), dense_dir / "model.pt", budgets,
-                    dense_ms)
+                    dense_ms, table_scale)
 
 
 def anchored(measure, reference, reference_ms: float):
@@ -465,7 +481,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     dense_dir = dense_path.parent
 
     say(f"== {name}: choose a network per budget with every method")
-    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say)
+    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say,
+                                p.table_scale)
 
     say(f"== {name}: fine-tune every chosen network ({s.finetune_epochs} epochs, seeds {s.seeds})")
     jobs = []
