@@ -144,22 +144,20 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     s = fashion.Settings()
     said = []
     fresh = fashion.reusable({}, s, said.append)
-    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER,
-                     "table_scale": 1.0} and not said
-    saved = {**fresh, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3}, "hwprune": {"0.3": 4}}
+    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER} and not said
+    saved = {**fresh, "asked": {"0.3": 0.9}, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3},
+             "hwprune": {"0.3": 4}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
     bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)
-    assert set(bigger) == {"search", "meter", "table_scale", "uniform", "l1"}
+    assert set(bigger) == {"search", "meter", "asked", "uniform", "l1"}
     assert bigger["search"]["population"] == s.population + 1
     older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
-    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "table_scale", "uniform", "l1"}
+    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "asked", "uniform", "l1"}
     assert len(said) == 2 and "searching again" in said[0]
-    # the table asked for other budgets (its dense prediction moved against the measured one): every network the
-    # table picked (uniform, random, searched) again; L1's ratio, bisected on measured latency alone, holds
-    rescaled = fashion.reusable(saved, s, said.append, table_scale=1.05)
-    assert set(rescaled) == {"search", "meter", "table_scale", "l1"} and rescaled["table_scale"] == 1.05
-    assert "every network but L1's again" in said[-1]
-    assert fashion.reusable(rescaled, s, said.append, table_scale=1.05) == rescaled
+    # chosen with the table asked for the budgets themselves: every network the table picked (uniform, random,
+    # searched) again; L1's ratio, bisected on measured latency alone, holds
+    unasked = fashion.reusable({k: v for k, v in saved.items() if k != "asked"}, s, said.append)
+    assert set(unasked) == {"search", "meter", "l1"} and "every network but L1's again" in said[-1]
     # held to the budget in ms alone (before the dense network was timed beside them): nothing holds, L1 included
     unanchored = {k: v for k, v in saved.items() if k != "meter"}
     assert fashion.reusable(unanchored, s, said.append) == fresh and "choosing again" in said[-1]
@@ -187,6 +185,27 @@ def test_networks_are_held_to_the_budget_beside_the_dense_network(fashion):
     assert alone["measured_rank"] is None and "none of the first 2" in said[-1]
 
 
+def test_the_table_is_asked_for_what_it_predicts_at_each_budget(fashion):
+    """A table that over-predicts small networks more than large ones (an overhead it puts too high): each budget is
+    asked of it as the median predicted / measured ratio of the networks it puts near that budget."""
+    space = hp.SearchSpace.from_model(nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3)).eval(),
+                                      (1, 3, 8, 8), ratios=(0.25, 0.5, 0.75, 1.0))
+
+    class Table:  # predicted ms: 0.1 + the width index; "measured": the width index alone
+        def predict_batch(self, encs):
+            return 0.1 + np.asarray(encs, float).sum(axis=1)
+
+    def measured(nets):  # widths 4, 8, 12, 16: index = width / 4 - 1
+        return [float(next(m for m in n.modules() if isinstance(m, nn.Conv2d)).out_channels / 4 - 1) for n in nets]
+
+    assert space.num_choices == [4]
+    assert measured([space.materialize(e) for e in (space.full(), space.narrowest())]) == [3.0, 0.0]
+    said = []
+    asked = fashion.asked_budgets(space, Table(), [(0.3, 1.1), (0.5, 3.1)], measured, said.append, n=3)
+    assert asked == pytest.approx({"0.3": 1.1 * 1.1 / 1.0, "0.5": 3.1 * 3.1 / 3.0}, abs=1e-5)  # (kept to 5 decimals)
+    assert "asking it for" in said[-1]
+
+
 def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
     """The uniform baseline is held to the measured budget, as L1's ratio and the searched networks are."""
     class Space:  # four uniform widths, 1-4 ms predicted
@@ -208,14 +227,14 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
 
     said = []
 
-    def pick(budget, slower, table_scale=1.0):
-        return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append, table_scale)
+    def pick(budget, slower, asked=None):
+        return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append, asked)
 
     assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 3.3}  # widest predicted within
     assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 1, "measured_ms": 2.6}  # measured over: one narrower
     assert "candidate 2 in width order" in said[-1]
-    # a table that puts networks 20% high is asked for 1.2 x the budget: the width it would have left unused
-    assert pick(3.5, -0.5, table_scale=1.2) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.5}
+    # a table that puts networks 0.5 ms high, asked for what it predicts at the budget: the width it would have left
+    assert pick(3.5, -0.5, asked=4.0) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.5}
     assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted within: the narrowest, and it says so
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
 
