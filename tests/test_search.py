@@ -243,10 +243,16 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     assert best["measured_rank"] == best["measured_checked"] - 1 > 0 and best["fitness"] <= winner["fitness"]
     assert best["encoding"] == list(pool[best["measured_rank"]]["encoding"]) and said
     assert best["uniform"] == winner["uniform"]  # the baselines are the search's
+    assert best["table_over_measured"] < 1 and not any("unused" in m for m in said)  # the table under-predicts
     fast = FakeProfiler(network_scale=0.5)  # a machine faster than the table: the winner stays
     res2 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
-    meet_measured(res2, space, table, top=4, profiler=fast, log=lambda s: None)
+    said = []
+    meet_measured(res2, space, table, top=4, profiler=fast, log=said.append)
     assert res2.best[0]["measured_rank"] == 0 and res2.best[0]["encoding"] == winner["encoding"]
+    # the winner measures well under the budget: what to ask the table for instead (the budget x its over-prediction)
+    ratio = res2.best[0]["table_over_measured"]
+    assert ratio == pytest.approx(winner["latency_ms"] / res2.best[0]["measured_ms"], rel=1e-3) and ratio > 1.02
+    assert "unused" in said[-1] and f"--latency-ms {budget * ratio:.4g}" in said[-1]
     with pytest.raises(hp.HwpruneError, match="top and rounds must be positive"):
         meet_measured(res2, space, table, top=0, profiler=fast)
 
