@@ -20,8 +20,10 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    on measured latency. "Measured" is always beside the dense network: it is timed first
    in every interleaved run, and each network is held to its budget at the dense
    network's level when the budgets were set (:func:`anchored`), since this machine's
-   speed drifts by 10-20% over hours. How long each took to choose, PruningNet
-   training included, is ``search_seconds``;
+   speed drifts by 10-20% over hours. Every method that picks its network with the table
+   (uniform, random, searched) asks it for the budget times what it over-predicts there
+   (:func:`asked_budgets`). How long each took to choose, PruningNet training included, is
+   ``search_seconds``;
 3. fine-tune every chosen network the same way (epochs, schedule, distillation from
    the dense network) from its inherited weights, once per seed;
 4. is the search signal any good? ``tau_candidates`` networks spread over 25-75% of
