@@ -15,7 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "user_runs", "user_times", "claim_work"]
+__all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_csv", "write_rows", "user_runs",
+           "user_times", "p10_median", "claim_work"]
 
 
 def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
@@ -137,13 +138,17 @@ def user_runs(models, x, runs: int, rounds: int = 1, warmup: int = 20) -> list:
     return [np.asarray(t) for t in times]
 
 
+def p10_median(times) -> tuple[float, float]:
+    """(p10, median) of one model's run times."""
+    import numpy as np
+
+    return float(np.percentile(times, 10)), float(np.median(times))
+
+
 def user_times(onnx, x, runs: int, warmup: int = 20) -> tuple[float, float]:
     """(p10, median) in ms of an ONNX model (bytes or a path) on input ``x``: :func:`user_runs`, one model, one
     round of ``runs`` timed runs after ``warmup``."""
-    import numpy as np
-
-    times = user_runs([onnx], x, runs, 1, warmup)[0]
-    return float(np.percentile(times, 10)), float(np.median(times))
+    return p10_median(user_runs([onnx], x, runs, 1, warmup)[0])
 
 
 def write_rows(path: Path, rows: list[dict], head: str) -> None:

@@ -357,9 +357,9 @@ def asked_budgets(space, table, budgets, measure, say, n: int = 5, seed: int = 0
     pool = draw_encodings(space, rng, 20000)
     lat = table.predict_batch(pool)
     for f, b in budgets:
-        near = pool[np.argsort(np.abs(lat - b), kind="stable")[:n]]
-        ms = np.asarray(measure([space.materialize(tuple(map(int, e))) for e in near]))
-        ratio = float(np.median(table.predict_batch(near) / ms))
+        nearest = np.argsort(np.abs(lat - b), kind="stable")[:n]
+        ms = np.asarray(measure([space.materialize(tuple(map(int, e))) for e in pool[nearest]]))
+        ratio = float(np.median(lat[nearest] / ms))
         out[str(f)] = round(b * ratio, 5)
         say(f"  {b:.4f} ms budget: the table puts {n} networks near it at {ratio:.3f} x their measured latency; "
             f"asking it for {out[str(f)]:.4f} ms")

@@ -15,7 +15,7 @@ from hwprune.profilers.machine import cpu_name, version_of
 from hwprune.profilers.onnx_graphs import export_network
 
 import net_families
-from bench_common import user_runs, write_rows
+from bench_common import p10_median, user_runs, write_rows
 
 STATISTICS = ("p10", "median")
 
@@ -44,11 +44,6 @@ def networks(seeds, quick: bool, only=None):
         for seed in seeds:
             model, shape, desc = net_families.make(family, seed)
             yield f"{family}-{seed}", model, shape, desc
-
-
-def stats(times) -> tuple[float, float]:
-    """(p10, median) of one network's run times."""
-    return float(np.percentile(times, 10)), float(np.median(times))
 
 
 def signed(pred, meas) -> float:
@@ -81,8 +76,8 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
             encs = [space.full(), space.narrowest()] + [space.sample(rng) for _ in range(n - 2)]
             blobs = [export_network(space.materialize(e), shape) for e in encs]
             x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-            first = [stats(t) for t in user_runs(blobs, x, runs, rounds)]
-            retest = [stats(t) for t in user_runs(blobs[::-1], x, runs, rounds)][::-1]
+            first = [p10_median(t) for t in user_runs(blobs, x, runs, rounds)]
+            retest = [p10_median(t) for t in user_runs(blobs[::-1], x, runs, rounds)][::-1]
             # the same tables profiled again from nothing (another kernel store), after the networks were timed:
             # how far a table's own figures move between two profilings, against the same measurement
             tables_again = profile(store_again)
@@ -114,8 +109,9 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                       f"{row['retest_spearman']:.3f} | profiled again: bias {row['reprofiled_bias']:+.1%}, Spearman "
                       f"{row['reprofiled_spearman']:.3f}, {row['tables_apart']:.1%} apart", flush=True)
     suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
+    spread = f" in {rounds} interleaved rounds" if rounds > 1 else ""
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
-            f"{runs} timed runs per network{f' in {rounds} interleaved rounds' if rounds > 1 else ''}, {time.strftime('%Y-%m-%d %H:%M')}\n")
+            f"{runs} timed runs per network{spread}, {time.strftime('%Y-%m-%d %H:%M')}\n")
     write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
     write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
     plot(points, results / f"latency_fidelity_families{suffix}.png")

@@ -52,11 +52,11 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
             batch = pool[start:start + top]
             ms = profiler.measure_networks([space.materialize(c["encoding"]) for c in batch], space.input_shapes[0],
                                            passes=passes, runs_per_pass=runs_per_pass, seed=i)
-            for rank, (c, m) in enumerate(zip(batch, ms), start):
+            for rank, (c, m) in enumerate(zip(batch, (m.value(table.statistic) for m in ms)), start):
                 checked += 1
-                ratios.append(c["latency_ms"] / m.value(table.statistic))
-                if m.value(table.statistic) <= budget.latency_ms:
-                    chosen = (rank, c, m.value(table.statistic))
+                ratios.append(c["latency_ms"] / m)
+                if m <= budget.latency_ms:
+                    chosen = (rank, c, m)
                     break
             if chosen is not None:
                 break
