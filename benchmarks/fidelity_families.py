@@ -13,6 +13,7 @@ import hwprune as hp
 from hwprune.latency.fidelity import agreement
 from hwprune.profilers.machine import cpu_name, version_of
 from hwprune.profilers.onnx_graphs import export_network
+from hwprune.profilers.registry import get_profiler
 
 import net_families
 from bench_common import p10_median, user_runs, write_rows
@@ -64,9 +65,13 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
             space = hp.SearchSpace.from_model(model, shape, ratios=(0.25, 0.5, 0.75, 1.0))
 
             def profile(into):
+                # --quick (the test suite's): fewer runs, and at most 1 s of waiting for a quiet machine (as the
+                # profiler tests wait): 0.2 s once gave a 16x16 network's p10 table an overhead that put a network at
+                # or under 0 ms on a machine flipping between two speeds
+                fast = {"passes": 2, "profiler": get_profiler("onnxruntime", "cpu", threads=1, repeats=repeats or 5,
+                                                              max_wait_s=1)} if quick else {}
                 return {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=into,
-                                      calibrate=4 if quick else 16, quiet=True,
-                                      **({"repeats": 5, "passes": 2} if quick else {}), **effort)
+                                      calibrate=4 if quick else 16, quiet=True, **fast, **effort)
                         for s in STATISTICS}
 
             t = time.time()

@@ -172,6 +172,27 @@ def test_a_machine_that_stays_slower_than_its_anchor_is_not_waited_on_forever():
     assert anchors["probe_ms"] == pytest.approx(0.2)
 
 
+def test_the_environment_sets_how_long_a_profiler_waits_for_a_quiet_machine(monkeypatch):
+    """HWPRUNE_MAX_WAIT_S is every wait's default (an explicit one wins); a bad value is one line that says so."""
+    monkeypatch.delenv("HWPRUNE_MAX_WAIT_S", raising=False)
+    assert get_profiler("onnxruntime", "cpu").max_wait_s == 10.0
+    monkeypatch.setenv("HWPRUNE_MAX_WAIT_S", "0")
+    assert get_profiler("onnxruntime", "cpu").max_wait_s == 0.0
+    assert get_profiler("onnxruntime", "cpu", max_wait_s=3).max_wait_s == 3
+    calls = {"n": 0}
+
+    def slow():
+        calls["n"] += 1
+        return 0.3
+
+    assert not wait_for_quiet(slow, {"probe_ms": 0.2})  # no wait given: the environment's, none at all
+    assert calls["n"] == 2  # one probe pair (a wait probes every 50 ms)
+    for bad in ("soon", "-1", "inf"):
+        monkeypatch.setenv("HWPRUNE_MAX_WAIT_S", bad)
+        with pytest.raises(hp.HwpruneError, match=f"HWPRUNE_MAX_WAIT_S='{bad}' is not a number of seconds"):
+            get_profiler("onnxruntime", "cpu")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the torch CUDA backend needs one")
 def test_torch_cuda_kernels_with_cuda_events():
     prof = get_profiler("torch", "cuda", repeats=10)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from ..errors import HwpruneError
+from .protocol import max_wait
 from .spec import KernelSpec, Measurement
 
 __all__ = ["Profiler", "ProfilerUnavailableError"]
@@ -37,7 +38,8 @@ class Profiler(ABC):
     dtype: str = "float32"
     repeats: int = 25  # timed runs per kernel chunk
     warmup: int = 3  # untimed runs first (caches, allocators, autotuners)
-    max_wait_s: float = 10.0  # longest wait for a quiet machine before a measurement (see .protocol)
+    # longest wait for a quiet machine before a measurement (see .protocol; HWPRUNE_MAX_WAIT_S sets the default)
+    max_wait_s: float = field(default_factory=max_wait)
     options: dict = field(default_factory=dict)  # backend-specific settings, recorded in the fingerprint
     # the quietest times of the reference kernel seen so far (ms): "kernel_ref_ms" inside a kernel chunk,
     # "probe_ms" run alone; the kernel store keeps them across sessions so every measurement has one anchor

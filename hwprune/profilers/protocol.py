@@ -10,18 +10,21 @@ over all of them in a fresh random order, so drift hits every network alike.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import HwpruneError
 from .spec import KernelSpec, Measurement, summarize
 
-__all__ = ["QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet"]
+__all__ = ["QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet", "max_wait"]
 
 QUIET_TOLERANCE = 0.10  # a probe within 10% of the quietest one seen means the machine is not disturbed
 MAX_WAIT_S = 10.0  # how long to wait for a quiet machine before measuring anyway (flagged)
+MAX_WAIT_ENV = "HWPRUNE_MAX_WAIT_S"  # overrides it where no wait is asked for: a CI box whose figures nobody judges
 
 # measured inside every kernel chunk and around every network visit: its time says how fast the machine is
 REFERENCE = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), (1, 1), "1", 32, 32, batchnorm=True, activation="relu")
@@ -61,7 +64,23 @@ def chunked(items: Sequence, spec: KernelSpec, max_items: int, max_bytes: int) -
         yield chunk
 
 
-def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool:
+def max_wait() -> float:
+    """The longest wait for a quiet machine where none is given: :data:`MAX_WAIT_S`, or the environment's
+    ``HWPRUNE_MAX_WAIT_S`` (seconds; 0 measures at once, every run still judged by the quiet-run filter)."""
+    text = os.environ.get(MAX_WAIT_ENV, "").strip()
+    if not text:
+        return MAX_WAIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise HwpruneError(f"{MAX_WAIT_ENV}={text!r} is not a number of seconds >= 0: set it to e.g. 0.5, or unset "
+                           f"it for the default {MAX_WAIT_S:g}")
+    return value
+
+
+def wait_for_quiet(probe, anchors: dict, max_wait_s: float | None = None) -> bool:
     """Wait (sleeping) until a probe run is within QUIET_TOLERANCE of ``anchors["probe_ms"]``.
 
     Another job here alternates the machine between a quiet and a ~1.25x slower
@@ -78,6 +97,7 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool
     """
     if probe is None:
         return True
+    max_wait_s = max_wait() if max_wait_s is None else max_wait_s
     max_wait_s = min(max_wait_s, anchors.get("_patience_s", max_wait_s))
     if "probe_ms" not in anchors:
         runs = [probe() for _ in range(5)]
@@ -99,7 +119,7 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float = MAX_WAIT_S) -> bool
 
 def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progress=None, rewarm: int = 2,
                 clock=time.perf_counter_ns, sync=None, probe=None, anchors: dict | None = None,
-                min_quiet_runs: int | None = None, max_wait_s: float = MAX_WAIT_S) -> list[Measurement]:
+                min_quiet_runs: int | None = None, max_wait_s: float | None = None) -> list[Measurement]:
     """Time ``run(i)`` for i < n: ``passes`` passes, each visiting every i once in a fresh random order.
 
     A visit waits for a quiet machine (:func:`wait_for_quiet`), re-warms (``rewarm``
