@@ -298,14 +298,15 @@ def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path
     wb.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
     rows = pd.read_csv(tmp_path / "within_budget_quick.csv", comment="#")
     tau = pd.read_csv(tmp_path / "within_budget_quick_tau.csv", comment="#")
-    scores = ["macs", *(f"inherit-{k}" for k in wb.STEPS)]
+    scores = ["macs", *(f"inherit-{k}" for k in wb.STEPS), f"inherit-20x{wb.DRAWS}"]
     assert list(rows.columns) == wb.COLUMNS + scores and len(rows) == 4  # 3 random networks and the uniform one
     assert rows["uniform"].tolist() == [False, False, False, True]
     random = rows[~rows["uniform"]]
     assert ((random["predicted_ms"] <= random["budget_ms"] + 1e-4)
             & (random["predicted_ms"] >= 0.92 * random["budget_ms"] - 1e-4)).all()
     assert random["flops"].is_monotonic_increasing and (rows["macs"] == rows["flops"]).all()
-    assert rows[[f"inherit-{k}" for k in wb.STEPS]].apply(lambda c: c.between(0, 1)).all().all()
+    assert rows[scores[1:]].apply(lambda c: c.between(0, 1)).all().all()
+    assert list(wb._From(range(5), 7)) == [2, 3, 4, 0, 1]  # another draw of the batches: the same pass, rotated
     assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 4).all()
 
 
