@@ -603,7 +603,8 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
         # (budgets of --quick's "range" are not fractions of the dense network: this share is meaningless there)
         share = "" if dense or key[0] not in dense_ms else f"{ms / (float(key[1]) * dense_ms[key[0]]):.1%}"
         of_dense = "" if dense or key[0] not in dense_ms else f"{ms / dense_ms[key[0]]:.1%}"
-        lines.append(f"| {key[0]} | {budget} | {key[2]} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(g) > 1 else 0:.4f} "
+        std = acc.std(ddof=1) if len(g) > 1 else 0
+        lines.append(f"| {key[0]} | {budget} | {key[2]} | {acc.mean():.4f} ± {std:.4f} "
                      f"| {ms:.4f} | {share} | {within} | {of_dense} | {f'{np.mean(pm):.3f}' if pm else ''} | "
                      f"{g[0]['search_seconds']} |")
     lines += ["", "| model | evaluator | candidates | Kendall tau | Spearman |", "|---|---|---|---|---|"]
