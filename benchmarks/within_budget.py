@@ -64,6 +64,8 @@ class _From:
 
     def __len__(self):
         return len(self.loader)
+
+
 POOL, SPREAD = 200_000, 600  # random networks drawn; of those in the window, how many the MACs spread is taken from
 
 
@@ -116,11 +118,11 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
                                       for c in cands]
         say(f"  inherit, {steps} tuning steps: {(time.time() - t) / len(cands):.2f} s per network")
     # the default's score over several draws of its batches (each ``calib_batches`` + tuning steps further on)
+    # (draw by draw: the evaluator keeps the dense network's outputs for one draw's tuning batches at a time)
     ev = InheritEvaluator(space, ordered)
     draws = [_From(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(DRAWS)]
-    scores[f"inherit-{ev.tune_steps}x{DRAWS}"] = [float(np.mean([ev.score(tuple(c["encoding"]), val, calib,
-                                                                           s.calib_batches) for calib in draws]))
-                                                  for c in cands]
+    per_draw = [[ev.score(tuple(c["encoding"]), val, calib, s.calib_batches) for c in cands] for calib in draws]
+    scores[f"inherit-{ev.tune_steps}x{DRAWS}"] = [float(v) for v in np.mean(per_draw, axis=0)]
     rows, tau = [], []
     for f, b in budgets:
         idx = [k for k, c in enumerate(cands) if c["fraction"] == f]
