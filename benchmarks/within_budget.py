@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "budget_fraction", "budget_ms", "network", "encoding", "predicted_ms", "flops", "params",
            "test_acc", "uniform"]
 TAU_COLUMNS = ["model", "budget_fraction", "score", "candidates", "kendall_tau", "spearman"]
-STEPS = (0, 20, 40)  # tuning steps of the inherit evaluator scored
+STEPS = (0, 20, 40)  # tuning steps of the inherit evaluator scored (the default's among them)
 DRAWS = 4  # and the default's score averaged over this many draws of its calibration and tuning batches
 
 
@@ -117,11 +117,13 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
         scores[f"inherit-{steps}"] = [ev.score(tuple(c["encoding"]), val, loaders.calib, s.calib_batches)
                                       for c in cands]
         say(f"  inherit, {steps} tuning steps: {(time.time() - t) / len(cands):.2f} s per network")
-    # the default's score over several draws of its batches (each ``calib_batches`` + tuning steps further on)
-    # (draw by draw: the evaluator keeps the dense network's outputs for one draw's tuning batches at a time)
+    # the default's score over several draws of its batches (each ``calib_batches`` + tuning steps further on; the
+    # first draw is the loader as it is, scored above), draw by draw: the evaluator keeps the dense network's
+    # outputs for one draw's tuning batches at a time
     ev = InheritEvaluator(space, ordered)
-    draws = [_From(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(DRAWS)]
-    per_draw = [[ev.score(tuple(c["encoding"]), val, calib, s.calib_batches) for c in cands] for calib in draws]
+    draws = [_From(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(1, DRAWS)]
+    per_draw = [scores[f"inherit-{ev.tune_steps}"]] + [
+        [ev.score(tuple(c["encoding"]), val, calib, s.calib_batches) for c in cands] for calib in draws]
     scores[f"inherit-{ev.tune_steps}x{DRAWS}"] = [float(v) for v in np.mean(per_draw, axis=0)]
     rows, tau = [], []
     for f, b in budgets:
