@@ -38,6 +38,17 @@ def test_augmentation_is_seeded_per_epoch_and_sample():
     assert abs(float(L.val.dataset[0][0].mean())) < 3  # normalised
 
 
+def test_calibration_images_do_not_follow_the_training_seed():
+    """The channel order (Taylor) and adaptive BN come from the calibration batches: a network searched under one
+    seed and fine-tuned under another must keep the channels that were scored, while training order still varies."""
+    data = load_dataset("bundled")
+    a, b = make_loaders(data, 32, seed=0), make_loaders(data, 32, seed=7)
+    batches = lambda loader: [x for x, _ in loader][:3]  # noqa: E731
+    assert all(torch.equal(x, y) for x, y in zip(batches(a.calib), batches(b.calib)))
+    assert len(a.calib.dataset) == len(b.calib.dataset) > 0
+    assert not torch.equal(next(iter(a.train))[1], next(iter(b.train))[1])
+
+
 def test_sampler_shards_and_resumes_mid_epoch():
     s0, s1 = SeededSampler(100, seed=3, rank=0, world=2), SeededSampler(100, seed=3, rank=1, world=2)
     a, b = list(s0), list(s1)

@@ -79,7 +79,7 @@ class SeededSampler(Sampler[int]):
 class Loaders:
     train: DataLoader
     val: DataLoader
-    calib: DataLoader  # training images without augmentation, fixed order: BN recalibration
+    calib: DataLoader  # training images without augmentation, fixed order whatever the seed: channel order, BN
     test: DataLoader | None
     num_classes: int
     input_shape: tuple[int, int, int]
@@ -98,12 +98,16 @@ def make_loaders(data: ImageData, batch_size: int = 128, *, seed: int = 0, worke
     train_set = _Split(data, data.train_idx, augment=True, seed=seed)
     sampler = SeededSampler(len(train_set), seed, shuffle=True, rank=rank, world=world)
     train = DataLoader(train_set, batch_size, sampler=sampler, num_workers=workers, drop_last=True)
-    rng = np.random.default_rng((seed, 1))
+    # the calibration images and their order do not follow ``seed`` (they are seed 0's): the channel order is
+    # estimated on them (Taylor) and adaptive BN runs on them, so a network searched under one seed and fine-tuned
+    # under another keeps the channels that were scored (with a seeded subset, two seeds kept 36-67% of the same
+    # channels at 30% of resnet20's latency, and fine-tunes of one encoding spread 3.8 points)
+    rng = np.random.default_rng((0, 1))
     calib_idx = np.sort(rng.permutation(data.train_idx)[: min(len(data.train_idx), 20 * eval_batch_size)])
     mk = lambda idx: DataLoader(_Split(data, idx, augment=False, seed=seed), eval_batch_size,  # noqa: E731
                                 shuffle=False, num_workers=workers)
     calib = DataLoader(_Split(data, calib_idx, augment=False, seed=seed), batch_size,
-                       sampler=SeededSampler(len(calib_idx), seed + 1, shuffle=True), num_workers=workers)
+                       sampler=SeededSampler(len(calib_idx), 1, shuffle=True), num_workers=workers)
     mean, std = data.mean_std()
     return Loaders(train, mk(data.val_idx), calib, mk(data.test_idx) if len(data.test_idx) else None,
                    data.num_classes, data.input_shape, mean, std)
