@@ -101,7 +101,8 @@ INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}  # InheritEvaluator 
 def methods(s: "Settings") -> tuple[str, ...]:
     """Every method of a run: the baselines, hwprune's default path, its ablations and one search per PruningNet
     variant."""
-    return BASELINES + tuple(f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
+    every = BASELINES + tuple(f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
+    return tuple(m for m in every if m in s.only) if s.only else every
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Settings:
     tau_candidates: int = 16
     # ranking agreement on resnet20 only: mobilenet_v2_cifar's 16 fine-tunes (~20 min) would not fit the 2.5 h run
     tau_models: list[str] = field(default_factory=lambda: ["resnet20"])
+    only: list[str] | None = None  # a run of these methods alone (--methods); None: every method
     profile_repeats: int = 25
     calibrate: int = 16
     passes: int = 5
@@ -286,7 +288,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds.get(v, 0.0))
                                               for v in s.inherit_methods + s.pnet_methods]
     for method, ev, extra in searches:
-        if method in chosen:
+        if method in chosen or method not in methods(s):
             continue
         t = time.time()
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say)
@@ -300,11 +302,11 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     rng = np.random.default_rng(0)
     for f, b in budgets:
         # (a uniform network without "measured_rank" was chosen by the table alone, before it was measured: again)
-        if "measured_rank" not in chosen.setdefault("uniform", {}).get(str(f), {}):
+        if "uniform" in methods(s) and "measured_rank" not in chosen.setdefault("uniform", {}).get(str(f), {}):
             t = time.time()
             chosen["uniform"][str(f)] = {**uniform_within(space, table, b, measure, s.measure_top, say, asked[f]),
                                          "search_seconds": round(time.time() - t, 1)}
-        if str(f) not in chosen.setdefault("random", {}):  # the best of N random networks, same evaluator
+        if "random" in methods(s) and str(f) not in chosen.setdefault("random", {}):  # best of N random, same evaluator
             t = time.time()
             # drawn as the search draws its random networks, from the same window (min_fraction of the budget up
             # to it; under it where the window is empty): the search without its evolution
@@ -319,7 +321,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             pool = sorted(zip(map(list, feasible), scores), key=lambda c: -c[1])  # stable: argmax first on ties
             chosen["random"][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                         "search_seconds": round(time.time() - t, 1)}
-        if str(f) not in chosen.setdefault("l1", {}):  # Torch-Pruning's ratio, bisected on measured latency
+        if "l1" in methods(s) and str(f) not in chosen.setdefault("l1", {}):  # TP's ratio, bisected on measured ms
             t = time.time()
             ratio, ms, _ = avl.fit_ratio(lambda r: measure([avl.l1_prune(dense, r, torch.zeros(
                 1, *loaders.input_shape), s)])[0], b, s.tp_max_ratio, s.tp_steps)
@@ -655,6 +657,9 @@ def main(argv=None) -> None:
     ap.add_argument("--fractions", nargs="+", type=float)
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--data", help="dataset (default fashion-mnist; --quick: bundled)")
+    ap.add_argument("--methods", nargs="+", metavar="METHOD",
+                    help="run these methods alone (dense always; e.g. uniform l1 hwprune); default: every method")
+    ap.add_argument("--no-tau", action="store_true", help="skip the ranking agreement (16 more fine-tunes)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
     ap.add_argument("--summarize", action="store_true",
@@ -673,6 +678,14 @@ def main(argv=None) -> None:
     for k in ("models", "fractions", "seeds", "data"):
         if getattr(args, k) is not None:
             s = replace(s, **{k: getattr(args, k)})
+    if args.methods:
+        every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
+        unknown = [m for m in args.methods if m not in every]
+        if unknown:
+            ap.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(every)}")
+        s = replace(s, only=list(args.methods))
+    if args.no_tau:
+        s = replace(s, tau_models=[])
     work = Path(args.work) / ("quick" if args.quick else "full")
     common.claim_work(work, claimed(s))
     torch.set_num_threads(args.workers)  # the PruningNet training and the searches run here, alone on the CPU
@@ -694,7 +707,8 @@ def main(argv=None) -> None:
 def claimed(s: Settings) -> dict:
     """The settings a kept work folder must share with a rerun: all but the models (each has its folder) and the
     search settings, which each model's ``chosen.json`` keeps (:func:`reusable`: a change searches again)."""
-    keep = lambda d: {k: v for k, v in d.items() if k not in ("models", *SEARCH_SETTINGS)}  # noqa: E731
+    keep = lambda d: {k: v for k, v in d.items() if k not in ("models", "only", "tau_models",  # noqa: E731
+                                                              *SEARCH_SETTINGS)}
     return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 
 
