@@ -116,3 +116,39 @@ def test_rescoring_a_report_judges_a_new_calibration_on_the_same_measurements(sc
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(hp.HwpruneError, match="cannot read fidelity report"):
         FidelityReport.load(tmp_path / "bad.json")
+
+
+class _Busy(FakeProfiler):
+    """Kernels timed 4x slow for the first ``busy_for`` chunks (a busy machine), whole networks at full speed."""
+
+    def __init__(self, busy_for: int):
+        super().__init__()
+        self.busy_for = busy_for
+
+    def measure_kernels(self, spec, pairs):
+        out = super().measure_kernels(spec, pairs)
+        if self.chunks > self.busy_for:
+            return out
+        return [type(m)(4 * m.p10_ms, 4 * m.median_ms, 4 * m.p90_ms, m.runs, m.note) for m in out]
+
+
+def test_kernels_timed_on_a_busier_machine_than_the_networks_are_timed_again(space, tmp_path):
+    """A table whose kernels sum to more than whole networks take would predict <= 0 ms for narrow networks (a
+    constant calibration pulls the overhead far below zero): profile times the kernels once more and calibrates
+    again; where they still disagree it refuses in one line, and a rerun on a quiet machine recovers."""
+    plain = FakeProfiler()
+    hp.profile(space, profiler=plain, cache_dir=tmp_path / "plain", calibrate=8, quiet=True)
+    first_pass = plain.chunks
+    busy = _Busy(busy_for=first_pass)
+    table = hp.profile(space, profiler=busy, cache_dir=tmp_path / "once", calibrate=8, quiet=True,
+                       calibration="constant")
+    assert busy.chunks == 2 * first_pass and table.meta["profiling"]["re_measured"] == len(table.entries)
+    assert table.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-6) and table.predict(space.narrowest()) > 0
+
+    with pytest.raises(hp.HwpruneError, match="predicts -[0-9.]+ ms for the narrowest network") as e:
+        hp.profile(space, profiler=_Busy(busy_for=10**9), cache_dir=tmp_path / "always", calibrate=8, quiet=True,
+                   calibration="constant")
+    assert "\n" not in str(e.value)
+    again = hp.profile(space, profiler=FakeProfiler(), cache_dir=tmp_path / "always", calibrate=8, quiet=True,
+                       calibration="constant")
+    assert again.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-6)

@@ -110,15 +110,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     if redo:
         store.drop([(spec.key(),) + p for spec, pairs in redo for p in pairs])
         kernel_s += _measure(redo, store, profiler, "re-measure", quiet)
-    rows = []
-    for spec, pairs in needed.values():
-        base = spec.to_row()
-        for cin, cout in sorted(pairs):
-            m = store.get(spec, cin, cout)
-            rows.append({**base, "cin": cin, "cout": cout, "p10_ms": m.p10_ms, "median_ms": m.median_ms,
-                         "p90_ms": m.p90_ms, "runs": m.runs, "backend_kernels": m.note})
-    entries = pd.DataFrame(rows, columns=SPEC_COLUMNS + ["cin", "cout", "p10_ms", "median_ms", "p90_ms", "runs",
-                                                         "backend_kernels"])[COLUMNS]
+    entries = _entries(needed, store)
     from ..version import __version__
 
     meta = {
@@ -133,6 +125,27 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     t = time.perf_counter()
     meta["calibration"] = calibrate_table(table, space, profiler, calibrate, passes, runs_per_pass, seed, quiet,
                                           calibration)
+    floor = LatencyTable(entries, meta, interpolate=interpolate).predict(space.narrowest())
+    if floor <= 0:
+        # the kernels' sum exceeds what whole networks take by more than the narrowest network's own kernels: they
+        # were timed while the machine ran slower than when the networks were. Time them again, once, and calibrate
+        again = [(spec, sorted(pairs)) for spec, pairs in needed.values()]
+        store.drop([(spec.key(),) + p for spec, pairs in again for p in pairs])
+        kernel_s += _measure(again, store, profiler, "re-measure (the kernels disagree with whole networks)", quiet)
+        redo = again
+        entries = _entries(needed, store)
+        meta["calibration"] = calibrate_table(LatencyTable(entries, dict(meta, calibration={"overhead_ms": 0.0}),
+                                                           interpolate=interpolate),
+                                              space, profiler, calibrate, passes, runs_per_pass, seed, quiet,
+                                              calibration)
+        floor = LatencyTable(entries, meta, interpolate=interpolate).predict(space.narrowest())
+        if floor <= 0:
+            store.save(force=True)
+            raise HwpruneError(
+                f"the latency table predicts {floor:.4f} ms for the narrowest network even with its kernels timed "
+                f"twice (calibrated overhead {meta['calibration']['overhead_ms']:+.4f} ms): the machine's speed "
+                f"changed between timing the kernels and the whole networks; profile again when it is quiet, or "
+                f"let each measurement wait longer for it (HWPRUNE_MAX_WAIT_S)")
     meta["anchors"] = {k: v for k, v in store.anchors.items() if not k.startswith("_")}
     store.save(force=True)  # the calibration may have found a quieter probe
     table = LatencyTable(entries, meta, interpolate=interpolate)
@@ -145,6 +158,19 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     if out is not None:
         table.save(out)
     return table
+
+
+def _entries(needed: dict, store: KernelStore) -> pd.DataFrame:
+    """The table's rows: every (spec, cin, cout) ``needed`` asks for, as the store holds it."""
+    rows = []
+    for spec, pairs in needed.values():
+        base = spec.to_row()
+        for cin, cout in sorted(pairs):
+            m = store.get(spec, cin, cout)
+            rows.append({**base, "cin": cin, "cout": cout, "p10_ms": m.p10_ms, "median_ms": m.median_ms,
+                         "p90_ms": m.p90_ms, "runs": m.runs, "backend_kernels": m.note})
+    return pd.DataFrame(rows, columns=SPEC_COLUMNS + ["cin", "cout", "p10_ms", "median_ms", "p90_ms", "runs",
+                                                      "backend_kernels"])[COLUMNS]
 
 
 def _measure(todo, store: KernelStore, profiler: Profiler, desc: str, quiet: bool) -> float:
