@@ -183,6 +183,10 @@ def test_networks_are_held_to_the_budget_beside_the_dense_network(fashion):
     # held to the ms alone, the slower machine would fail both and fall back to the fittest, over the budget
     alone = fashion.fittest_within(pool, 1.0, lambda nets: slower([ms[n] for n in nets]), space, 2, said.append)
     assert alone["measured_rank"] is None and "none of the first 2" in said[-1]
+    # each batch is timed three times and judged by the median: one run 30% slow does not fail a network
+    runs = iter([[1.3, 1.3], [0.9, 0.95], [0.92, 1.1]])
+    assert fashion.fittest_within(pool, 1.0, lambda nets: next(runs), space, 2, said.append) == {
+        "encoding": [2], "measured_rank": 0, "measured_ms": 0.92}
 
 
 def test_the_table_is_asked_for_what_it_predicts_at_each_budget(fashion):
@@ -230,12 +234,14 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
     def pick(budget, slower, asked=None):
         return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append, asked)
 
-    assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 3.3}  # widest predicted within
-    assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 1, "measured_ms": 2.6}  # measured over: one narrower
-    assert "candidate 2 in width order" in said[-1]
-    # a table that puts networks 0.5 ms high, asked for what it predicts at the budget: the width it would have left
+    # timed widest first from those the table puts up to 25% over the budget: the widest measured within it
+    assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 1, "measured_ms": 3.3}
+    assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 2, "measured_ms": 2.6}  # measured over: narrower
+    assert "candidate 3 in width order" in said[-1]
+    # a table that puts networks 0.6 ms high: the width it puts over the budget is timed, and meets it
+    assert pick(3.5, -0.6) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.4}
     assert pick(3.5, -0.5, asked=4.0) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.5}
-    assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted within: the narrowest, and it says so
+    assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted near it: the narrowest, and it says so
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
 
 
