@@ -303,11 +303,12 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         write_json(path, chosen)
     rng = np.random.default_rng(0)
     for f, b in budgets:
-        # (a uniform network without "measured_rank" was chosen by the table alone, before it was measured: again)
-        if "uniform" in methods(s) and "measured_rank" not in chosen.setdefault("uniform", {}).get(str(f), {}):
+        # (a uniform network chosen another way, by the table alone or timed only where the table put it under the
+        # budget, on one run per check, is chosen again; so is an L1 ratio bisected on one run per check)
+        if "uniform" in methods(s) and chosen.setdefault("uniform", {}).get(str(f), {}).get("rule") != UNIFORM_RULE:
             t = time.time()
             chosen["uniform"][str(f)] = {**uniform_within(space, table, b, measure, s.measure_top, say, asked[f]),
-                                         "search_seconds": round(time.time() - t, 1)}
+                                         "rule": UNIFORM_RULE, "search_seconds": round(time.time() - t, 1)}
         if "random" in methods(s) and str(f) not in chosen.setdefault("random", {}):  # best of N random, same evaluator
             t = time.time()
             # drawn as the search draws its random networks, from the same window (min_fraction of the budget up
@@ -323,11 +324,11 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             pool = sorted(zip(map(list, feasible), scores), key=lambda c: -c[1])  # stable: argmax first on ties
             chosen["random"][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                         "search_seconds": round(time.time() - t, 1)}
-        if "l1" in methods(s) and str(f) not in chosen.setdefault("l1", {}):  # TP's ratio, bisected on measured ms
+        if "l1" in methods(s) and chosen.setdefault("l1", {}).get(str(f), {}).get("repeats") != REPEATS:
             t = time.time()
             ratio, ms, _ = avl.fit_ratio(lambda r: median_of(measure, [avl.l1_prune(dense, r, torch.zeros(
                 1, *loaders.input_shape), s)])[0], b, s.tp_max_ratio, s.tp_steps)
-            chosen["l1"][str(f)] = {"ratio": ratio, "search_seconds": round(time.time() - t, 1)}
+            chosen["l1"][str(f)] = {"ratio": ratio, "repeats": REPEATS, "search_seconds": round(time.time() - t, 1)}
         write_json(path, chosen)
     return chosen, evaluators
 
@@ -371,7 +372,7 @@ def asked_budgets(space, table, budgets, measure, say, n: int = 5, seed: int = 0
 
 
 def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, order: str = "fitness",
-                   repeats: int = 3) -> dict:
+                   repeats: int | None = None) -> dict:
     """Of ``pool`` ((encoding, fitness), fittest first), the fittest whose latency, measured as every method's final
     network is, meets the budget: ``top`` at a time, up to 3 x ``top`` (what ``hwprune search --measure-top`` does,
     with this harness's meter). None meeting it: the fittest, as the search chose it. Each batch is timed in
@@ -380,7 +381,7 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
     allowed."""
     for start in range(0, min(len(pool), 3 * top), top):
         batch = pool[start:start + top]
-        runs = median_of(measure, [space.materialize(e) for e, _ in batch], repeats)
+        runs = median_of(measure, [space.materialize(e) for e, _ in batch], repeats or REPEATS)
         for rank, ((enc, _), ms) in enumerate(zip(batch, runs), start):
             if ms <= budget_ms:
                 if rank:
@@ -392,13 +393,15 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
     return {"encoding": list(pool[0][0]), "measured_rank": None, "measured_ms": None}
 
 
-def median_of(measure, nets: list, repeats: int = 3) -> list[float]:
+REPEATS = 3  # interleaved runs per budget check (:func:`median_of`)
+UNIFORM_SLACK = 1.25  # uniform widths are timed from those the table puts up to this much over the budget
+UNIFORM_RULE = f"timed within {UNIFORM_SLACK} x asked, median of {REPEATS}"  # kept beside a uniform choice
+
+
+def median_of(measure, nets: list, repeats: int = REPEATS) -> list[float]:
     """Each network's median latency over ``repeats`` interleaved runs of ``measure`` (as :func:`fittest_within`
     and L1's ratio bisection hold networks to the budget)."""
     return np.median([measure(nets) for _ in range(repeats)], axis=0).tolist()
-
-
-UNIFORM_SLACK = 1.25  # uniform widths are measured from those the table puts up to this much over the budget
 
 
 def uniform_within(space, table, budget_ms: float, measure, top: int, say, asked_ms: float | None = None) -> dict:

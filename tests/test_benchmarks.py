@@ -293,14 +293,22 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     # the summary shows each method's latency as a share of the dense network's, measured side by side in this run
     searched = [float(r["measured_ms"]) for r in pruned if r["method"] == "hwprune"]
     assert f"| {np.mean(searched) / float(rows[0]['measured_ms']):.1%} |" in (out / "fashion_mnist_quick.md").read_text()
-    # a run of some methods alone, in the same work folder: their rows as fine-tuned above, no others, no tau
+    # the baselines say how they were chosen; one chosen the old way (no rule: by the table alone) is chosen again
+    assert all(c["rule"] == fashion.UNIFORM_RULE for c in chosen["uniform"].values())
+    assert all(c["repeats"] == fashion.REPEATS for c in chosen["l1"].values())
+    old = {f: {k: v for k, v in c.items() if k != "rule"} for f, c in chosen["uniform"].items()}
+    (tmp_path / "work" / "quick" / "resnet20" / "chosen.json").write_text(json.dumps({**chosen, "uniform": old}))
+    # a run of some methods alone, in the same work folder: their rows, no others, no tau
     fashion.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "some"),
                   "--methods", "uniform", "hwprune", "--no-tau"])
     some = list(csvmod.DictReader(line for line in (tmp_path / "some" / "fashion_mnist_quick.csv").read_text()
                                   .splitlines() if not line.startswith("#")))
     assert sorted({r["method"] for r in some}) == ["dense", "hwprune", "uniform"]
-    assert {(r["method"], r["seed"], r["test_acc"]) for r in some} <= {(r["method"], r["seed"], r["test_acc"])
-                                                                       for r in rows}
+    again = json.loads((tmp_path / "work" / "quick" / "resnet20" / "chosen.json").read_text())
+    assert all(c["rule"] == fashion.UNIFORM_RULE for c in again["uniform"].values())
+    assert again["hwprune"] == chosen["hwprune"]  # (searched networks are kept: only uniform's rule changed)
+    assert {(r["method"], r["seed"], r["test_acc"]) for r in some if r["method"] == "hwprune"} <= {
+        (r["method"], r["seed"], r["test_acc"]) for r in rows}
     assert (tmp_path / "some" / "fashion_mnist_quick_tau.csv").read_text().splitlines()[-1].startswith("model,")
     with pytest.raises(SystemExit):
         fashion.main(["--quick", "--methods", "uniform", "magic"])
