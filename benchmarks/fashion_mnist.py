@@ -371,8 +371,13 @@ def asked_budgets(space, table, budgets, measure, say, n: int = 5, seed: int = 0
     return out
 
 
+REPEATS = 3  # interleaved runs per budget check (:func:`median_of`)
+UNIFORM_SLACK = 1.25  # uniform widths are timed from those the table puts up to this much over the budget
+UNIFORM_RULE = f"timed within {UNIFORM_SLACK} x asked, median of {REPEATS}"  # kept beside a uniform choice
+
+
 def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, order: str = "fitness",
-                   repeats: int | None = None) -> dict:
+                   repeats: int = REPEATS) -> dict:
     """Of ``pool`` ((encoding, fitness), fittest first), the fittest whose latency, measured as every method's final
     network is, meets the budget: ``top`` at a time, up to 3 x ``top`` (what ``hwprune search --measure-top`` does,
     with this harness's meter). None meeting it: the fittest, as the search chose it. Each batch is timed in
@@ -381,7 +386,7 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
     allowed."""
     for start in range(0, min(len(pool), 3 * top), top):
         batch = pool[start:start + top]
-        runs = median_of(measure, [space.materialize(e) for e, _ in batch], repeats or REPEATS)
+        runs = median_of(measure, [space.materialize(e) for e, _ in batch], repeats)
         for rank, ((enc, _), ms) in enumerate(zip(batch, runs), start):
             if ms <= budget_ms:
                 if rank:
@@ -391,11 +396,6 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
     say(f"  {budget_ms:.4f} ms budget: none of the first {min(len(pool), 3 * top)} in {order} order measured within "
         f"it")
     return {"encoding": list(pool[0][0]), "measured_rank": None, "measured_ms": None}
-
-
-REPEATS = 3  # interleaved runs per budget check (:func:`median_of`)
-UNIFORM_SLACK = 1.25  # uniform widths are timed from those the table puts up to this much over the budget
-UNIFORM_RULE = f"timed within {UNIFORM_SLACK} x asked, median of {REPEATS}"  # kept beside a uniform choice
 
 
 def median_of(measure, nets: list, repeats: int = REPEATS) -> list[float]:

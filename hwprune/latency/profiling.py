@@ -108,9 +108,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     redo = [(spec, [p for p in sorted(pairs) if (spec.key(),) + p in stale]) for spec, pairs in needed.values()]
     redo = [(spec, pairs) for spec, pairs in redo if pairs]
     if redo:
-        store.drop([(spec.key(),) + p for spec, pairs in redo for p in pairs])
-        kernel_s += _measure(redo, store, profiler, "re-measure", quiet)
-    entries = _entries(needed, store)
+        kernel_s += _remeasure(redo, store, profiler, "re-measure", quiet)
     from ..version import __version__
 
     meta = {
@@ -121,38 +119,35 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
         "calibration": {"overhead_ms": 0.0},
         "space": space_meta(space, profiler.batch_size, slots, unmodelled, edges),
     }
-    table = LatencyTable(entries, meta, interpolate=interpolate)
-    t = time.perf_counter()
-    meta["calibration"] = calibrate_table(table, space, profiler, calibrate, passes, runs_per_pass, seed, quiet,
-                                          calibration)
-    floor = LatencyTable(entries, meta, interpolate=interpolate).predict(space.narrowest())
-    if floor <= 0:
-        # the kernels' sum exceeds what whole networks take by more than the narrowest network's own kernels: they
-        # were timed while the machine ran slower than when the networks were. Time them again, once, and calibrate
-        again = [(spec, sorted(pairs)) for spec, pairs in needed.values()]
-        store.drop([(spec.key(),) + p for spec, pairs in again for p in pairs])
-        kernel_s += _measure(again, store, profiler, "re-measure (the kernels disagree with whole networks)", quiet)
-        redo = again
+    calibration_s = 0.0
+    for attempt in (1, 2):
         entries = _entries(needed, store)
-        meta["calibration"] = calibrate_table(LatencyTable(entries, dict(meta, calibration={"overhead_ms": 0.0}),
-                                                           interpolate=interpolate),
-                                              space, profiler, calibrate, passes, runs_per_pass, seed, quiet,
-                                              calibration)
+        t = time.perf_counter()
+        uncalibrated = LatencyTable(entries, dict(meta, calibration={"overhead_ms": 0.0}), interpolate=interpolate)
+        meta["calibration"] = calibrate_table(uncalibrated, space, profiler, calibrate, passes, runs_per_pass, seed,
+                                              quiet, calibration)
+        calibration_s += time.perf_counter() - t
         floor = LatencyTable(entries, meta, interpolate=interpolate).predict(space.narrowest())
-        if floor <= 0:
+        if floor > 0:
+            break
+        if attempt == 2:
             store.save(force=True)
             raise HwpruneError(
                 f"the latency table predicts {floor:.4f} ms for the narrowest network even with its kernels timed "
                 f"twice (calibrated overhead {meta['calibration']['overhead_ms']:+.4f} ms): the machine's speed "
                 f"changed between timing the kernels and the whole networks; profile again when it is quiet, or "
                 f"let each measurement wait longer for it (HWPRUNE_MAX_WAIT_S)")
+        # the kernels' sum exceeds what whole networks take by more than the narrowest network's own kernels: they
+        # were timed while the machine ran slower than when the networks were. Time them again, once, and calibrate
+        redo = [(spec, sorted(pairs)) for spec, pairs in needed.values()]
+        kernel_s += _remeasure(redo, store, profiler, "re-measure (the kernels disagree with whole networks)", quiet)
     meta["anchors"] = {k: v for k, v in store.anchors.items() if not k.startswith("_")}
     store.save(force=True)  # the calibration may have found a quieter probe
     table = LatencyTable(entries, meta, interpolate=interpolate)
     meta["profiling"] = {"entries": len(entries), "measured": total, "reused": len(entries) - total,
                          "re_measured": sum(len(p) for _, p in redo),
                          "kernel_seconds": round(kernel_s, 1),
-                         "calibration_seconds": round(time.perf_counter() - t, 1),
+                         "calibration_seconds": round(calibration_s, 1),
                          "total_seconds": round(time.time() - started, 1),
                          "entries_per_second": round(total / kernel_s, 1) if kernel_s > 0 else None}
     if out is not None:
@@ -171,6 +166,12 @@ def _entries(needed: dict, store: KernelStore) -> pd.DataFrame:
                          "p90_ms": m.p90_ms, "runs": m.runs, "backend_kernels": m.note})
     return pd.DataFrame(rows, columns=SPEC_COLUMNS + ["cin", "cout", "p10_ms", "median_ms", "p90_ms", "runs",
                                                       "backend_kernels"])[COLUMNS]
+
+
+def _remeasure(todo, store: KernelStore, profiler: Profiler, desc: str, quiet: bool) -> float:
+    """Drop ``todo``'s (spec, pairs) from the store and measure them again; seconds spent measuring."""
+    store.drop([(spec.key(),) + p for spec, pairs in todo for p in pairs])
+    return _measure(todo, store, profiler, desc, quiet)
 
 
 def _measure(todo, store: KernelStore, profiler: Profiler, desc: str, quiet: bool) -> float:
