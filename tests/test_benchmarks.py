@@ -276,8 +276,11 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     assert sorted(asked) == sorted(q.fractions) and all(ms > 0 for ms in asked.values())
     for r in pruned:
         assert 0 <= float(r["test_acc"]) <= 1 and float(r["measured_ms"]) > 0 and r["within_budget"] in ("True", "False")
-        if r["method"] != "l1":  # chosen by the table: predicted within what it was asked for at this budget
-            assert float(r["predicted_ms"]) <= asked[float(r["budget_fraction"])] + 1e-4  # (the CSV rounds to 0.1 us)
+        # chosen by the table: predicted within what it was asked for at this budget (the CSV rounds to 0.1 us);
+        # uniform widths are timed from those it puts up to UNIFORM_SLACK x over it, and the first measured within wins
+        slack = fashion.UNIFORM_SLACK if r["method"] == "uniform" else 1.0
+        if r["method"] != "l1":
+            assert float(r["predicted_ms"]) <= slack * asked[float(r["budget_fraction"])] + 1e-4
         assert float(r["flops"]) < float(rows[0]["flops"])  # every pruned network is smaller than the dense one
         # held to its budget as the dense network's latency then, over its latency in this run, scales it
         at_budget_time = float(r["measured_ms"]) * dense_then / float(rows[0]["measured_ms"])
