@@ -317,6 +317,7 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
         fashion.main(["--quick", "--methods", "uniform", "magic"])
 
 
+@pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
 def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path):
     """--quick: per budget the random networks lie within 92-100% of it (predicted), the widest uniform one under it
     comes last, and every score has its tau row (not the taus themselves, which mean nothing here)."""
@@ -338,6 +339,7 @@ def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path
     assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 4).all()
 
 
+@pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
 def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, tmp_path):
     """--quick: one winner per search seed, each within the budget as predicted, fine-tuned with every seed, and the
     summary spreads the winners' means (not the accuracies, which mean nothing here)."""

@@ -119,7 +119,7 @@ def test_a_short_tune_pulls_a_narrow_network_toward_the_dense_one_and_leaves_the
 
 def test_search_takes_an_inherit_evaluator_and_meets_the_budget(trained):
     model, space, loaders = trained
-    ev = InheritEvaluator(space, order_channels(space, model))
+    ev = InheritEvaluator(space, order_channels(space, model), tune_steps=2)  # (the default 20 cost a minute)
     budget = 0.4 * space.flops(space.full())
     res = search(ev, loaders.val, loaders.calib, flops=budget, config=TINY)
     assert res.best[0]["flops"] <= budget and 0 <= res.best[0]["fitness"] <= 1
@@ -146,7 +146,7 @@ def test_magnitude_pruning_is_global_and_widest_first(trained):
 
 def test_the_search_result_carries_both_baselines_under_the_same_budget(trained):
     model, space, loaders = trained
-    ev = InheritEvaluator(space, order_channels(space, model))
+    ev = InheritEvaluator(space, order_channels(space, model), tune_steps=2)
     budget = 0.5 * space.flops(space.full())
     best = search(ev, loaders.val, loaders.calib, flops=budget, config=TINY).best[0]
     mag, uni = best["magnitude"], best["uniform"]
