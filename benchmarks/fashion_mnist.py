@@ -59,7 +59,7 @@ import accuracy_vs_latency as avl  # noqa: E402  (shared: Torch-Pruning's L1 pru
 import bench_common as common  # noqa: E402
 
 import hwprune as hp  # noqa: E402
-from hwprune.core.importance import order_channels  # noqa: E402
+from hwprune.core.importance import TAYLOR_BATCHES, order_channels  # noqa: E402
 from hwprune.core.macs import count_macs  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.profilers.registry import get_profiler  # noqa: E402
@@ -219,7 +219,9 @@ def finetune_job(job: dict) -> dict:
             extra = {"ratio": job["ratio"]}
         else:
             model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit",
-                                  source=order_channels(space, dense, data=loaders.calib), teacher=dense,
+                                  source=order_channels(space, dense, data=loaders.calib,
+                                                        batches=job.get("taylor_batches", TAYLOR_BATCHES)),
+                                  teacher=dense,
                                   run_dir=out.parent,
                                   resume=True, **quiet)
             extra = {"encoding": list(job["encoding"])}

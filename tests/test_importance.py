@@ -107,3 +107,19 @@ def test_taylor_scores_a_channel_the_network_cannot_use_zero():
     assert s[3] == 0 and (np.delete(s, 3) > 0).mean() > 0.8  # (a channel ReLU always zeroes scores 0 too)
     with pytest.raises(hp.HwpruneError, match="taylor importance needs training batches"):
         channel_importance(space, model, "taylor")
+
+
+def test_taylor_sums_over_the_batches_it_is_given_and_no_more():
+    """``batches``: the order of the first k batches of a longer stream is the order of those k alone; a stream
+    summed further is another estimate."""
+    torch.manual_seed(0)
+    model = trained_like(hp.create_model("resnet20", in_channels=1))
+    space = hp.SearchSpace.from_model(model, (1, 1, 32, 32))
+    stream = _batches((1, 1, 32, 32), n=4)
+    one = channel_importance(space, model, "taylor", data=stream, batches=2)
+    alone = channel_importance(space, model, "taylor", data=stream[:2])
+    more = channel_importance(space, model, "taylor", data=stream, batches=4)
+    assert all(np.array_equal(one[gi], alone[gi]) for gi in one)
+    assert any(not np.allclose(more[gi], one[gi]) for gi in one)
+    ordered = order_channels(space, model, data=stream, batches=2)  # what order_channels passes on
+    assert all(np.array_equal(ordered.hwprune_importance["scores"][gi], np.sort(one[gi])[::-1]) for gi in one)

@@ -154,15 +154,17 @@ def layout_permutation(layout: Layout, perms: dict[int, np.ndarray]) -> torch.Te
 
 
 @torch.no_grad()
-def order_channels(space, model: nn.Module, metric: str | None = None, data=None) -> nn.Module:
+def order_channels(space, model: nn.Module, metric: str | None = None, data=None,
+                   batches: int = TAYLOR_BATCHES) -> nn.Module:
     """A copy of ``model`` with each prunable group's channels in decreasing importance; outputs are unchanged.
 
     ``metric`` None is the best order the inputs allow: ``"taylor"`` given training
     batches (``data``), else ``"l1"`` (benchmarks/importance_metrics.py: Taylor-ordered
     resnet20s keep 0.78 val top-1 at uniform width 0.7 before fine-tuning, L1-ordered 0.63).
+    Taylor sums over the first ``batches`` of ``data``.
     """
     metric = metric or ("taylor" if data is not None else "l1")
-    scores = channel_importance(space, model, metric, data)
+    scores = channel_importance(space, model, metric, data, batches)
     perms = {gi: np.argsort(-s, kind="stable") for gi, s in scores.items()}
     ordered = copy.deepcopy(model)
     modules = layer_objects(ordered, space.traced)
