@@ -115,13 +115,14 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--batches", nargs="+", type=int, default=[TAYLOR_BATCHES, 40])
     ap.add_argument("--methods", nargs="+", default=["uniform", "hwprune"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default: fashion_mnist.py's)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data, in a finished --quick folder")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
-    s = replace(fm.Settings(**fm.QUICK) if args.quick else fm.Settings(), seeds=args.seeds)
+    s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
+    s = replace(s, seeds=args.seeds or s.seeds)
     work = Path(args.work) / ("quick" if args.quick else "full") / args.model
     torch.set_num_threads(args.workers)
     say = lambda msg: print(msg, flush=True)  # noqa: E731

@@ -455,3 +455,26 @@ def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
         assert (tmp_path / name / "model.pt").exists()
     for name in ("moved", "new_ratio"):
         assert not (tmp_path / name / "model.pt").exists()
+
+
+@pytest.mark.slow  # (~2 min on 2 cores: fashion_mnist.py --quick for two methods, then this)
+def test_taylor_batches_quick_run_fine_tunes_each_network_from_each_order(fashion, tmp_path):
+    """taylor_batches.py --quick in a finished fashion_mnist.py --quick folder: a row per network, number of batches
+    and seed; at the library's number of batches the result is the benchmark's own fine-tune of that network."""
+    import pandas as pd
+
+    work = tmp_path / "work"
+    fashion.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "fm"),
+                  "--methods", "uniform", "hwprune", "--no-tau"])
+    tb = _bench_module("taylor_batches")
+    tb.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "tb"), "--batches", "8", "1"])
+    rows = pd.read_csv(tmp_path / "tb" / "taylor_batches_quick.csv", comment="#")
+    q = fashion.Settings(**fashion.QUICK)
+    assert len(rows) == 2 * len(q.fractions) * 2 * len(q.seeds) and set(rows.batches) == {8, 1}
+    assert rows.overlap.between(0, 1).all() and (rows.groupby(["method", "batches"]).overlap.nunique() == 1).all()
+    theirs = pd.read_csv(tmp_path / "fm" / "fashion_mnist_quick.csv", comment="#")
+    theirs = theirs[theirs.method != "dense"].set_index(["method", "seed"]).test_acc.sort_index()
+    mine = rows[rows.batches == tb.TAYLOR_BATCHES].set_index(["method", "seed"]).test_acc.sort_index()
+    assert mine.round(4).tolist() == theirs.round(4).tolist()
+    with pytest.raises(SystemExit, match="chosen.json has no network"):
+        tb.main(["--quick", "--work", str(work), "--out", str(tmp_path / "tb"), "--methods", "random"])
