@@ -36,6 +36,7 @@ class QuickstartConfig:
     budget_of: str = "dense"
     smoke: bool = False  # a smoke run: the report says its accuracies mean nothing
     importance: str = "taylor"  # the channel order candidates inherit (hwprune.core.importance)
+    tune_steps: int | None = None  # distillation steps per candidate before it is scored (None: the library's)
     pretrain_epochs: int = 15
     finetune_epochs: int = 8
     finetune_lr: float = 0.01
@@ -49,6 +50,7 @@ class QuickstartConfig:
 
 FULL = QuickstartConfig()
 FAST = QuickstartConfig(round_to=8, pretrain_epochs=1, finetune_epochs=1, limit=384, budget_of="range", smoke=True,
+                        tune_steps=2,
                         search=SearchConfig(population=6, keep_top=6, parents=3, mutations=2, crossovers=2,
                                             generations=2, calib_batches=1, val_batches=1),
                         profile=ProfileSettings(repeats=8, calibrate=3, passes=2, runs_per_pass=5))
@@ -100,7 +102,8 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
         dense = DenseModel(cfg.model, str(run.file("pretrain", "weights").resolve()), cfg.round_to,
                            importance=cfg.importance)
         search_stage(run, dense=dense, table=out / "latency_table.csv", latency_ms=[budget],
-                     config=replace(cfg.search, seed=cfg.seed), device="cpu", where="search", resume=resume, log=log)
+                     config=replace(cfg.search, seed=cfg.seed), device="cpu", where="search", resume=resume,
+                     tune_steps=cfg.tune_steps, limit=cfg.limit, log=log)
 
     stage(4, "fine-tune the searched, the uniform-width and the L1-magnitude network the same way")
     result = run.file("search", "result")

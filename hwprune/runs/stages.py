@@ -254,14 +254,15 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                  latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
                  data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
                  where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, tune_steps: int | None = None,
-                 log: Log = None):
+                 limit: int | None = None, log: Log = None):
     """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
     Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
     the importance-ordered weights of the trained dense model, sliced and tuned for
     ``tune_steps`` distillation steps (the inherit evaluator; default
     :data:`~hwprune.supernet.evaluate.TUNE_STEPS`; ``data`` then names the dataset, bundled by
-    default). ``latency_fraction``:
+    default; ``limit``: a seeded random N of its training images, as the dense model was trained on in a smoke
+    run, which the fine-tunes of the result then use too). ``latency_fraction``:
     budgets as fractions of the dense network's latency predicted by the table (0.5:
     half), for commands that work on any machine. ``measure_top``: time that many of the fittest
     candidates of each latency budget here, on the table's backend, and keep the fittest one
@@ -292,7 +293,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
         del ck
         loaders = loaders_for(data_settings, override=data)
     else:
-        data_settings = DataSettings(data=data or "bundled")
+        data_settings = DataSettings(data=data or "bundled", limit=limit)
         loaders = loaders_for(data_settings)
         _, space, ordered = ordered_dense(dense, loaders)
         scorer = InheritEvaluator(space, ordered.to(dev), tune_steps=TUNE_STEPS if tune_steps is None else tune_steps)
