@@ -65,18 +65,17 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
             space = hp.SearchSpace.from_model(model, shape, ratios=(0.25, 0.5, 0.75, 1.0))
 
             def profile(into):
-                # --quick (the test suite's): fewer runs, and at most 1 s of waiting for a quiet machine (as the
-                # profiler tests wait): 0.2 s once gave a 16x16 network's p10 table an overhead that put a network at
-                # or under 0 ms on a machine flipping between two speeds
-                # and its 4 calibration networks fit a scale too (affine), which absorbs the speed ratio between the
-                # moments the kernels and the networks were timed; on a busy machine it may still refuse (the narrowest
-                # network at or under 0 ms): profile again, up to 3 times, as a user is told to
+                # --quick (the test suite's): fewer runs, at most 0.2 s of waiting for a quiet machine, and 4
+                # calibration networks that fit a scale too (affine): a constant overhead alone put a 16x16 network's
+                # narrowest at or under 0 ms on a machine whose speed moved between timing the kernels and the
+                # networks, where a scale absorbs that ratio. Where it still refuses, profile again (up to 3 times),
+                # as a user is told to. (Four runs in a row on a 3x slowed 2-core machine: no refusal; 55-59 s.)
                 if not quick:
                     return {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=into,
                                           calibrate=16, quiet=True, **effort) for s in STATISTICS}
                 for attempt in range(3):
                     fast = {"passes": 2, "calibration": "affine", "profiler": get_profiler(
-                        "onnxruntime", "cpu", threads=1, repeats=repeats or 5, max_wait_s=1)}
+                        "onnxruntime", "cpu", threads=1, repeats=repeats or 5, max_wait_s=0.2)}
                     try:
                         return {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=into,
                                               calibrate=4, quiet=True, **fast, **effort) for s in STATISTICS}
