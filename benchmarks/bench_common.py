@@ -19,9 +19,13 @@ __all__ = ["setup", "run_pool", "labelled", "latency_meter", "csv_text", "read_c
            "user_times", "p10_median", "claim_work"]
 
 
-def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0):
+def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: int | None, seed: int = 0,
+          eval_limit: int | None = None):
     """A zoo model's space and the loaders over one fixed split (rebuilt identically in every worker: the data
-    order follows ``seed``, the split and the model's initial weights do not)."""
+    order follows ``seed``, the split and the model's initial weights do not). ``eval_limit``: the first that many
+    validation and test images only (the quick runs')."""
+    from dataclasses import replace
+
     import torch
 
     import hwprune as hp
@@ -30,6 +34,8 @@ def setup(name: str, data: str, limit: int | None, batch_size: int, round_to: in
     ds = load_dataset(data, seed=0)
     if limit:
         ds = ds.limit_train(limit, seed=0)
+    if eval_limit:
+        ds = replace(ds, val_idx=ds.val_idx[:eval_limit], test_idx=ds.test_idx[:eval_limit])
     loaders = make_loaders(ds, batch_size, seed=seed)
     torch.manual_seed(0)
     model = hp.create_model(name, num_classes=ds.num_classes, in_channels=ds.input_shape[0])
@@ -82,12 +88,24 @@ def latency_meter(table, shape, passes: int, runs_per_pass: int, max_wait_s: flo
         -> Callable[[list], list[float]]:
     """``measure(items)``: the table's statistic of each network (modules or ONNX bytes), measured interleaved
     with the table's backend settings (waiting at most ``max_wait_s`` for a quiet machine before each)."""
+    import weakref
+
     from hwprune.latency.fidelity import profiler_for_table
+    from hwprune.profilers.onnx_graphs import export_network
+    from hwprune.profilers.onnxruntime import OnnxruntimeProfiler
+
+    exported = weakref.WeakKeyDictionary()  # module -> its ONNX bytes: a network timed again is not exported again
 
     def measure(items) -> list[float]:
         prof = profiler_for_table(table)
         if max_wait_s is not None:
             prof.max_wait_s = max_wait_s
+        if isinstance(prof, OnnxruntimeProfiler):
+            batch = (prof.batch_size,) + tuple(shape[1:])
+            for m in items:
+                if not isinstance(m, (bytes, bytearray)) and m not in exported:
+                    exported[m] = export_network(m, batch)
+            items = [m if isinstance(m, (bytes, bytearray)) else exported[m] for m in items]
         try:
             return [m.value(table.statistic) for m in prof.measure_networks(items, shape, passes=passes,
                                                                             runs_per_pass=runs_per_pass)]

@@ -67,7 +67,7 @@ from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
-from hwprune.supernet.evaluate import InheritEvaluator, PruningNetEvaluator  # noqa: E402
+from hwprune.supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
 from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
 from hwprune.supernet.train import train_pruningnet  # noqa: E402
@@ -92,10 +92,12 @@ COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed",
            "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
 # the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
-SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top")
+SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
+                   "tune_steps", "taylor_batches")
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
-INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}  # InheritEvaluator settings: the default, adaptive BN
+INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}  # InheritEvaluator settings: the default (Settings.tune_steps
+# steps), adaptive BN
 
 
 def methods(s: "Settings") -> tuple[str, ...]:
@@ -114,6 +116,7 @@ class Settings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     data: str = "fashion-mnist"
     limit: int | None = 12000  # training images (seeded subset of the 51,000)
+    eval_limit: int | None = None  # validation and test images (None: all; --quick: fewer)
     batch_size: int = 64
     dense_epochs: int = 8
     dense_lr: float = 0.05
@@ -124,6 +127,8 @@ class Settings:
     generations: int = 10
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
+    tune_steps: int = TUNE_STEPS  # the default evaluator's distillation steps per candidate (hwprune's default)
+    taylor_batches: int = TAYLOR_BATCHES  # calibration batches the channel order sums Taylor over (hwprune's default)
     random_candidates: int = 320  # as many as the search scores per budget (population x generations)
     measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
     inherit_methods: list[str] = field(default_factory=lambda: ["inherit-bn"])  # searched ablations of INHERITS
@@ -156,8 +161,9 @@ class Settings:
 
 
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
-             limit=256,
+             limit=128,
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
+             tune_steps=2, taylor_batches=1, eval_limit=256,
              random_candidates=4, measure_top=2, pnet_epochs=1, pnet_methods=["pruningnet"],
              pnet_tau_only=["pruningnet-single"],
              tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
@@ -192,7 +198,18 @@ def spearman(a, b) -> float:
 
 # ---- shared set-up ------------------------------------------------------------------------------
 def setup(name: str, s: Settings, seed: int = 0):
-    return common.setup(name, s.data, s.limit, s.batch_size, s.round_to, seed)
+    return common.setup(name, s.data, s.limit, s.batch_size, s.round_to, seed, s.eval_limit)
+
+
+def ordered_dense(space, dense, loaders, batches: int):
+    """The dense network, its channels in the default (Taylor) order summed over ``batches`` calibration batches:
+    what every searched, random and uniform network inherits, and what every seed fine-tunes."""
+    return order_channels(space, dense, data=loaders.calib, batches=batches)
+
+
+def inherit_evaluator(variant: str, space, ordered, s: "Settings") -> InheritEvaluator:
+    """The inherit evaluator ``variant`` of :data:`INHERITS`; the default tunes ``s.tune_steps`` steps."""
+    return InheritEvaluator(space, ordered, **{"tune_steps": s.tune_steps, **INHERITS[variant]})
 
 
 def finetune_job(job: dict) -> dict:
@@ -219,8 +236,8 @@ def finetune_job(job: dict) -> dict:
             extra = {"ratio": job["ratio"]}
         else:
             model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit",
-                                  source=order_channels(space, dense, data=loaders.calib,
-                                                        batches=job.get("taylor_batches", TAYLOR_BATCHES)),
+                                  source=ordered_dense(space, dense, loaders, job.get("taylor_batches",
+                                                                                      s.taylor_batches)),
                                   teacher=dense,
                                   run_dir=out.parent,
                                   resume=True, **quiet)
@@ -272,12 +289,12 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     ``measure`` holds every network to the budget itself."""
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
-    ordered = order_channels(space, dense, data=loaders.calib)  # the default order (Taylor)
-    inherit = InheritEvaluator(space, ordered, **INHERITS[DEFAULT_EVALUATOR])
+    ordered = ordered_dense(space, dense, loaders, s.taylor_batches)  # the default order (Taylor)
+    inherit = inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, s)
     cfg = search_config(s)
     evaluators, train_seconds = {"inherit": inherit}, {}
     for variant in s.inherit_methods:
-        evaluators[variant] = InheritEvaluator(space, ordered, **INHERITS[variant])
+        evaluators[variant] = inherit_evaluator(variant, space, ordered, s)
     for variant in dict.fromkeys(s.pnet_methods + s.pnet_tau_only):
         if f"hwprune-{variant}" not in methods(s) and name not in s.tau_models:  # neither searched nor ranked
             continue

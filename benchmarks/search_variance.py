@@ -36,11 +36,9 @@ import bench_common as common  # noqa: E402
 import fashion_mnist as fm  # noqa: E402
 
 import hwprune as hp  # noqa: E402
-from hwprune.core.importance import order_channels  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.search import search  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
-from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "budget_fraction", "budget_ms", "search_seed", "encoding", "fitness", "predicted_ms",
@@ -54,7 +52,8 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
     space, loaders, table = p.space, p.loaders, p.table
     folder = work / "search_variance"
     dense, _ = hp.load_pruned(p.dense_path)
-    inherit = InheritEvaluator(space, order_channels(space, dense, data=loaders.calib))
+    inherit = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, space, fm.ordered_dense(space, dense, loaders,
+                                                                            s.taylor_batches), s)
     winners = {}
     for f, b in p.budgets:
         for seed in search_seeds:

@@ -12,7 +12,7 @@ estimate sums over (:data:`~hwprune.core.importance.TAYLOR_BATCHES` is the libra
   kept channels of two draws overlap (intersection over union, mean over groups and pairs);
 - *accuracy*: every chosen network of ``--methods`` fine-tuned as ``fashion_mnist.py``
   fine-tunes it (same epochs, schedule, distillation, seeds), from the dense weights ordered
-  on B calibration batches (the benchmark's own fine-tunes are reused for the library's B).
+  on B calibration batches (the benchmark's own fine-tunes are reused for its B, the library's unless --quick).
 
 Writes ``benchmarks/results/taylor_batches.csv`` (one row per network, B and seed: overlap,
 test accuracy, the seconds the order took) and prints mean test accuracy per method, budget
@@ -85,7 +85,7 @@ def run(model: str, s: fm.Settings, work: Path, batches: list[int], methods: lis
     say(f"== {model}: fine-tune each network from the order of each number of batches (seeds {s.seeds})")
     sd, jobs = asdict(s), []
     for (m, f, enc), b, seed in itertools.product(nets, batches, s.seeds):
-        folder = work / (f"{m}_{f}_s{seed}" if b == TAYLOR_BATCHES else f"taylor_{b}/{m}_{f}_s{seed}")
+        folder = work / (f"{m}_{f}_s{seed}" if b == s.taylor_batches else f"taylor_{b}/{m}_{f}_s{seed}")
         jobs.append({"kind": "finetune", "model": model, "seed": seed, "settings": sd, "dense": str(p.dense_path),
                      "encoding": enc, "ratio": None, "taylor_batches": b, "label": f"{m} {f:.0%} {b} batches seed {seed}",
                      "out": str(folder / "result.json"), "row": (m, f, b, seed)})
@@ -113,7 +113,8 @@ def summary(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet20")
-    ap.add_argument("--batches", nargs="+", type=int, default=[TAYLOR_BATCHES, 40])
+    ap.add_argument("--batches", nargs="+", type=int, help=f"numbers of batches (default: fashion_mnist.py's, "
+                    f"{TAYLOR_BATCHES}, and 40)")
     ap.add_argument("--methods", nargs="+", default=["uniform", "hwprune"])
     ap.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default: fashion_mnist.py's)")
     ap.add_argument("--workers", type=int, default=2)
@@ -123,10 +124,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
     s = replace(s, seeds=args.seeds or s.seeds)
+    batches = args.batches or [s.taylor_batches, 40]
     work = Path(args.work) / ("quick" if args.quick else "full") / args.model
     torch.set_num_threads(args.workers)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    rows = run(args.model, s, work, args.batches, args.methods, args.workers, say)
+    rows = run(args.model, s, work, batches, args.methods, args.workers, say)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "taylor_batches_quick" if args.quick else "taylor_batches"

@@ -38,7 +38,6 @@ import bench_common as common  # noqa: E402
 import fashion_mnist as fm  # noqa: E402
 
 import hwprune as hp  # noqa: E402
-from hwprune.core.importance import order_channels  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
@@ -108,7 +107,7 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
 
     say(f"== {model}: score every network with every evaluator")
     dense, _ = hp.load_pruned(dense_dir / "model.pt")
-    ordered = order_channels(space, dense, data=loaders.calib)
+    ordered = fm.ordered_dense(space, dense, loaders, s.taylor_batches)
     val = fm.limited(loaders.val, s.val_batches)
     scores: dict[str, list[float]] = {"macs": [float(space.flops(tuple(c["encoding"]))) for c in cands]}
     for steps in STEPS:
@@ -120,7 +119,7 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
     # the default's score over several draws of its batches (each ``calib_batches`` + tuning steps further on; the
     # first draw is the loader as it is, scored above), draw by draw: the evaluator keeps the dense network's
     # outputs for one draw's tuning batches at a time
-    ev = InheritEvaluator(space, ordered)
+    ev = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, space, ordered, s)
     draws = [_From(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(1, DRAWS)]
     per_draw = [scores[f"inherit-{ev.tune_steps}"]] + [
         [ev.score(tuple(c["encoding"]), val, calib, s.calib_batches) for c in cands] for calib in draws]

@@ -460,7 +460,7 @@ def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
 @pytest.mark.slow  # (~2 min on 2 cores: fashion_mnist.py --quick for two methods, then this)
 def test_taylor_batches_quick_run_fine_tunes_each_network_from_each_order(fashion, tmp_path):
     """taylor_batches.py --quick in a finished fashion_mnist.py --quick folder: a row per network, number of batches
-    and seed; at the library's number of batches the result is the benchmark's own fine-tune of that network."""
+    and seed; at the benchmark's number of batches the result is its own fine-tune of that network."""
     import pandas as pd
 
     work = tmp_path / "work"
@@ -474,7 +474,7 @@ def test_taylor_batches_quick_run_fine_tunes_each_network_from_each_order(fashio
     assert rows.overlap.between(0, 1).all() and (rows.groupby(["method", "batches"]).overlap.nunique() == 1).all()
     theirs = pd.read_csv(tmp_path / "fm" / "fashion_mnist_quick.csv", comment="#")
     theirs = theirs[theirs.method != "dense"].set_index(["method", "seed"]).test_acc.sort_index()
-    mine = rows[rows.batches == tb.TAYLOR_BATCHES].set_index(["method", "seed"]).test_acc.sort_index()
+    mine = rows[rows.batches == q.taylor_batches].set_index(["method", "seed"]).test_acc.sort_index()
     assert mine.round(4).tolist() == theirs.round(4).tolist()
     with pytest.raises(SystemExit, match="chosen.json has no network"):
         tb.main(["--quick", "--work", str(work), "--out", str(tmp_path / "tb"), "--methods", "random"])
