@@ -112,7 +112,8 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     _, path = weights
     r = cli("search", "--evaluator", "inherit", "--model", SPEC, "--weights", path, "--round-to", "4", "--flops",
             "1M", "--population", "4", "--parents", "2", "--mutations", "1", "--crossovers", "1", "--generations",
-            "1", "--calib-batches", "1", "--val-batches", "1", "--device", "cpu", "--quiet", "--out", tmp_path / "s")
+            "1", "--calib-batches", "1", "--val-batches", "1", "--tune-steps", "2", "--device", "cpu", "--quiet",
+            "--out", tmp_path / "s")
     assert r.returncode == 0, r.stderr
     stage = json.loads((tmp_path / "s" / "run.json").read_text())["stages"]["search"]
     assert stage["settings"]["evaluator"] == "inherit" and stage["settings"]["dense"]["weights"] == str(path)
@@ -154,8 +155,8 @@ def test_pretrain_then_inherit_search_from_its_weights(tmp_path):
     assert all(torch.equal(v, saved["state_dict"][k]) for k, v in model.state_dict().items())
     r = cli("search", "--evaluator", "inherit", "--model", "resnet20", "--weights", tmp_path / "dense" / "dense.pt",
             "--round-to", "8", "--flops", "10M", "--population", "4", "--parents", "2", "--mutations", "1",
-            "--crossovers", "1", "--generations", "1", "--calib-batches", "1", "--val-batches", "1", "--device", "cpu",
-            "--quiet", "--out", tmp_path / "s")
+            "--crossovers", "1", "--generations", "1", "--calib-batches", "1", "--val-batches", "1", "--tune-steps", "2",
+            "--device", "cpu", "--quiet", "--out", tmp_path / "s")
     assert r.returncode == 0, r.stderr
     r = cli("pretrain", "--limit", "256", "--epochs", "1", "--out", tmp_path / "dense")
     assert r.returncode == 1 and "already holds a pretrained model; pass --resume" in r.stderr
