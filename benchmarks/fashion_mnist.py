@@ -96,8 +96,8 @@ SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", 
                    "tune_steps", "taylor_batches")
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
-INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}  # InheritEvaluator settings: the default (Settings.tune_steps
-# steps), adaptive BN
+# InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone
+INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}
 
 
 def methods(s: "Settings") -> tuple[str, ...]:
