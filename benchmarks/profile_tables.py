@@ -67,9 +67,14 @@ def main() -> None:
             space = hp.SearchSpace.from_model(hp.create_model(model_name).eval(), shape)
             stem = str(path)[:-4]
             if path.exists() and not args.force:
-                table = hp.LatencyTable.load(path, space)
-                print(f"{path.name}: exists, kept")
-                if not Path(f"{stem}.fidelity.json").exists():  # an interrupted run: validate what it made
+                try:
+                    table, here = hp.LatencyTable.load(path, space), True
+                except hp.TableMismatchError as e:  # made with another runtime or CPU: its recorded cost still holds
+                    table, here = hp.LatencyTable.load(path, space, allow_mismatch=True), False
+                    print(f"{path.name}: exists, kept (not validated on this machine: {e})")
+                else:
+                    print(f"{path.name}: exists, kept")
+                if here and not Path(f"{stem}.fidelity.json").exists():  # an interrupted run: validate what it made
                     report = hp.validate_table(table, space, n=args.validate or n_validate,
                                                report=f"{stem}.fidelity.json", plot=f"{stem}.fidelity.png")
                     print(report.summary())
