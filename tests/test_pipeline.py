@@ -31,12 +31,11 @@ def test_quickstart_fast_end_to_end(qs):
     assert set(f["networks"]) == {"searched", "uniform", "magnitude"} and f["evaluator"] == "inherit"
     steps = FAST.tune_steps  # the smoke run's own (fewer than the library's: it checks the stages, not accuracy)
     assert f["tune_steps"] == steps and f"tuned {steps} distillation steps" in (out / "report.md").read_text()
-    # the smoke run's dense network saw `limit` training images, and so do the search and every fine-tune
+    # the smoke run's dense network saw `limit` training images, and so does the search (whose data the fine-tunes read)
     run = json.loads((out / "run.json").read_text())["stages"]
     assert run["pretrain"]["settings"]["job"]["limit"] == FAST.limit == run["search"]["settings"]["data"]["limit"]
     assert 0 <= f["dense"]["test_acc"] <= 1  # the reference every pruned network is compared with
     # every pruned network fine-tuned from its inherited weights the same way, distilled from the dense model
-    run = json.loads((out / "run.json").read_text())["stages"]
     for name in f["networks"]:
         s = run[f"finetune_{name}"]["settings"]
         assert s["init"] == "inherit" and s["teacher"] == "the dense model" and s["encoding"] == \
