@@ -158,5 +158,8 @@ def test_pretrain_then_inherit_search_from_its_weights(tmp_path):
             "--crossovers", "1", "--generations", "1", "--calib-batches", "1", "--val-batches", "1", "--tune-steps", "2",
             "--device", "cpu", "--quiet", "--out", tmp_path / "s")
     assert r.returncode == 0, r.stderr
+    # the search validates on the dense model's own split: its data, seed and training-image limit come with dense.pt
+    searched = json.loads((tmp_path / "s" / "run.json").read_text())["stages"]["search"]["settings"]["data"]
+    assert searched == saved["meta"]["data"] and searched["limit"] == 256
     r = cli("pretrain", "--limit", "256", "--epochs", "1", "--out", tmp_path / "dense")
     assert r.returncode == 1 and "already holds a pretrained model; pass --resume" in r.stderr

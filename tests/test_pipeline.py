@@ -45,7 +45,10 @@ def test_quickstart_fast_end_to_end(qs):
     assert len({json.dumps(run[f"finetune_{n}"]["settings"]["train"]) for n in f["networks"]}) == 1
     for name, r in f["networks"].items():
         assert r["predicted_ms"] <= f["budget_ms"]  # the search and the baseline both meet the budget on paper
-        assert 0.5 < r["measured_ms"] / r["predicted_ms"] < 2.0  # the table predicts the real network
+        # the table predicts the real network as it predicts the dense one timed beside it: measured over predicted
+        # alone failed once with 4 processes on 2 cores, where every network, the dense one too, ran slower
+        ratio = (r["measured_ms"] / r["predicted_ms"]) / (r["dense_measured_ms"] / f["dense_predicted_ms"])
+        assert 0.5 < ratio < 2.0
         assert r["speedup"] > 1.2  # well under the dense latency, measured side by side
         assert r["onnx_max_abs_diff"] <= 1e-4 and 0 <= r["test_acc"] <= 1
     # the smoke run's budget comes from the space's reachable range, never from a timing

@@ -103,7 +103,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
                            importance=cfg.importance)
         search_stage(run, dense=dense, table=out / "latency_table.csv", latency_ms=[budget],
                      config=replace(cfg.search, seed=cfg.seed), device="cpu", where="search", resume=resume,
-                     tune_steps=cfg.tune_steps, limit=cfg.limit, log=log)
+                     tune_steps=cfg.tune_steps, log=log)
 
     stage(4, "fine-tune the searched, the uniform-width and the L1-magnitude network the same way")
     result = run.file("search", "result")

@@ -38,6 +38,21 @@ def loaders_for(data: DataSettings, *, override: str | None = None, batch_size: 
     return make_loaders(ds, batch_size or data.batch_size, seed=data.seed, workers=workers, rank=rank, world=world)
 
 
+def dense_data(dense: DenseModel) -> DataSettings | None:
+    """The data a dense model ``hwprune pretrain`` wrote was trained on (its split, seed and training-image limit:
+    a search that validates on other images than the dense model's validation split would score candidates on
+    images it trained on); None for the weights of a model trained elsewhere."""
+    if dense.weights is None:
+        return None
+    try:
+        ck = torch.load(dense.weights, map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint hwprune can read: load_model says what is wrong with it
+        return None
+    if not (isinstance(ck, dict) and ck.get("format") == DENSE_FORMAT and (ck.get("meta") or {}).get("data")):
+        return None
+    return from_dict(DataSettings, ck["meta"]["data"], str(dense.weights))
+
+
 def checkpoint_data(ck: dict, path, override: str | None) -> DataSettings:
     """The data a checkpoint's network was trained on (stored in it), or ``override`` for a checkpoint without."""
     stored = (ck.get("meta") or {}).get("data")
@@ -254,15 +269,15 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                  latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
                  data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
                  where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, tune_steps: int | None = None,
-                 limit: int | None = None, log: Log = None):
+                 log: Log = None):
     """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
     Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
     the importance-ordered weights of the trained dense model, sliced and tuned for
     ``tune_steps`` distillation steps (the inherit evaluator; default
     :data:`~hwprune.supernet.evaluate.TUNE_STEPS`; ``data`` then names the dataset, bundled by
-    default; ``limit``: a seeded random N of its training images, as the dense model was trained on in a smoke
-    run, which the fine-tunes of the result then use too). ``latency_fraction``:
+    default; a dense model ``hwprune pretrain`` trained brings its split, seed and training-image limit, which the
+    fine-tunes of the result then use too). ``latency_fraction``:
     budgets as fractions of the dense network's latency predicted by the table (0.5:
     half), for commands that work on any machine. ``measure_top``: time that many of the fittest
     candidates of each latency budget here, on the table's backend, and keep the fittest one
@@ -293,8 +308,8 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
         del ck
         loaders = loaders_for(data_settings, override=data)
     else:
-        data_settings = DataSettings(data=data or "bundled", limit=limit)
-        loaders = loaders_for(data_settings)
+        data_settings = dense_data(dense) or DataSettings(data=data or "bundled")
+        loaders = loaders_for(data_settings, override=data)
         _, space, ordered = ordered_dense(dense, loaders)
         scorer = InheritEvaluator(space, ordered.to(dev), tune_steps=TUNE_STEPS if tune_steps is None else tune_steps)
     lut = LatencyTable.load(table, space=scorer.space, allow_mismatch=allow_mismatch) if table else None
