@@ -345,8 +345,13 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                                         "search_seconds": round(time.time() - t, 1)}
         if "l1" in methods(s) and chosen.setdefault("l1", {}).get(str(f), {}).get("repeats") != REPEATS:
             t = time.time()
-            ratio, ms, _ = avl.fit_ratio(lambda r: median_of(measure, [avl.l1_prune(dense, r, torch.zeros(
-                1, *loaders.input_shape), s)])[0], b, s.tp_max_ratio, s.tp_steps)
+            try:
+                ratio, ms, _ = avl.fit_ratio(lambda r: median_of(measure, [avl.l1_prune(dense, r, torch.zeros(
+                    1, *loaders.input_shape), s)])[0], b, s.tp_max_ratio, s.tp_steps)
+            except hp.HwpruneError as e:  # L1 cannot meet it (or one timing said so): its row says so, the run goes on
+                say(f"  {b:.4f} ms budget, L1: {e}; its network is the {s.tp_max_ratio:.0%} one, held to the budget "
+                    f"in the final timing")
+                ratio = s.tp_max_ratio
             chosen["l1"][str(f)] = {"ratio": ratio, "repeats": REPEATS, "search_seconds": round(time.time() - t, 1)}
         write_json(path, chosen)
     return chosen, evaluators

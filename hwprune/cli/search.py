@@ -33,7 +33,8 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
                                          "by --table, e.g. 0.5 or 0.3,0.5 (works on any machine).")
 @click.option("--flops", help="FLOPs (MACs) budget, e.g. 20M.")
 @click.option("--params", help="Parameter budget, e.g. 0.2M.")
-@click.option("--data", help="Dataset (default: the one the PruningNet was trained on).")
+@click.option("--data", help="Dataset (default: the one the PruningNet, or a dense model from `hwprune pretrain`, was "
+                              "trained on, with its split; else bundled).")
 @click.option("--population", type=int, default=default(SearchConfig, "population"), show_default=True)
 @click.option("--generations", type=int, default=default(SearchConfig, "generations"), show_default=True)
 @click.option("--parents", type=int, default=default(SearchConfig, "parents"), show_default=True)
