@@ -38,19 +38,17 @@ def loaders_for(data: DataSettings, *, override: str | None = None, batch_size: 
     return make_loaders(ds, batch_size or data.batch_size, seed=data.seed, workers=workers, rank=rank, world=world)
 
 
-def dense_data(dense: DenseModel) -> DataSettings | None:
-    """The data a dense model ``hwprune pretrain`` wrote was trained on (its split, seed and training-image limit:
-    a search that validates on other images than the dense model's validation split would score candidates on
-    images it trained on); None for the weights of a model trained elsewhere."""
+def dense_checkpoint(dense: DenseModel) -> dict:
+    """The checkpoint ``hwprune pretrain`` wrote of a dense model (its ``meta`` says which data, split, seed and
+    training-image limit it was trained on: a search that validated on other images than its validation split would
+    score candidates on images it trained on); empty for the weights of a model trained elsewhere."""
     if dense.weights is None:
-        return None
+        return {}
     try:
         ck = torch.load(dense.weights, map_location="cpu", weights_only=True)
     except Exception:  # not a checkpoint hwprune can read: load_model says what is wrong with it
-        return None
-    if not (isinstance(ck, dict) and ck.get("format") == DENSE_FORMAT and (ck.get("meta") or {}).get("data")):
-        return None
-    return from_dict(DataSettings, ck["meta"]["data"], str(dense.weights))
+        return {}
+    return ck if isinstance(ck, dict) and ck.get("format") == DENSE_FORMAT else {}
 
 
 def checkpoint_data(ck: dict, path, override: str | None) -> DataSettings:
@@ -308,7 +306,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
         del ck
         loaders = loaders_for(data_settings, override=data)
     else:
-        data_settings = dense_data(dense) or DataSettings(data=data or "bundled")
+        data_settings = checkpoint_data(dense_checkpoint(dense), dense.weights, data or "bundled")
         loaders = loaders_for(data_settings, override=data)
         _, space, ordered = ordered_dense(dense, loaders)
         scorer = InheritEvaluator(space, ordered.to(dev), tune_steps=TUNE_STEPS if tune_steps is None else tune_steps)
