@@ -128,3 +128,19 @@ def test_every_public_name_loads(name):
     import hwprune as hp
 
     assert getattr(hp, name) is not None
+
+
+def test_help_of_every_verb_loads_no_torch():
+    """``hwprune --help`` and each verb's ``--help`` (and argument errors) answer without loading torch (~2 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from hwprune.cli import main\n"
+            "verbs = sorted(main.commands)\n"
+            "for args in [['--help']] + [[v, '--help'] for v in verbs]:\n"
+            "    assert main.main(args, standalone_mode=False) == 0, args\n"
+            "print(len(verbs), sorted(m for m in ('torch', 'onnxruntime', 'numpy') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    count, loaded = out.strip().splitlines()[-1].split(" ", 1)
+    assert int(count) >= 8 and loaded == "[]"

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..search.config import SearchConfig
-from ..supernet.evaluate import TUNE_STEPS
+from ..training.config import TUNE_STEPS
 from .app import main
 from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_count, parse_floats
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import HwpruneError, check_number
+from ..training.config import TUNE_STEPS
 from ..training.distill import soft_target_loss
 from ..training.metrics import accuracy
 from .pruningnet import PruningNet
@@ -20,12 +21,6 @@ from .pruningnet import PruningNet
 __all__ = ["recalibrate_bn", "recalibrate_model_bn", "short_tune", "accuracy", "evaluate_candidate",
            "PruningNetEvaluator", "InheritEvaluator", "as_evaluator", "TUNE_STEPS"]
 
-# distillation steps an inherited candidate gets before it is scored. Measured on 11 resnet20 networks of nearly equal
-# predicted latency per budget (Fashion-MNIST, `python benchmarks/within_budget.py`), Kendall tau
-# with the accuracy after the benchmark's 3-epoch fine-tune at 30% / 50% of the dense latency: adaptive BN alone
-# 0.40 / 0.51 (at 30% every network scores 0.10-0.16, near chance), 20 steps 0.56 / 0.77, 40 steps 0.49 / 0.66; 20
-# steps cost ~2x a candidate of adaptive BN alone
-TUNE_STEPS = 20
 
 
 @torch.no_grad()
