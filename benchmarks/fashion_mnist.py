@@ -282,6 +282,19 @@ def search_config(s: Settings, seed: int = 0) -> SearchConfig:
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed)
 
 
+def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
+    """L1's pruning ratio for a budget: the smallest whose measured latency (``measure_at(ratio)``, ms) meets it, by
+    bisection. Where even ``s.tp_max_ratio`` measures over the budget (L1 cannot meet it, or one timing of a busy
+    machine said so), that ratio's network: the final timing holds it to the budget like every other network and its
+    row says whether it met it, instead of the run stopping."""
+    try:
+        return avl.fit_ratio(measure_at, budget_ms, s.tp_max_ratio, s.tp_steps)[0]
+    except hp.HwpruneError as e:
+        say(f"  {budget_ms:.4f} ms budget, L1: {e}; its network is the {s.tp_max_ratio:.0%} one, held to the budget in "
+            f"the final timing")
+        return s.tp_max_ratio
+
+
 def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
     """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
     evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones). The
@@ -345,13 +358,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                                         "search_seconds": round(time.time() - t, 1)}
         if "l1" in methods(s) and chosen.setdefault("l1", {}).get(str(f), {}).get("repeats") != REPEATS:
             t = time.time()
-            try:
-                ratio, ms, _ = avl.fit_ratio(lambda r: median_of(measure, [avl.l1_prune(dense, r, torch.zeros(
-                    1, *loaders.input_shape), s)])[0], b, s.tp_max_ratio, s.tp_steps)
-            except hp.HwpruneError as e:  # L1 cannot meet it (or one timing said so): its row says so, the run goes on
-                say(f"  {b:.4f} ms budget, L1: {e}; its network is the {s.tp_max_ratio:.0%} one, held to the budget "
-                    f"in the final timing")
-                ratio = s.tp_max_ratio
+            ratio = l1_ratio(lambda r: median_of(measure, [avl.l1_prune(dense, r, torch.zeros(
+                1, *loaders.input_shape), s)])[0], b, s, say)
             chosen["l1"][str(f)] = {"ratio": ratio, "repeats": REPEATS, "search_seconds": round(time.time() - t, 1)}
         write_json(path, chosen)
     return chosen, evaluators

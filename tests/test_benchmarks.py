@@ -245,6 +245,20 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
 
 
+def test_l1_ratio_bisects_measured_latency_and_keeps_its_largest_ratio_where_none_meets(fashion):
+    s = fashion.Settings(tp_max_ratio=0.8, tp_steps=6)
+    said, tried = [], []
+
+    def latency(r):  # 2 ms unpruned, falling linearly to 0.4 ms at 80%
+        tried.append(r)
+        return 2.0 - 2.0 * r
+
+    ratio = fashion.l1_ratio(latency, 1.0, s, said.append)
+    assert 0.5 <= ratio < 0.5 + 0.8 / 2 ** 6 and latency(ratio) <= 1.0 and len(tried) == 1 + 6 + 1 and said == []
+    assert fashion.l1_ratio(latency, 0.3, s, said.append) == 0.8  # even 80% measures 0.4 ms: that network, said
+    assert len(said) == 1 and "0.3000 ms budget" in said[0] and "80% one" in said[0]
+
+
 def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tmp_path):
     """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
     import csv as csvmod
