@@ -1,6 +1,7 @@
 """A tiny real profile with onnxruntime, the CLI over it, and its fidelity check."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -51,10 +52,14 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     assert d["entries"] == d["profiling"]["measured"] + d["profiling"]["reused"] > 100
     f = d["fidelity"]
     # a 3-network smoke check on a shared machine; the accuracy figures come from benchmarks/latency_fidelity.py
-    assert f["n"] == 3 and 0 <= f["lut"]["within_10pct"] <= 1 and f["lut"]["mape"] < 0.5
+    assert f["n"] == 3 and 0 <= f["lut"]["within_10pct"] <= 1
     assert set(f["retest"]) == {"within_10pct", "mape", "spearman"}
     report = json.loads((tmp_path / "r20.fidelity.json").read_text())
     assert len(report["measured_ms"]) == len(report["lut_ms"]) == len(report["flops_ms"]) == 3
+    # the summary is of the networks in the report, whose times are rounded (no threshold on it: how close they are
+    # depends on how busy the machine is)
+    err = np.abs(np.asarray(report["lut_ms"]) / np.asarray(report["measured_ms"]) - 1)
+    assert f["lut"]["mape"] == pytest.approx(err.mean(), rel=1e-3, abs=1e-4)
     assert (tmp_path / "r20.fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same command on the finished table reuses it; other settings are refused in one line
     r = CliRunner().invoke(main, args)

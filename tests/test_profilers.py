@@ -1,4 +1,6 @@
 """Backends: real onnxruntime and torch CPU measurements, refusals, and the quiet-run protocol."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +78,11 @@ def test_onnxruntime_networks_interleaved_and_ordered():
     full, small = prof.measure_networks([space.materialize(space.full()), space.materialize(space.uniform(0.25))],
                                         (1, 3, 32, 32), passes=3, runs_per_pass=5)
     assert full.p10_ms > 2.5 * small.p10_ms  # 16x fewer MACs
-    assert full.runs >= 3 and "quiet runs" in full.note
+    for m in (full, small):  # every visit timed (3 passes of 5, and more where another job disturbed them)
+        good, total = map(int, re.search(r"(\d+)/(\d+) quiet runs", m.note).groups())
+        assert total >= 15 and good <= total
+        # the statistics come from the quiet runs, or from every run where too few were quiet (a busy machine)
+        assert m.runs == (total if m.note.startswith("unverified") else good) and (good >= 2 or m.runs == total)
     assert prof.anchors["probe_ms"] > 0 and "session_probe_ms" in prof.anchors
 
 
