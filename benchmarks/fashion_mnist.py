@@ -758,9 +758,11 @@ def main(argv=None) -> None:
 
 
 def claimed(s: Settings) -> dict:
-    """The settings a kept work folder must share with a rerun: all but the models (each has its folder) and the
-    search settings, which each model's ``chosen.json`` keeps (:func:`reusable`: a change searches again)."""
-    keep = lambda d: {k: v for k, v in d.items() if k not in ("models", "only", "tau_models",  # noqa: E731
+    """The settings a kept work folder must share with a rerun: all but the models (each has its folder), the
+    fine-tuning seeds (each seed's fine-tunes have their folders and no shared step depends on them: a rerun with
+    ``--seeds 0`` reports what is done, one with more seeds adds theirs) and the search settings, which each model's
+    ``chosen.json`` keeps (:func:`reusable`: a change searches again)."""
+    keep = lambda d: {k: v for k, v in d.items() if k not in ("models", "only", "tau_models", "seeds",  # noqa: E731
                                                               *SEARCH_SETTINGS)}
     return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 

@@ -245,6 +245,13 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
 
 
+def test_a_kept_fashion_run_resumes_with_other_seeds_but_not_other_training(fashion):
+    claim = lambda **kw: fashion.claimed(fashion.Settings(**kw))  # noqa: E731
+    assert claim(seeds=[0]) == claim(seeds=[0, 1, 2]) == claim(population=8)  # seeds add folders; searches re-run
+    assert claim(finetune_epochs=4) != claim() != claim(limit=100)
+    assert claim(per_model={"resnet20": {"seeds": [0]}}) == claim(per_model={"resnet20": {}})
+
+
 def test_l1_ratio_bisects_measured_latency_and_keeps_its_largest_ratio_where_none_meets(fashion):
     s = fashion.Settings(tp_max_ratio=0.8, tp_steps=6)
     said, tried = [], []
