@@ -325,7 +325,11 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         if method in chosen or method not in methods(s):
             continue
         t = time.time()
-        res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say)
+        # its state is kept after every generation, in a folder named by everything its fitness and budgets rest
+        # on, so that an interrupted run resumes the search (a change of settings starts another)
+        key = json.dumps([method, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}], sort_keys=True)
+        res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say,
+                     run_dir=work / f"{method}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True)
         seconds = round(time.time() - t + extra, 1)
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
