@@ -22,7 +22,6 @@ __all__ = ["recalibrate_bn", "recalibrate_model_bn", "short_tune", "accuracy", "
            "PruningNetEvaluator", "InheritEvaluator", "as_evaluator", "TUNE_STEPS"]
 
 
-
 @torch.no_grad()
 def recalibrate_bn(pnet: PruningNet, enc: Sequence[int], batches: Iterable, num_batches: int = 10) -> None:
     """Re-estimate the BatchNorm statistics ``enc`` uses, from ``num_batches`` training batches.
