@@ -152,3 +152,15 @@ def test_kernels_timed_on_a_busier_machine_than_the_networks_are_timed_again(spa
     again = hp.profile(space, profiler=FakeProfiler(), cache_dir=tmp_path / "always", calibrate=8, quiet=True,
                        calibration="constant")
     assert again.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-6)
+
+
+def test_a_calibration_that_misses_its_own_networks_says_what_to_do():
+    from hwprune.latency.calibration import SUSPECT_LOO_MAPE, describe
+
+    nets = [{"encoding": [0]}] * 16
+    quiet = describe({"model": "constant", "loo_mape": {"constant": 0.019, "affine": 0.02}, "networks": nets})
+    assert quiet == "calibration (constant): 1.9% mean error on each of its 16 networks predicted from the others"
+    busy = describe({"model": "affine", "loo_mape": {"constant": 0.21, "affine": 0.206}, "networks": nets})
+    assert busy.startswith("calibration (affine): 20.6% mean error") and "profile again when it is quiet" in busy
+    assert f"over {SUSPECT_LOO_MAPE:.0%}" in busy and "\n" not in busy
+    assert "too few" in describe({"overhead_ms": 0.1, "networks": nets[:2]})  # no leave-one-out under 3 networks

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 import hwprune as hp
 from hwprune.cli import main
+from hwprune.latency.calibration import SUSPECT_LOO_MAPE
 from hwprune.profilers import get_profiler
 
 RATIOS = [0.25, 0.49, 1.0]  # three widths per group keeps the real run to seconds
@@ -53,6 +54,7 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     f = d["fidelity"]
     # a 3-network smoke check on a shared machine; the accuracy figures come from benchmarks/latency_fidelity.py
     assert f["n"] == 3 and 0 <= f["lut"]["within_10pct"] <= 1
+    assert d["calibration"]["loo_mape"] == hp.LatencyTable.load(out).meta["calibration"]["loo_mape"]
     assert set(f["retest"]) == {"within_10pct", "mape", "spearman"}
     report = json.loads((tmp_path / "r20.fidelity.json").read_text())
     assert len(report["measured_ms"]) == len(report["lut_ms"]) == len(report["flops_ms"]) == 3
@@ -70,6 +72,9 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     refit = hp.LatencyTable.load(out)
     assert before.meta["calibration"]["model"] == "constant" and before.scale == 1.0  # 3 networks: no slope
     assert refit.meta["calibration"]["model"] == "affine"
+    loo = refit.meta["calibration"]["loo_mape"]["affine"]  # said, with what to do where it is suspect
+    assert f"calibration (affine): {loo:.1%} mean error on each of its 3 networks" in r.output
+    assert ("profile again when it is quiet" in r.output) == (loo > SUSPECT_LOO_MAPE)
     assert [n["measured_ms"] for n in refit.meta["calibration"]["networks"]] == \
         [n["measured_ms"] for n in before.meta["calibration"]["networks"]]
     assert (refit.entries.values == before.entries.values).all()

@@ -57,6 +57,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     measured end to end and compared with the table, a FLOPs predictor and a second
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
+    from ..latency.calibration import describe
     from ..runs.folder import RunFolder
     from ..runs.stages import fidelity_paths, profile_stage
 
@@ -74,8 +75,11 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
         click.echo(f"{out} already holds this table (use --force to measure again)" +
                    (f"; refitted its calibration ({table.meta['calibration']['model']})" if calibration else ""),
                    err=True)
+    calibration = table.meta.get("calibration", {})
     summary = {"table": str(out), "model": model_name, "backend": table.backend,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
+               "calibration": {"model": calibration.get("model", "constant"),
+                               "loo_mape": calibration.get("loo_mape", {}), "note": describe(calibration)},
                "profiling": table.meta.get("profiling", {})}
     if report is not None:
         report_path, plot_path = fidelity_paths(out)
@@ -89,6 +93,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
                f"scale {table.scale:.3f}" +
                (f"; measured {p['measured']} in {p['kernel_seconds']} s ({p['entries_per_second']}/s), "
                 f"total {p['total_seconds']} s" if p and p.get("measured") else ""))
+    click.echo(describe(table.meta.get("calibration", {})))
     if report is not None:
         click.echo(report.summary())
         click.echo(f"report: {summary['fidelity']['report']}  plot: {summary['fidelity']['plot']}")

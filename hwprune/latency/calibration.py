@@ -34,11 +34,16 @@ from ..errors import HwpruneError
 if TYPE_CHECKING:
     from .table import LatencyTable
 
-__all__ = ["fit_calibration", "recalibrate", "AFFINE_GAIN", "AFFINE_MIN_POINTS", "MIN_AFFINE_NETWORKS"]
+__all__ = ["fit_calibration", "recalibrate", "describe", "AFFINE_GAIN", "AFFINE_MIN_POINTS", "MIN_AFFINE_NETWORKS",
+           "SUSPECT_LOO_MAPE"]
 
 AFFINE_GAIN = 0.9  # affine only if its leave-one-out MAPE is below this share of the constant's
 AFFINE_MIN_POINTS = 0.005  # ... and lower by this much (half a point of MAPE: more than measurement noise)
 MIN_AFFINE_NETWORKS = 5
+# a calibration that predicts its own networks (each from the others) worse than this, on average, is suspect: on a
+# quiet machine the shipped tables' chosen models reach 2-4%; a mobilenet_v2_cifar table profiled while this 2-core
+# machine's speed swung by up to 2x within a minute (the same network timed 0.75 and 0.99 ms a minute apart) reached 21%
+SUSPECT_LOO_MAPE = 0.10
 
 
 def _constant(measured: np.ndarray, sums: np.ndarray) -> tuple[float, float]:
@@ -90,6 +95,22 @@ def fit_calibration(measured, sums, model: str = "auto") -> dict:
     overhead, scale = (_affine if chosen == "affine" else _constant)(m, s)
     return {"model": chosen, "overhead_ms": overhead, "scale": scale,
             "loo_mape": {k: round(v, 5) for k, v in loo.items()}}
+
+
+def describe(calibration: dict) -> str:
+    """One line on a table's calibration: its model and how well it predicts its own networks (leave-one-out), with
+    what to do where that is over :data:`SUSPECT_LOO_MAPE`."""
+    model = calibration.get("model", "constant")
+    loo = calibration.get("loo_mape", {}).get(model)
+    n = len(calibration.get("networks", []))
+    if loo is None:
+        return f"calibration ({model}) on {n} network(s): too few to check it on networks it was not fitted on"
+    line = f"calibration ({model}): {loo:.1%} mean error on each of its {n} networks predicted from the others"
+    if loo > SUSPECT_LOO_MAPE:
+        line += (f"; over {SUSPECT_LOO_MAPE:.0%}, the machine's speed likely changed while profiling (or these "
+                 f"networks do what kernels timed alone do not show): profile again when it is quiet (--force) "
+                 f"and check it with --validate")
+    return line
 
 
 def recalibrate(table: "LatencyTable", model: str = "auto") -> "LatencyTable":
