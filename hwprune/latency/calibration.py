@@ -102,8 +102,11 @@ def describe(calibration: dict) -> str:
     """One line on a table's calibration: its model and how well it predicts its own networks (leave-one-out), with
     what to do where that is over :data:`SUSPECT_LOO_MAPE`."""
     model = calibration.get("model", "constant")
-    loo = calibration.get("loo_mape", {}).get(model)
-    n = len(calibration.get("networks", []))
+    nets = calibration.get("networks", [])
+    n, loo = len(nets), calibration.get("loo_mape", {}).get(model)
+    if loo is None and n >= 3 and all("lookup_sum_ms" in x for x in nets):  # a table made before it was recorded
+        loo = fit_calibration([x["measured_ms"] for x in nets], [x["lookup_sum_ms"] for x in nets],
+                              model)["loo_mape"].get(model)
     if loo is None:
         return f"calibration ({model}) on {n} network(s): too few to check it on networks it was not fitted on"
     line = f"calibration ({model}): {loo:.1%} mean error on each of its {n} networks predicted from the others"
