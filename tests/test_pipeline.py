@@ -18,8 +18,9 @@ from hwprune.training.distill import distillation_loss
 @pytest.fixture(scope="module")
 def qs(tmp_path_factory):
     out = tmp_path_factory.mktemp("qs") / "run"
-    figures = quickstart(out, FAST, progress=False, log=lambda s: None)
-    return out, figures
+    said = []
+    figures = quickstart(out, FAST, progress=False, log=said.append)
+    return out, {**figures, "said": said}
 
 
 def test_quickstart_fast_end_to_end(qs):
@@ -29,6 +30,8 @@ def test_quickstart_fast_end_to_end(qs):
                  "pretrain/dense.pt"):
         assert (out / name).exists(), name
     assert set(f["networks"]) == {"searched", "uniform", "magnitude"} and f["evaluator"] == "inherit"
+    cal = hp.LatencyTable.load(out / "latency_table.csv").meta["calibration"]  # said: how far to trust the table
+    assert f"calibration ({cal['model']}): {cal['loo_mape'][cal['model']]:.1%} mean error" in "\n".join(f["said"])
     steps = FAST.tune_steps  # the smoke run's own (fewer than the library's: it checks the stages, not accuracy)
     assert f["tune_steps"] == steps and f"tuned {steps} distillation steps" in (out / "report.md").read_text()
     # the smoke run's dense network saw `limit` training images, and so does the search (whose data the fine-tunes read)

@@ -67,6 +67,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     from ..models import create_model
     from .deploy_stages import export_stage, retrain_stage, verify_stage
     from .report import report_stage
+    from ..latency.calibration import describe
     from .stages import pretrain_stage, profile_stage, search_stage
 
     cfg, out = config, Path(out)
@@ -87,6 +88,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     stage(1, "profile the latency table (onnxruntime, CPU, 1 thread)")
     table, _ = profile_stage(run, space, replace(cfg.profile, seed=cfg.seed), out=out / "latency_table.csv",
                              cache_dir=out / "kernel_store", quiet=progress is False, model=cfg.model)
+    log(describe(table.meta.get("calibration", {})))  # and, where it is suspect, what to do
 
     stage(2, "train the dense network (the starting point and the reference accuracy)")
     if not (resume and run.done("pretrain")):
