@@ -93,7 +93,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
                f"scale {table.scale:.3f}" +
                (f"; measured {p['measured']} in {p['kernel_seconds']} s ({p['entries_per_second']}/s), "
                 f"total {p['total_seconds']} s" if p and p.get("measured") else ""))
-    click.echo(describe(table.meta.get("calibration", {})))
+    click.echo(summary["calibration"]["note"])
     if report is not None:
         click.echo(report.summary())
         click.echo(f"report: {summary['fidelity']['report']}  plot: {summary['fidelity']['plot']}")

@@ -64,10 +64,10 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
     """Run the pipeline (module docstring); returns the report's figures."""
     from ..core.space import SearchSpace
     from ..data import load_dataset
+    from ..latency.calibration import describe
     from ..models import create_model
     from .deploy_stages import export_stage, retrain_stage, verify_stage
     from .report import report_stage
-    from ..latency.calibration import describe
     from .stages import pretrain_stage, profile_stage, search_stage
 
     cfg, out = config, Path(out)
