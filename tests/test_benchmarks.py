@@ -454,6 +454,23 @@ def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tm
         assert g.encoding.nunique() >= 2  # the full and the narrowest network at least
 
 
+def test_network_timing_quick_run_times_every_network_three_ways(tmp_path):
+    """--quick: a row per network (widest and narrowest of each space) with each protocol's p10 and median, and the
+    ratios the summary quotes are of those p10s (the ratios themselves depend on the machine)."""
+    import pandas as pd
+
+    pytest.importorskip("onnxruntime")
+    nt = _bench_module("network_timing")
+    nt.main(["--quick", "--out", str(tmp_path)])
+    rows = pd.read_csv(tmp_path / "network_timing_quick.csv", comment="#")
+    assert list(rows.network) == ["vgg6 widest", "vgg6 narrowest", "plain-1 widest", "plain-1 narrowest"]
+    for p in nt.PROTOCOLS:
+        assert (rows[f"{p}_p10_ms"] > 0).all() and (rows[f"{p}_p10_ms"] <= rows[f"{p}_median_ms"] + 1e-5).all()
+    for p in nt.PROTOCOLS[1:]:
+        assert rows[f"{p}_over_user_p10"].to_numpy() == pytest.approx(
+            (rows[f"{p}_p10_ms"] / rows.user_p10_ms).to_numpy(), abs=1e-3)
+
+
 def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
     """A rerun that chose another network for a job (a new table moves the tau candidates and the winners) must
     fine-tune it, not report the old network's accuracy under the new one's name."""

@@ -7,7 +7,8 @@ import torch
 
 import hwprune as hp
 from hwprune.profilers import get_profiler
-from hwprune.profilers.protocol import QUIET_TOLERANCE, REFERENCE, interleaved, quiet_runs, wait_for_quiet
+from hwprune.profilers.protocol import (PROBE_RUNS, QUIET_TOLERANCE, REFERENCE, interleaved, quiet_runs,
+                                       wait_for_quiet)
 from hwprune.profilers.spec import KernelSpec
 
 CONV = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), height=32, width=32, batchnorm=True, activation="relu")
@@ -134,6 +135,36 @@ def test_interleaving_revisits_disturbed_networks_and_keeps_quiet_runs():
     assert [m.note for m in out] == ["6/9 quiet runs"] * 3  # 3 quiet runs < 5 after two passes: one more
     assert state["runs"] == 3 * 3 * 3
     assert QUIET_TOLERANCE == 0.10 and REFERENCE.op == "conv2d"
+
+
+def test_a_visits_timed_runs_run_back_to_back_between_two_brackets_of_probes():
+    """As a user's timing loop runs them: a probe run between two timed runs evicted part of the network from cache
+    (1-4.5% slower than back to back on a Xeon), and every table was calibrated that much over what users measure.
+    A bracket's state is its second fastest probe: one fast outlier does not make a disturbed visit quiet."""
+    log, t = [], {"ns": 0}
+    slow = {"visit": 0}
+
+    def run(i):
+        log.append("r")
+        t["ns"] += 1000
+
+    def probe():
+        log.append("p")
+        n = log.count("p")
+        if slow["visit"] and n % 4 == 0:
+            return 0.1  # one fast outlier among slow probes
+        return 0.3 if slow["visit"] else 0.2
+
+    anchors = {"probe_ms": 0.2}
+    out = interleaved(run, 2, passes=1, runs_per_pass=3, seed=0, rewarm=1, clock=lambda: t["ns"], probe=probe,
+                      anchors=anchors, min_quiet_runs=1, max_wait_s=0)
+    visit = "pp" + "r" + "p" * PROBE_RUNS + "rrr" + "p" * PROBE_RUNS  # the wait's pair, a re-warm run, the brackets
+    assert "".join(log) == visit * 2 and [m.note for m in out] == ["3/3 quiet runs"] * 2
+    slow["visit"] = 1  # every probe slow but one per four: the visit is disturbed, and its runs are not kept
+    log.clear()
+    out = interleaved(run, 1, passes=1, runs_per_pass=3, seed=0, rewarm=0, clock=lambda: t["ns"], probe=probe,
+                      anchors=anchors, min_quiet_runs=1, max_wait_s=0)
+    assert out[0].note.startswith("unverified (0/")
 
 
 def test_waiting_for_a_quiet_machine():

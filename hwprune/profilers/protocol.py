@@ -2,7 +2,7 @@
 
 Another job on a 2-core machine slows everything by up to 1.5x for seconds at a
 time. A fixed reference kernel (:data:`REFERENCE`) is measured inside every kernel
-chunk and around every timed network run; a run counts when the reference was
+chunk and around every network visit's timed runs; a run counts when the reference was
 within :data:`QUIET_TOLERANCE` of its quietest time seen (the *anchors*, kept
 across sessions by the kernel store), so tables, calibrations and validations all
 measure the machine in the same, quiet state. Networks are interleaved: passes
@@ -20,13 +20,15 @@ import numpy as np
 from ..errors import HwpruneError
 from .spec import KernelSpec, Measurement, summarize
 
-__all__ = ["QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet", "max_wait"]
+__all__ = ["PROBE_RUNS", "QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet", "max_wait"]
 
 QUIET_TOLERANCE = 0.10  # a probe within 10% of the quietest one seen means the machine is not disturbed
 MAX_WAIT_S = 10.0  # how long to wait for a quiet machine before measuring anyway (flagged)
 MAX_WAIT_ENV = "HWPRUNE_MAX_WAIT_S"  # overrides it where no wait is asked for: a CI box whose figures nobody judges
 
 # measured inside every kernel chunk and around every network visit: its time says how fast the machine is
+# probe runs before and after each network visit's timed runs (see interleaved)
+PROBE_RUNS = 4
 REFERENCE = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), (1, 1), "1", 32, 32, batchnorm=True, activation="relu")
 
 
@@ -117,6 +119,12 @@ def wait_for_quiet(probe, anchors: dict, max_wait_s: float | None = None) -> boo
         time.sleep(0.05)
 
 
+def _level(probes: list[float]) -> float:
+    """The machine's state from one bracket of probe runs: the second fastest, since the first run after a network
+    finds cold caches and one fast outlier must not make a disturbed visit look quiet."""
+    return sorted(probes)[min(1, len(probes) - 1)]
+
+
 def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progress=None, rewarm: int = 2,
                 clock=time.perf_counter_ns, sync=None, probe=None, anchors: dict | None = None,
                 min_quiet_runs: int | None = None, max_wait_s: float | None = None) -> list[Measurement]:
@@ -124,12 +132,16 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
 
     A visit waits for a quiet machine (:func:`wait_for_quiet`), re-warms (``rewarm``
     untimed runs: the previous network evicted this one's weights from cache) and
-    times ``runs_per_pass`` runs, so slow drift hits all networks alike. With a
-    ``probe`` (one run of a fixed reference kernel, in ms), every timed run is
-    bracketed by probe runs: it is *quiet* when both are within
+    times ``runs_per_pass`` runs back to back, as a user's timing loop runs them, so
+    slow drift hits all networks alike. With a ``probe`` (one run of a fixed
+    reference kernel, in ms), the visit's timed runs are bracketed by
+    :data:`PROBE_RUNS` probe runs before and after them (not between them: a probe
+    between two runs evicts part of the network from cache, which made a network
+    1-4.5% slower than back to back on a Xeon, and calibrated every table that much
+    over what a user measures): they are *quiet* when both brackets are within
     QUIET_TOLERANCE of the quiet level (``anchors["probe_ms"]``, see :func:`wait_for_quiet`; kept
     across sessions by the kernel store), i.e. no other job slowed the machine
-    around it. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
+    around them. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
     pass worth) are visited again, up to ``passes`` more passes. A network's
     statistics use its quiet runs only, or, if it never got enough, all its runs
     (noted "unverified"; scaling by the probe would be worse, see :func:`quiet_runs`).
@@ -144,8 +156,8 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
         wait_for_quiet(probe, anchors, max_wait_s)
         for _ in range(rewarm):
             run(i)
-        # two probe runs, the faster counts: right after a big network the first finds cold caches
-        before = min(probe(), probe()) if probe else 1.0
+        before = bracket()
+        times = []
         for _ in range(runs_per_pass):
             if sync:
                 sync()
@@ -153,13 +165,15 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
             run(i)
             if sync:
                 sync()
-            ms = (clock() - t) / 1e6  # ns -> ms
-            after = min(probe(), probe()) if probe else 1.0
-            runs[i].append((max(before, after), ms))
-            seen.append(after)
-            before = after
+            times.append((clock() - t) / 1e6)  # ns -> ms
+        after = bracket()
+        runs[i] += [(max(_level(before), _level(after)), ms) for ms in times]
         if probe:  # a whole visit's median probe, not its fastest: one outlier must not become the anchor
-            anchors["probe_ms"] = min(anchors.get("probe_ms", before), float(np.median(seen[-runs_per_pass:])))
+            seen.extend(before + after)
+            anchors["probe_ms"] = min(anchors.get("probe_ms", seen[-1]), float(np.median(before + after)))
+
+    def bracket() -> list[float]:
+        return [probe() for _ in range(PROBE_RUNS)] if probe else [1.0]
 
     def quiet(i: int) -> list[float]:
         limit = (1 + QUIET_TOLERANCE) * anchors.get("probe_ms", 1.0)
