@@ -13,6 +13,7 @@ import hwprune as hp
 from hwprune.latency.fidelity import agreement
 from hwprune.profilers.machine import cpu_name, version_of
 from hwprune.profilers.onnx_graphs import export_network
+from hwprune.profilers.onnxruntime import OnnxruntimeProfiler
 from hwprune.profilers.registry import get_profiler
 
 import net_families
@@ -45,6 +46,13 @@ def networks(seeds, quick: bool, only=None):
         for seed in seeds:
             model, shape, desc = net_families.make(family, seed)
             yield f"{family}-{seed}", model, shape, desc
+
+
+def machine_ms(runs: int = 300) -> float:
+    """The p10 (ms) of ``runs`` runs of the profilers' reference kernel alone: the machine's speed right now."""
+    if not hasattr(machine_ms, "probe"):
+        machine_ms.probe = OnnxruntimeProfiler(threads=1).probe()
+    return float(np.percentile([machine_ms.probe() for _ in range(runs)], 10))
 
 
 def signed(pred, meas) -> float:
@@ -86,12 +94,15 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
             t = time.time()
             tables = profile(store)
             profile_s = time.time() - t
+            speed = {"profile": machine_ms()}  # the reference kernel's p10 (ms): how fast the machine ran, when
             rng = np.random.default_rng(7)
             encs = [space.full(), space.narrowest()] + [space.sample(rng) for _ in range(n - 2)]
             blobs = [export_network(space.materialize(e), shape) for e in encs]
             x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
             first = [p10_median(t) for t in user_runs(blobs, x, runs, rounds)]
+            speed["first"] = machine_ms()
             retest = [p10_median(t) for t in user_runs(blobs[::-1], x, runs, rounds)][::-1]
+            speed["retest"] = machine_ms()
             # the same tables profiled again from nothing (another kernel store), after the networks were timed:
             # how far a table's own figures move between two profilings, against the same measurement
             tables_again = profile(store_again)
@@ -111,6 +122,10 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                              "reprofiled_spearman": round(q["spearman"], 4),
                              "tables_apart": round(float(np.mean(np.abs(reprofiled / pred - 1))), 4),
                              "calibration": tables[table].meta["calibration"]["model"],
+                             # the machine's speed (reference kernel, p10) after profiling, after the first timing and
+                             # after the retest: a table cannot foresee a machine that changed speed in between
+                             "probe_profile_ms": round(speed["profile"], 4), "probe_first_ms": round(speed["first"], 4),
+                             "probe_retest_ms": round(speed["retest"], 4),
                              "profile_seconds": round(profile_s, 1)})
                 points += [{"network": name, "statistic": s, "encoding": " ".join(map(str, e)),
                             "predicted_ms": round(float(p), 5), "measured_ms": round(m, 5), "retest_ms": round(g, 5),
@@ -121,7 +136,9 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                       f"{row['within_10pct']:.0%}  Spearman {row['spearman']:.3f}   | retest bias "
                       f"{row['retest_bias']:+.1%}, within 10% {row['retest_within_10pct']:.0%}, Spearman "
                       f"{row['retest_spearman']:.3f} | profiled again: bias {row['reprofiled_bias']:+.1%}, Spearman "
-                      f"{row['reprofiled_spearman']:.3f}, {row['tables_apart']:.1%} apart", flush=True)
+                      f"{row['reprofiled_spearman']:.3f}, {row['tables_apart']:.1%} apart | machine "
+                      f"{speed['first'] / speed['profile']:.2f}x / {speed['retest'] / speed['profile']:.2f}x as slow "
+                      f"timing / retesting as profiling", flush=True)
     suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
     spread = f" in {rounds} interleaved rounds" if rounds > 1 else ""
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "

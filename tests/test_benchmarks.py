@@ -439,6 +439,9 @@ def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tm
     assert ((rows.within_10pct >= 0) & (rows.within_10pct <= 1) & (rows.mape >= 0)).all()
     assert (points[["predicted_ms", "measured_ms", "retest_ms", "reprofiled_ms"]] > 0).all().all()
     assert (rows.tables_apart > 0).all()  # profiled again from nothing, not served from the first table's store
+    # the machine's speed beside each timing, one per network (the same on its three rows)
+    assert (rows[["probe_profile_ms", "probe_first_ms", "probe_retest_ms"]] > 0).all().all()
+    assert (rows.groupby("network").probe_first_ms.nunique() == 1).all()
     # agreement up to the rounding of the CSVs (points to 1e-5 ms, which is a sizeable share of a 16x16 network's
     # few microseconds; rows to 1e-4)
     tol = lambda a, b: 5e-5 + (0.5e-5 / b * (1 + a / b)).mean() + 1e-9  # noqa: E731
