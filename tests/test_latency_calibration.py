@@ -155,7 +155,7 @@ def test_kernels_timed_on_a_busier_machine_than_the_networks_are_timed_again(spa
 
 
 def test_a_calibration_that_misses_its_own_networks_says_what_to_do():
-    from hwprune.latency.calibration import SUSPECT_LOO_MAPE, describe
+    from hwprune.latency.calibration import SUSPECT_LOO_MAPE, describe, loo_mapes
 
     nets = [{"encoding": [0]}] * 16
     quiet = describe({"model": "constant", "loo_mape": {"constant": 0.019, "affine": 0.02}, "networks": nets})
@@ -168,3 +168,6 @@ def test_a_calibration_that_misses_its_own_networks_says_what_to_do():
     # (1.0 ms): errors 0, 0.1 / 1.1, 0.1 / 0.9 and 0, mean 5.05%
     old = [{"measured_ms": m, "lookup_sum_ms": 1.0} for m in (1.0, 1.1, 0.9, 1.0)]
     assert describe({"overhead_ms": 0.0, "networks": old}).startswith("calibration (constant): 5.1% mean error")
+    # and hwprune profile --json gives the same figure for it, where the table stores none
+    assert loo_mapes({"overhead_ms": 0.0, "networks": old})["constant"] == pytest.approx(0.0505, abs=1e-4)
+    assert loo_mapes({"loo_mape": {"constant": 0.019}, "networks": old}) == {"constant": 0.019}  # stored: as stored

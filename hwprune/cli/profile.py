@@ -57,7 +57,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     measured end to end and compared with the table, a FLOPs predictor and a second
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
-    from ..latency.calibration import describe
+    from ..latency.calibration import describe, loo_mapes
     from ..runs.folder import RunFolder
     from ..runs.stages import fidelity_paths, profile_stage
 
@@ -79,7 +79,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     summary = {"table": str(out), "model": model_name, "backend": table.backend,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                "calibration": {"model": calibration.get("model", "constant"),
-                               "loo_mape": calibration.get("loo_mape", {}), "note": describe(calibration)},
+                               "loo_mape": loo_mapes(calibration), "note": describe(calibration)},
                "profiling": table.meta.get("profiling", {})}
     if report is not None:
         report_path, plot_path = fidelity_paths(out)

@@ -34,8 +34,8 @@ from ..errors import HwpruneError
 if TYPE_CHECKING:
     from .table import LatencyTable
 
-__all__ = ["fit_calibration", "recalibrate", "describe", "AFFINE_GAIN", "AFFINE_MIN_POINTS", "MIN_AFFINE_NETWORKS",
-           "SUSPECT_LOO_MAPE"]
+__all__ = ["fit_calibration", "recalibrate", "describe", "loo_mapes", "AFFINE_GAIN", "AFFINE_MIN_POINTS",
+           "MIN_AFFINE_NETWORKS", "SUSPECT_LOO_MAPE"]
 
 AFFINE_GAIN = 0.9  # affine only if its leave-one-out MAPE is below this share of the constant's
 AFFINE_MIN_POINTS = 0.005  # ... and lower by this much (half a point of MAPE: more than measurement noise)
@@ -98,15 +98,23 @@ def fit_calibration(measured, sums, model: str = "auto") -> dict:
             "loo_mape": {k: round(v, 5) for k, v in loo.items()}}
 
 
+def loo_mapes(calibration: dict) -> dict[str, float]:
+    """Each calibration model's leave-one-out MAPE on the table's own networks (``{"constant": .., "affine": ..}``):
+    as stored, or, for a table made before it was recorded, computed from its stored networks (empty where they are
+    too few)."""
+    stored = calibration.get("loo_mape") or {}
+    nets = calibration.get("networks", [])
+    if stored or len(nets) < 3 or not all("lookup_sum_ms" in x for x in nets):
+        return dict(stored)
+    return fit_calibration([x["measured_ms"] for x in nets], [x["lookup_sum_ms"] for x in nets],
+                           calibration.get("model", "constant"))["loo_mape"]
+
+
 def describe(calibration: dict) -> str:
     """One line on a table's calibration: its model and how well it predicts its own networks (leave-one-out), with
     what to do where that is over :data:`SUSPECT_LOO_MAPE`."""
     model = calibration.get("model", "constant")
-    nets = calibration.get("networks", [])
-    n, loo = len(nets), calibration.get("loo_mape", {}).get(model)
-    if loo is None and n >= 3 and all("lookup_sum_ms" in x for x in nets):  # a table made before it was recorded
-        loo = fit_calibration([x["measured_ms"] for x in nets], [x["lookup_sum_ms"] for x in nets],
-                              model)["loo_mape"].get(model)
+    n, loo = len(calibration.get("networks", [])), loo_mapes(calibration).get(model)
     if loo is None:
         return f"calibration ({model}) on {n} network(s): too few to check it on networks it was not fitted on"
     line = f"calibration ({model}): {loo:.1%} mean error on each of its {n} networks predicted from the others"
