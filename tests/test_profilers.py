@@ -139,8 +139,9 @@ def test_interleaving_revisits_disturbed_networks_and_keeps_quiet_runs():
 
 def test_a_visits_timed_runs_run_back_to_back_between_two_brackets_of_probes():
     """As a user's timing loop runs them: a probe run between two timed runs evicted part of the network from cache
-    (1-4.5% slower than back to back on a Xeon), and every table was calibrated that much over what users measure.
-    A bracket's state is its second fastest probe: one fast outlier does not make a disturbed visit quiet."""
+    (2% slower on average, up to 7%, than back to back on a Xeon), and every table was calibrated that much over
+    what users measure. A bracket's state is its second fastest probe: one fast outlier does not make a disturbed
+    visit quiet."""
     log, t = [], {"ns": 0}
     slow = {"visit": 0}
 

@@ -20,15 +20,16 @@ import numpy as np
 from ..errors import HwpruneError
 from .spec import KernelSpec, Measurement, summarize
 
-__all__ = ["PROBE_RUNS", "QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet", "max_wait"]
+__all__ = ["PROBE_RUNS", "QUIET_TOLERANCE", "REFERENCE", "quiet_runs", "interleaved", "chunked", "wait_for_quiet",
+           "max_wait"]
 
 QUIET_TOLERANCE = 0.10  # a probe within 10% of the quietest one seen means the machine is not disturbed
 MAX_WAIT_S = 10.0  # how long to wait for a quiet machine before measuring anyway (flagged)
 MAX_WAIT_ENV = "HWPRUNE_MAX_WAIT_S"  # overrides it where no wait is asked for: a CI box whose figures nobody judges
 
-# measured inside every kernel chunk and around every network visit: its time says how fast the machine is
 # probe runs before and after each network visit's timed runs (see interleaved)
 PROBE_RUNS = 4
+# measured inside every kernel chunk and around every network visit: its time says how fast the machine is
 REFERENCE = KernelSpec("conv2d", (3, 3), (1, 1), (1, 1), (1, 1), "1", 32, 32, batchnorm=True, activation="relu")
 
 
@@ -136,12 +137,12 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
     slow drift hits all networks alike. With a ``probe`` (one run of a fixed
     reference kernel, in ms), the visit's timed runs are bracketed by
     :data:`PROBE_RUNS` probe runs before and after them (not between them: a probe
-    between two runs evicts part of the network from cache, which made a network
-    1-4.5% slower than back to back on a Xeon, and calibrated every table that much
-    over what a user measures): they are *quiet* when both brackets are within
-    QUIET_TOLERANCE of the quiet level (``anchors["probe_ms"]``, see :func:`wait_for_quiet`; kept
-    across sessions by the kernel store), i.e. no other job slowed the machine
-    around them. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
+    between two runs evicts part of the network from cache, which made networks 2%
+    slower on average, up to 7%, than back to back on a Xeon, and calibrated every
+    table that much over what a user measures: ``benchmarks/network_timing.py``):
+    they are *quiet* when both brackets are within QUIET_TOLERANCE of the quiet level
+    (``anchors["probe_ms"]``, see :func:`wait_for_quiet`; kept across sessions by the
+    kernel store), i.e. no other job slowed the machine around them. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
     pass worth) are visited again, up to ``passes`` more passes. A network's
     statistics use its quiet runs only, or, if it never got enough, all its runs
     (noted "unverified"; scaling by the probe would be worse, see :func:`quiet_runs`).
