@@ -142,9 +142,10 @@ def interleaved(run, n: int, passes: int, runs_per_pass: int, seed: int, progres
     table that much over what a user measures: ``benchmarks/network_timing.py``):
     they are *quiet* when both brackets are within QUIET_TOLERANCE of the quiet level
     (``anchors["probe_ms"]``, see :func:`wait_for_quiet`; kept across sessions by the
-    kernel store), i.e. no other job slowed the machine around them. Networks with fewer than ``min_quiet_runs`` quiet runs (default: one
-    pass worth) are visited again, up to ``passes`` more passes. A network's
-    statistics use its quiet runs only, or, if it never got enough, all its runs
+    kernel store), i.e. no other job slowed the machine around them. Networks with
+    fewer than ``min_quiet_runs`` quiet runs (default: one pass worth) are visited
+    again, up to ``passes`` more passes. A network's statistics use its quiet runs
+    only, or, if it never got enough, all its runs
     (noted "unverified"; scaling by the probe would be worse, see :func:`quiet_runs`).
     """
     rng = np.random.default_rng(seed)
