@@ -474,6 +474,21 @@ def test_network_timing_quick_run_times_every_network_three_ways(tmp_path):
             (rows[f"{p}_p10_ms"] / rows.user_p10_ms).to_numpy(), abs=1e-3)
 
 
+@pytest.mark.slow  # (30 s: two profilings from nothing)
+def test_chunk_budget_quick_run_profiles_under_each_budget(tmp_path):
+    """--quick: a row per budget, each profiled from nothing under its own chunk limits, scored on the same networks
+    (the errors themselves depend on the machine)."""
+    import pandas as pd
+
+    pytest.importorskip("onnxruntime")
+    cb = _bench_module("chunk_budget")
+    cb.main(["--quick", "--budgets", "4096", "128", "--out", str(tmp_path)])
+    rows = pd.read_csv(tmp_path / "chunk_budget_quick.csv", comment="#")
+    assert list(rows.budget_kb) == [4096, 128] and list(rows.variants) == [256, 32] and (rows.networks == 6).all()
+    assert ((rows.mape >= 0) & (rows.within_10pct >= 0) & (rows.within_10pct <= 1)).all()
+    assert (rows.profile_seconds > 0).all() and (rows[["narrow_ratio", "wide_ratio"]] > 0).all().all()
+
+
 def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
     """A rerun that chose another network for a job (a new table moves the tau candidates and the winners) must
     fine-tune it, not report the old network's accuracy under the new one's name."""
