@@ -416,11 +416,14 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
                    repeats: int = REPEATS) -> dict:
     """Of ``pool`` ((encoding, fitness), fittest first), the fittest whose latency, measured as every method's final
     network is, meets the budget: ``top`` at a time, up to 3 x ``top`` (what ``hwprune search --measure-top`` does,
-    with this harness's meter). None meeting it: the fittest, as the search chose it. Each batch is timed in
+    with this harness's meter). None meeting it: the fittest, as the search chose it. In width order (widest first),
+    every width is timed until one meets it, and where none does the narrowest is kept: the widest, kept before,
+    made the dense network the uniform baseline of a quick run on a loaded machine. Each batch is timed in
     ``repeats`` interleaved runs and a network's latency is the median of them: one run on this shared machine put
     two uniform resnet20s 25% above what four later runs agreed on, and so chose a width narrower than the budget
     allowed."""
-    for start in range(0, min(len(pool), 3 * top), top):
+    scan = len(pool) if order == "width" else min(len(pool), 3 * top)
+    for start in range(0, scan, top):
         batch = pool[start:start + top]
         runs = median_of(measure, [space.materialize(e) for e, _ in batch], repeats)
         for rank, ((enc, _), ms) in enumerate(zip(batch, runs), start):
@@ -429,9 +432,10 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
                     say(f"  {budget_ms:.4f} ms budget: candidate {rank + 1} in {order} order is the first within "
                         f"it as measured ({ms:.4f} ms)")
                 return {"encoding": list(enc), "measured_rank": rank, "measured_ms": round(float(ms), 4)}
-    say(f"  {budget_ms:.4f} ms budget: none of the first {min(len(pool), 3 * top)} in {order} order measured within "
-        f"it")
-    return {"encoding": list(pool[0][0]), "measured_rank": None, "measured_ms": None}
+    kept = pool[-1 if order == "width" else 0][0]
+    say(f"  {budget_ms:.4f} ms budget: none of the first {scan} in {order} order measured within it; keeping the "
+        f"{'narrowest' if order == 'width' else 'fittest'}")
+    return {"encoding": list(kept), "measured_rank": None, "measured_ms": None}
 
 
 def median_of(measure, nets: list, repeats: int = REPEATS) -> list[float]:

@@ -243,6 +243,11 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
     assert pick(3.5, -0.5, asked=4.0) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.5}
     assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted near it: the narrowest, and it says so
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
+    # a loaded machine: every width the table admits (asked 2x the budget) measures over it; each is timed and
+    # the narrowest is kept, never the widest (the dense network)
+    assert pick(3.5, 3.0, asked=7.0) == {"encoding": [0, 0], "measured_rank": None, "measured_ms": None}
+    assert "none of the first 4 in width order" in said[-1] and "keeping the narrowest" in said[-1]
+    assert pick(3.5, 2.0, asked=7.0) == {"encoding": [0, 0], "measured_rank": 3, "measured_ms": 3.0}  # the 4th
 
 
 def test_a_kept_fashion_run_resumes_with_other_seeds_but_not_other_training(fashion):
