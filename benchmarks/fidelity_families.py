@@ -2,6 +2,7 @@
 the latency a user measures (see that script's docstring)."""
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -48,11 +49,14 @@ def networks(seeds, quick: bool, only=None):
             yield f"{family}-{seed}", model, shape, desc
 
 
+@functools.cache
+def _probe():
+    return OnnxruntimeProfiler(threads=1).probe()
+
+
 def machine_ms(runs: int = 300) -> float:
     """The p10 (ms) of ``runs`` runs of the profilers' reference kernel alone: the machine's speed right now."""
-    if not hasattr(machine_ms, "probe"):
-        machine_ms.probe = OnnxruntimeProfiler(threads=1).probe()
-    return float(np.percentile([machine_ms.probe() for _ in range(runs)], 10))
+    return float(np.percentile([_probe()() for _ in range(runs)], 10))
 
 
 def signed(pred, meas) -> float:
