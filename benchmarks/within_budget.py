@@ -14,6 +14,11 @@ steps (0: adaptive BN alone; the library's default is
 :data:`~hwprune.supernet.evaluate.TUNE_STEPS`), the default averaged over :data:`DRAWS` draws of
 the batches it recalibrates and tunes on, and MACs as a score (the cheapest proxy).
 
+``--search-top K`` adds, per budget, the ``K`` fittest networks of fashion_mnist.py's default search
+in the same work folder (what it chose among, and the one it chose): is any network of that
+latency better than the uniform one after fine-tuning, does the search's top hold it, and would
+a longer score (``--steps 0 20 200``: about an epoch of distillation) have picked it?
+
 Writes ``benchmarks/results/within_budget.csv`` (one row per network: encoding, costs,
 accuracy and every score) and ``within_budget_tau.csv``. ``--quick`` runs in seconds on the
 bundled data (the test suite runs it). Every fine-tune is kept and a rerun resumes.
@@ -40,11 +45,13 @@ import fashion_mnist as fm  # noqa: E402
 import hwprune as hp  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
+from hwprune.search.measured import fittest_candidates  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "budget_fraction", "budget_ms", "network", "encoding", "predicted_ms", "flops", "params",
-           "test_acc", "uniform"]
+           "test_acc", "uniform", "source", "picked"]
+SOURCES = ("random", "uniform", "search")  # how a network came in: drawn, the uniform one, a search's fittest
 TAU_COLUMNS = ["model", "budget_fraction", "score", "candidates", "kendall_tau", "spearman"]
 STEPS = (0, 20, 40)  # tuning steps of the inherit evaluator scored (the default's among them)
 DRAWS = 4  # and the default's score averaged over this many draws of its calibration and tuning batches
@@ -83,8 +90,33 @@ def candidates(space, table, budget_ms: float, n: int, rng: np.random.Generator)
     return picks + [tuple(uniform)]
 
 
+def search_picks(work: Path, budgets, k: int) -> list[dict]:
+    """Per budget, the ``k`` fittest networks fashion_mnist.py's default search evaluated (each once, fittest first)
+    and the one it chose (the fittest measured within the budget), from its state and ``chosen.json`` in ``work``."""
+    path = work / "chosen.json"
+    chosen = json.loads(path.read_text()) if path.exists() else {}
+    if "hwprune" not in chosen:
+        raise SystemExit(f"no hwprune search chosen in {work}: run fashion_mnist.py with this --work first "
+                         f"(--methods hwprune)")
+    states = [json.loads(p.read_text()) for p in sorted(work.glob("hwprune_search_*/search_state.json"),
+                                                         key=lambda p: -p.stat().st_mtime)]
+    out = []
+    for f, _ in budgets:
+        asked, pick = chosen["asked"][str(f)], chosen["hwprune"][str(f)]["encoding"]
+        found = [(st, i) for st in states for i, b in enumerate(st["budgets"])
+                 if abs(b["latency_ms"] - asked) < 1e-9]
+        if not found:
+            raise SystemExit(f"no search state in {work} holds the {f:.0%} budget ({asked} ms asked)")
+        st, i = found[0]
+        ranked = fittest_candidates(st["history"], i, pick)
+        top = ranked[:k] + [h for h in ranked[k:] if h["encoding"] == pick]  # the chosen one, wherever it ranks
+        out += [{"fraction": f, "encoding": list(h["encoding"]), "predicted": h["latency_ms"], "source": "search",
+                 "picked": h["encoding"] == pick} for h in top]
+    return out
+
+
 def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, out: Path, stem: str,
-        workers: int, say) -> tuple[list[dict], list[dict]]:
+        workers: int, say, search_top: int = 0, steps: tuple[int, ...] = STEPS) -> tuple[list[dict], list[dict]]:
     s = replace(s.for_model(model), fractions=fractions)
     sd = asdict(s)
     p = fm.prepare(model, s, work, workers, say)
@@ -96,9 +128,26 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
         cands = json.loads(cands_path.read_text())
     else:
         rng = np.random.default_rng(1)  # one stream, budget after budget
-        cands = [{"fraction": f, "encoding": list(e), "predicted": float(table.predict(e))}
-                 for f, b in budgets for e in candidates(space, table, b, n, rng)]
+        cands = []
+        for f, b in budgets:
+            made = candidates(space, table, b, n, rng)
+            cands += [{"fraction": f, "encoding": list(e), "predicted": float(table.predict(e)),
+                       "source": "random" if j < len(made) - 1 else "uniform"} for j, e in enumerate(made)]
         folder.mkdir(parents=True, exist_ok=True)
+        write_json(cands_path, cands)
+    for f in {c["fraction"] for c in cands}:  # (a list kept before sources were recorded: the uniform one is last)
+        of_f = [c for c in cands if c["fraction"] == f]
+        for j, c in enumerate(of_f):
+            c.setdefault("source", "random" if j < len(of_f) - 1 else "uniform")
+    if search_top:  # appended, so that the networks fine-tuned before keep their folders
+        known = {(c["fraction"], tuple(c["encoding"])) for c in cands}
+        for c in search_picks(work, budgets, search_top):
+            same = [d for d in cands if (d["fraction"], tuple(d["encoding"])) == (c["fraction"], tuple(c["encoding"]))]
+            for d in same:
+                d["picked"] = d.get("picked", False) or c["picked"]
+            if (c["fraction"], tuple(c["encoding"])) not in known:
+                cands.append(c)
+                known.add((c["fraction"], tuple(c["encoding"])))
         write_json(cands_path, cands)
     say(f"== {model}: fine-tune {len(cands)} networks ({s.finetune_epochs} epochs, seed 0)")
     fm.run_pool([{"kind": "finetune", "model": model, "seed": 0, "settings": sd, "dense": str(dense_dir / "model.pt"),
@@ -110,16 +159,18 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
     ordered = fm.ordered_dense(space, dense, loaders, s.taylor_batches)
     val = fm.limited(loaders.val, s.val_batches)
     scores: dict[str, list[float]] = {"macs": [float(space.flops(tuple(c["encoding"]))) for c in cands]}
-    for steps in STEPS:
-        ev = InheritEvaluator(space, ordered, tune_steps=steps)
+    for n_steps in steps:
+        ev = InheritEvaluator(space, ordered, tune_steps=n_steps)
         t = time.time()
-        scores[f"inherit-{steps}"] = [ev.score(tuple(c["encoding"]), val, loaders.calib, s.calib_batches)
+        scores[f"inherit-{n_steps}"] = [ev.score(tuple(c["encoding"]), val, loaders.calib, s.calib_batches)
                                       for c in cands]
-        say(f"  inherit, {steps} tuning steps: {(time.time() - t) / len(cands):.2f} s per network")
+        say(f"  inherit, {n_steps} tuning steps: {(time.time() - t) / len(cands):.2f} s per network")
     # the default's score over several draws of its batches (each ``calib_batches`` + tuning steps further on; the
     # first draw is the loader as it is, scored above), draw by draw: the evaluator keeps the dense network's
     # outputs for one draw's tuning batches at a time
     ev = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, space, ordered, s)
+    if f"inherit-{ev.tune_steps}" not in scores:
+        raise SystemExit(f"--steps must include the default's {ev.tune_steps} tuning steps")
     draws = [_From(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(1, DRAWS)]
     per_draw = [scores[f"inherit-{ev.tune_steps}"]] + [
         [ev.score(tuple(c["encoding"]), val, calib, s.calib_batches) for c in cands] for calib in draws]
@@ -133,7 +184,8 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
             rows.append({"model": model, "budget_fraction": f, "budget_ms": round(b, 4), "network": k,
                          "encoding": " ".join(map(str, enc)), "predicted_ms": round(table.predict(enc), 4),
                          "flops": space.flops(enc), "params": space.params(enc), "test_acc": acc[j],
-                         "uniform": j == len(idx) - 1, **{name: round(v[k], 4) for name, v in scores.items()}})
+                         "uniform": cands[k]["source"] == "uniform", "source": cands[k]["source"],
+                         "picked": bool(cands[k].get("picked", False)), **{name: round(v[k], 4) for name, v in scores.items()}})
         for name, v in scores.items():
             got = [v[k] for k in idx]
             tau.append({"model": model, "budget_fraction": f, "score": name, "candidates": len(idx),
@@ -145,10 +197,27 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
     return rows, tau
 
 
-def summary(tau: list[dict]) -> str:
+def summary(tau: list[dict], rows: list[dict] = ()) -> str:
     lines = ["| model | budget | score | networks | Kendall tau | Spearman |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['model']} | {float(t['budget_fraction']):.0%} | {t['score']} | {t['candidates']} | "
               f"{float(t['kendall_tau']):+.3f} | {float(t['spearman']):+.3f} |" for t in tau]
+    scores = [k for k in (rows[0] if rows else {}) if k == "macs" or k.startswith("inherit-")]
+    for f in dict.fromkeys(r["budget_fraction"] for r in rows):  # each source's networks against the uniform one
+        of_f = [r for r in rows if r["budget_fraction"] == f]
+        uniform = next((r["test_acc"] for r in of_f if r["source"] == "uniform"), None)
+        lines.append(f"\n{of_f[0]['model']} at {float(f):.0%}: fine-tuned top-1 (one seed) by source, beside the "
+                     f"uniform network's {uniform:.4f}")
+        for src in ("random", "search"):
+            acc = [r["test_acc"] for r in of_f if r["source"] == src]
+            if acc:
+                lines.append(f"  {src:7s} {len(acc):2d} networks: best {max(acc):.4f}, median {np.median(acc):.4f}, "
+                             f"{sum(a > uniform for a in acc)} above uniform")
+        picked = [r["test_acc"] for r in of_f if r["picked"]]
+        if picked:
+            lines.append(f"  the search's pick: {picked[0]:.4f}")
+        for name in scores:  # what each score would have picked of all of them
+            best = max(of_f, key=lambda r: r[name])
+            lines.append(f"  the highest {name}: network {best['network']} ({best['source']}), {best['test_acc']:.4f}")
     return "\n".join(lines)
 
 
@@ -162,6 +231,10 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.3, 0.5])
     ap.add_argument("--n", type=int, default=10, help="random networks per budget (the uniform one is added)")
+    ap.add_argument("--search-top", type=int, default=0, metavar="K",
+                    help="add each budget's K fittest networks of fashion_mnist.py's default search in --work")
+    ap.add_argument("--steps", nargs="+", type=int, default=list(STEPS),
+                    help=f"tuning steps of the inherit scores (default {' '.join(map(str, STEPS))})")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
@@ -173,8 +246,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.workers)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     stem = "within_budget_quick" if args.quick else "within_budget"
-    _, tau = run(args.model, s, fractions, n, work, Path(args.out), stem, args.workers, say)
-    print(summary(tau))
+    rows, tau = run(args.model, s, fractions, n, work, Path(args.out), stem, args.workers, say,
+                    search_top=args.search_top, steps=tuple(args.steps))
+    print(summary(tau, rows))
 
 
 if __name__ == "__main__":

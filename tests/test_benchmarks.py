@@ -1,6 +1,7 @@
 """The comparison benchmark's own logic: the magnitude baseline it builds and how it reports."""
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -356,6 +357,7 @@ def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path
     scores = ["macs", *(f"inherit-{k}" for k in wb.STEPS), f"inherit-20x{wb.DRAWS}"]
     assert list(rows.columns) == wb.COLUMNS + scores and len(rows) == 4  # 3 random networks and the uniform one
     assert rows["uniform"].tolist() == [False, False, False, True]
+    assert rows["source"].tolist() == ["random"] * 3 + ["uniform"] and not rows["picked"].any()
     random = rows[~rows["uniform"]]
     assert ((random["predicted_ms"] <= random["budget_ms"] + 1e-4)
             & (random["predicted_ms"] >= 0.92 * random["budget_ms"] - 1e-4)).all()
@@ -363,6 +365,32 @@ def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path
     assert rows[scores[1:]].apply(lambda c: c.between(0, 1)).all().all()
     assert list(wb._From(range(5), 7)) == [2, 3, 4, 0, 1]  # another draw of the batches: the same pass, rotated
     assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 4).all()
+
+
+def test_within_budget_takes_each_budgets_fittest_searched_networks_and_the_one_chosen(tmp_path):
+    """--search-top: of the state whose budget is the one fashion_mnist.py asked for, the K fittest networks evaluated
+    for that budget (each once), and the chosen one (the fittest measured within it) even where it ranks lower."""
+    wb = _bench_module("within_budget")
+    work = tmp_path / "resnet20"
+    hist = [{"budget": b, "encoding": e, "fitness": f, "latency_ms": 0.1}
+            for b, e, f in [(0, [1, 1], 0.5), (0, [2, 2], 0.9), (1, [3, 3], 0.99), (0, [1, 1], 0.5), (0, [0, 4], 0.7),
+                            (0, [4, 0], 0.6)]]
+    for k, (name, asked) in enumerate((("hwprune_search_old", [0.5, 0.2]), ("hwprune_search_new", [0.2, 0.3]))):
+        (work / name).mkdir(parents=True)
+        (work / name / "search_state.json").write_text(json.dumps(
+            {"budgets": [{"latency_ms": a} for a in asked], "history": hist}))
+        os.utime(work / name / "search_state.json", (1e9 + k, 1e9 + k))  # the newest state is read first
+    (work / "chosen.json").write_text(json.dumps({"asked": {"0.3": 0.2}, "hwprune": {"0.3": {"encoding": [1, 1]}}}))
+    picks = wb.search_picks(work, [(0.3, 0.21)], 2)
+    # budget 0 of the newest state is the asked 0.2 ms: its networks, fittest first, then the chosen one
+    assert [(p["encoding"], p["picked"]) for p in picks] == [([2, 2], False), ([0, 4], False), ([1, 1], True)]
+    assert all(p["source"] == "search" and p["fraction"] == 0.3 for p in picks)
+    (work / "chosen.json").write_text(json.dumps({"asked": {"0.5": 0.4}, "hwprune": {"0.5": {"encoding": [1, 1]}}}))
+    with pytest.raises(SystemExit, match="no search state"):
+        wb.search_picks(work, [(0.5, 0.3)], 2)
+    (work / "chosen.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no hwprune search chosen"):
+        wb.search_picks(work, [(0.3, 0.21)], 2)
 
 
 @pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
