@@ -1,7 +1,7 @@
 """One trained dense start, every method at equal measured latency and equal fine-tuning, on Fashion-MNIST.
 
     python benchmarks/fashion_mnist.py [--models resnet20 mobilenet_v2_cifar] [--fractions 0.3 0.5]
-        [--seeds 0 1 2] [--workers 2] [--quick]
+        [--seeds 0 1 2] [--workers 2] [--ablations] [--quick]
 
 For each model, with latency measured by onnxruntime on this CPU (1 thread, batch 1):
 
@@ -14,7 +14,8 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
    path: ``hwprune search --evaluator inherit``) and ``hwprune-<variant>`` for each
    PruningNet variant of ``pnet_methods`` (:data:`PNETS`: trained from the ordered dense
-   weights, then searched). The searched and random networks are the fittest whose
+   weights, then searched; one by default, ``--ablations`` adds a single-sample one and
+   ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks are the fittest whose
    latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
    on measured latency. "Measured" is always beside the dense network: it is timed first
@@ -131,10 +132,12 @@ class Settings:
     taylor_batches: int = TAYLOR_BATCHES  # calibration batches the channel order sums Taylor over (hwprune's default)
     random_candidates: int = 320  # as many as the search scores per budget (population x generations)
     measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
-    inherit_methods: list[str] = field(default_factory=lambda: ["inherit-bn"])  # searched ablations of INHERITS
+    # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
+    # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
+    inherit_methods: list[str] = field(default_factory=list)
     pnet_epochs: int = 3
-    pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet", "pruningnet-single"])  # searched, tuned
-    pnet_tau_only: list[str] = field(default_factory=lambda: ["pruningnet-window", "pruningnet-rank4"])  # tau only
+    pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet"])
+    pnet_tau_only: list[str] = field(default_factory=list)
     tau_candidates: int = 16
     # ranking agreement on resnet20 only: mobilenet_v2_cifar's 16 fine-tunes (~20 min) would not fit the 2.5 h run
     tau_models: list[str] = field(default_factory=lambda: ["resnet20"])
@@ -160,7 +163,12 @@ class Settings:
         return replace(self, **self.per_model.get(name, {}), per_model={})
 
 
-QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
+# what --ablations adds to resnet20's run (mobilenet_v2_cifar's settings keep one PruningNet and no ablation)
+ABLATIONS = dict(inherit_methods=["inherit-bn"], pnet_methods=["pruningnet", "pruningnet-single"],
+                 pnet_tau_only=["pruningnet-window", "pruningnet-rank4"])
+METHOD_LISTS = tuple(ABLATIONS)  # which methods run, not how: a rerun may add or drop them in the same work folder
+
+QUICK = dict(per_model={}, models=["resnet20"], inherit_methods=["inherit-bn"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=128,
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
              tune_steps=2, taylor_batches=1, eval_limit=256,
@@ -721,6 +729,9 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", metavar="METHOD",
                     help="run these methods alone (dense always; e.g. uniform l1 hwprune); default: every method")
     ap.add_argument("--no-tau", action="store_true", help="skip the ranking agreement (16 more fine-tunes)")
+    ap.add_argument("--ablations", action="store_true",
+                    help="also search with adaptive BN alone and a single-sample PruningNet, and rank with two more "
+                         "PruningNets (resnet20: 2 searches, 3 PruningNets and 12 fine-tunes more)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
     ap.add_argument("--summarize", action="store_true",
@@ -739,6 +750,8 @@ def main(argv=None) -> None:
     for k in ("models", "fractions", "seeds", "data"):
         if getattr(args, k) is not None:
             s = replace(s, **{k: getattr(args, k)})
+    if args.ablations:
+        s = replace(s, **ABLATIONS)
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]
@@ -769,9 +782,10 @@ def claimed(s: Settings) -> dict:
     """The settings a kept work folder must share with a rerun: all but the models (each has its folder), the
     fine-tuning seeds (each seed's fine-tunes have their folders and no shared step depends on them: a rerun with
     ``--seeds 0`` reports what is done, one with more seeds adds theirs) and the search settings, which each model's
-    ``chosen.json`` keeps (:func:`reusable`: a change searches again)."""
+    ``chosen.json`` keeps (:func:`reusable`: a change searches again). Nor which methods run (``--methods``,
+    ``--ablations``): each keeps its own networks and fine-tunes."""
     keep = lambda d: {k: v for k, v in d.items() if k not in ("models", "only", "tau_models", "seeds",  # noqa: E731
-                                                              *SEARCH_SETTINGS)}
+                                                              *METHOD_LISTS, *SEARCH_SETTINGS)}
     return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 
 

@@ -272,6 +272,20 @@ def test_l1_ratio_bisects_measured_latency_and_keeps_its_largest_ratio_where_non
     assert len(said) == 1 and "0.3000 ms budget" in said[0] and "80% one" in said[0]
 
 
+def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on_request(fashion):
+    """The default run has every method the comparison needs (one PruningNet); --ablations adds the rest, in the same
+    work folder (which methods run is not a setting the folder is claimed with)."""
+    from dataclasses import replace
+
+    s = fashion.Settings()
+    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
+    more = replace(s, **fashion.ABLATIONS)
+    assert fashion.methods(more) == fashion.methods(s)[:4] + ("hwprune-inherit-bn", "hwprune-pruningnet",
+                                                              "hwprune-pruningnet-single")
+    assert more.pnet_tau_only and fashion.claimed(more) == fashion.claimed(s)
+    assert fashion.claimed(replace(s, finetune_epochs=4)) != fashion.claimed(s)  # how a method runs still counts
+
+
 def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tmp_path):
     """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
     import csv as csvmod
@@ -507,19 +521,30 @@ def test_network_timing_quick_run_times_every_network_three_ways(tmp_path):
             (rows[f"{p}_p10_ms"] / rows.user_p10_ms).to_numpy(), abs=1e-3)
 
 
+def test_chunk_budget_arms_are_a_weight_budget_and_a_variant_count():
+    import argparse
+
+    cb = _bench_module("chunk_budget")
+    assert cb._arm("8192:256") == (8192, 256)
+    for bad in ("8192", "8192:", "0:32", "1k:32", "8192:-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="KB:VARIANTS"):
+            cb._arm(bad)
+
+
 @pytest.mark.slow  # (30 s: two profilings from nothing)
-def test_chunk_budget_quick_run_profiles_under_each_budget(tmp_path):
-    """--quick: a row per budget, each profiled from nothing under its own chunk limits, scored on the same networks
+def test_chunk_budget_quick_run_profiles_under_each_arm(tmp_path):
+    """--quick: a row per arm (weight budget and variants), each profiled from nothing under its own chunk limits, scored on the same networks
     (the errors themselves depend on the machine)."""
     import pandas as pd
 
     pytest.importorskip("onnxruntime")
     cb = _bench_module("chunk_budget")
-    cb.main(["--quick", "--budgets", "4096", "128", "--out", str(tmp_path)])
+    cb.main(["--quick", "--arms", "4096:256", "128:16", "--out", str(tmp_path)])
     rows = pd.read_csv(tmp_path / "chunk_budget_quick.csv", comment="#")
-    assert list(rows.budget_kb) == [4096, 128] and list(rows.variants) == [256, 32] and (rows.networks == 6).all()
+    assert list(rows.budget_kb) == [4096, 128] and list(rows.variants) == [256, 16] and (rows.networks == 6).all()
     assert ((rows.mape >= 0) & (rows.within_10pct >= 0) & (rows.within_10pct <= 1)).all()
     assert "profile_seconds" in rows and (rows[["narrow_ratio", "wide_ratio"]] > 0).all().all()
+    assert (rows[["probe_profile_ms", "probe_user_ms"]] > 0).all().all() and rows.probe_user_ms.nunique() == 1
 
 
 def test_a_saved_result_of_another_network_is_not_reused(tmp_path):
