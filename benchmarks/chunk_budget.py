@@ -83,7 +83,8 @@ def main(argv=None) -> None:
                 table = hp.profile(space, profiler=profiler, cache_dir=store, quiet=True,
                                    **({"calibrate": 4, "passes": 2} if a.quick else {}))
             tables.append((kb, variants, r, table, time.time() - t, machine_ms()))
-            print(f"{kb} KB, {variants} variants, profiling {r + 1}: {tables[-1][-1]:.0f} s", flush=True)
+            print(f"{kb} KB, {variants} variants, profiling {r + 1}: {tables[-1][4]:.0f} s (reference kernel then: "
+                  f"{tables[-1][5]:.4f} ms)", flush=True)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     measured = np.array([p10_median(t)[0] for t in user_runs(blobs, x, runs, 5)])
     user_probe = machine_ms()  # the reference kernel's p10 right after the users' timing, as after each profiling
