@@ -168,8 +168,8 @@ ABLATIONS = dict(inherit_methods=["inherit-bn"], pnet_methods=["pruningnet", "pr
                  pnet_tau_only=["pruningnet-window", "pruningnet-rank4"])
 METHOD_LISTS = tuple(ABLATIONS)  # which methods run, not how: a rerun may add or drop them in the same work folder
 
-QUICK = dict(per_model={}, models=["resnet20"], inherit_methods=["inherit-bn"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
-             limit=128,
+QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
+             limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
              tune_steps=2, taylor_batches=1, eval_limit=256,
              random_candidates=4, measure_top=2, pnet_epochs=1, pnet_methods=["pruningnet"],
