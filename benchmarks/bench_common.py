@@ -185,15 +185,22 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
-def claim_work(work: Path, settings: dict) -> None:
+def claim_work(work: Path, settings: dict, unclaimed: tuple[str, ...] = ()) -> None:
     """Keep finished steps under ``work`` for a rerun to resume, refusing a folder that holds a run with other
-    settings (its results would mix with these)."""
+    settings (its results would mix with these). ``unclaimed`` names settings an earlier version claimed the folder
+    with and no longer does (at the top level or one dict down): a folder claimed with them is still this run's."""
     import sys
 
     from hwprune.files.atomic import write_json
 
     work.mkdir(parents=True, exist_ok=True)
     path = work / "settings.json"
-    if path.exists() and json.loads(path.read_text()) != settings:
+    if path.exists() and _without(json.loads(path.read_text()), unclaimed) != settings:
         sys.exit(f"{work} holds a run with other settings; pass another --work or delete it")
     write_json(path, settings)
+
+
+def _without(d: dict, keys: tuple[str, ...]) -> dict:
+    """``d`` less ``keys``, at its top level and in the dicts it holds."""
+    return {k: (_without(v, keys) if isinstance(v, dict) and k not in keys else v)
+            for k, v in d.items() if k not in keys} if keys else d

@@ -761,7 +761,7 @@ def main(argv=None) -> None:
     if args.no_tau:
         s = replace(s, tau_models=[])
     work = Path(args.work) / ("quick" if args.quick else "full")
-    common.claim_work(work, claimed(s))
+    common.claim_work(work, claimed(s), unclaimed=METHOD_LISTS)  # (claimed before 2026-12-03)
     torch.set_num_threads(args.workers)  # the PruningNet training and the searches run here, alone on the CPU
     started = time.time()
     say = lambda msg: print(msg, flush=True)  # noqa: E731

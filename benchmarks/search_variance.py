@@ -124,7 +124,8 @@ def main(argv=None) -> None:
     s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
     seeds = args.search_seeds[:2] if args.quick else args.search_seeds
     work = Path(args.work) / ("quick" if args.quick else "full")
-    common.claim_work(work, fm.claimed(s))  # the work folder of fashion_mnist.py with these settings
+    # the work folder of fashion_mnist.py with these settings
+    common.claim_work(work, fm.claimed(s), unclaimed=fm.METHOD_LISTS)
     torch.set_num_threads(args.workers)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     stem = "search_variance_quick" if args.quick else "search_variance"

@@ -286,6 +286,28 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     assert fashion.claimed(replace(s, finetune_epochs=4)) != fashion.claimed(s)  # how a method runs still counts
 
 
+def test_a_work_folder_claimed_with_settings_no_longer_claimed_is_still_the_runs(fashion, tmp_path):
+    """A folder claimed before the method lists stopped counting resumes; one with another real setting is refused,
+    and a fresh claim records the settings as they are now."""
+    import json
+    from dataclasses import asdict
+
+    common = _bench_module("bench_common")
+    s = fashion.Settings()
+    old = {**asdict(s), "per_model": {m: dict(o) for m, o in s.per_model.items()}}  # what the claim held before
+    for k in ("models", "only", "tau_models", "seeds", *fashion.SEARCH_SETTINGS):
+        old.pop(k)
+        for o in old["per_model"].values():
+            o.pop(k, None)
+    assert "pnet_methods" in old and "pnet_methods" in old["per_model"]["mobilenet_v2_cifar"]
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    common.claim_work(tmp_path, fashion.claimed(s), unclaimed=fashion.METHOD_LISTS)
+    assert json.loads((tmp_path / "settings.json").read_text()) == fashion.claimed(s)
+    (tmp_path / "settings.json").write_text(json.dumps({**old, "finetune_epochs": 9}))
+    with pytest.raises(SystemExit, match="other settings"):
+        common.claim_work(tmp_path, fashion.claimed(s), unclaimed=fashion.METHOD_LISTS)
+
+
 def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tmp_path):
     """--quick on the bundled data: the CSVs' shape and invariants (not their accuracies, which mean nothing)."""
     import csv as csvmod
