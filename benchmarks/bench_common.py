@@ -188,7 +188,7 @@ def read_csv(path: Path) -> list[dict]:
 def claim_work(work: Path, settings: dict, unclaimed: tuple[str, ...] = ()) -> None:
     """Keep finished steps under ``work`` for a rerun to resume, refusing a folder that holds a run with other
     settings (its results would mix with these). ``unclaimed`` names settings an earlier version claimed the folder
-    with and no longer does (at the top level or one dict down): a folder claimed with them is still this run's."""
+    with and no longer does (at any depth of its dicts): a folder claimed with them is still this run's."""
     import sys
 
     from hwprune.files.atomic import write_json

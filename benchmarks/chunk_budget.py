@@ -82,9 +82,10 @@ def main(argv=None) -> None:
             with tempfile.TemporaryDirectory(prefix="hwprune-chunks-") as store:
                 table = hp.profile(space, profiler=profiler, cache_dir=store, quiet=True,
                                    **({"calibrate": 4, "passes": 2} if a.quick else {}))
-            tables.append((kb, variants, r, table, time.time() - t, machine_ms()))
-            print(f"{kb} KB, {variants} variants, profiling {r + 1}: {tables[-1][4]:.0f} s (reference kernel then: "
-                  f"{tables[-1][5]:.4f} ms)", flush=True)
+            seconds, probe = time.time() - t, machine_ms()
+            tables.append((kb, variants, r, table, seconds, probe))
+            print(f"{kb} KB, {variants} variants, profiling {r + 1}: {seconds:.0f} s (reference kernel then: "
+                  f"{probe:.4f} ms)", flush=True)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     measured = np.array([p10_median(t)[0] for t in user_runs(blobs, x, runs, 5)])
     user_probe = machine_ms()  # the reference kernel's p10 right after the users' timing, as after each profiling
@@ -103,13 +104,13 @@ def main(argv=None) -> None:
                      "narrow_ratio": round(float(ratio[narrow_i].mean()), 4),
                      "wide_ratio": round(float(ratio[~narrow_i].mean()), 4),
                      "probe_profile_ms": round(probe, 4), "probe_user_ms": round(user_probe, 4)})
-        print(f"{kb:>5} KB, {variants:>3} variants, profiling {r + 1}: bias {ratio.mean() - 1:+.1%}  MAPE {g['mape']:.1%}  within ±10% "
-              f"{g['within_10pct']:.0%}  Spearman {g['spearman']:.3f}  predicted / measured: narrow "
-              f"{ratio[narrow_i].mean():.3f}, others {ratio[~narrow_i].mean():.3f}")
-    apart = max(abs(t[-1] / user_probe - 1) for t in tables)
+        print(f"{kb:>5} KB, {variants:>3} variants, profiling {r + 1}: bias {ratio.mean() - 1:+.1%}  "
+              f"MAPE {g['mape']:.1%}  within ±10% {g['within_10pct']:.0%}  Spearman {g['spearman']:.3f}  "
+              f"predicted / measured: narrow {ratio[narrow_i].mean():.3f}, others {ratio[~narrow_i].mean():.3f}")
+    apart = max(abs(probe / user_probe - 1) for *_, probe in tables)
     if apart > 0.05:
-        print(f"the reference kernel ran up to {apart:.0%} apart between a profiling and the users' timing: the machine "
-              f"changed speed, and the biases above say that more than they say anything of the chunks")
+        print(f"the reference kernel ran up to {apart:.0%} apart between a profiling and the users' timing: the "
+              f"machine changed speed, and the biases above say that more than they say anything of the chunks")
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, resnet20 "
             f"{side}x{side}, users' p10 of {runs} runs, {time.strftime('%Y-%m-%d %H:%M')}\n")
     write_rows(Path(a.out) / f"chunk_budget{'_quick' if a.quick else ''}.csv", rows, head)

@@ -185,7 +185,8 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
                          "encoding": " ".join(map(str, enc)), "predicted_ms": round(table.predict(enc), 4),
                          "flops": space.flops(enc), "params": space.params(enc), "test_acc": acc[j],
                          "uniform": cands[k]["source"] == "uniform", "source": cands[k]["source"],
-                         "picked": bool(cands[k].get("picked", False)), **{name: round(v[k], 4) for name, v in scores.items()}})
+                         "picked": bool(cands[k].get("picked", False)),
+                         **{name: round(v[k], 4) for name, v in scores.items()}})
         for name, v in scores.items():
             got = [v[k] for k in idx]
             tau.append({"model": model, "budget_fraction": f, "score": name, "candidates": len(idx),

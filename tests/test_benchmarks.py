@@ -555,8 +555,8 @@ def test_chunk_budget_arms_are_a_weight_budget_and_a_variant_count():
 
 @pytest.mark.slow  # (30 s: two profilings from nothing)
 def test_chunk_budget_quick_run_profiles_under_each_arm(tmp_path):
-    """--quick: a row per arm (weight budget and variants), each profiled from nothing under its own chunk limits, scored on the same networks
-    (the errors themselves depend on the machine)."""
+    """--quick: a row per arm (weight budget and variants), each profiled from nothing under its own chunk limits,
+    scored on the same networks (the errors themselves depend on the machine)."""
     import pandas as pd
 
     pytest.importorskip("onnxruntime")
