@@ -80,6 +80,17 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     assert (refit.entries.values == before.entries.values).all()
     r = CliRunner().invoke(main, args[:6] + ["2"] + args[7:])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "threads=1, not 2" in r.output
+    # the chunk budget it was measured with (8 MB, unrecorded on tables made before the setting) is a setting too
+    assert CliRunner().invoke(main, args + ["--chunk-kb", "8192"]).exit_code == 0
+    r = CliRunner().invoke(main, args + ["--chunk-kb", "1024"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "chunk_kb=8192, not 1024" in r.output
+
+
+def test_cli_chunk_budget_is_refused_on_a_backend_without_kernel_chunks(tmp_path):
+    r = CliRunner().invoke(main, ["profile", "--model", "resnet20", "--backend", "torch", "--chunk-kb", "1024",
+                                  "-o", str(tmp_path / "x.csv")])
+    assert r.exit_code == 1 and "--chunk-kb sets the onnxruntime backend's kernel chunks" in r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "x.csv").exists()
 
 
 def test_cli_unavailable_backend_is_one_line(tmp_path):

@@ -73,6 +73,29 @@ def test_onnxruntime_kernels_at_every_optimisation_level_and_thread_count(opt_le
         assert len(kernels) == (1 if opt_level in ("all", "extended") else 2), m.note
 
 
+def test_onnxruntime_chunk_weight_budget_is_a_setting_its_fingerprint_names_where_not_historic():
+    """``chunk_kb`` holds a chunk's weights to a budget; tables and stores made before the setting (8 MB) keep their
+    fingerprint, another budget gets its own (a kernel store never mixes the two), and the settings a table was
+    measured with come back from it."""
+    from types import SimpleNamespace
+
+    from hwprune.latency.fidelity import profiler_for_table
+    from hwprune.profilers.protocol import chunked
+
+    pairs = [(64, 64)] * 100  # a 64->64 3x3 conv: 147,456 bytes of weights each
+    default = get_profiler("onnxruntime", "cpu", threads=1)
+    one_mb = get_profiler("onnxruntime", "cpu", threads=1, options={"chunk_kb": 1024})
+    assert "chunk_kb" not in default.fingerprint() and one_mb.fingerprint()["chunk_kb"] == 1024
+    assert {k: v for k, v in one_mb.fingerprint().items() if k != "chunk_kb"} == default.fingerprint()
+    assert [len(c) for c in chunked(pairs, CONV, *one_mb.chunk_limits())][:2] == [7, 7]  # 7 x 147 KB <= 1 MB
+    assert [len(c) for c in chunked(pairs, CONV, *default.chunk_limits())][:1] == [56]  # 8 MB
+    back = profiler_for_table(SimpleNamespace(backend=one_mb.fingerprint(), meta={}))
+    assert back.chunk_limits() == one_mb.chunk_limits() and back.fingerprint() == one_mb.fingerprint()
+    for bad in (0, -1, 1.5, "1024", True):
+        with pytest.raises(hp.HwpruneError, match="chunk_kb must be a positive whole number"):
+            get_profiler("onnxruntime", "cpu", options={"chunk_kb": bad})
+
+
 def test_onnxruntime_networks_interleaved_and_ordered():
     space = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32))
     prof = get_profiler("onnxruntime", "cpu", threads=1, max_wait_s=1)

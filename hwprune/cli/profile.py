@@ -40,6 +40,9 @@ from .options import build_space, default, model_options
               help="Interleaved passes over the networks in every end-to-end measurement.")
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),
               help="onnxruntime graph optimisation level (default: all, the runtime's default).")
+@click.option("--chunk-kb", type=click.IntRange(min=1),
+              help="onnxruntime: the most kernel weights (KB) timed together in one chunk (default 8192); each "
+                   "chunk's weights come from the cache level they fit, as a small network's stay in L2.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Kernel store folder (resume, reuse).")
 @click.option("--force", is_flag=True, help="Profile again even when OUT already holds this table.")
 @click.option("--seed", type=int, default=default(ProfileSettings, "seed"), show_default=True)
@@ -48,7 +51,7 @@ from .options import build_space, default, model_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def profile(model_name, weights, input_shape, num_classes, width_mult, round_to, backend, device, threads,
             batch_size, dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level,
-            cache_dir, force, seed, quiet, run_dir, as_json):
+            chunk_kb, cache_dir, force, seed, quiet, run_dir, as_json):
     """Measure a latency lookup table for a model's search space on a backend.
 
     Every prunable layer is measured at every width the space allows, as the kernel
@@ -61,12 +64,17 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     from ..runs.folder import RunFolder
     from ..runs.stages import fidelity_paths, profile_stage
 
+    from ..errors import HwpruneError
+
+    if chunk_kb is not None and backend != "onnxruntime":
+        raise HwpruneError(f"--chunk-kb sets the onnxruntime backend's kernel chunks; backend {backend!r} has none")
     model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to)
+    options = {k: v for k, v in (("opt_level", opt_level), ("chunk_kb", chunk_kb)) if v is not None}
     settings = ProfileSettings(backend=backend, device=device, threads=threads,
                                batch_size=space.input_shapes[0][0] if batch_size is None else batch_size, dtype=dtype,
                                statistic=statistic,
                                repeats=repeats, calibrate=calibrate, passes=passes, seed=seed,
-                               options={"opt_level": opt_level} if opt_level else {})
+                               options=options)
     reused = Path(out).exists() and not force
     table, report = profile_stage(RunFolder(run_dir) if run_dir else None, space, settings, out=out,
                                   cache_dir=cache_dir, force=force, recalibrate=calibration, validate=validate_n,

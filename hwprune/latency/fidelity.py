@@ -153,7 +153,7 @@ def profiler_for_table(table):
     """A profiler with the settings a table was measured with (backend, device, threads, batch, dtype, options),
     anchored to the reference speeds seen when it was profiled."""
     b = table.backend
-    options = {k: b[k] for k in ("opt_level", "cudnn_benchmark", "workspace_mb") if k in b}
+    options = {k: b[k] for k in ("opt_level", "chunk_kb", "cudnn_benchmark", "workspace_mb") if k in b}
     profiler = get_profiler(b["backend"], b["device"], threads=b["threads"], batch_size=b["batch"], dtype=b["dtype"],
                             options=options)
     profiler.anchors = dict(table.meta.get("anchors", {}))

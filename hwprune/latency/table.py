@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError, check_encoding
 from ..profilers.machine import cpu_name, version_of
+from ..profilers.onnxruntime import HISTORIC_CHUNK_KB
 from ..profilers.spec import SPEC_COLUMNS, KernelSpec
 from ..files.csvmeta import read_csv, write_csv
 from .interpolate import Interpolator
@@ -63,6 +64,8 @@ def space_key(space: "SearchSpace", batch: int) -> str:
 
 
 _OVERRIDE = "--allow-mismatch (allow_mismatch=True in Python)"
+# backend settings a fingerprint names only where they differ from what tables were measured with before
+UNRECORDED = {"chunk_kb": HISTORIC_CHUNK_KB}
 
 
 def space_difference(saved: dict, space: "SearchSpace") -> str:
@@ -217,8 +220,9 @@ class LatencyTable:
                 f"this latency table was profiled for another space: {space_difference(self.meta['space'], space)}; "
                 f"profile this space, or reuse the table deliberately with {_OVERRIDE}")
         for k, want in (expect or {}).items():
-            if want is not None and str(b.get(k)) != str(want):
-                raise TableMismatchError(f"this latency table was measured with {k}={b.get(k)!r}, not {want!r}; "
+            have = b.get(k, UNRECORDED.get(k))
+            if want is not None and str(have) != str(want):
+                raise TableMismatchError(f"this latency table was measured with {k}={have!r}, not {want!r}; "
                                          f"use a table for {k}={want!r} or pass {_OVERRIDE}")
         if check_device:
             here = current_device_name(b["device"])
