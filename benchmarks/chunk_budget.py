@@ -1,11 +1,11 @@
 """How much of the kernels' weights a profiling chunk holds, against the latency a user measures.
 
-    python benchmarks/chunk_budget.py [--arms 8192:256 8192:32 1024:256 1024:32] [--repeats 2]
+    python benchmarks/chunk_budget.py [--arms 8192:256 8192:32 1024:256 1024:32] [--repeats 2] [--side 32]
 
 Kernels are timed many variants to a chunk, so each variant's weights come from the
 cache level a chunk of that size fits (the onnxruntime profiler's default: 256 variants,
 8 MB, the last-level cache); a small network's weights stay in L2 between its runs. This
-profiles the quickstart's space (resnet20 on 1x32x32 inputs, widths in steps of 4) from
+profiles the quickstart's space (resnet20 on 1x32x32 inputs, widths in steps of 4; ``--side 28``: Fashion-MNIST's) from
 nothing under each arm (a weight budget in KB and a most variants per chunk: the two limits are
 crossed, so that what a smaller chunk changes is told apart), ``--repeats`` times, alternating,
 and times 45 networks of it as a user times them (a plain onnxruntime session,
@@ -64,11 +64,12 @@ def main(argv=None) -> None:
     ap.add_argument("--arms", nargs="+", type=_arm, default=[(8192, 256), (8192, 32), (1024, 256), (1024, 32)],
                     metavar="KB:VARIANTS", help="chunk limits profiled: weight budget (KB) and most variants")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--side", type=int, default=32, help="input height and width (28: Fashion-MNIST's images)")
     ap.add_argument("--quick", action="store_true", help="a 1x8x8 input, the first two arms once, 6 networks (seconds)")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     a = ap.parse_args(argv)
     side, arms, repeats, (random, narrow, runs) = ((8, a.arms[:2], 1, (2, 2, 10)) if a.quick
-                                                   else (32, a.arms, a.repeats, (28, 15, 100)))
+                                                   else (a.side, a.arms, a.repeats, (28, 15, 100)))
     shape = (1, 1, side, side)
     space = hp.SearchSpace.from_model(load_model("resnet20", in_channels=1).eval(), shape, round_to=4)
     encs, kinds = networks(space, np.random.default_rng(1), random, narrow)
@@ -113,7 +114,8 @@ def main(argv=None) -> None:
               f"machine changed speed, and the biases above say that more than they say anything of the chunks")
     head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, resnet20 "
             f"{side}x{side}, users' p10 of {runs} runs, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    write_rows(Path(a.out) / f"chunk_budget{'_quick' if a.quick else ''}.csv", rows, head)
+    tag = "_quick" if a.quick else "" if side == 32 else f"_{side}"
+    write_rows(Path(a.out) / f"chunk_budget{tag}.csv", rows, head)
 
 
 if __name__ == "__main__":
