@@ -253,6 +253,14 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     ratio = res2.best[0]["table_over_measured"]
     assert ratio == pytest.approx(winner["latency_ms"] / res2.best[0]["measured_ms"], rel=1e-3) and ratio > 1.02
     assert "unused" in said[-1] and f"--latency-ms {budget * ratio:.4g}" in said[-1]
+    # a machine so much slower that no candidate fits: the winner is kept, flagged, and the user told what to ask for
+    crawl = FakeProfiler(network_scale=4.0)
+    res3 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    said = []
+    meet_measured(res3, space, table, top=2, rounds=1, profiler=crawl, log=said.append)
+    ratio = res3.best[0]["table_over_measured"]
+    assert res3.best[0]["measured_within"] is False and res3.best[0]["encoding"] == winner["encoding"]
+    assert ratio < 1 and "none of the 2 fittest" in said[-1] and f"--latency-ms {budget * ratio:.4g}" in said[-1]
     with pytest.raises(hp.HwpruneError, match="top and rounds must be positive"):
         meet_measured(res2, space, table, top=0, profiler=fast)
 

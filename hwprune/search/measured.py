@@ -32,7 +32,8 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     until one fits) and make the fittest within the budget as measured the best; ``result.best`` entries gain
     ``measured_ms``, ``measured_rank`` (0: the search's own winner), ``measured_checked`` and
     ``table_over_measured`` (the median of predicted over measured latency of the candidates timed). A budget none
-    of them meets keeps its winner, with ``measured_within`` false, and says so. Where the table over-predicts
+    of them meets keeps its winner, with ``measured_within`` false, and says so, with what to ask the table for
+    instead (the budget times that ratio). Where the table over-predicts
     these networks and the winner measures more than 3% under the budget, it says what to ask the table for
     instead: the budget times that ratio (on Fashion-MNIST resnet20 at 28x28 the table put networks near 30% and
     50% of the dense latency 5-7% over their measured latency, and every winner left that share of its budget
@@ -65,7 +66,9 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
         if chosen is None:
             best["measured_within"] = False
             log(f"[{budget.label()}] none of the {checked} fittest candidates measured within the budget; keeping "
-                f"the search's winner (its latency is the table's prediction)")
+                f"the search's winner (its latency is the table's prediction). The table puts these networks at "
+                f"{ratio:.3f} x their measured latency: search again with --latency-ms {budget.latency_ms * ratio:.4g} "
+                f"(and this --measure-top), or profile the table again on a quiet machine")
             continue
         rank, c, ms = chosen
         best.update({k: c[k] for k in _KEYS})
