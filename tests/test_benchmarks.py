@@ -146,19 +146,22 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     said = []
     fresh = fashion.reusable({}, s, said.append)
     assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER} and not said
-    saved = {**fresh, "asked": {"0.3": 0.9}, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3},
+    saved = {**fresh, "asked": {"0.3": 0.9}, "asked_rule": fashion.ASKED_RULE, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3},
              "hwprune": {"0.3": 4}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
     bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)
-    assert set(bigger) == {"search", "meter", "asked", "uniform", "l1"}
+    assert set(bigger) == {"search", "meter", "asked", "asked_rule", "uniform", "l1"}
     assert bigger["search"]["population"] == s.population + 1
     older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
-    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "asked", "uniform", "l1"}
+    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "asked", "asked_rule", "uniform", "l1"}
     assert len(said) == 2 and "searching again" in said[0]
     # chosen with the table asked for the budgets themselves: every network the table picked (uniform, random,
     # searched) again; L1's ratio, bisected on measured latency alone, holds
     unasked = fashion.reusable({k: v for k, v in saved.items() if k != "asked"}, s, said.append)
     assert set(unasked) == {"search", "meter", "l1"} and "every network but L1's again" in said[-1]
+    # asked in one step (before the second): asked again, and so is every network the table picked
+    one_step = fashion.reusable({k: v for k, v in saved.items() if k != "asked_rule"}, s, said.append)
+    assert set(one_step) == {"search", "meter", "l1"} and "in one step" in said[-1]
     # held to the budget in ms alone (before the dense network was timed beside them): nothing holds, L1 included
     unanchored = {k: v for k, v in saved.items() if k != "meter"}
     assert fashion.reusable(unanchored, s, said.append) == fresh and "choosing again" in said[-1]
@@ -208,7 +211,21 @@ def test_the_table_is_asked_for_what_it_predicts_at_each_budget(fashion):
     said = []
     asked = fashion.asked_budgets(space, Table(), [(0.3, 1.1), (0.5, 3.1)], measured, said.append, n=3)
     assert asked == pytest.approx({"0.3": 1.1 * 1.1 / 1.0, "0.5": 3.1 * 3.1 / 3.0}, abs=1e-5)  # (kept to 5 decimals)
-    assert "asking it for" in said[-1]
+    assert "asking the table for" in said[-1]
+
+    class Growing:  # predicted 1, 3, 5, 7 ms where 1, 2, 3, 4 ms are measured: over-predicts more as networks grow
+        def predict_batch(self, encs):
+            return 2 * np.asarray(encs, float).sum(axis=1) + 1
+
+    def measured_1(nets):
+        return [m + 1 for m in measured(nets)]
+
+    # the network measured at the 3 ms budget is predicted at 5 ms: the first step, on the networks predicted near
+    # 3 ms (measured 2 ms, 1.5x), asks for 4.5 ms; the second, on those predicted near 4.5 ms (5 ms, 3 measured)
+    assert fashion.asked_budgets(space, Growing(), [(0.5, 3.0)], measured_1, said.append, n=3, steps=1) == \
+        pytest.approx({"0.5": 4.5})
+    assert fashion.asked_budgets(space, Growing(), [(0.5, 3.0)], measured_1, said.append, n=3) == \
+        pytest.approx({"0.5": 5.0})
 
 
 def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
