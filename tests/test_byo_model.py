@@ -113,10 +113,15 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     r = cli("search", "--evaluator", "inherit", "--model", SPEC, "--weights", path, "--round-to", "4", "--flops",
             "1M", "--population", "4", "--parents", "2", "--mutations", "1", "--crossovers", "1", "--generations",
             "1", "--calib-batches", "1", "--val-batches", "1", "--tune-steps", "2", "--device", "cpu", "--quiet",
-            "--out", tmp_path / "s")
+            "--rerank-top", "2", "--rerank-steps", "3", "--out", tmp_path / "s")
     assert r.returncode == 0, r.stderr
     stage = json.loads((tmp_path / "s" / "run.json").read_text())["stages"]["search"]
     assert stage["settings"]["evaluator"] == "inherit" and stage["settings"]["dense"]["weights"] == str(path)
+    # the 2 fittest were scored again (3 tuning steps each) and the best by that score is the winner
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert stage["settings"]["rerank"] == [2, 3] and result["stats"]["rerank"]["tune_steps"] == 3
+    best = result["best"][0]
+    assert best["rescored_rank"] in (0, 1) and 0 <= best["rescored"] <= 1
     r = cli("retrain", "--result", tmp_path / "s" / "result.json", "--epochs", "0", "--device", "cpu", "--quiet",
             "--out", tmp_path / "r")
     assert r.returncode == 0, r.stderr
@@ -139,6 +144,8 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     assert r.returncode == 1 and "needs the dense model's trained weights" in r.stderr
     r = cli("search", "--model", SPEC, "--flops", "1M", "--out", tmp_path / "mix")
     assert r.returncode == 2 and "--evaluator pruningnet takes a trained PruningNet" in r.stderr
+    r = cli("search", "--checkpoint", path, "--rerank-top", "2", "--flops", "1M", "--out", tmp_path / "pn")
+    assert r.returncode == 2 and "--rerank-top tunes inherited weights longer" in r.stderr
 
 
 def test_pretrain_then_inherit_search_from_its_weights(tmp_path):

@@ -265,6 +265,42 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
         meet_measured(res2, space, table, top=0, profiler=fast)
 
 
+def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_orders_the_rest(setup):
+    """rerank scores the top candidates with another scorer (here: the narrower the better, against the search's
+    fitness), makes its best the winner, and orders the candidates meeting the budget as measured steps down by
+    (:func:`fittest_candidates`) by its score first."""
+    from hwprune.search.measured import fittest_candidates
+    from hwprune.search.rerank import rerank
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    budget = 0.6 * table.predict(space.full())
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    before = fittest_candidates(res.history, 0, res.best[0]["encoding"])[:4]
+
+    class Narrower:  # a score the search's fitness does not follow: fewer channels score higher
+        space = pnet.space
+        scored = []
+
+        def score(self, enc, val, calib, calib_batches):
+            self.scored.append(tuple(enc))
+            return -float(sum(enc))
+
+    said = []
+    rerank(res, Narrower(), loaders.val, loaders.calib, top=4, calib_batches=1, val_batches=1, log=said.append)
+    best = res.best[0]
+    want = max(range(4), key=lambda r: (-sum(before[r]["encoding"]), -r))
+    assert sorted(Narrower.scored) == sorted(tuple(c["encoding"]) for c in before)  # the 4 fittest, each once
+    assert best["encoding"] == before[want]["encoding"] and best["rescored_rank"] == want
+    assert best["fitness"] == before[want]["fitness"] and best["rescored"] == -sum(before[want]["encoding"])
+    assert res.stats["rerank"]["top"] == 4 and "scored the 4 fittest again" in said[-1]
+    order = fittest_candidates(res.history, 0, best["encoding"])
+    assert [sum(c["encoding"]) for c in order[:4]] == sorted(sum(c["encoding"]) for c in before)  # by the new score
+    assert all("rescored" not in c for c in order[4:])  # then the others, by the search's fitness
+    with pytest.raises(hp.HwpruneError, match="positive number of candidates"):
+        rerank(res, Narrower(), loaders.val, loaders.calib, top=0)
+
+
 def test_a_search_whose_fittest_is_near_chance_says_so(setup):
     """An evaluator that cannot tell candidates apart (an untrained PruningNet: ~0.1 on 10 classes) makes the
     search random; the user is told, per budget, and the result records it."""

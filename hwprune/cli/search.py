@@ -53,13 +53,18 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,
               help="Time the N fittest candidates of each latency budget on this machine (the table's backend) and "
                    "keep the fittest one measured within the budget; 0: trust the table.")
+@click.option("--rerank-top", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --evaluator inherit: score the N fittest candidates of each budget again, tuned "
+                   "--rerank-steps steps each, and keep the best by that score (before --measure-top).")
+@click.option("--rerank-steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Distillation steps each candidate --rerank-top scores again takes.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, importance, tune_steps, table, latency_ms, latency_fraction,
            flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
-           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, resume, allow_mismatch, as_json,
+           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, rerank_top, rerank_steps, resume, allow_mismatch, as_json,
            quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
@@ -73,6 +78,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tun
             raise click.UsageError("--evaluator inherit takes the dense model (--model, --weights), not --checkpoint")
         dense = DenseModel(absolute_spec(model_name), str(Path(weights).resolve()) if weights else None, round_to,
                            importance=importance)
+    elif rerank_top:
+        raise click.UsageError("--rerank-top tunes inherited weights longer: it needs --evaluator inherit")
     elif not checkpoint or model_name:
         raise click.UsageError("--evaluator pruningnet takes a trained PruningNet (--checkpoint); to search with the "
                                "dense model's weights use --evaluator inherit --model ... --weights ...")
@@ -87,7 +94,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tun
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
                           resume=resume, allow_mismatch=allow_mismatch, measure_top=measure_top,
-                          tune_steps=tune_steps, log=echo_log(quiet))
+                          tune_steps=tune_steps, rerank=(rerank_top, rerank_steps), log=echo_log(quiet))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return

@@ -267,7 +267,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                  latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
                  data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
                  where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, tune_steps: int | None = None,
-                 log: Log = None):
+                 rerank: tuple[int, int] = (0, 0), log: Log = None):
     """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
     Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
@@ -279,8 +279,10 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     budgets as fractions of the dense network's latency predicted by the table (0.5:
     half), for commands that work on any machine. ``measure_top``: time that many of the fittest
     candidates of each latency budget here, on the table's backend, and keep the fittest one
-    measured within the budget (:func:`hwprune.search.measured.meet_measured`). A folder that
-    holds a finished search is refused without ``resume`` (it would be overwritten).
+    measured within the budget (:func:`hwprune.search.measured.meet_measured`). ``rerank``: (top, steps), with the
+    inherit evaluator: score the ``top`` fittest of each budget again, tuned ``steps`` steps each, and keep the best
+    by that score (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its
+    order). A folder that holds a finished search is refused without ``resume`` (it would be overwritten).
     """
     from ..files.checkpoint import load_checkpoint
     from ..latency import LatencyTable
@@ -291,6 +293,8 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     cfg = config or SearchConfig()
     folder = run.path / where
     check_writable(folder / "run.json", "run folder")
+    if rerank[0] and dense is None:
+        raise HwpruneError("rerank tunes inherited weights longer: it needs the inherit evaluator (dense=...)")
     if (checkpoint is None) == (dense is None):
         raise HwpruneError("score candidates with a PruningNet (--checkpoint) or with the dense model's inherited "
                            "weights (--evaluator inherit --model ... --weights ...), one of the two")
@@ -321,9 +325,16 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                               "dense": asdict(dense) if dense else None, "table": str(table) if table else None,
                               "latency_ms": latency_ms, "latency_fraction": latency_fraction, "flops": flops,
                               "params": params, "data": asdict(data_settings), "data_override": data,
-                              "search": asdict(cfg), "measure_top": measure_top})
+                              "search": asdict(cfg), "measure_top": measure_top, "rerank": list(rerank)})
     result = search(scorer, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
                     config=cfg, run_dir=folder, resume=resume, log=log)
+    if rerank[0]:
+        from ..search.rerank import rerank as score_again
+
+        score_again(result, InheritEvaluator(scorer.space, scorer.model, tune_steps=rerank[1],
+                                             tune_lr=scorer.tune_lr), loaders.val,
+                    loaders.calib, top=rerank[0], calib_batches=cfg.calib_batches, val_batches=cfg.val_batches,
+                    log=log or (lambda m: None))
     if measure_top and lut is not None and latency_ms and is_main():
         from ..search.measured import meet_measured
 

@@ -83,14 +83,16 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
 
 
 def fittest_candidates(history: list[dict], budget_index: int, winner: list[int]) -> list[dict]:
-    """The candidates evaluated for a budget, each once, fittest first (the search's winner first on ties)."""
+    """The candidates evaluated for a budget, each once, fittest first (the search's winner first on ties); those
+    scored again (``rescored``, :func:`~.rerank.rerank`) come first, by that score."""
     seen, out = set(), []
     for h in history:
         key = tuple(h["encoding"])
         if h["budget"] == budget_index and key not in seen:
             seen.add(key)
             out.append(h)
-    return sorted(out, key=lambda h: (-h["fitness"], h["encoding"] != list(winner)))
+    return sorted(out, key=lambda h: ("rescored" not in h, -h.get("rescored", h["fitness"]),
+                                      h["encoding"] != list(winner)))
 
 
 def _ordinal(rank: int) -> str:
