@@ -41,12 +41,13 @@ from hwprune.profilers.registry import get_profiler  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _arm(text: str) -> tuple[int, int]:
-    """``KB:VARIANTS`` as two ints (``--arms``)."""
+def _arm(text: str) -> tuple[int | str, int]:
+    """``KB:VARIANTS`` as two ints, or ``auto:VARIANTS`` (the profiler's default budget) (``--arms``)."""
     kb, sep, variants = text.partition(":")
-    if not (sep and kb.isdigit() and variants.isdigit() and int(kb) > 0 and int(variants) > 0):
-        raise argparse.ArgumentTypeError(f"an arm is KB:VARIANTS, two positive integers (8192:256), not {text!r}")
-    return int(kb), int(variants)
+    if not (sep and (kb.isdigit() and int(kb) > 0 or kb == "auto") and variants.isdigit() and int(variants) > 0):
+        raise argparse.ArgumentTypeError(f"an arm is KB:VARIANTS, two positive integers (8192:256) or auto:VARIANTS, "
+                                         f"not {text!r}")
+    return (kb if kb == "auto" else int(kb)), int(variants)
 
 
 def networks(space, rng, random: int, narrow: int) -> tuple[list[tuple[int, ...]], list[str]]:
@@ -62,7 +63,8 @@ def networks(space, rng, random: int, narrow: int) -> tuple[list[tuple[int, ...]
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", nargs="+", type=_arm, default=[(8192, 256), (8192, 32), (1024, 256), (1024, 32)],
-                    metavar="KB:VARIANTS", help="chunk limits profiled: weight budget (KB) and most variants")
+                    metavar="KB:VARIANTS", help="chunk limits profiled: weight budget (KB, or auto: the profiler's "
+                                                "default, the widest network's weights) and most variants")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--side", type=int, default=32, help="input height and width (28: Fashion-MNIST's images)")
     ap.add_argument("--quick", action="store_true", help="a 1x8x8 input, the first two arms once, 6 networks (seconds)")
@@ -77,14 +79,17 @@ def main(argv=None) -> None:
     tables = []
     for r in range(repeats):
         for kb, variants in arms:
-            profiler = get_profiler("onnxruntime", "cpu", threads=1, **({"max_wait_s": 0.2} if a.quick else {}))
+            profiler = get_profiler("onnxruntime", "cpu", threads=1, options={"chunk_kb": kb},
+                                    **({"max_wait_s": 0.2} if a.quick else {}))
+            profiler.size_chunks(int(space.params(space.full())) * 4)  # (what "auto" is, for this space)
+            kb = profiler.chunk_limits()[1] >> 10
             profiler.chunk_limits = lambda kb=kb, variants=variants: (variants, kb << 10)
             t = time.time()
             with tempfile.TemporaryDirectory(prefix="hwprune-chunks-") as store:
                 table = hp.profile(space, profiler=profiler, cache_dir=store, quiet=True,
                                    **({"calibrate": 4, "passes": 2} if a.quick else {}))
             seconds, probe = time.time() - t, machine_ms()
-            tables.append((kb, variants, r, table, seconds, probe))
+            tables.append((kb, variants, r, table, seconds, probe))  # (auto: the KB it came to)
             print(f"{kb} KB, {variants} variants, profiling {r + 1}: {seconds:.0f} s (reference kernel then: "
                   f"{probe:.4f} ms)", flush=True)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)

@@ -31,6 +31,9 @@ def test_tiny_real_profile_measures_every_width_and_predicts_its_networks(real_t
     p = table.meta["profiling"]
     assert p["measured"] == len(table.entries) > 50 and p["reused"] == 0  # its speed: benchmarks/profile_tables.py
     assert table.backend["backend"] == "onnxruntime" and table.backend["threads"] == 1
+    # kernels were timed in chunks holding as many weights as the widest network has (KB, within 256 KB-8 MB)
+    widest_kb = -(-int(small_space.params(small_space.full())) * 4 // 1024)
+    assert table.backend["chunk_kb"] == min(8192, max(256, widest_kb)) and widest_kb > 256
     assert table.backend["versions"]["onnxruntime"] and table.meta["anchors"]["kernel_ref_ms"] > 0
     assert (table.entries.p10_ms > 0).all() and (table.entries.p10_ms <= table.entries.p90_ms).all()
     nets = table.meta["calibration"]["networks"]  # the overhead was fitted on them: a loose but real check
@@ -80,10 +83,12 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     assert (refit.entries.values == before.entries.values).all()
     r = CliRunner().invoke(main, args[:6] + ["2"] + args[7:])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "threads=1, not 2" in r.output
-    # the chunk budget it was measured with (8 MB, unrecorded on tables made before the setting) is a setting too
-    assert CliRunner().invoke(main, args + ["--chunk-kb", "8192"]).exit_code == 0
+    # the chunk budget it was measured with is a setting too: "auto" held this quarter-width resnet20's chunks to
+    # its widest network's weights, here under the least budget (256 KB)
+    assert hp.LatencyTable.load(out).backend["chunk_kb"] == 256
+    assert CliRunner().invoke(main, args + ["--chunk-kb", "256"]).exit_code == 0
     r = CliRunner().invoke(main, args + ["--chunk-kb", "1024"])
-    assert r.exit_code == 1 and r.output.count("\n") == 1 and "chunk_kb=8192, not 1024" in r.output
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "chunk_kb=256, not 1024" in r.output
 
 
 def test_cli_chunk_budget_is_refused_on_a_backend_without_kernel_chunks(tmp_path):

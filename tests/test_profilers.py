@@ -75,8 +75,8 @@ def test_onnxruntime_kernels_at_every_optimisation_level_and_thread_count(opt_le
 
 def test_onnxruntime_chunk_weight_budget_is_a_setting_its_fingerprint_names_where_not_historic():
     """``chunk_kb`` holds a chunk's weights to a budget; tables and stores made before the setting (8 MB) keep their
-    fingerprint, another budget gets its own (a kernel store never mixes the two), and the settings a table was
-    measured with come back from it."""
+    fingerprint, another budget gets its own (a kernel store never mixes the two), the settings a table was
+    measured with come back from it, and "auto" follows the widest network's weights."""
     from types import SimpleNamespace
 
     from hwprune.latency.fidelity import profiler_for_table
@@ -91,8 +91,16 @@ def test_onnxruntime_chunk_weight_budget_is_a_setting_its_fingerprint_names_wher
     assert [len(c) for c in chunked(pairs, CONV, *default.chunk_limits())][:1] == [56]  # 8 MB
     back = profiler_for_table(SimpleNamespace(backend=one_mb.fingerprint(), meta={}))
     assert back.chunk_limits() == one_mb.chunk_limits() and back.fingerprint() == one_mb.fingerprint()
+    # "auto" (the default) takes the widest network's weights, within 256 KB and 8 MB; a set budget stays
+    for weight_bytes, kb in ((80_000, 256), (1_088_744, 1064), (50_000_000, 8192)):
+        auto = get_profiler("onnxruntime", "cpu", threads=1)
+        auto.size_chunks(weight_bytes)
+        assert auto.chunk_limits() == (256, kb << 10)
+        assert auto.fingerprint().get("chunk_kb", 8192) == kb  # (8 MB: as tables were made before)
+    one_mb.size_chunks(80_000)
+    assert one_mb.chunk_limits() == (256, 1 << 20)
     for bad in (0, -1, 1.5, "1024", True):
-        with pytest.raises(hp.HwpruneError, match="chunk_kb must be a positive whole number"):
+        with pytest.raises(hp.HwpruneError, match="chunk_kb must be 'auto' or a positive whole number"):
             get_profiler("onnxruntime", "cpu", options={"chunk_kb": bad})
 
 

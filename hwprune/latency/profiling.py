@@ -42,6 +42,9 @@ def progress_bar(total: float, desc: str, quiet: bool, unit: str = "entry") -> P
     return Progress(total, desc, unit=unit, quiet=quiet)
 
 
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
 def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple[int, ...]]:
     """Full width and uniform 0.5, then random encodings: ``n`` distinct ones.
 
@@ -86,6 +89,9 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     profiler = profiler or get_profiler(backend, device, threads=threads, batch_size=batch_size, dtype=dtype,
                                         repeats=repeats, warmup=warmup, options=dict(options or {}))
     started = time.time()
+    # kernels are timed with as many weights competing for the cache as the widest network has (a backend that
+    # sizes its chunks to them: the fingerprint below then names the size)
+    profiler.size_chunks(int(space.params(space.full())) * _DTYPE_BYTES.get(profiler.dtype, 4))
     slots, unmodelled = kernel_slots(space, profiler.batch_size, profiler.dtype)
     needed: dict[str, tuple] = {}
     for slot in slots:
