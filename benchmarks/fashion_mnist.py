@@ -12,7 +12,8 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    global L1 magnitude pruning, its ratio bisected until the *measured* latency meets
    the budget), ``random`` (the best of N random networks under the budget, scored by
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
-   path: ``hwprune search --evaluator inherit``) and ``hwprune-<variant>`` for each
+   path: ``hwprune search --evaluator inherit``), ``hwprune-rerank`` (that search's ``rerank_top``
+   fittest scored again, tuned ``rerank_steps`` steps each: ``--rerank-top``) and ``hwprune-<variant>`` for each
    PruningNet variant of ``pnet_methods`` (:data:`PNETS`: trained from the ordered dense
    weights, then searched; one by default, ``--ablations`` adds a single-sample one and
    ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks are the fittest whose
@@ -68,6 +69,7 @@ from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
+from hwprune.search.rerank import rerank  # noqa: E402
 from hwprune.supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
 from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
@@ -95,6 +97,7 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
 SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
                    "tune_steps", "taylor_batches")
+RERANK_SETTINGS = ("rerank_top", "rerank_steps")  # hwprune-rerank's own: a change scores its candidates again
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 # InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone
@@ -104,7 +107,8 @@ INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}
 def methods(s: "Settings") -> tuple[str, ...]:
     """Every method of a run: the baselines, hwprune's default path, its ablations and one search per PruningNet
     variant."""
-    every = BASELINES + tuple(f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
+    every = BASELINES + ("hwprune-rerank",) * bool(s.rerank_top) + tuple(
+        f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
     return tuple(m for m in every if m in s.only) if s.only else every
 
 
@@ -132,6 +136,10 @@ class Settings:
     taylor_batches: int = TAYLOR_BATCHES  # calibration batches the channel order sums Taylor over (hwprune's default)
     random_candidates: int = 320  # as many as the search scores per budget (population x generations)
     measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
+    # hwprune-rerank: the default search's rerank_top fittest scored again, tuned rerank_steps steps each
+    # (`hwprune search --rerank-top`); 0: not run
+    rerank_top: int = 8
+    rerank_steps: int = 300
     # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
     # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
     inherit_methods: list[str] = field(default_factory=list)
@@ -157,7 +165,7 @@ class Settings:
     # 2 cores (every method of a model still gets the same fine-tuning)
     per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(
         limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, population=16, generations=5,
-        random_candidates=80, inherit_methods=[], pnet_methods=["pruningnet"], pnet_tau_only=[])})
+        random_candidates=80, inherit_methods=[], pnet_methods=["pruningnet"], pnet_tau_only=[], rerank_top=0)})
 
     def for_model(self, name: str) -> "Settings":
         return replace(self, **self.per_model.get(name, {}), per_model={})
@@ -172,7 +180,7 @@ QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="rang
              limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
              tune_steps=2, taylor_batches=1, eval_limit=256,
-             random_candidates=4, measure_top=2, pnet_epochs=1, pnet_methods=["pruningnet"],
+             random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1, pnet_methods=["pruningnet"],
              pnet_tau_only=["pruningnet-single"],
              tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
              runs_per_pass=2, median_runs=5, max_wait_s=0.2, tp_iterative_steps=2, tp_steps=2, round_to=8)
@@ -329,15 +337,25 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     lats = [asked[f] for f, _ in budgets]
     searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds.get(v, 0.0))
                                               for v in s.inherit_methods + s.pnet_methods if v in evaluators]
-    for method, ev, extra in searches:
+    if chosen.get("rerank") != {k: getattr(s, k) for k in RERANK_SETTINGS}:
+        chosen.pop("hwprune-rerank", None)
+        chosen["rerank"] = {k: getattr(s, k) for k in RERANK_SETTINGS}
+    for method, ev, extra in searches + [("hwprune-rerank", inherit, 0.0)]:
         if method in chosen or method not in methods(s):
             continue
         t = time.time()
         # its state is kept after every generation, in a folder named by everything its fitness and budgets rest
-        # on, so that an interrupted run resumes the search (a change of settings starts another)
-        key = json.dumps([method, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}], sort_keys=True)
+        # on, so that an interrupted run resumes the search (a change of settings starts another); hwprune-rerank
+        # resumes the default's search (finished: at once) and scores its fittest again
+        searched = "hwprune" if method == "hwprune-rerank" else method
+        key = json.dumps([searched, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}], sort_keys=True)
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say,
-                     run_dir=work / f"{method}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True)
+                     run_dir=work / f"{searched}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True)
+        if method == "hwprune-rerank":
+            extra = next(iter(chosen.get("hwprune", {}).values()), {}).get("search_seconds", 0.0)  # (resumed)
+            rerank(res, inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, replace(s, tune_steps=s.rerank_steps)),
+                   loaders.val, loaders.calib, top=s.rerank_top, calib_batches=s.calib_batches,
+                   val_batches=s.val_batches, log=say)
         seconds = round(time.time() - t + extra, 1)
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
@@ -799,7 +817,8 @@ def claimed(s: Settings) -> dict:
     ``chosen.json`` keeps (:func:`reusable`: a change searches again). Nor which methods run (``--methods``,
     ``--ablations``): each keeps its own networks and fine-tunes."""
     keep = lambda d: {k: v for k, v in d.items() if k not in ("models", "only", "tau_models", "seeds",  # noqa: E731
-                                                              *METHOD_LISTS, *SEARCH_SETTINGS)}
+                                                              *METHOD_LISTS, *SEARCH_SETTINGS,
+                                                              *RERANK_SETTINGS)}
     return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 
 

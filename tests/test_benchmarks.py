@@ -295,11 +295,15 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     from dataclasses import replace
 
     s = fashion.Settings()
-    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
+    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-rerank", "hwprune-pruningnet")
     more = replace(s, **fashion.ABLATIONS)
-    assert fashion.methods(more) == fashion.methods(s)[:4] + ("hwprune-inherit-bn", "hwprune-pruningnet",
+    assert fashion.methods(more) == fashion.methods(s)[:5] + ("hwprune-inherit-bn", "hwprune-pruningnet",
                                                               "hwprune-pruningnet-single")
     assert more.pnet_tau_only and fashion.claimed(more) == fashion.claimed(s)
+    # how many candidates are scored again, and how long, is hwprune-rerank's own (chosen.json keeps it)
+    assert fashion.claimed(replace(s, rerank_top=4, rerank_steps=100)) == fashion.claimed(s)
+    assert "hwprune-rerank" not in fashion.methods(replace(s, rerank_top=0))
+    assert "hwprune-rerank" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
     assert fashion.claimed(replace(s, finetune_epochs=4)) != fashion.claimed(s)  # how a method runs still counts
 
 
@@ -347,7 +351,8 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     dense_then = dense_then["measured_ms"]  # when the budgets were set
     assert [r["method"] for r in rows].count("dense") == 1
     methods = fashion.methods(q)
-    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-inherit-bn", "hwprune-pruningnet")
+    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-rerank", "hwprune-inherit-bn",
+                       "hwprune-pruningnet")
     assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in methods for s in q.seeds}
     assert len(pruned) == len(methods) * len(q.seeds) * len(q.fractions)
     # the table was asked for what it predicts at each budget: a positive level near the budget, kept for a rerun
@@ -564,8 +569,8 @@ def test_chunk_budget_arms_are_a_weight_budget_and_a_variant_count():
     import argparse
 
     cb = _bench_module("chunk_budget")
-    assert cb._arm("8192:256") == (8192, 256)
-    for bad in ("8192", "8192:", "0:32", "1k:32", "8192:-1"):
+    assert cb._arm("8192:256") == (8192, 256) and cb._arm("auto:32") == ("auto", 32)
+    for bad in ("8192", "8192:", "0:32", "1k:32", "8192:-1", "auto", "auto:", "AUTO:32"):
         with pytest.raises(argparse.ArgumentTypeError, match="KB:VARIANTS"):
             cb._arm(bad)
 
