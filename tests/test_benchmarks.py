@@ -316,7 +316,7 @@ def test_a_work_folder_claimed_with_settings_no_longer_claimed_is_still_the_runs
     common = _bench_module("bench_common")
     s = fashion.Settings()
     old = {**asdict(s), "per_model": {m: dict(o) for m, o in s.per_model.items()}}  # what the claim held before
-    for k in ("models", "only", "tau_models", "seeds", *fashion.SEARCH_SETTINGS):
+    for k in ("models", "only", "tau_models", "seeds", *fashion.SEARCH_SETTINGS, *fashion.RERANK_SETTINGS):
         old.pop(k)
         for o in old["per_model"].values():
             o.pop(k, None)
