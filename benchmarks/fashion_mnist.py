@@ -180,7 +180,8 @@ QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="rang
              limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
              tune_steps=2, taylor_batches=1, eval_limit=256,
-             random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1, pnet_methods=["pruningnet"],
+             random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1,
+             pnet_methods=["pruningnet"],
              pnet_tau_only=["pruningnet-single"],
              tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
              runs_per_pass=2, median_runs=5, max_wait_s=0.2, tp_iterative_steps=2, tp_steps=2, round_to=8)
@@ -399,7 +400,8 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
     """What of a saved ``chosen.json`` still holds under ``s``: all of it when it was chosen with the same search
     settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks); only L1's
     (which never asks the table) when it was chosen before the table was asked for what it predicts at each budget
-    (``"asked"``, :func:`asked_budgets`) or was asked another way than :data:`ASKED_RULE`; none of it when it was held to the budget another way (:data:`METER`)."""
+    (``"asked"``, :func:`asked_budgets`) or was asked another way than :data:`ASKED_RULE`; none of it when it was
+    held to the budget another way (:data:`METER`)."""
     searched = {k: getattr(s, k) for k in SEARCH_SETTINGS}
     if chosen and chosen.get("meter") != METER:  # held to absolute ms measured at another time: all again
         say("  the networks were chosen against the budget in ms, not beside the dense network: choosing again")

@@ -146,7 +146,8 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     said = []
     fresh = fashion.reusable({}, s, said.append)
     assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER} and not said
-    saved = {**fresh, "asked": {"0.3": 0.9}, "asked_rule": fashion.ASKED_RULE, "uniform": {"0.3": 1}, "l1": {"0.3": 2}, "random": {"0.3": 3},
+    saved = {**fresh, "asked": {"0.3": 0.9}, "asked_rule": fashion.ASKED_RULE, "uniform": {"0.3": 1},
+             "l1": {"0.3": 2}, "random": {"0.3": 3},
              "hwprune": {"0.3": 4}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
     bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)

@@ -41,8 +41,8 @@ from .options import build_space, default, model_options
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),
               help="onnxruntime graph optimisation level (default: all, the runtime's default).")
 @click.option("--chunk-kb", type=click.IntRange(min=1),
-              help="onnxruntime: the most kernel weights (KB) timed together in one chunk (default 8192); each "
-                   "chunk's weights come from the cache level they fit, as a small network's stay in L2.")
+              help="onnxruntime: the most kernel weights (KB) timed together in one chunk (default: the widest "
+                   "network's, 256-8192); a chunk's weights come from the cache level they fit, as a network's do.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Kernel store folder (resume, reuse).")
 @click.option("--force", is_flag=True, help="Profile again even when OUT already holds this table.")
 @click.option("--seed", type=int, default=default(ProfileSettings, "seed"), show_default=True)
@@ -61,10 +61,9 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
     from ..latency.calibration import describe, loo_mapes
+    from ..errors import HwpruneError
     from ..runs.folder import RunFolder
     from ..runs.stages import fidelity_paths, profile_stage
-
-    from ..errors import HwpruneError
 
     if chunk_kb is not None and backend != "onnxruntime":
         raise HwpruneError(f"--chunk-kb sets the onnxruntime backend's kernel chunks; backend {backend!r} has none")

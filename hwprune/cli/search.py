@@ -64,8 +64,8 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, importance, tune_steps, table, latency_ms, latency_fraction,
            flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
-           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, rerank_top, rerank_steps, resume, allow_mismatch, as_json,
-           quiet):
+           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, rerank_top, rerank_steps, resume,
+           allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
     from ..runs.folder import RunFolder

@@ -32,12 +32,11 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     until one fits) and make the fittest within the budget as measured the best; ``result.best`` entries gain
     ``measured_ms``, ``measured_rank`` (0: the search's own winner), ``measured_checked`` and
     ``table_over_measured`` (the median of predicted over measured latency of the candidates timed). A budget none
-    of them meets keeps its winner, with ``measured_within`` false, and says so, with what to ask the table for
-    instead (the budget times that ratio). Where the table over-predicts
-    these networks and the winner measures more than 3% under the budget, it says what to ask the table for
-    instead: the budget times that ratio (on Fashion-MNIST resnet20 at 28x28 the table put networks near 30% and
-    50% of the dense latency 5-7% over their measured latency, and every winner left that share of its budget
-    unused)."""
+    of them meets keeps its winner, with ``measured_within`` false, and says so. There, and where the table
+    over-predicts these networks and the winner measures more than 3% under the budget, it says what to ask the
+    table for instead: the budget times that ratio (on Fashion-MNIST resnet20 at 28x28 the table put networks
+    near 30% and 50% of the dense latency 5-7% over their measured latency, and every winner left that share of
+    its budget unused)."""
     if top < 1 or rounds < 1:
         raise HwpruneError(f"top and rounds must be positive, got top={top}, rounds={rounds}")
     if profiler is None:
