@@ -81,13 +81,13 @@ def main(argv=None) -> None:
         for kb, variants in arms:
             profiler = get_profiler("onnxruntime", "cpu", threads=1, options={"chunk_kb": kb},
                                     **({"max_wait_s": 0.2} if a.quick else {}))
-            profiler.size_chunks(int(space.params(space.full())) * 4)  # (what "auto" is, for this space)
-            kb = profiler.chunk_limits()[1] >> 10
-            profiler.chunk_limits = lambda kb=kb, variants=variants: (variants, kb << 10)
+            own = profiler.chunk_limits  # its weight budget ("auto": sized by profile() to this space)
+            profiler.chunk_limits = lambda own=own, variants=variants: (variants, own()[1])
             t = time.time()
             with tempfile.TemporaryDirectory(prefix="hwprune-chunks-") as store:
                 table = hp.profile(space, profiler=profiler, cache_dir=store, quiet=True,
                                    **({"calibrate": 4, "passes": 2} if a.quick else {}))
+            kb = own()[1] >> 10
             seconds, probe = time.time() - t, machine_ms()
             tables.append((kb, variants, r, table, seconds, probe))  # (auto: the KB it came to)
             print(f"{kb} KB, {variants} variants, profiling {r + 1}: {seconds:.0f} s (reference kernel then: "

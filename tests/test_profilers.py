@@ -92,12 +92,12 @@ def test_onnxruntime_chunk_weight_budget_is_a_setting_its_fingerprint_names_wher
     back = profiler_for_table(SimpleNamespace(backend=one_mb.fingerprint(), meta={}))
     assert back.chunk_limits() == one_mb.chunk_limits() and back.fingerprint() == one_mb.fingerprint()
     # "auto" (the default) takes the widest network's weights, within 256 KB and 8 MB; a set budget stays
-    for weight_bytes, kb in ((80_000, 256), (1_088_744, 1064), (50_000_000, 8192)):
+    for weights, kb in ((20_000, 256), (272_186, 1064), (12_500_000, 8192)):  # (4 bytes each)
         auto = get_profiler("onnxruntime", "cpu", threads=1)
-        auto.size_chunks(weight_bytes)
+        auto.size_chunks(weights)
         assert auto.chunk_limits() == (256, kb << 10)
         assert auto.fingerprint().get("chunk_kb", 8192) == kb  # (8 MB: as tables were made before)
-    one_mb.size_chunks(80_000)
+    one_mb.size_chunks(20_000)
     assert one_mb.chunk_limits() == (256, 1 << 20)
     for bad in (0, -1, 1.5, "1024", True):
         with pytest.raises(hp.HwpruneError, match="chunk_kb must be 'auto' or a positive whole number"):

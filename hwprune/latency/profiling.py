@@ -42,9 +42,6 @@ def progress_bar(total: float, desc: str, quiet: bool, unit: str = "entry") -> P
     return Progress(total, desc, unit=unit, quiet=quiet)
 
 
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
 def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple[int, ...]]:
     """Full width and uniform 0.5, then random encodings: ``n`` distinct ones.
 
@@ -91,7 +88,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     started = time.time()
     # kernels are timed with as many weights competing for the cache as the widest network has (a backend that
     # sizes its chunks to them: the fingerprint below then names the size)
-    profiler.size_chunks(int(space.params(space.full())) * _DTYPE_BYTES.get(profiler.dtype, 4))
+    profiler.size_chunks(int(space.params(space.full())))
     slots, unmodelled = kernel_slots(space, profiler.batch_size, profiler.dtype)
     needed: dict[str, tuple] = {}
     for slot in slots:

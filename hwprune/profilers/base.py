@@ -74,8 +74,8 @@ class Profiler(ABC):
         """A function timing one run of :data:`.protocol.REFERENCE` alone (ms), or None (no checks)."""
         return None
 
-    def size_chunks(self, weight_bytes: int) -> None:
-        """Told the weights (bytes) of the widest network about to be profiled, before anything is measured; a
+    def size_chunks(self, weights: int) -> None:
+        """Told how many weights the widest network about to be profiled has, before anything is measured; a
         backend whose chunk budget follows the networks' (onnxruntime's "auto") sets it here."""
 
     def chunk_limits(self) -> tuple[int, int]:
