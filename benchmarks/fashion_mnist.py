@@ -406,13 +406,10 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
     if chosen and chosen.get("meter") != METER:  # held to absolute ms measured at another time: all again
         say("  the networks were chosen against the budget in ms, not beside the dense network: choosing again")
         return {"search": searched, "meter": METER}
-    if chosen and "asked" not in chosen:
-        say("  the table was asked for the budgets as they are, not for what it predicts at them: choosing every "
-            "network but L1's again")
-        chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
-    elif chosen and chosen.get("asked_rule") != ASKED_RULE:
-        say(f"  the table was asked for what it predicts at each budget in one step, not {ASKED_RULE}: asking it "
-            f"again and choosing every network but L1's again")
+    if chosen and ("asked" not in chosen or chosen.get("asked_rule") != ASKED_RULE):
+        how = ("for the budgets as they are, not for what it predicts at them" if "asked" not in chosen else
+               f"for what it predicts at each budget in one step, not {ASKED_RULE}")
+        say(f"  the table was asked {how}: asking it again and choosing every network but L1's again")
         chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
     if chosen and chosen.get("search") != searched:
         say(f"  search settings changed ({chosen.get('search')} -> {searched}): searching again")
