@@ -210,9 +210,12 @@ def test_the_table_is_asked_for_what_it_predicts_at_each_budget(fashion):
     assert space.num_choices == [4]
     assert measured([space.materialize(e) for e in (space.full(), space.narrowest())]) == [3.0, 0.0]
     said = []
-    asked = fashion.asked_budgets(space, Table(), [(0.3, 1.1), (0.5, 3.1)], measured, said.append, n=3)
-    assert asked == pytest.approx({"0.3": 1.1 * 1.1 / 1.0, "0.5": 3.1 * 3.1 / 3.0}, abs=1e-5)  # (kept to 5 decimals)
+    asked = fashion.asked_budgets(space, Table(), [(0.3, 1.1), (0.5, 2.0)], measured, said.append, n=3)
+    assert asked == pytest.approx({"0.3": 1.1 * 1.1 / 1.0, "0.5": 2.0 * 2.1 / 2.0}, abs=1e-5)  # (kept to 5 decimals)
     assert "asking the table for" in said[-1]
+    # never as much as it puts the dense network at (3.1 ms): at most the widest random network's 2.1 ms, and said
+    assert fashion.asked_budgets(space, Table(), [(0.9, 3.1)], measured, said.append, n=3) == {"0.9": 2.1}
+    assert any("would let the dense network in" in line for line in said[-4:])
 
     class Growing:  # predicted 1, 3, 5, 7 ms where 1, 2, 3, 4 ms are measured: over-predicts more as networks grow
         def predict_batch(self, encs):
@@ -238,6 +241,9 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
         def narrowest(self):
             return (0, 0)
 
+        def full(self):
+            return (3, 3)
+
         def materialize(self, enc):
             return enc
 
@@ -254,19 +260,21 @@ def test_uniform_is_the_widest_width_measured_within_the_budget(fashion):
         return fashion.uniform_within(Space(), Table(), budget, meter(slower), 2, said.append, asked)
 
     # timed widest first from those the table puts up to 25% over the budget: the widest measured within it
-    assert pick(3.5, 0.3) == {"encoding": [2, 2], "measured_rank": 1, "measured_ms": 3.3}
-    assert pick(3.5, 0.6) == {"encoding": [1, 1], "measured_rank": 2, "measured_ms": 2.6}  # measured over: narrower
+    assert pick(2.5, 0.3) == {"encoding": [1, 1], "measured_rank": 1, "measured_ms": 2.3}
+    assert pick(2.5, 0.6) == {"encoding": [0, 0], "measured_rank": 2, "measured_ms": 1.6}  # measured over: narrower
     assert "candidate 3 in width order" in said[-1]
     # a table that puts networks 0.6 ms high: the width it puts over the budget is timed, and meets it
-    assert pick(3.5, -0.6) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.4}
-    assert pick(3.5, -0.5, asked=4.0) == {"encoding": [3, 3], "measured_rank": 0, "measured_ms": 3.5}
+    assert pick(2.5, -0.6) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 2.4}
+    assert pick(2.3, -0.8, asked=2.6) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 2.2}
     assert pick(0.5, 0.0)["encoding"] == [0, 0]  # nothing predicted near it: the narrowest, and it says so
     assert pick(0.5, 0.0)["measured_rank"] is None and "none of the first 1 in width" in said[-1]
+    # the full width is the dense network, not a uniform one, however far under the budget it measures
+    assert pick(10.0, 0.0) == {"encoding": [2, 2], "measured_rank": 0, "measured_ms": 3.0}
     # a loaded machine: every width the table admits (asked 2x the budget) measures over it; each is timed and
-    # the narrowest is kept, never the widest (the dense network)
+    # the narrowest is kept, never the widest
     assert pick(3.5, 3.0, asked=7.0) == {"encoding": [0, 0], "measured_rank": None, "measured_ms": None}
-    assert "none of the first 4 in width order" in said[-1] and "keeping the narrowest" in said[-1]
-    assert pick(3.5, 2.0, asked=7.0) == {"encoding": [0, 0], "measured_rank": 3, "measured_ms": 3.0}  # the 4th
+    assert "none of the first 3 in width order" in said[-1] and "keeping the narrowest" in said[-1]
+    assert pick(3.5, 2.0, asked=7.0) == {"encoding": [0, 0], "measured_rank": 2, "measured_ms": 3.0}  # the 3rd
 
 
 def test_a_kept_fashion_run_resumes_with_other_seeds_but_not_other_training(fashion):
