@@ -13,9 +13,9 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    the budget), ``random`` (the best of N random networks under the budget, scored by
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
    path: ``hwprune search --evaluator inherit``), ``hwprune-rerank`` (that search's ``rerank_top``
-   fittest scored again, tuned ``rerank_steps`` steps each: ``--rerank-top``) and ``hwprune-<variant>`` for each
-   PruningNet variant of ``pnet_methods`` (:data:`PNETS`: trained from the ordered dense
-   weights, then searched; one by default, ``--ablations`` adds a single-sample one and
+   fittest and its uniform and magnitude networks scored again, tuned ``rerank_steps`` steps each:
+   ``--rerank-top``) and ``hwprune-<variant>`` for each PruningNet variant of ``pnet_methods``
+   (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations`` adds a single-sample one and
    ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks are the fittest whose
    latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
@@ -97,7 +97,7 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
 SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
                    "tune_steps", "taylor_batches")
-RERANK_SETTINGS = ("rerank_top", "rerank_steps")  # hwprune-rerank's own: a change scores its candidates again
+RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines")  # hwprune-rerank's own: a change scores its candidates again
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 # InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone
@@ -140,6 +140,7 @@ class Settings:
     # (`hwprune search --rerank-top`); 0: not run
     rerank_top: int = 8
     rerank_steps: int = 300
+    rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
     # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
     # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
     inherit_methods: list[str] = field(default_factory=list)
@@ -356,7 +357,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             extra = next(iter(chosen.get("hwprune", {}).values()), {}).get("search_seconds", 0.0)  # (resumed)
             rerank(res, inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, replace(s, tune_steps=s.rerank_steps)),
                    loaders.val, loaders.calib, top=s.rerank_top, calib_batches=s.calib_batches,
-                   val_batches=s.val_batches, log=say)
+                   val_batches=s.val_batches, baselines=s.rerank_baselines, log=say)
         seconds = round(time.time() - t + extra, 1)
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):

@@ -287,7 +287,8 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
             return -float(sum(enc))
 
     said = []
-    rerank(res, Narrower(), loaders.val, loaders.calib, top=4, calib_batches=1, val_batches=1, log=said.append)
+    rerank(res, Narrower(), loaders.val, loaders.calib, top=4, calib_batches=1, val_batches=1, baselines=False,
+           log=said.append)
     best = res.best[0]
     want = max(range(4), key=lambda r: (-sum(before[r]["encoding"]), -r))
     assert sorted(Narrower.scored) == sorted(tuple(c["encoding"]) for c in before)  # the 4 fittest, each once
@@ -299,6 +300,26 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     assert all("rescored" not in c for c in order[4:])  # then the others, by the search's fitness
     with pytest.raises(hp.HwpruneError, match="positive number of candidates"):
         rerank(res, Narrower(), loaders.val, loaders.calib, top=0)
+
+    # the budget's uniform network (in the search's first generation) is scored too, and wins where it scores best
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    uniform = tuple(res.best[0]["uniform"]["encoding"])
+    ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"])
+    at = [tuple(c["encoding"]) for c in ranked].index(uniform)
+    assert at > 0  # not the search's winner already
+
+    class Uniform:  # scores the uniform network above every other
+        scored = []
+
+        def score(self, enc, val, calib, calib_batches):
+            self.scored.append(tuple(enc))
+            return 1.0 if tuple(enc) == uniform else 0.0
+
+    rerank(res, Uniform(), loaders.val, loaders.calib, top=1, calib_batches=1, val_batches=1, log=said.append)
+    assert Uniform.scored == [tuple(ranked[0]["encoding"]), uniform]  # the fittest, then the uniform network
+    assert tuple(res.best[0]["encoding"]) == uniform and res.best[0]["rescored_rank"] == at
+    assert "scored the 1 fittest and the uniform network again" in said[-1] and "(the uniform network)" in said[-1]
+    assert res.stats["rerank"]["baselines"] is True
 
 
 def test_a_search_whose_fittest_is_near_chance_says_so(setup):

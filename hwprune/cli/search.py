@@ -54,8 +54,9 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
               help="Time the N fittest candidates of each latency budget on this machine (the table's backend) and "
                    "keep the fittest one measured within the budget; 0: trust the table.")
 @click.option("--rerank-top", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With --evaluator inherit: score the N fittest candidates of each budget again, tuned "
-                   "--rerank-steps steps each, and keep the best by that score (before --measure-top).")
+              help="With --evaluator inherit: score the N fittest candidates of each budget and its uniform and "
+                   "magnitude networks again, tuned --rerank-steps steps each, and keep the best by that score "
+                   "(before --measure-top).")
 @click.option("--rerank-steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Distillation steps each candidate --rerank-top scores again takes.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")

@@ -7,8 +7,11 @@ gives: on Fashion-MNIST resnet20 at 30% of the dense latency (2-core Xeon) it sc
 networks 0.829 > 0.823 > 0.817 > 0.810 in the order fine-tuning put them (0.823 > 0.808 > 0.797 >
 0.787); an earlier run on 11 networks at 30% found 100 and 200 steps no better than 20, and in the
 benchmark (`fashion_mnist.py`, hwprune-rerank) the 8 fittest scored with 300 steps gained 0.5 points
-twice, within the fine-tuning seeds' spread. :func:`rerank` scores the ``top`` fittest distinct
-candidates of every budget with such a ``scorer`` and makes the best by that score the winner;
+twice, within the fine-tuning seeds' spread: L1 pruning's network, which fine-tuned best, was not among
+them. :func:`rerank` scores the ``top`` fittest distinct candidates of every budget with such a
+``scorer``, and the budget's uniform and magnitude networks (:mod:`.baselines`, in the search's first
+generation), and makes the best by that score the winner, so that the longer score never finds the
+network a user would otherwise prune worse than the one returned;
 every history entry it scored carries ``rescored``, and :func:`~.measured.fittest_candidates`
 orders those first, by it, so that meeting the budget as measured (:func:`~.measured.meet_measured`)
 steps down in that order.
@@ -19,6 +22,7 @@ import time
 from typing import Callable
 
 from ..errors import HwpruneError
+from .baselines import BASELINES
 from .evaluator import _Limited
 from .measured import _KEYS, _ordinal, fittest_candidates
 from .result import SearchResult
@@ -27,31 +31,41 @@ __all__ = ["rerank"]
 
 
 def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8, calib_batches: int = 10,
-           val_batches: int | None = None, log: Callable[[str], None] = print) -> SearchResult:
+           val_batches: int | None = None, baselines: bool = True, log: Callable[[str], None] = print
+           ) -> SearchResult:
     """Score the ``top`` fittest candidates of each budget of ``result`` with ``scorer`` (anything with
     ``score(enc, val, calib, calib_batches)``: an :class:`~hwprune.supernet.evaluate.InheritEvaluator` tuned for
-    more steps) on ``val_batches`` validation batches, and make the best by that score each budget's winner.
-    ``result.best`` entries gain ``rescored`` and ``rescored_rank`` (the winner's rank by the search's own
-    fitness, 0: the search's winner); ``result.stats["rerank"]`` records what was done."""
+    more steps) on ``val_batches`` validation batches, and make the best by that score each budget's winner. With
+    ``baselines``, the budget's uniform and magnitude networks (``result.best``'s ``uniform`` and ``magnitude``)
+    are scored too, where the search evaluated them. ``result.best`` entries gain ``rescored`` and
+    ``rescored_rank`` (the winner's rank by the search's own fitness, 0: the search's winner);
+    ``result.stats["rerank"]`` records what was done."""
     if not isinstance(top, int) or top < 1:
         raise HwpruneError(f"rerank needs a positive number of candidates to score again, got top={top!r}")
     val = _Limited(val_loader, val_batches) if val_batches else val_loader
     started = time.perf_counter()
     for i, best in enumerate(result.best):
-        pool = fittest_candidates(result.history, i, best["encoding"])[:top]
-        scores = {tuple(c["encoding"]): float(scorer.score(tuple(c["encoding"]), val, calib_loader, calib_batches))
-                  for c in pool}
+        ranked = fittest_candidates(result.history, i, best["encoding"])
+        named = {tuple(best[b]["encoding"]): b for b in BASELINES if baselines and best.get(b)}
+        ranks = list(range(min(top, len(ranked))))
+        ranks += [r for r in range(len(ranks), len(ranked)) if tuple(ranked[r]["encoding"]) in named]
+        scores = {tuple(ranked[r]["encoding"]): float(scorer.score(tuple(ranked[r]["encoding"]), val, calib_loader,
+                                                                   calib_batches)) for r in ranks}
         for h in result.history:
             if h["budget"] == i and tuple(h["encoding"]) in scores:
                 h["rescored"] = scores[tuple(h["encoding"])]
-        rank = max(range(len(pool)), key=lambda r: (scores[tuple(pool[r]["encoding"])], -r))  # ties: the fitter
-        winner = pool[rank]
+        rank = max(ranks, key=lambda r: (scores[tuple(ranked[r]["encoding"])], -r))  # ties: the fitter
+        winner = ranked[rank]
         best.update({k: winner[k] for k in _KEYS})
         best.update(rescored=winner["rescored"], rescored_rank=rank)
-        first = scores[tuple(pool[0]["encoding"])]
-        log(f"[{result.budgets[i].label()}] scored the {len(pool)} fittest again: the {_ordinal(rank)} by the "
-            f"search's fitness is the best ({winner['rescored']:.4f}; the search's winner {first:.4f})")
-    result.stats["rerank"] = {"top": top, "scorer": getattr(scorer, "name", type(scorer).__name__),
+        first = scores[tuple(ranked[0]["encoding"])]
+        also = [named[tuple(ranked[r]["encoding"])] for r in ranks[min(top, len(ranked)):]]
+        which = named.get(tuple(winner["encoding"]))
+        log(f"[{result.budgets[i].label()}] scored the {min(top, len(ranked))} fittest"
+            f"{' and the ' + ' and '.join(also) + ' network' if also else ''} again: the {_ordinal(rank)} by the "
+            f"search's fitness{f' (the {which} network)' if which else ''} is the best ({winner['rescored']:.4f}; "
+            f"the search's winner {first:.4f})")
+    result.stats["rerank"] = {"top": top, "baselines": baselines, "scorer": getattr(scorer, "name", type(scorer).__name__),
                               "tune_steps": getattr(scorer, "tune_steps", None),
                               "seconds": round(time.perf_counter() - started, 2)}
     return result
