@@ -60,12 +60,13 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
         best.update(rescored=winner["rescored"], rescored_rank=rank)
         first = scores[tuple(ranked[0]["encoding"])]
         also = [named[tuple(ranked[r]["encoding"])] for r in ranks[min(top, len(ranked)):]]
+        also = f" and the {' and '.join(also)} network{'s' * (len(also) > 1)}" if also else ""
         which = named.get(tuple(winner["encoding"]))
-        log(f"[{result.budgets[i].label()}] scored the {min(top, len(ranked))} fittest"
-            f"{' and the ' + ' and '.join(also) + ' network' if also else ''} again: the {_ordinal(rank)} by the "
-            f"search's fitness{f' (the {which} network)' if which else ''} is the best ({winner['rescored']:.4f}; "
-            f"the search's winner {first:.4f})")
-    result.stats["rerank"] = {"top": top, "baselines": baselines, "scorer": getattr(scorer, "name", type(scorer).__name__),
+        log(f"[{result.budgets[i].label()}] scored the {min(top, len(ranked))} fittest{also} again: the "
+            f"{_ordinal(rank)} by the search's fitness{f' (the {which} network)' if which else ''} is the best "
+            f"({winner['rescored']:.4f}; the search's winner {first:.4f})")
+    result.stats["rerank"] = {"top": top, "baselines": baselines,
+                              "scorer": getattr(scorer, "name", type(scorer).__name__),
                               "tune_steps": getattr(scorer, "tune_steps", None),
                               "seconds": round(time.perf_counter() - started, 2)}
     return result
