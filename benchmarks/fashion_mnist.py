@@ -253,9 +253,9 @@ def finetune_job(job: dict) -> dict:
                 loss_fn=distillation_loss(dense, label_smoothing=cfg.label_smoothing), resume=True, **quiet)
             extra = {"ratio": job["ratio"]}
         else:
-            model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit",
-                                  source=ordered_dense(space, dense, loaders, job.get("taylor_batches",
-                                                                                      s.taylor_batches)),
+            source = (order_channels(space, dense, metric="l1") if job.get("order") == "l1" else  # (l1_widths.py)
+                      ordered_dense(space, dense, loaders, job.get("taylor_batches", s.taylor_batches)))
+            model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit", source=source,
                                   teacher=dense,
                                   run_dir=out.parent,
                                   resume=True, **quiet)
@@ -820,6 +820,33 @@ def main(argv=None) -> None:
         write_results(rows, tau, s, Path(args.out), stem, round(time.time() - started))
     print(summary(rows, tau))
     print(f"wrote {stem}.csv, _tau.csv, .png, .md in {round(time.time() - started)} s")
+
+
+def follow_up(argv, doc: str, own=lambda ap: None):
+    """The command line of a script that works in a finished work folder of this one (``taylor_batches.py``,
+    ``l1_widths.py``): ``--model``, ``--seeds``, ``--workers``, ``--quick``, ``--work``, ``--out`` and what
+    ``own(parser)`` adds. Returns (args, the settings, the model's work folder, a flushing print)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--model", default="resnet20")
+    own(ap)
+    ap.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default: fashion_mnist.py's)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data, in a finished --quick folder")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
+    ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
+    args = ap.parse_args(argv)
+    s = Settings(**QUICK) if args.quick else Settings()
+    s = replace(s, seeds=args.seeds or s.seeds)
+    torch.set_num_threads(args.workers)
+    return args, s, Path(args.work) / ("quick" if args.quick else "full") / args.model, \
+        (lambda msg: print(msg, flush=True))
+
+
+def write_follow_up(rows: list[dict], args, stem: str, columns: list[str]) -> None:
+    """``rows`` as ``--out/STEM.csv`` (``STEM_quick.csv`` with ``--quick``), under the environment record."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{stem}{'_quick' if args.quick else ''}.csv", common.csv_text(rows, avl.environment(), columns))
 
 
 def claimed(s: Settings) -> dict:

@@ -20,28 +20,21 @@ and B. Every fine-tune is kept under ``WORK/taylor_B`` and a rerun resumes.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy_vs_latency as avl  # noqa: E402  (the environment record)
-import bench_common as common  # noqa: E402
 import fashion_mnist as fm  # noqa: E402
 
 import hwprune as hp  # noqa: E402
 from hwprune.core.importance import TAYLOR_BATCHES, channel_importance  # noqa: E402
-from hwprune.files.atomic import write_atomic  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "method", "budget_fraction", "encoding", "batches", "overlap", "seed", "test_acc", "order_seconds"]
 
 
@@ -111,28 +104,14 @@ def summary(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="resnet20")
-    ap.add_argument("--batches", nargs="+", type=int, help=f"numbers of batches (default: fashion_mnist.py's, "
-                    f"{TAYLOR_BATCHES}, and 40)")
-    ap.add_argument("--methods", nargs="+", default=["uniform", "hwprune"])
-    ap.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default: fashion_mnist.py's)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data, in a finished --quick folder")
-    ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
-    ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
-    args = ap.parse_args(argv)
-    s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
-    s = replace(s, seeds=args.seeds or s.seeds)
-    batches = args.batches or [s.taylor_batches, 40]
-    work = Path(args.work) / ("quick" if args.quick else "full") / args.model
-    torch.set_num_threads(args.workers)
-    say = lambda msg: print(msg, flush=True)  # noqa: E731
-    rows = run(args.model, s, work, batches, args.methods, args.workers, say)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "taylor_batches_quick" if args.quick else "taylor_batches"
-    write_atomic(out / f"{stem}.csv", common.csv_text(rows, avl.environment(), COLUMNS))
+    def own(ap):
+        ap.add_argument("--batches", nargs="+", type=int, help=f"numbers of batches (default: fashion_mnist.py's, "
+                        f"{TAYLOR_BATCHES}, and 40)")
+        ap.add_argument("--methods", nargs="+", default=["uniform", "hwprune"])
+
+    args, s, work, say = fm.follow_up(argv, __doc__, own)
+    rows = run(args.model, s, work, args.batches or [s.taylor_batches, 40], args.methods, args.workers, say)
+    fm.write_follow_up(rows, args, "taylor_batches", COLUMNS)
     print(summary(rows))
 
 

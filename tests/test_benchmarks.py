@@ -645,3 +645,46 @@ def test_taylor_batches_quick_run_fine_tunes_each_network_from_each_order(fashio
     assert mine.round(4).tolist() == theirs.round(4).tolist()
     with pytest.raises(SystemExit, match="chosen.json has no network"):
         tb.main(["--quick", "--work", str(work), "--out", str(tmp_path / "tb"), "--methods", "random"])
+
+
+def test_l1_widths_reads_a_torch_pruning_network_as_an_encoding(fashion):
+    """L1's network as an encoding of the space: materialized, it has the pruned network's widths, layer by layer."""
+    import torch
+
+    lw = _bench_module("l1_widths")
+    s = fashion.Settings(**fashion.QUICK)
+    space, loaders = fashion.setup("resnet20", s)
+    dense = space.materialize(space.full()).eval()
+    pruned = lw.avl.l1_prune(dense, 0.5, torch.zeros(1, *loaders.input_shape), s)
+    enc, widths = lw.encoding_of(space, pruned)
+    assert enc != space.full() and enc != space.narrowest()
+    assert [g.choices[c] for g, c in zip(space.groups, enc)] == widths  # (round_to 4: every width is a choice)
+    convs = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    assert convs(space.materialize(enc)) == convs(pruned)
+
+
+@pytest.mark.slow  # (~3 min on 2 cores: fashion_mnist.py --quick for L1 and hwprune, then this)
+def test_l1_widths_quick_run_fine_tunes_each_arm_beside_the_benchmarks_own(fashion, tmp_path):
+    import pandas as pd
+
+    work = tmp_path / "work"
+    fashion.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "fm"),
+                  "--methods", "l1", "hwprune", "--no-tau"])
+    lw = _bench_module("l1_widths")
+    lw.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "lw"), "--fraction", "0.5"])
+    rows = pd.read_csv(tmp_path / "lw" / "l1_widths_quick.csv", comment="#")
+    q = fashion.Settings(**fashion.QUICK)
+    arms = list(dict.fromkeys(zip(rows.arm, rows.order)))
+    assert arms == [("l1 widths", "taylor"), ("l1 widths", "l1"), ("hwprune", "l1"),
+                    ("l1 (fashion_mnist.py)", "l1 (Torch-Pruning's own)"), ("hwprune (fashion_mnist.py)", "taylor")]
+    assert len(rows) == len(arms) * len(q.seeds) and rows.test_acc.between(0, 1).all()
+    assert rows[rows.arm == "l1 widths"].encoding.nunique() == 1  # one network, two orders
+    assert rows[rows.arm.str.startswith("hwprune")].encoding.nunique() == 1
+    searched = rows[~rows.arm.str.contains("fashion_mnist")]
+    assert searched.fitness.between(0, 1).all()
+    theirs = pd.read_csv(tmp_path / "fm" / "fashion_mnist_quick.csv", comment="#")
+    for method in ("l1", "hwprune"):  # the benchmark's own fine-tunes, as it reported them
+        mine = rows[rows.arm == f"{method} (fashion_mnist.py)"].sort_values("seed").test_acc.round(4).tolist()
+        assert mine == theirs[theirs.method == method].sort_values("seed").test_acc.round(4).tolist()
+    with pytest.raises(SystemExit, match="no L1 and hwprune networks at 0.3"):
+        lw.main(["--quick", "--work", str(work), "--out", str(tmp_path / "lw"), "--fraction", "0.3"])
