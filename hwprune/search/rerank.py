@@ -1,14 +1,13 @@
-"""Scoring the fittest candidates again, with a costlier and truer fitness.
+"""Scoring the fittest candidates again, with a costlier fitness.
 
 The search scores hundreds of candidates, so its fitness is cheap: with the inherit evaluator,
 20 distillation steps each. Where networks are tiny that ranking can be far from what fine-tuning
-gives: on Fashion-MNIST resnet20 at 30% of the dense latency (2-core Xeon) it scored three networks
-0.497, 0.450 and 0.440 that fine-tuned to 0.797, 0.823 and 0.808, while 300 steps scored four
-networks 0.829 > 0.823 > 0.817 > 0.810 in the order fine-tuning put them (0.823 > 0.808 > 0.797 >
-0.787); an earlier run on 11 networks at 30% found 100 and 200 steps no better than 20, and in the
-benchmark (`fashion_mnist.py`, hwprune-rerank) the 8 fittest scored with 300 steps gained 0.5 points
-twice, within the fine-tuning seeds' spread: L1 pruning's network, which fine-tuned best, was not among
-them. :func:`rerank` scores the ``top`` fittest distinct candidates of every budget with such a
+gives: on Fashion-MNIST resnet20 at 30% of the dense latency (2-core Xeon) it scored the search's
+pick 0.491 and the widths L1 pruning keeps 0.397, which fine-tuned through the same path to 0.806 and
+0.816 (`benchmarks/l1_widths.py`); an earlier run on 11 networks at 30% found 100 and 200 steps no
+better than 20, and in the benchmark (`fashion_mnist.py`, hwprune-rerank) the 8 fittest scored with
+300 steps gained 0.5 points twice and lost 1 point once at 30%, and lost 0.1 at 50%, within the
+fine-tuning seeds' spread. :func:`rerank` scores the ``top`` fittest distinct candidates of every budget with such a
 ``scorer``, and the budget's uniform and magnitude networks (:mod:`.baselines`, in the search's first
 generation), and makes the best by that score the winner, so that the longer score never finds the
 network a user would otherwise prune worse than the one returned;
