@@ -15,8 +15,8 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    path: ``hwprune search --evaluator inherit``), ``hwprune-rerank`` (that search's ``rerank_top``
    fittest and its uniform and magnitude networks scored again, tuned ``rerank_steps`` steps each:
    ``--rerank-top``) and ``hwprune-<variant>`` for each PruningNet variant of ``pnet_methods``
-   (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations`` adds a single-sample one and
-   ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks are the fittest whose
+   (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations``
+   adds a single-sample one and ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks are the fittest whose
    latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
    on measured latency. "Measured" is always beside the dense network: it is timed first
@@ -97,7 +97,8 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
 SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
                    "tune_steps", "taylor_batches")
-RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines")  # hwprune-rerank's own: a change scores its candidates again
+# hwprune-rerank's own: a change scores its candidates again
+RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines")
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 # InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone

@@ -7,13 +7,12 @@ pick 0.491 and the widths L1 pruning keeps 0.397, which fine-tuned through the s
 0.816 (`benchmarks/l1_widths.py`); an earlier run on 11 networks at 30% found 100 and 200 steps no
 better than 20, and in the benchmark (`fashion_mnist.py`, hwprune-rerank) the 8 fittest scored with
 300 steps gained 0.5 points twice and lost 1 point once at 30%, and lost 0.1 at 50%, within the
-fine-tuning seeds' spread. :func:`rerank` scores the ``top`` fittest distinct candidates of every budget with such a
-``scorer``, and the budget's uniform and magnitude networks (:mod:`.baselines`, in the search's first
-generation), and makes the best by that score the winner, so that the longer score never finds the
-network a user would otherwise prune worse than the one returned;
-every history entry it scored carries ``rescored``, and :func:`~.measured.fittest_candidates`
-orders those first, by it, so that meeting the budget as measured (:func:`~.measured.meet_measured`)
-steps down in that order.
+fine-tuning seeds' spread. :func:`rerank` scores the ``top`` fittest distinct candidates of every
+budget with such a ``scorer``, and the budget's uniform and magnitude networks (:mod:`.baselines`, in
+the search's first generation), and makes the best by that score the winner, so that the longer score
+never finds the network a user would otherwise prune worse than the one returned; every history entry
+it scored carries ``rescored``, and :func:`~.measured.fittest_candidates` orders those first, by it, so
+that meeting the budget as measured (:func:`~.measured.meet_measured`) steps down in that order.
 """
 from __future__ import annotations
 
