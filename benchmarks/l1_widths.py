@@ -10,8 +10,9 @@ seeds) from the dense weights in two channel orders: the default, Taylor (what h
 inherit), and L1 magnitude (what Torch-Pruning keeps); hwprune's network is fine-tuned in the L1
 order too. Beside them, the benchmark's own L1 and hwprune rows, what the table predicts for each
 encoding, and the search's fitness (the inherit evaluator, 20 tuning steps) of each encoding in each
-order. If L1's widths in the Taylor order fine-tune as L1 does, the search loses on the widths it
-prefers (its fitness); if only in the L1 order, on the channels it inherits.
+order, and (``--tune-steps``) of each encoding in the Taylor order tuned longer. If L1's widths in the
+Taylor order fine-tune as L1 does, the search loses on the widths it prefers (its fitness); if only in
+the L1 order, on the channels it inherits.
 
 Writes ``benchmarks/results/l1_widths.csv`` (one row per arm and seed) and prints a summary. The
 fine-tunes are kept under ``WORK/l1_widths`` and a rerun resumes.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def encoding_of(space, pruned: torch.nn.Module) -> tuple[tuple[int, ...], list[i
     return tuple(enc), widths
 
 
-def run(model: str, s: fm.Settings, work: Path, fraction: float, workers: int, say) -> list[dict]:
+def run(model: str, s: fm.Settings, work: Path, fraction: float, workers: int, say,
+        tune_steps=()) -> list[dict]:
     s = s.for_model(model)
     chosen_path = work / "chosen.json"
     chosen = json.loads(chosen_path.read_text()) if chosen_path.exists() else {}
@@ -69,12 +71,18 @@ def run(model: str, s: fm.Settings, work: Path, fraction: float, workers: int, s
     orders = {"taylor": fm.ordered_dense(p.space, dense, p.loaders, s.taylor_batches),
               "l1": order_channels(p.space, dense, metric="l1")}
     val = _Limited(p.loaders.val, s.val_batches)
-    fitness = {}
+    fitness, longer = {}, {}
     for order, source in orders.items():
         ev = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, p.space, source, s)
         for enc in (l1_enc, hw_enc):
             fitness[(enc, order)] = round(float(ev.score(enc, val, p.loaders.calib, s.calib_batches)), 4)
             say(f"  fitness of {list(enc)} in the {order} order: {fitness[(enc, order)]:.4f}")
+    for steps in tune_steps:  # would a costlier fitness (hwprune search --tune-steps, --rerank-steps) rank them right?
+        ev = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, p.space, orders["taylor"], replace(s, tune_steps=steps))
+        for enc in (l1_enc, hw_enc):
+            longer[(enc, steps)] = round(float(ev.score(enc, val, p.loaders.calib, s.calib_batches)), 4)
+        say(f"  {steps} tuning steps (Taylor order): L1's widths {longer[(l1_enc, steps)]:.4f}, hwprune's "
+            f"{longer[(hw_enc, steps)]:.4f}")
 
     arms = [("l1 widths", l1_enc, "taylor"), ("l1 widths", l1_enc, "l1"), ("hwprune", hw_enc, "l1")]
     sd, jobs = asdict(s), []
@@ -99,29 +107,33 @@ def run(model: str, s: fm.Settings, work: Path, fraction: float, workers: int, s
     return [{"model": model, "budget_fraction": fraction, "arm": r["arm"],
              "encoding": " ".join(map(str, r["enc"] if r["enc"] is not None else l1_enc)), "order": r["order"],
              "predicted_ms": round(float(p.table.predict(r["enc"] if r["enc"] is not None else l1_enc)), 4),
-             "fitness": fitness.get((r["enc"], r["order"]), ""), "seed": r["seed"], "test_acc": r["test_acc"]}
+             "fitness": fitness.get((r["enc"], r["order"]), ""), "seed": r["seed"], "test_acc": r["test_acc"],
+             **{f"fitness_{k}": longer[(r["enc"], k)] if r["order"] == "taylor" else "" for k in tune_steps}}
             for r in rows]
 
 
 def summary(rows: list[dict]) -> str:
-    lines = ["| arm | order | encoding | predicted ms | fitness (20 steps) | test top-1 (mean ± std) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | order | encoding | predicted ms | fitness (20 steps) | tuned longer (steps: fitness) | "
+             "test top-1 (mean ± std) |", "|---|---|---|---|---|---|---|"]
     for key in dict.fromkeys((r["arm"], r["order"]) for r in rows):
         g = [r for r in rows if (r["arm"], r["order"]) == key]
         acc = np.array([float(r["test_acc"]) for r in g])
         sd = acc.std(ddof=1) if len(acc) > 1 else 0.0
+        longer = ", ".join(f"{k[8:]}: {v}" for k, v in g[0].items() if k.startswith("fitness_") and v != "")
         lines.append(f"| {key[0]} | {key[1]} | {g[0]['encoding']} | {g[0]['predicted_ms']} | {g[0]['fitness']} | "
-                     f"{acc.mean():.4f} ± {sd:.4f} |")
+                     f"{longer} | {acc.mean():.4f} ± {sd:.4f} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     def own(ap):
         ap.add_argument("--fraction", type=float, default=0.3, help="the budget (a fraction fashion_mnist.py ran)")
+        ap.add_argument("--tune-steps", nargs="*", type=int, default=[0, 100, 300],
+                        help="also score both encodings (Taylor order) tuned this many steps (fitness_N columns)")
 
     args, s, work, say = fm.follow_up(argv, __doc__, own)
-    rows = run(args.model, s, work, args.fraction, args.workers, say)
-    fm.write_follow_up(rows, args, "l1_widths", COLUMNS)
+    rows = run(args.model, s, work, args.fraction, args.workers, say, args.tune_steps)
+    fm.write_follow_up(rows, args, "l1_widths", COLUMNS + [f"fitness_{k}" for k in args.tune_steps])
     print(summary(rows))
 
 

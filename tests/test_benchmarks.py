@@ -671,7 +671,8 @@ def test_l1_widths_quick_run_fine_tunes_each_arm_beside_the_benchmarks_own(fashi
     fashion.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "fm"),
                   "--methods", "l1", "hwprune", "--no-tau"])
     lw = _bench_module("l1_widths")
-    lw.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "lw"), "--fraction", "0.5"])
+    lw.main(["--quick", "--workers", "1", "--work", str(work), "--out", str(tmp_path / "lw"), "--fraction", "0.5",
+             "--tune-steps", "0", "3"])
     rows = pd.read_csv(tmp_path / "lw" / "l1_widths_quick.csv", comment="#")
     q = fashion.Settings(**fashion.QUICK)
     arms = list(dict.fromkeys(zip(rows.arm, rows.order)))
@@ -682,6 +683,10 @@ def test_l1_widths_quick_run_fine_tunes_each_arm_beside_the_benchmarks_own(fashi
     assert rows[rows.arm.str.startswith("hwprune")].encoding.nunique() == 1
     searched = rows[~rows.arm.str.contains("fashion_mnist")]
     assert searched.fitness.between(0, 1).all()
+    assert list(rows.columns) == lw.COLUMNS + ["fitness_0", "fitness_3"]  # scored longer: the Taylor-order rows only
+    taylor = rows.order == "taylor"
+    assert rows[taylor][["fitness_0", "fitness_3"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert rows[~taylor][["fitness_0", "fitness_3"]].isna().all().all()
     theirs = pd.read_csv(tmp_path / "fm" / "fashion_mnist_quick.csv", comment="#")
     for method in ("l1", "hwprune"):  # the benchmark's own fine-tunes, as it reported them
         mine = rows[rows.arm == f"{method} (fashion_mnist.py)"].sort_values("seed").test_acc.round(4).tolist()
