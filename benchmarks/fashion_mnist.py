@@ -16,8 +16,8 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    fittest and its uniform and magnitude networks scored again, tuned ``rerank_steps`` steps each:
    ``--rerank-top``) and ``hwprune-<variant>`` for each PruningNet variant of ``pnet_methods``
    (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations``
-   adds a single-sample one and ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks are the fittest whose
-   latency, measured as the final networks are, meets the budget (``measure_top`` timed
+   adds a single-sample one and ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks
+   are the fittest whose latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
    on measured latency. "Measured" is always beside the dense network: it is timed first
    in every interleaved run, and each network is held to its budget at the dense

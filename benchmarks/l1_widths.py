@@ -98,15 +98,15 @@ def run(model: str, s: fm.Settings, work: Path, fraction: float, workers: int, s
     for j in jobs:
         rows.append({"arm": j["arm"], "enc": tuple(j["encoding"]), "order": j["order"], "seed": j["seed"],
                      "test_acc": json.loads(Path(j["out"]).read_text())["test_acc"]})
-    for method, enc, order in (("l1", None, "l1 (Torch-Pruning's own)"), ("hwprune", hw_enc, "taylor")):
+    for method, enc, order in (("l1", l1_enc, "l1 (Torch-Pruning's own)"), ("hwprune", hw_enc, "taylor")):
         for seed in s.seeds:
             done = work / f"{method}_{fraction}_s{seed}" / "result.json"
             if done.exists():
                 rows.append({"arm": f"{method} (fashion_mnist.py)", "enc": enc, "order": order, "seed": seed,
                              "test_acc": json.loads(done.read_text())["test_acc"]})
     return [{"model": model, "budget_fraction": fraction, "arm": r["arm"],
-             "encoding": " ".join(map(str, r["enc"] if r["enc"] is not None else l1_enc)), "order": r["order"],
-             "predicted_ms": round(float(p.table.predict(r["enc"] if r["enc"] is not None else l1_enc)), 4),
+             "encoding": " ".join(map(str, r["enc"])), "order": r["order"],
+             "predicted_ms": round(float(p.table.predict(r["enc"])), 4),
              "fitness": fitness.get((r["enc"], r["order"]), ""), "seed": r["seed"], "test_acc": r["test_acc"],
              **{f"fitness_{k}": longer[(r["enc"], k)] if r["order"] == "taylor" else "" for k in tune_steps}}
             for r in rows]

@@ -96,9 +96,10 @@ class OnnxruntimeProfiler(Profiler):
 
     def size_chunks(self, weights: int) -> None:
         """With ``chunk_kb`` "auto", hold chunks to the widest network's ``weights`` (4 bytes each, as
-        :func:`.protocol.chunked` counts a chunk's) within :data:`CHUNK_KB_RANGE`. A kernel's time depends on how many weights compete for the cache with it: a 24->20
-        3x3 conv at 7x7 ran in 11.5-13.5 us in chunks of up to 0.6 MB of weights and 17.5-19.5 us in chunks of
-        2.6-10 MB (2-core Xeon, 2 MB of L2), and in 10 us inside a resnet20 of 80 KB of weights."""
+        :func:`.protocol.chunked` counts a chunk's) within :data:`CHUNK_KB_RANGE`. A kernel's time depends on
+        how many weights compete for the cache with it: a 24->20 3x3 conv at 7x7 ran in 11.5-13.5 us in chunks
+        of up to 0.6 MB of weights and 17.5-19.5 us in chunks of 2.6-10 MB (2-core Xeon, 2 MB of L2), and in
+        10 us inside a resnet20 of 80 KB of weights."""
         if self.options["chunk_kb"] == "auto":
             lo, hi = CHUNK_KB_RANGE
             self.options["chunk_kb"] = int(min(hi, max(lo, -(-4 * int(weights) // 1024))))
