@@ -6,7 +6,8 @@ channels by position (``split``, ``x[:, :c]``) holds the original sizes in its o
 code, and one that calls layer functions (``F.conv2d(x, self.weight)``) runs no module
 that could be replaced; the pruned network of either is its traced graph instead (an
 ``fx.GraphModule`` with the same modules, functional layers among them), with those
-sizes made the pruned ones. Each keeps the
+sizes made the pruned ones; so is one with residual branches dropped (a droppable group at zero
+channels, :mod:`hwprune.core.branches`), without those branches. Each keeps the
 leading channels of every group it touches; with a ``source`` model their weights
 are copied from it, otherwise they keep PyTorch's default initialisation. Widths
 above the original (ratios > 1) keep the source's channels and initialise the rest.
@@ -22,6 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SpaceMismatchError
+from .branches import Branch, drop_branches
 from .functional import functional_layers
 from .kinds import kind_of, layer_objects
 from .layout import Layout, channel_positions, layout_size
@@ -45,13 +47,17 @@ def layout_overlap(layout: Layout, widths: np.ndarray) -> tuple[torch.Tensor, to
 
 
 def materialize(layers: Sequence[LayerInfo], widths: np.ndarray, template: nn.Module,
-                source: nn.Module | None = None, traced: TracedModel | None = None) -> nn.Module:
+                source: nn.Module | None = None, traced: TracedModel | None = None,
+                dropped: Sequence[Branch] = ()) -> nn.Module:
     """A copy of ``source`` (or of ``template``, freshly initialised layers) with every traced layer resized to
-    the group ``widths`` (one per traced group, as :meth:`SearchSpace.widths` gives them); ``traced`` (the
-    template's) is needed for a model with channel slicings or functional layers."""
+    the group ``widths`` (one per traced group, as :meth:`SearchSpace.widths` gives them), without the
+    ``dropped`` branches; ``traced`` (the template's) is needed for a model with channel slicings or functional
+    layers, or branches to drop."""
     model = copy.deepcopy(source if source is not None else template)
-    if traced is not None and (traced.slicings or traced.functional):
-        graph = copy.deepcopy(traced.graph_module.graph)
+    gone = {name for b in dropped for name in b.layers}
+    if traced is not None and (traced.slicings or traced.functional or dropped):
+        graph = traced.graph_module.graph
+        graph = drop_branches(graph, dropped, dict(model.named_modules())) if dropped else copy.deepcopy(graph)
         for node in graph.nodes:
             if node.name in traced.slicings:
                 node.target, node.args, node.kwargs = pruned_call(node, traced.slicings[node.name], widths)
@@ -61,6 +67,8 @@ def materialize(layers: Sequence[LayerInfo], widths: np.ndarray, template: nn.Mo
         model = fx.GraphModule(model, graph, class_name=type(model).__name__)
     originals = layer_objects(source if source is not None else template, traced)
     for layer in layers:
+        if layer.name in gone:
+            continue
         old = originals.get(layer.name)
         if old is None:
             raise SpaceMismatchError(f"source model has no module or parameter {layer.name!r}; it is not the "

@@ -1,7 +1,9 @@
 """SearchSpace: the prunable channel groups of a model and the widths each may take.
 
 An *encoding* is a tuple with one choice index per prunable group; it fixes every
-layer's channel counts, hence its FLOPs, parameters, latency and weights. FLOPs and
+layer's channel counts, hence its FLOPs, parameters, latency and weights. With
+``drop_blocks=True`` a group that lies on a residual branch may also take width 0,
+which removes that branch (:mod:`hwprune.core.branches`). FLOPs and
 params are computed analytically from the layer shapes recorded once at trace time:
 per layer, ``coef * cin * cout`` with ``cin``/``cout`` sums over the groups of the
 layer's channel layout, evaluated with a few numpy products per encoding.
@@ -18,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import EncodingError, HwpruneError, SpaceMismatchError, check_encoding, check_number
+from .branches import Branch, droppable_branches
 from .kinds import kind_of
 from .materialize import materialize
 from .traced import GroupInfo, LayerInfo, TracedModel
@@ -40,8 +43,13 @@ class ChannelGroup:
 
     name: str  # the first layer producing these channels
     width: int  # original width
-    choices: tuple[int, ...]  # allowed widths, ascending
+    choices: tuple[int, ...]  # allowed widths, ascending (0 first where the group can drop its residual branch)
     members: tuple[str, ...]  # "layer1.0.conv2:out", "layer1.0.bn2", "layer1.1.conv1:in", ...
+
+    @property
+    def droppable(self) -> bool:
+        """Whether width 0 (the group's residual branch removed) is a choice."""
+        return self.choices[0] == 0
 
     def ratio(self, choice: int) -> float:
         return self.choices[choice] / self.width
@@ -74,7 +82,8 @@ class SearchSpace:
     """Prunable channel groups of a model; see the module docstring."""
 
     def __init__(self, model: nn.Module, traced: TracedModel, ratios: Sequence[float], round_to: int | None,
-                 ignored_layers: Sequence[str], choices: dict[str, Sequence[int]] | None = None):
+                 ignored_layers: Sequence[str], choices: dict[str, Sequence[int]] | None = None,
+                 drop_blocks: bool = False):
         self.model = model  # the template: structure and (unused) weights of the original
         self.traced = traced
         self.ratios = tuple(float(r) for r in ratios)
@@ -88,6 +97,20 @@ class SearchSpace:
             g = traced.groups[i]
             widths = tuple(choices[g.name]) if choices and g.name in choices else _widths(g.width, ratios, round_to)
             self.groups.append(ChannelGroup(g.name, g.width, widths, tuple(g.members)))
+        zero = drop_blocks or any(g.choices[0] == 0 for g in self.groups)
+        found = droppable_branches(traced) if zero else {}
+        # the branch each droppable group removes at width 0, by position in the encoding
+        self.branches: dict[int, Branch] = {}
+        for pos, i in enumerate(self.prunable_index):
+            g = self.groups[pos]
+            if i in found and (drop_blocks or g.choices[0] == 0):
+                self.branches[pos] = found[i]
+                if g.choices[0] != 0:
+                    self.groups[pos] = ChannelGroup(g.name, g.width, (0,) + g.choices, g.members)
+            elif g.choices[0] == 0:
+                raise SpaceMismatchError(f"group {g.name!r} has width choice 0, but it is not on a residual branch "
+                                         f"that can be dropped")
+        self.drop_blocks = bool(self.branches)
         self.layers: list[LayerInfo] = traced.layers
         self.fingerprint = _fingerprint(traced)
         self._build_tables()
@@ -96,12 +119,13 @@ class SearchSpace:
     @classmethod
     def from_model(cls, model: nn.Module, example_inputs, ratios: Sequence[float] | None = None,
                    round_to: int | None = None, ignored_layers: Iterable | None = None,
-                   max_ratio: float = 1.0) -> "SearchSpace":
+                   max_ratio: float = 1.0, drop_blocks: bool = False) -> "SearchSpace":
         """Trace ``model`` on ``example_inputs`` (tensor(s) or a shape) and build its search space.
 
         ``ratios``: width ratios of the original (default 0.10, 0.13, ..., ``max_ratio``);
         ``round_to``: make every width a multiple of N; ``ignored_layers``: modules (or
-        their names) kept whole: their channels are fixed and they are not traced into.
+        their names) kept whole: their channels are fixed and they are not traced into;
+        ``drop_blocks``: a group inside a residual branch may also take width 0, removing the branch.
         """
         if round_to is not None and round_to < 1:
             raise HwpruneError(f"round_to must be a positive integer, got {round_to}")
@@ -111,7 +135,7 @@ class SearchSpace:
         inputs = _as_inputs(example_inputs)
         traced = trace_model(model, inputs, ignored_layers)
         names = sorted(_ignored_names(model, ignored_layers))
-        return cls(model, traced, ratios, round_to, names)
+        return cls(model, traced, ratios, round_to, names, drop_blocks=drop_blocks)
 
     def to_json(self) -> str:
         """The space as JSON: fingerprint, input shape, ratios and every group's widths."""
@@ -152,7 +176,7 @@ class SearchSpace:
         choices = {g["name"]: g["choices"] for g in d["groups"]}
         space = cls(model, traced, d["ratios"], d.get("round_to"), d.get("ignored_layers", []), choices)
         for g in space.groups:
-            if not all(1 <= c for c in g.choices):
+            if not all(1 <= c for c in g.choices[g.droppable:]):
                 raise SpaceMismatchError(f"group {g.name!r} has a non-positive width choice in the saved space")
         return space
 
@@ -174,9 +198,10 @@ class SearchSpace:
         return tuple(0 for _ in self.groups)
 
     def uniform(self, ratio: float) -> tuple[int, ...]:
-        """Every group at the choice nearest ``ratio`` of its original width."""
+        """Every group at the choice nearest ``ratio`` of its original width (never a dropped branch)."""
         check_number("ratio", ratio)
-        return tuple(int(np.argmin([abs(c - ratio * g.width) for c in g.choices])) for g in self.groups)
+        return tuple(int(np.argmin([abs(c - ratio * g.width) if c else np.inf for c in g.choices]))
+                     for g in self.groups)
 
     def sample(self, rng: np.random.Generator | int | None = None) -> tuple[int, ...]:
         """A random encoding, each group's choice uniform (MetaPruning's structure sampling)."""
@@ -235,6 +260,9 @@ class SearchSpace:
         cin = w @ self._cin.T  # (N, L)
         cout = w @ self._cout.T
         cin = np.where(self._unit_in, 1, cin)  # depthwise convs see one input channel per filter
+        if self.branches:  # the layers of a dropped branch cost nothing, those the group does not reach included
+            gone = (encs[:, self._drop_pos] == 0).astype(np.int64) @ self._drop_layers > 0  # (N, L)
+            cin, cout = np.where(gone, 0, cin), np.where(gone, 0, cout)
         return cin, cout
 
     def _build_tables(self) -> None:
@@ -259,11 +287,19 @@ class SearchSpace:
                 self._cout[i, seg.group] += seg.mult
             self._unit_in[i], self._flop_coef[i], self._param_coef[i], self._param_lin[i] = \
                 kind_of(layer).costs(layer)
+        self._drop_pos = np.array(sorted(self.branches), dtype=np.int64)
+        names = {l.name: i for i, l in enumerate(self.layers)}
+        self._drop_layers = np.zeros((len(self._drop_pos), L), dtype=np.int64)
+        for d, pos in enumerate(self._drop_pos):
+            for name in self.branches[int(pos)].layers:
+                self._drop_layers[d, names[name]] = 1
 
     # ---- output -------------------------------------------------------------------------------
     def materialize(self, enc: Sequence[int], source: nn.Module | None = None) -> nn.Module:
         """A plain ``nn.Module`` with the encoding's real channel counts; see :mod:`hwprune.core.materialize`."""
-        return materialize(self.layers, self.widths(enc), self.model, source, self.traced)
+        widths = self.widths(enc)
+        dropped = [b for pos, b in self.branches.items() if widths[self.prunable_index[pos]] == 0]
+        return materialize(self.layers, widths, self.model, source, self.traced, dropped)
 
     def describe(self, enc: Sequence[int] | None = None) -> list[dict]:
         """One row per prunable group: name, original width, choices and (given ``enc``) the width."""

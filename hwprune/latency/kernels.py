@@ -312,5 +312,6 @@ def slot_pairs(space: "SearchSpace", slot: Slot) -> set[tuple[int, int]]:
         raise UnsupportedModelError(f"kernel {slot.name!r} depends on {len(groups)} channel groups "
                                     f"({n:,} width combinations); profile a space with fewer choices "
                                     f"(ratios=... or round_to=...)")
-    return {(sum(w[g] * m for g, m in slot.cin), sum(w[g] * m for g, m in slot.cout))
-            for w in width_assignments(space, groups)}
+    pairs = {(sum(w[g] * m for g, m in slot.cin), sum(w[g] * m for g, m in slot.cout))
+             for w in width_assignments(space, groups)}
+    return {(a, b) for a, b in pairs if a and b}  # no channels in or out: a dropped branch's kernel, never run

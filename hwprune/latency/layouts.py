@@ -71,6 +71,8 @@ def edge_reorders(edge: LayoutEdge, widths: Sequence[int], layout: dict) -> list
         return []
     block = layout["block"]
     c = _channels(edge["terms"], widths)
+    if c == 0:  # a dropped branch's tensor (hwprune.core.branches): not in the network
+        return []
     src = edge["source"]
     have = PLAIN  # the graph input, and whatever an op outside the model of layouts writes
     if src["kind"] == "conv" and conv_blocked(_channels(src["cin"], widths), _channels(src["cout"], widths),
@@ -79,6 +81,8 @@ def edge_reorders(edge: LayoutEdge, widths: Sequence[int], layout: dict) -> list
     needed = set()
     for con in edge["consumers"]:
         kind = con["kind"]
+        if any(_channels(con.get(k, []), widths) == 0 for k in ("cin", "cout") if con.get(k)):
+            continue  # a conv of a dropped branch, or the add that ended it
         if kind == "conv":
             cout = _channels(con["cout"], widths)
             reads_blocked = conv_blocked(c, cout, con["groups"], layout) and not (con["groups"] == "1" and c < block)
@@ -199,4 +203,4 @@ def layout_edges(space: "SearchSpace", batch: int = 1, dtype: str = "float32") -
 def tensor_widths(space: "SearchSpace", terms) -> set[int]:
     """Every channel count a tensor of ``terms`` takes over the encodings of ``space``."""
     groups = sorted({int(g) for g, _ in terms})
-    return {_channels(terms, w) for w in width_assignments(space, groups)}
+    return {_channels(terms, w) for w in width_assignments(space, groups)} - {0}  # 0: a dropped branch's

@@ -334,7 +334,10 @@ class LatencyTable:
         self._py_more = [(o, d) for o, d in py_slots if len(d) > 2]
 
     def _entry(self, spec: KernelSpec, cin: int, cout: int) -> float:
-        """A kernel's time, NaN where the table has no entry (and interpolation is off)."""
+        """A kernel's time, NaN where the table has no entry (and interpolation is off); 0 for a kernel with no
+        channels in or out (it is in a dropped branch: :mod:`hwprune.core.branches`)."""
+        if not cin or not cout:
+            return 0.0
         v = self._values.get((spec.key(), cin, cout))
         if v is None and self.interpolate:
             v = self._interpolator(spec).estimate(cin, cout)

@@ -90,7 +90,8 @@ def magnitude_encodings(space, importance: dict[int, np.ndarray]) -> tuple[np.nd
     thresholds = np.unique(np.concatenate([[0.0], *normed]))
     encs = np.empty((len(thresholds), len(space.groups)), dtype=np.int64)
     for j, (g, s) in enumerate(zip(space.groups, normed)):
-        kept = (s[None, :] >= thresholds[:, None]).sum(1)  # channels at or above each threshold
+        # channels at or above each threshold; at least one (magnitude pruning narrows a layer, never drops a block)
+        kept = np.maximum((s[None, :] >= thresholds[:, None]).sum(1), 1)
         choices = np.asarray(g.choices)
         encs[:, j] = np.minimum(np.searchsorted(choices, kept, side="left"), len(choices) - 1)
     return thresholds, encs

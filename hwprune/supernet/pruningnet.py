@@ -177,6 +177,9 @@ class PruningNet(nn.Module):
         rank = default_rank(source is not None) if rank == "auto" else rank
         if bn not in BN_MODES:
             raise HwpruneError(f"bn must be one of {BN_MODES}, got {bn!r}")
+        if space.drop_blocks:
+            raise HwpruneError("a PruningNet generates every layer's weights and cannot drop residual branches; build "
+                               "the space without drop_blocks, or search it with the inherit evaluator")
         if hidden < 1 or (rank is not None and rank < 1):
             raise HwpruneError(f"hidden and rank must be positive, got hidden={hidden}, rank={rank}")
         self.space, self.hidden, self.bn_mode, self.rank = space, hidden, bn, rank
