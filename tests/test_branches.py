@@ -1,5 +1,7 @@
 """Dropping residual branches (``drop_blocks=True``): which groups may, what the pruned network computes, and
 that every model of cost (FLOPs, parameters, latency tables) and the ONNX export agree on what is gone."""
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -18,9 +20,9 @@ from latency_fakes import OVERHEAD_MS, FakeProfiler, fake_ms
 SHAPES = {"resnet20": (1, 3, 32, 32), "mobilenet_v2_cifar": (1, 3, 32, 32)}
 
 
-def _model(name):
+def _model(name, **kwargs):
     torch.manual_seed(0)
-    model = hp.create_model(name).eval()
+    model = hp.create_model(name, **kwargs).eval()
     for m in model.modules():  # non-trivial statistics, so that a wrong copy shows in the outputs
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
@@ -139,3 +141,65 @@ def test_a_pruningnet_refuses_a_space_that_drops_blocks():
     space = hp.SearchSpace.from_model(_model("resnet20"), SHAPES["resnet20"], round_to=8, drop_blocks=True)
     with pytest.raises(HwpruneError, match="cannot drop residual branches; build the space without drop_blocks"):
         hp.PruningNet(space)
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "hwprune.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+
+
+def test_a_network_without_blocks_is_saved_reloaded_and_exported_as_it_computes(tmp_path):
+    """retrain's checkpoint of an encoding that drops blocks reloads to the same network, and `hwprune export`
+    writes it without those blocks' convs, computing what it computes."""
+    from hwprune.data import load_dataset, make_loaders
+
+    model = _model("resnet20", in_channels=1)  # the bundled digits' one channel
+    space = hp.SearchSpace.from_model(model, (1, 1, 32, 32), round_to=8, drop_blocks=True)
+    names = [g.name for g in space.groups]
+    enc = list(space.uniform(0.5))
+    for block in ("layer1.0", "layer1.2", "layer3.1"):
+        enc[names.index(f"{block}.conv1")] = 0
+    loaders = make_loaders(load_dataset("bundled").limit_train(64), 32, eval_batch_size=64)
+    trained, _ = hp.retrain(space, enc, loaders.train, config=hp.TrainConfig(epochs=1, eval_ratios=()),
+                            init="inherit", source=model, run_dir=tmp_path / "r", progress=False, log=lambda m: None)
+    loaded, info = hp.load_pruned(tmp_path / "r" / "model.pt")
+    assert info["encoding"] == enc
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), trained.eval()(x))
+    r = _cli("export", "--checkpoint", tmp_path / "r" / "model.pt", "--out", tmp_path / "m.onnx", "--json")
+    assert r.returncode == 0, r.stderr
+    graph = onnx.load(tmp_path / "m.onnx")
+    assert sum(n.op_type == "Conv" for n in graph.graph.node) == 21 - 2 * 3
+
+
+def test_the_cli_searches_profiles_and_refuses_a_table_of_the_other_space(tmp_path):
+    """`hwprune search --drop-blocks` searches the space with width-0 choices and retrain builds its winner; a table
+    profiled without --drop-blocks is refused for it in one line that names the flag."""
+    torch.save(_model("resnet20", in_channels=1).state_dict(), tmp_path / "w.pt")
+    r = _cli("search", "--evaluator", "inherit", "--model", "resnet20", "--weights", tmp_path / "w.pt", "--round-to",
+             "8", "--drop-blocks", "--flops", "8M", "--population", "6", "--parents", "2", "--mutations", "3",
+             "--crossovers", "3", "--generations", "2", "--calib-batches", "1", "--val-batches", "1", "--tune-steps",
+             "1", "--device", "cpu", "--quiet", "--out", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    model = hp.create_model("resnet20", in_channels=1)
+    space = hp.SearchSpace.from_model(model, (1, 1, 32, 32), round_to=8, drop_blocks=True)
+    assert result["best"][0]["flops"] <= 8e6
+    stage = json.loads((tmp_path / "s" / "run.json").read_text())["stages"]["search"]
+    assert stage["settings"]["dense"]["drop_blocks"] is True  # what retrain rebuilds the space with
+    r = _cli("retrain", "--result", tmp_path / "s" / "result.json", "--epochs", "0", "--device", "cpu", "--quiet",
+             "--out", tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    pruned, info = hp.load_pruned(tmp_path / "r" / "model.pt")
+    assert hook_macs(pruned, torch.zeros(1, 1, 32, 32)) == space.flops(info["encoding"]) == result["best"][0]["flops"]
+    plain = hp.SearchSpace.from_model(model, (1, 1, 32, 32), round_to=8)
+    hp.profile(plain, profiler=FakeProfiler(), cache_dir=tmp_path / "k", calibrate=2, quiet=True,
+               out=tmp_path / "plain.csv")
+    with pytest.raises(hp.HwpruneError, match=r"may drop its residual block \(width 0\) here, not in the table "
+                                               r"\(--drop-blocks\)"):
+        hp.LatencyTable.load(tmp_path / "plain.csv", space)

@@ -13,9 +13,9 @@ from .options import build_space, human, model_options
 @model_options
 @click.option("--ratio", type=float, default=0.5, show_default=True, help="Uniform width ratio to compare with.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(model_name, weights, input_shape, num_classes, width_mult, round_to, ratio, as_json):
+def info(model_name, weights, input_shape, num_classes, width_mult, round_to, drop_blocks, ratio, as_json):
     """Show a model's prunable channel groups and the cost of full and uniform widths."""
-    model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to)
+    model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to, drop_blocks)
     full, uni = space.full(), space.uniform(ratio)
     summary = {
         "model": model_name, "input_shape": list(space.input_shapes[0]), "fingerprint": space.fingerprint,

@@ -49,7 +49,7 @@ from .options import build_space, default, model_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Record the profile in this run folder.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
-def profile(model_name, weights, input_shape, num_classes, width_mult, round_to, backend, device, threads,
+def profile(model_name, weights, input_shape, num_classes, width_mult, round_to, drop_blocks, backend, device, threads,
             batch_size, dtype, out, validate_n, statistic, repeats, calibrate, calibration, passes, opt_level,
             chunk_kb, cache_dir, force, seed, quiet, run_dir, as_json):
     """Measure a latency lookup table for a model's search space on a backend.
@@ -67,7 +67,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
 
     if chunk_kb is not None and backend != "onnxruntime":
         raise HwpruneError(f"--chunk-kb sets the onnxruntime backend's kernel chunks; backend {backend!r} has none")
-    model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to)
+    model, space = build_space(model_name, weights, input_shape, num_classes, width_mult, round_to, drop_blocks)
     options = {k: v for k, v in (("opt_level", opt_level), ("chunk_kb", chunk_kb)) if v is not None}
     settings = ProfileSettings(backend=backend, device=device, threads=threads,
                                batch_size=space.input_shapes[0][0] if batch_size is None else batch_size, dtype=dtype,

@@ -9,7 +9,7 @@ import click
 from ..search.config import SearchConfig
 from ..training.config import TUNE_STEPS
 from .app import main
-from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_count, parse_floats
+from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_count, parse_floats
 
 
 @main.command()
@@ -21,6 +21,7 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--model", "model_name", help=f"With --evaluator inherit: the dense model. {MODEL_HELP}")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=f"With --model: {WEIGHTS_HELP}")
 @click.option("--round-to", type=int, help="With --model: make every width a multiple of N.")
+@click.option("--drop-blocks", is_flag=True, help=f"With --model: {DROP_BLOCKS_HELP}")
 @click.option("--importance", type=click.Choice(["taylor", "l1", "l2", "bn"]), default="taylor", show_default=True,
               help="With --model: how channels are ordered before slicing.")
 @click.option("--tune-steps", type=click.IntRange(min=0), default=TUNE_STEPS, show_default=True,
@@ -63,7 +64,7 @@ from .options import MODEL_HELP, WEIGHTS_HELP, default, echo_log, human, parse_c
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
 @click.option("--quiet", is_flag=True)
-def search(evaluator, checkpoint, model_name, weights, round_to, importance, tune_steps, table, latency_ms, latency_fraction,
+def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, importance, tune_steps, table, latency_ms, latency_fraction,
            flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
            min_fraction, calib_batches, val_batches, seed, device, out, measure_top, rerank_top, rerank_steps, resume,
            allow_mismatch, as_json, quiet):
@@ -78,7 +79,10 @@ def search(evaluator, checkpoint, model_name, weights, round_to, importance, tun
         if not model_name or checkpoint:
             raise click.UsageError("--evaluator inherit takes the dense model (--model, --weights), not --checkpoint")
         dense = DenseModel(absolute_spec(model_name), str(Path(weights).resolve()) if weights else None, round_to,
-                           importance=importance)
+                           importance=importance, drop_blocks=drop_blocks)
+    elif drop_blocks:
+        raise click.UsageError("--drop-blocks searches the dense model's space: it needs --evaluator inherit (a "
+                               "PruningNet cannot drop blocks)")
     elif rerank_top:
         raise click.UsageError("--rerank-top tunes inherited weights longer: it needs --evaluator inherit")
     elif not checkpoint or model_name:

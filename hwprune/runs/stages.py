@@ -73,7 +73,8 @@ def ordered_dense(dense: DenseModel, loaders):
                            "model has nothing to inherit")
     model = load_model(dense.model, weights=dense.weights, num_classes=loaders.num_classes,
                        in_channels=loaders.input_shape[0], width_mult=dense.width_mult).eval()
-    space = SearchSpace.from_model(model, (1, *loaders.input_shape), round_to=dense.round_to)
+    space = SearchSpace.from_model(model, (1, *loaders.input_shape), round_to=dense.round_to,
+                                   drop_blocks=dense.drop_blocks)
     return model, space, order_channels(space, model, dense.importance, data=loaders.calib)
 
 
