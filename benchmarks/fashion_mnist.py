@@ -14,7 +14,9 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
    path: ``hwprune search --evaluator inherit``), ``hwprune-rerank`` (that search's ``rerank_top``
    fittest and its uniform and magnitude networks scored again, tuned ``rerank_steps`` steps each:
-   ``--rerank-top``) and ``hwprune-<variant>`` for each PruningNet variant of ``pnet_methods``
+   ``--rerank-top``), ``hwprune-blocks`` (the default search on a space whose residual blocks may also be
+   dropped: ``hwprune search --drop-blocks``, with its own latency table) and ``hwprune-<variant>`` for each
+   PruningNet variant of ``pnet_methods``
    (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations``
    adds a single-sample one and ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks
    are the fittest whose latency, measured as the final networks are, meets the budget (``measure_top`` timed
@@ -108,7 +110,7 @@ INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}
 def methods(s: "Settings") -> tuple[str, ...]:
     """Every method of a run: the baselines, hwprune's default path, its ablations and one search per PruningNet
     variant."""
-    every = BASELINES + ("hwprune-rerank",) * bool(s.rerank_top) + tuple(
+    every = BASELINES + ("hwprune-blocks",) * s.blocks + ("hwprune-rerank",) * bool(s.rerank_top) + tuple(
         f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
     return tuple(m for m in every if m in s.only) if s.only else every
 
@@ -142,6 +144,9 @@ class Settings:
     rerank_top: int = 8
     rerank_steps: int = 300
     rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
+    # hwprune-blocks: the default search on the space with drop_blocks=True (a residual block may be removed), its
+    # table profiled from the same kernel store (only its calibration networks are timed anew)
+    blocks: bool = True
     # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
     # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
     inherit_methods: list[str] = field(default_factory=list)
@@ -167,7 +172,8 @@ class Settings:
     # 2 cores (every method of a model still gets the same fine-tuning)
     per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(
         limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, population=16, generations=5,
-        random_candidates=80, inherit_methods=[], pnet_methods=["pruningnet"], pnet_tau_only=[], rerank_top=0)})
+        random_candidates=80, inherit_methods=[], pnet_methods=["pruningnet"], pnet_tau_only=[], rerank_top=0,
+        blocks=False)})
 
     def for_model(self, name: str) -> "Settings":
         return replace(self, **self.per_model.get(name, {}), per_model={})
@@ -176,7 +182,8 @@ class Settings:
 # what --ablations adds to resnet20's run (mobilenet_v2_cifar's settings keep one PruningNet and no ablation)
 ABLATIONS = dict(inherit_methods=["inherit-bn"], pnet_methods=["pruningnet", "pruningnet-single"],
                  pnet_tau_only=["pruningnet-window", "pruningnet-rank4"])
-METHOD_LISTS = tuple(ABLATIONS)  # which methods run, not how: a rerun may add or drop them in the same work folder
+# which methods run, not how: a rerun may add or drop them in the same work folder
+METHOD_LISTS = tuple(ABLATIONS) + ("blocks",)
 
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
@@ -226,6 +233,12 @@ def ordered_dense(space, dense, loaders, batches: int):
     return order_channels(space, dense, data=loaders.calib, batches=batches)
 
 
+def blocks_space(space, s: "Settings"):
+    """``space`` whose residual blocks may also be dropped (``hwprune-blocks``): same groups and widths, and width 0
+    for a group on a residual branch."""
+    return hp.SearchSpace.from_model(space.model, space.input_shapes[0], round_to=s.round_to, drop_blocks=True)
+
+
 def inherit_evaluator(variant: str, space, ordered, s: "Settings") -> InheritEvaluator:
     """The inherit evaluator ``variant`` of :data:`INHERITS`; the default tunes ``s.tune_steps`` steps."""
     return InheritEvaluator(space, ordered, **{"tune_steps": s.tune_steps, **INHERITS[variant]})
@@ -237,6 +250,8 @@ def finetune_job(job: dict) -> dict:
     s, out = Settings(**job["settings"]), Path(job["out"])
     started = time.time()
     space, loaders = setup(job["model"], s, job["seed"])
+    if job.get("drop_blocks"):
+        space = blocks_space(space, s)
     quiet = dict(progress=False, log=lambda m: None)
     if job["kind"] == "dense":
         cfg = hp.TrainConfig(epochs=s.dense_epochs, lr=s.dense_lr, seed=0, schedule="cosine", eval_ratios=())
@@ -314,11 +329,12 @@ def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
         return s.tp_max_ratio
 
 
-def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
+def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say,
+           blocks=None):
     """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
     evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones). The
     table is asked for what it predicts at each budget (:func:`asked_budgets`, kept in ``chosen.json``);
-    ``measure`` holds every network to the budget itself."""
+    ``measure`` holds every network to the budget itself. ``blocks``: (space, table) of ``hwprune-blocks``."""
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
     ordered = ordered_dense(space, dense, loaders, s.taylor_batches)  # the default order (Taylor)
@@ -366,6 +382,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             chosen[method][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                       "search_seconds": seconds}
         write_json(path, chosen)
+    if "hwprune-blocks" in methods(s) and "hwprune-blocks" not in chosen:
+        chosen["hwprune-blocks"] = search_blocks(s, work, blocks, ordered, loaders, budgets, measure, cfg, say)
+        write_json(path, chosen)
     rng = np.random.default_rng(0)
     for f, b in budgets:
         # (a uniform network chosen another way, by the table alone or timed only where the table put it under the
@@ -396,6 +415,28 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             chosen["l1"][str(f)] = {"ratio": ratio, "repeats": REPEATS, "search_seconds": round(time.time() - t, 1)}
         write_json(path, chosen)
     return chosen, evaluators
+
+
+def search_blocks(s: Settings, work: Path, blocks, ordered, loaders, budgets, measure, cfg, say) -> dict:
+    """``hwprune-blocks``' network per budget: the default search (same evaluator, order, search and measured check)
+    on the space that may drop residual blocks, its table asked as the default's is (:func:`asked_budgets`)."""
+    space, table = blocks
+    t = time.time()
+    asked = asked_budgets(space, table, budgets, measure, say)
+    lats = [asked[str(f)] for f, _ in budgets]
+    key = json.dumps(["hwprune-blocks", lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}], sort_keys=True)
+    res = search(inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, s), loaders.val, loaders.calib, table=table,
+                 latency_ms=lats, config=cfg, log=say, resume=True,
+                 run_dir=work / f"hwprune-blocks_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}")
+    seconds, out = round(time.time() - t, 1), {}
+    for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
+        pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, i, best["encoding"])]
+        out[str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say), "search_seconds": seconds,
+                       "asked": asked[str(f)]}
+        enc = out[str(f)]["encoding"]
+        say(f"  {b:.4f} ms budget, hwprune-blocks: drops "
+            f"{[space.groups[p].name for p, _ in space.branches.items() if enc[p] == 0] or 'no block'}")
+    return out
 
 
 def reusable(chosen: dict, s: Settings, say) -> dict:
@@ -549,6 +590,7 @@ class Prepared:
     dense_path: Path
     budgets: list[tuple[float, float]]
     dense_ms: float  # the dense network's latency when the budgets were set
+    blocks: tuple | None = None  # hwprune-blocks' (space, latency table)
 
 
 def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
@@ -568,6 +610,14 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
                                                  max_wait_s=s.max_wait_s))
 
     measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass, s.max_wait_s)
+    blocks = None
+    if "hwprune-blocks" in methods(s):  # its own table: the same kernels (from the store) and calibration networks
+        bspace, bpath = blocks_space(space, s), work / "latency_table_blocks.csv"
+        btable = hp.LatencyTable.load(bpath, bspace) if bpath.exists() else hp.profile(
+            bspace, passes=s.passes, calibrate=s.calibrate, runs_per_pass=s.runs_per_pass, out=bpath,
+            cache_dir=work.parent / "kernel_store", quiet=True,
+            profiler=get_profiler("onnxruntime", "cpu", threads=1, repeats=s.profile_repeats, max_wait_s=s.max_wait_s))
+        blocks = (bspace, btable)
 
     dense_dir = work / "dense"
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": asdict(s), "label": f"{name} dense",
@@ -589,7 +639,7 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
                          f"{floor:.4f} ms on this machine")
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
     return Prepared(space, loaders, table, measure, anchored(measure, full, dense_ms), dense_dir / "model.pt", budgets,
-                    dense_ms)
+                    dense_ms, blocks)
 
 
 def anchored(measure, reference, reference_ms: float):
@@ -615,7 +665,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     dense_dir = dense_path.parent
 
     say(f"== {name}: choose a network per budget with every method")
-    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say)
+    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say, p.blocks)
 
     say(f"== {name}: fine-tune every chosen network ({s.finetune_epochs} epochs, seeds {s.seeds})")
     jobs = []
@@ -625,6 +675,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
             for seed in s.seeds:
                 jobs.append({"kind": "finetune", "model": name, "seed": seed, "settings": sd, "dense": str(dense_path),
                              "encoding": c.get("encoding"), "ratio": c.get("ratio"),
+                             **({"drop_blocks": True} if method == "hwprune-blocks" else {}),
                              "label": f"{name} {method} {f:.0%} seed {seed}",
                              "out": str(work / f"{method}_{f}_s{seed}" / "result.json")})
     tau_rows, tau_encs = [], []
@@ -680,7 +731,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
         rows.append({"model": name, "dataset": s.data, "method": method, "budget_fraction": f if f else "",
                      "budget_ms": b or "", "seed": seed, "test_acc": round(r["test_acc"], 4),
                      "val_acc": round(r["val_acc"], 4),
-                     "predicted_ms": round(table.predict(enc), 4) if enc is not None else "",
+                     "predicted_ms": round((p.blocks[1] if method == "hwprune-blocks" else table).predict(enc), 4)
+                     if enc is not None else "",
                      "measured_ms": round(ms, 4), "median_ms": round(m["median"].get(key, float("nan")), 4),
                      "within_budget": "" if b is None else ms * scale <= b, "flops": r["flops"], "params": r["params"],
                      "search_seconds": c.get("search_seconds", ""), "finetune_seconds": r["finetune_seconds"]})

@@ -304,15 +304,18 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     from dataclasses import replace
 
     s = fashion.Settings()
-    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-rerank", "hwprune-pruningnet")
+    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-blocks", "hwprune-rerank",
+                                  "hwprune-pruningnet")
     more = replace(s, **fashion.ABLATIONS)
-    assert fashion.methods(more) == fashion.methods(s)[:5] + ("hwprune-inherit-bn", "hwprune-pruningnet",
+    assert fashion.methods(more) == fashion.methods(s)[:6] + ("hwprune-inherit-bn", "hwprune-pruningnet",
                                                               "hwprune-pruningnet-single")
     assert more.pnet_tau_only and fashion.claimed(more) == fashion.claimed(s)
     # how many candidates are scored again, and how long, is hwprune-rerank's own (chosen.json keeps it)
     assert fashion.claimed(replace(s, rerank_top=4, rerank_steps=100, rerank_baselines=False)) == fashion.claimed(s)
     assert "hwprune-rerank" not in fashion.methods(replace(s, rerank_top=0))
     assert "hwprune-rerank" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
+    assert "hwprune-blocks" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
+    assert fashion.claimed(replace(s, blocks=False)) == fashion.claimed(s)  # a method switch: the folder resumes
     assert fashion.claimed(replace(s, finetune_epochs=4)) != fashion.claimed(s)  # how a method runs still counts
 
 
@@ -360,7 +363,7 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     dense_then = dense_then["measured_ms"]  # when the budgets were set
     assert [r["method"] for r in rows].count("dense") == 1
     methods = fashion.methods(q)
-    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-rerank", "hwprune-inherit-bn",
+    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-blocks", "hwprune-rerank", "hwprune-inherit-bn",
                        "hwprune-pruningnet")
     assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in methods for s in q.seeds}
     assert len(pruned) == len(methods) * len(q.seeds) * len(q.fractions)
@@ -373,7 +376,12 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
         # chosen by the table: predicted within what it was asked for at this budget (the CSV rounds to 0.1 us);
         # uniform widths are timed from those it puts up to UNIFORM_SLACK x over it, and the first measured within wins
         slack = fashion.UNIFORM_SLACK if r["method"] == "uniform" else 1.0
-        if r["method"] != "l1":
+        if r["method"] == "hwprune-blocks":  # its own table, asked for its own level; it may drop blocks
+            own = chosen["hwprune-blocks"][r["budget_fraction"]]
+            assert float(r["predicted_ms"]) <= own["asked"] + 1e-4 and own["encoding"] == json.loads(
+                (tmp_path / "work" / "quick" / "resnet20" / f"hwprune-blocks_{r['budget_fraction']}_s{r['seed']}"
+                 / "result.json").read_text())["encoding"]
+        elif r["method"] != "l1":
             assert float(r["predicted_ms"]) <= slack * asked[float(r["budget_fraction"])] + 1e-4
         assert float(r["flops"]) < float(rows[0]["flops"])  # every pruned network is smaller than the dense one
         # held to its budget as the dense network's latency then, over its latency in this run, scales it
