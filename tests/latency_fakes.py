@@ -21,6 +21,7 @@ def fake_ms(spec: KernelSpec, cin: int, cout: int) -> float:
 class FakeProfiler(Profiler):
     fail_after: int | None = None  # raise KeyboardInterrupt after this many chunks (an interruption)
     network_scale: float = 1.0  # a network costs OVERHEAD_MS + network_scale * its kernels
+    per_kernel_ms: float = 0.0  # ... + this per kernel it runs (what a dropped block saves beyond its kernels)
     chunks: int = 0
     measured: int = 0
 
@@ -52,7 +53,7 @@ class FakeProfiler(Profiler):
             w = space.widths(space.full())
             kernels = sum(fake_ms(s.spec, sum(int(w[g]) * k for g, k in s.cin), sum(int(w[g]) * k for g, k in s.cout))
                           for s in slots)
-            ms = OVERHEAD_MS + self.network_scale * kernels
+            ms = OVERHEAD_MS + self.network_scale * kernels + self.per_kernel_ms * len(slots)
             out.append(Measurement(ms, 1.1 * ms, 1.3 * ms, passes * runs_per_pass, "fake"))
             if progress:
                 progress(1)

@@ -137,6 +137,30 @@ def test_a_latency_table_counts_nothing_of_a_dropped_branch(tmp_path):
     assert table.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-5)  # its calibration networks drop blocks too
 
 
+def test_a_table_learns_what_a_dropped_block_saves_beyond_its_kernels(tmp_path):
+    """Where every kernel a network runs costs a fixed 2 us more inside it (dispatch, fused ops), a basic block
+    (two convs) saves 4 us beyond its kernels' lookups: the calibration fits that, and predicts every network."""
+    model = _model("resnet20")
+    space = hp.SearchSpace.from_model(model, SHAPES["resnet20"], round_to=8, drop_blocks=True)
+    table = hp.profile(space, profiler=FakeProfiler(per_kernel_ms=0.002), cache_dir=tmp_path, calibrate=8,
+                       quiet=True)
+    cal = table.meta["calibration"]
+    assert table.block_ms == pytest.approx(0.004, abs=1e-4) and cal["block_ms"] == table.block_ms
+    assert cal["loo_mape"]["constant+blocks"] < cal["loo_mape"]["constant"]
+    encs = np.array([space.sample(s) for s in range(20)])
+    dropped = table.dropped_batch(encs)
+    assert dropped.max() > dropped.min()
+    assert list(dropped) == [sum(e[p] == 0 for p in space.branches) for e in encs]
+    measured = FakeProfiler(per_kernel_ms=0.002).measure_networks(
+        [space.materialize(e) for e in encs], SHAPES["resnet20"])
+    np.testing.assert_allclose(table.predict_batch(encs), [m.p10_ms for m in measured], atol=2e-5)
+    assert [table.predict(e) for e in encs] == pytest.approx(list(table.predict_batch(encs)), abs=1e-12)
+    # a space that drops nothing fits no such term
+    plain = hp.SearchSpace.from_model(model, SHAPES["resnet20"], round_to=8)
+    other = hp.profile(plain, profiler=FakeProfiler(per_kernel_ms=0.002), cache_dir=tmp_path, calibrate=8, quiet=True)
+    assert other.block_ms == 0 and "block_ms" not in other.meta["calibration"]
+
+
 def test_a_pruningnet_refuses_a_space_that_drops_blocks():
     space = hp.SearchSpace.from_model(_model("resnet20"), SHAPES["resnet20"], round_to=8, drop_blocks=True)
     with pytest.raises(HwpruneError, match="cannot drop residual branches; build the space without drop_blocks"):

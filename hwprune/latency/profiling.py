@@ -209,7 +209,7 @@ def calibrate_table(table: LatencyTable, space: "SearchSpace", profiler: Profile
     lookups = table.kernel_sum_batch(np.array(encs))
     flops = space.flops_batch(np.array(encs)).astype(np.float64) * profiler.batch_size
     return {
-        **fit_calibration(ms, lookups, model),
+        **fit_calibration(ms, lookups, model, table.dropped_batch(np.array(encs))),
         "flops_ms_per_gflop": float(np.median(ms / (flops / 1e9))),
         "networks": [{"encoding": list(map(int, e)), "measured_ms": round(float(m), 5),
                       "lookup_sum_ms": round(float(l), 5), "flops": int(f)}

@@ -119,6 +119,8 @@ class LatencyTable:
         self.statistic = meta.get("statistic", "p10")
         self.overhead_ms = float(meta.get("calibration", {}).get("overhead_ms", 0.0))
         self.scale = float(meta.get("calibration", {}).get("scale", 1.0))  # tables before the affine model: 1
+        # what a dropped residual block saves beyond its kernels (hwprune.latency.calibration); 0 where none drop
+        self.block_ms = float(meta.get("calibration", {}).get("block_ms", 0.0))
         self._compile()
 
     # ---- identity -----------------------------------------------------------------------------
@@ -151,7 +153,7 @@ class LatencyTable:
 
     def breakdown(self, enc: Sequence[int]) -> dict[str, float]:
         """Latency (ms) of every kernel of the network under ``enc``, by kernel name, as measured alone:
-        ``predict(enc) == overhead_ms + scale * sum(breakdown(enc).values())``."""
+        ``predict(enc) == overhead_ms + scale * sum(breakdown(enc).values()) - block_ms * dropped_blocks``."""
         enc = self._check(enc)
         widths = np.array(self.meta["space"]["base_widths"], dtype=np.int64)
         widths[self._prunable] = [c[e] for c, e in zip(self._choices, enc)]
@@ -167,7 +169,8 @@ class LatencyTable:
         return out
 
     def predict(self, enc: Sequence[int]) -> float:
-        """Predicted latency (ms) of the network under ``enc``: overhead + scale * sum of kernel lookups."""
+        """Predicted latency (ms) of the network under ``enc``: overhead + scale * sum of kernel lookups (less
+        ``block_ms`` per dropped residual block)."""
         try:
             return self._predict(enc)
         except (TypeError, IndexError, ValueError):  # not a valid encoding: said in one line
@@ -188,11 +191,20 @@ class LatencyTable:
             total += flat[i]
         if total != total:  # NaN: some kernel width has no entry
             self._raise_missing(np.asarray([enc]))
+        if self.block_ms:
+            total_ms = self.overhead_ms + self.scale * total
+            return float(total_ms - self.block_ms * sum(enc[d] == 0 for d in self._drop_cols))
         return float(self.overhead_ms + self.scale * total)
 
     def predict_batch(self, encs) -> np.ndarray:
         """Predicted latency (ms) of many encodings: ``encs`` is (N, groups) of choice indices."""
-        return self.overhead_ms + self.scale * self.kernel_sum_batch(encs)
+        ms = self.overhead_ms + self.scale * self.kernel_sum_batch(encs)
+        return ms - self.block_ms * self.dropped_batch(encs) if self.block_ms else ms
+
+    def dropped_batch(self, encs) -> np.ndarray:
+        """How many residual blocks each encoding drops (width 0 of a group that may drop its branch), (N,)."""
+        encs = np.asarray(encs, dtype=np.int64).reshape(-1, len(self._choices))
+        return (encs[:, self._drop_cols] == 0).sum(1) if self._drop_cols else np.zeros(len(encs), dtype=np.int64)
 
     def kernel_sum_batch(self, encs) -> np.ndarray:
         """Sum of the kernel lookups (ms, uncalibrated) of many encodings, (N, groups) -> (N,)."""
@@ -303,6 +315,7 @@ class LatencyTable:
         self._prunable = np.array(sm["prunable"], dtype=np.int64)
         self._choices = [tuple(c) for c in sm["choices"]]
         self._n_choices = np.array([len(c) for c in self._choices], dtype=np.int64)
+        self._drop_cols = [i for i, c in enumerate(self._choices) if c[0] == 0]  # groups that may drop their block
         position = {g: i for i, g in enumerate(sm["prunable"])}
         base = sm["base_widths"]
         flat, offsets, dims, strides, py_slots = [], [], [], [], []
