@@ -109,7 +109,8 @@ class SearchSpace:
                     self.groups[pos] = ChannelGroup(g.name, g.width, (0,) + g.choices, g.members)
             elif g.choices[0] == 0:
                 raise SpaceMismatchError(f"group {g.name!r} has width choice 0, but it is not on a residual branch "
-                                         f"that can be dropped")
+                                         f"that can be dropped; this space was saved for another model or edited: "
+                                         f"build it again from the model")
         self.drop_blocks = bool(self.branches)
         self.layers: list[LayerInfo] = traced.layers
         self.fingerprint = _fingerprint(traced)

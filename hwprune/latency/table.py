@@ -191,10 +191,8 @@ class LatencyTable:
             total += flat[i]
         if total != total:  # NaN: some kernel width has no entry
             self._raise_missing(np.asarray([enc]))
-        if self.block_ms:
-            total_ms = self.overhead_ms + self.scale * total
-            return float(total_ms - self.block_ms * sum(enc[d] == 0 for d in self._drop_cols))
-        return float(self.overhead_ms + self.scale * total)
+        ms = float(self.overhead_ms + self.scale * total)
+        return ms - self.block_ms * sum(enc[d] == 0 for d in self._drop_cols) if self.block_ms else ms
 
     def predict_batch(self, encs) -> np.ndarray:
         """Predicted latency (ms) of many encodings: ``encs`` is (N, groups) of choice indices."""
