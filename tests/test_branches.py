@@ -227,3 +227,13 @@ def test_the_cli_searches_profiles_and_refuses_a_table_of_the_other_space(tmp_pa
     with pytest.raises(hp.HwpruneError, match=r"may drop its residual block \(width 0\) here, not in the table "
                                                r"\(--drop-blocks\)"):
         hp.LatencyTable.load(tmp_path / "plain.csv", space)
+
+
+def test_info_shows_which_groups_may_drop_their_block():
+    r = _cli("info", "--model", "resnet20", "--round-to", "8", "--drop-blocks", "--json")
+    assert r.returncode == 0, r.stderr
+    groups = json.loads(r.stdout)["groups"]
+    assert sorted(g["group"] for g in groups if g["min"] == 0) == sorted(_blocks("resnet20", None).values())
+    r = _cli("info", "--model", "resnet20", "--round-to", "8", "--drop-blocks")
+    assert "width 0: the group's residual block removed (9 blocks may be dropped)" in r.stdout
+    assert "width 0" not in _cli("info", "--model", "resnet20", "--round-to", "8").stdout

@@ -36,6 +36,8 @@ def info(model_name, weights, input_shape, num_classes, width_mult, round_to, dr
                    f"{row['members']:>9}{row['chosen']:>8}")
     for row in summary["fixed_groups"]:
         click.echo(f"  fixed: {row['group']} ({row['width']} channels): {row['reason']}")
+    if space.branches:
+        click.echo(f"  width 0: the group's residual block removed ({len(space.branches)} blocks may be dropped)")
     f0, p0 = summary["full"]["flops"], summary["full"]["params"]
     f1, p1 = summary["uniform"]["flops"], summary["uniform"]["params"]
     click.echo(f"full:          FLOPs {human(f0):>8}  params {human(p0):>8}")
