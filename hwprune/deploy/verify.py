@@ -122,7 +122,7 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
         space = SearchSpace.from_json(first["space"], model)
         encs = [tuple(m["encoding"]) if "encoding" in m else None for m in metas]
     if space is not None:  # a table of another space would predict nonsense, whatever the user allows
-        from ..latency.table import space_difference, space_key
+        from ..latency.table_space import space_difference, space_key
 
         if space_key(space, table.backend["batch"]) != table.space_key:
             raise HwpruneError(f"{paths[0]} is a network of another space than the table "

@@ -29,7 +29,8 @@ from .calibration import fit_calibration
 from .kernels import kernel_slots, slot_pairs
 from .layouts import layout_edges, reorder_specs, tensor_widths
 from .store import KernelStore, default_cache_dir
-from .table import COLUMNS, FORMAT, LatencyTable, space_meta
+from .table import COLUMNS, FORMAT, LatencyTable
+from .table_space import space_meta
 
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
