@@ -201,6 +201,7 @@ def test_a_network_without_blocks_is_saved_reloaded_and_exported_as_it_computes(
     assert sum(n.op_type == "Conv" for n in graph.graph.node) == 21 - 2 * 3
 
 
+@pytest.mark.slow  # (32 s: a search, a retrain and a profile)
 def test_the_cli_searches_profiles_and_refuses_a_table_of_the_other_space(tmp_path):
     """`hwprune search --drop-blocks` searches the space with width-0 choices and retrain builds its winner; a table
     profiled without --drop-blocks is refused for it in one line that names the flag."""
@@ -230,10 +231,9 @@ def test_the_cli_searches_profiles_and_refuses_a_table_of_the_other_space(tmp_pa
 
 
 def test_info_shows_which_groups_may_drop_their_block():
-    r = _cli("info", "--model", "resnet20", "--round-to", "8", "--drop-blocks", "--json")
-    assert r.returncode == 0, r.stderr
-    groups = json.loads(r.stdout)["groups"]
-    assert sorted(g["group"] for g in groups if g["min"] == 0) == sorted(_blocks("resnet20", None).values())
     r = _cli("info", "--model", "resnet20", "--round-to", "8", "--drop-blocks")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith(("conv1", "layer"))]
+    assert sorted(row[0] for row in rows if row[3].startswith("0..")) == sorted(_blocks("resnet20", None).values())
     assert "width 0: the group's residual block removed (9 blocks may be dropped)" in r.stdout
     assert "width 0" not in _cli("info", "--model", "resnet20", "--round-to", "8").stdout
