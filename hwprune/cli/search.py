@@ -65,7 +65,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, importance, tune_steps, table, latency_ms,
-           latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers, mutation_prob,
+           latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers,
+           mutation_prob,
            min_fraction, calib_batches, val_batches, seed, device, out, measure_top, rerank_top, rerank_steps, resume,
            allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from .kinds import kind_of
 from .nodes import flat, node_shape
-from .ops import ADD
+from .ops import is_add
 from .traced import TracedModel
 
 __all__ = ["Branch", "droppable_branches", "drop_branches"]
@@ -41,11 +41,6 @@ class Branch:
     merge: str  # the add node's name
     shortcut: str  # the name of the add's other operand: what the add becomes
     layers: tuple[str, ...]  # every traced layer (conv, linear, norm) the branch removes
-
-
-def _is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in ADD
-            or node.op == "call_method" and node.target in ("add", "add_"))
 
 
 def _inputs(node: fx.Node) -> list[fx.Node]:
@@ -66,7 +61,7 @@ def _branch(graph: fx.Graph, start: fx.Node) -> tuple[fx.Node, fx.Node, set[fx.N
         return None
     merge = exits.pop()
     ops = [a for a in merge.args[:2] if isinstance(a, fx.Node)]
-    if not _is_add(merge) or len(merge.args) != 2 or merge.kwargs or len(ops) != 2:
+    if not is_add(merge) or len(merge.args) != 2 or merge.kwargs or len(ops) != 2:
         return None
     inside = [a for a in ops if a in region]
     if len(inside) != 1 or node_shape(ops[0]) is None or node_shape(ops[0]) != node_shape(ops[1]):

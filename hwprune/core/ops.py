@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 __all__ = ["Activation", "ACTIVATIONS", "activation_of", "LAYER_MODULES", "torch_base", "own_forward", "PASS_MODULES",
            "PASS_FUNCTIONS", "PASS_FUNCTION_NAMES", "qualified_name", "PASS_METHODS", "SPATIAL_MODULES",
-           "SPATIAL_FUNCTIONS", "ELEMENTWISE", "ELEMENTWISE_METHODS", "ADD", "RESHAPE", "RESHAPE_METHODS", "REDUCE", "CAT",
+           "SPATIAL_FUNCTIONS", "ELEMENTWISE", "ELEMENTWISE_METHODS", "ADD", "is_add", "RESHAPE", "RESHAPE_METHODS",
+           "REDUCE", "CAT",
            "NON_TENSOR_METHODS", "FREE_MODULES", "FREE_FUNCTIONS", "FREE_FUNCTION_NAMES", "FREE_METHODS"]
 
 
@@ -120,6 +121,13 @@ ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operato
                torch.minimum}
 ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 ADD = {operator.add, operator.iadd, torch.add}  # a residual add, which runtimes fuse into the conv before it
+
+
+def is_add(node: fx.Node) -> bool:
+    """Whether ``node`` adds (``a + b``, ``torch.add``, ``a.add(b)``), whatever its operands."""
+    return (node.op == "call_function" and node.target in ADD
+            or node.op == "call_method" and node.target in ("add", "add_"))
+
 
 RESHAPE = {torch.flatten, torch.reshape, torch.squeeze}
 RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze", "mean", "sum", "amax"}

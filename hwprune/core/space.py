@@ -111,10 +111,14 @@ class SearchSpace:
                 raise SpaceMismatchError(f"group {g.name!r} has width choice 0, but it is not on a residual branch "
                                          f"that can be dropped; this space was saved for another model or edited: "
                                          f"build it again from the model")
-        self.drop_blocks = bool(self.branches)
         self.layers: list[LayerInfo] = traced.layers
         self.fingerprint = _fingerprint(traced)
         self._build_tables()
+
+    @property
+    def drop_blocks(self) -> bool:
+        """Whether some group may drop its residual block (width 0)."""
+        return bool(self.branches)
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from ..core.kinds import kind_of
 from ..core.nodes import node_shape
-from ..core.ops import ADD, FREE_FUNCTION_NAMES, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of, qualified_name
+from ..core.ops import (FREE_FUNCTION_NAMES, FREE_FUNCTIONS, FREE_METHODS, FREE_MODULES, activation_of, is_add,
+                        qualified_name)
 from ..errors import UnsupportedModelError
 from ..profilers.spec import KernelSpec
 
@@ -78,8 +79,7 @@ class _Walker:
         return activation_of(node, self.modules)
 
     def is_add(self, node: fx.Node) -> bool:
-        if not (node.op == "call_function" and node.target in ADD
-                or node.op == "call_method" and node.target in ("add", "add_")):
+        if not is_add(node):
             return False
         ops = [a for a in node.args[:2] if isinstance(a, fx.Node)]
         return len(ops) == 2 and node_shape(ops[0]) == node_shape(ops[1]) == node_shape(node)

@@ -34,13 +34,14 @@ def space_difference(saved: dict, space: "SearchSpace") -> str:
         return (f"channel groups: {len(saved.get('group_names') or [])} prunable groups in the table, {len(names)} "
                 f"here (another model structure or ignored layers)")
     for g, theirs in zip(space.groups, saved.get("choices") or []):
-        if list(g.choices) != list(theirs) and (list(g.choices[1:]) == list(theirs)
-                                                 or list(g.choices) == list(theirs)[1:]):
+        mine, theirs = list(g.choices), list(theirs)
+        if mine == theirs:
+            continue
+        if mine[1:] == theirs or mine == theirs[1:]:
             drops = "here, not in the table" if g.droppable else "in the table, not here"
             return f"group {g.name!r} may drop its residual block (width 0) {drops} (--drop-blocks)"
-        if list(g.choices) != list(theirs):
-            return (f"width choices of group {g.name!r}: {_short(theirs)} in the table, {_short(g.choices)} here "
-                    f"(--round-to or ratios)")
+        return (f"width choices of group {g.name!r}: {_short(theirs)} in the table, {_short(mine)} here "
+                f"(--round-to or ratios)")
     if space.fingerprint != saved.get("fingerprint"):
         return "layer shapes (same groups and widths, other kernels, strides or layers)"
     return "batch size (--batch-size)"
