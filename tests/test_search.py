@@ -133,6 +133,13 @@ def test_resume_equals_uninterrupted(setup, tmp_path):
     with pytest.raises(hp.HwpruneError, match="other budgets or settings"):
         search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget * 0.9, config=TINY,
                run_dir=tmp_path / "b", resume=True)
+    # the same model's space with dropped blocks codes networks otherwise (width 0 first): not resumed
+    blocks = hp.SearchSpace.from_model(pnet.space.model, pnet.space.input_shapes[0], round_to=pnet.space.round_to,
+                                       drop_blocks=True)
+    assert blocks.fingerprint == pnet.space.fingerprint and blocks.branches
+    with pytest.raises(hp.SpaceMismatchError, match="belongs to a search of another space"):
+        search(hp.InheritEvaluator(blocks, pnet.space.model, tune_steps=0), loaders.val, loaders.calib, table=table,
+               latency_ms=budget, config=TINY, run_dir=tmp_path / "b", resume=True)
 
 
 def test_pareto_front():

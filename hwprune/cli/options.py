@@ -28,13 +28,13 @@ def human(n: float) -> str:
 MODEL_HELP = ("A zoo name (see `hwprune models`), package.module:function or path/to/file.py:function "
               "(the function returns the nn.Module).")
 WEIGHTS_HELP = "The model's trained weights: a state_dict, or a checkpoint holding one under 'state_dict' or 'model'."
-DROP_BLOCKS_HELP = ("Let a residual block be removed too: a group inside a residual branch may also take width 0 (the "
-                    "search, its latency table and the pruned network must all be of such a space).")
+DROP_BLOCKS_HELP = ("--drop-blocks (the default): a residual block may be removed too, a group inside a residual "
+                    "branch also taking width 0; --keep-blocks: channels only. A latency table serves both.")
 
 
 def model_options(f):
-    """--model, --weights, --input-shape, --num-classes, --width-mult, --round-to, --drop-blocks: a model and its
-    space."""
+    """--model, --weights, --input-shape, --num-classes, --width-mult, --round-to, --drop-blocks/--keep-blocks: a
+    model and its space."""
     for opt in reversed([
         click.option("--model", "model_name", required=True, help=MODEL_HELP),
         click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=WEIGHTS_HELP),
@@ -42,13 +42,13 @@ def model_options(f):
         click.option("--num-classes", type=int, help="Classifier outputs (default: the model's own)."),
         click.option("--width-mult", type=float, help="Width multiplier of the unpruned model."),
         click.option("--round-to", type=int, help="Make every width a multiple of N."),
-        click.option("--drop-blocks", is_flag=True, help=DROP_BLOCKS_HELP),
+        click.option("--drop-blocks/--keep-blocks", default=True, help=DROP_BLOCKS_HELP),
     ]):
         f = opt(f)
     return f
 
 
-def build_space(model_name, weights, input_shape, num_classes, width_mult, round_to, drop_blocks=False):
+def build_space(model_name, weights, input_shape, num_classes, width_mult, round_to, drop_blocks=True):
     """The model (with its weights) and its SearchSpace, from the options of :func:`model_options`."""
     import hwprune as hp
     from hwprune.models import load_model, model_input_shape

@@ -21,7 +21,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--model", "model_name", help=f"With --evaluator inherit: the dense model. {MODEL_HELP}")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help=f"With --model: {WEIGHTS_HELP}")
 @click.option("--round-to", type=int, help="With --model: make every width a multiple of N.")
-@click.option("--drop-blocks", is_flag=True, help=f"With --model: {DROP_BLOCKS_HELP}")
+@click.option("--drop-blocks/--keep-blocks", default=None,
+              help=f"With --evaluator inherit: {DROP_BLOCKS_HELP} (A PruningNet searches channels only.)")
 @click.option("--importance", type=click.Choice(["taylor", "l1", "l2", "bn"]), default="taylor", show_default=True,
               help="With --model: how channels are ordered before slicing.")
 @click.option("--tune-steps", type=click.IntRange(min=0), default=TUNE_STEPS, show_default=True,
@@ -80,7 +81,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
         if not model_name or checkpoint:
             raise click.UsageError("--evaluator inherit takes the dense model (--model, --weights), not --checkpoint")
         dense = DenseModel(absolute_spec(model_name), str(Path(weights).resolve()) if weights else None, round_to,
-                           importance=importance, drop_blocks=drop_blocks)
+                           importance=importance, drop_blocks=drop_blocks is not False)
     elif drop_blocks:
         raise click.UsageError("--drop-blocks searches the dense model's space: it needs --evaluator inherit (a "
                                "PruningNet cannot drop blocks)")

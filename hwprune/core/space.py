@@ -198,9 +198,10 @@ class SearchSpace:
         return tuple(g.choices.index(g.width) if g.width in g.choices else len(g.choices) - 1
                      for g in self.groups)
 
-    def narrowest(self) -> tuple[int, ...]:
-        """Every group at its narrowest width."""
-        return tuple(0 for _ in self.groups)
+    def narrowest(self, keep_blocks: bool = False) -> tuple[int, ...]:
+        """Every group at its narrowest width; with ``keep_blocks`` its narrowest width above 0 (the narrowest
+        network that drops no residual block, as narrow as a uniform or magnitude network can be)."""
+        return tuple(int(keep_blocks and g.choices[0] == 0) for g in self.groups)
 
     def uniform(self, ratio: float) -> tuple[int, ...]:
         """Every group at the choice nearest ``ratio`` of its original width (never a dropped branch)."""

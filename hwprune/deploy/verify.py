@@ -129,6 +129,7 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
                                f"({space_difference(table.meta['space'], space)}); --allow-mismatch reuses a table "
                                f"across machines and settings, not across spaces: verify with the table its search "
                                f"used")
+        table = table.for_space(space)  # (a table of the space with or without dropped blocks: the same kernels)
     shape = tuple(space.input_shapes[0]) if space is not None else tuple(metas[0].get("input_shape") or ())
     if not shape:
         raise HwpruneError(f"{paths[0]} has no hwprune metadata; export it with hwprune export")

@@ -19,14 +19,18 @@ its slope is positive, and there are at least :data:`MIN_AFFINE_NETWORKS` networ
 otherwise the constant, which needs less data and cannot extrapolate badly. Both
 errors are kept in the table's metadata.
 
-In a space that may drop residual blocks (``drop_blocks``), a dropped block saves more
-than its kernels' lookups: the ops a runtime fuses into them and the dispatch of each
-kernel (resnet20 at 28x28 on a 2-core Xeon: networks dropping 1-3 blocks measured 2-4%
-under a constant calibration's prediction, those dropping none 1-2% over it). There the
-chosen model also takes ``block_ms``, a fixed saving per dropped block, fitted with the
-rest (``measured = overhead + scale * sum - block_ms * dropped``), when the calibration
-networks drop different numbers of blocks and it predicts them better from the others
-(its leave-one-out error is kept as ``"<model>+blocks"``).
+In a space that may drop residual blocks (``drop_blocks``), a dropped block saves other
+than its kernels' lookups, in either direction: more where a kernel costs more inside a
+network than alone (the ops a runtime fuses into it, its dispatch: resnet20 at 28x28 on
+a 2-core Xeon, networks dropping 1-3 blocks measured 2-4% under a constant calibration's
+prediction, those dropping none 1-2% over it), less where it costs less (mobilenet_v2_cifar
+there: measured - lookups rose by 15 us per dropped block, from -0.27 ms dropping none to
+-0.13 ms dropping all ten). There the chosen model also takes ``block_ms``, a fixed saving
+per dropped block (negative: a cost), fitted with the rest (``measured = overhead + scale *
+sum - block_ms * dropped``), when the calibration networks drop different numbers of
+blocks (:func:`hwprune.latency.profiling.calibration_encodings` spreads them) and it
+predicts them better from the others (its leave-one-out error is kept as
+``"<model>+blocks"``).
 
 :func:`recalibrate` refits a table on the networks stored in its metadata, with no
 new measurement (a table profiled before the affine model existed, or another
@@ -90,6 +94,14 @@ def _loo_mape(fit, measured: np.ndarray, sums: np.ndarray, dropped: np.ndarray |
     return float(np.mean(errors))
 
 
+def _affine_wins(loo: dict, suffix: str, n: int) -> bool:
+    """Whether the affine model (with ``suffix``: "" or "+blocks") predicts clearly better than the constant one:
+    leave-one-out error below :data:`AFFINE_GAIN` x the constant's and :data:`AFFINE_MIN_POINTS` lower, on at least
+    :data:`MIN_AFFINE_NETWORKS` networks."""
+    c, a = loo.get(f"constant{suffix}"), loo.get(f"affine{suffix}")
+    return n >= MIN_AFFINE_NETWORKS and a is not None and a < AFFINE_GAIN * c and c - a >= AFFINE_MIN_POINTS
+
+
 def fit_calibration(measured, sums, model: str = "auto", dropped=None) -> dict:
     """``{"model", "overhead_ms", "scale", "loo_mape"}`` (and ``"block_ms"`` where it is fitted) for networks
     measured at ``measured`` ms whose kernel lookups sum to ``sums`` ms and which drop ``dropped`` residual blocks
@@ -113,18 +125,21 @@ def fit_calibration(measured, sums, model: str = "auto", dropped=None) -> dict:
     elif model == "constant":
         chosen = "constant"
     else:
-        chosen = "constant"
-        if (len(m) >= MIN_AFFINE_NETWORKS and "affine" in loo and loo["affine"] < AFFINE_GAIN * loo["constant"]
-                and loo["constant"] - loo["affine"] >= AFFINE_MIN_POINTS):
-            chosen = "affine" if _affine(m, s)[1] > 0 else "constant"
+        chosen = "affine" if _affine_wins(loo, "", len(m)) and _affine(m, s)[1] > 0 else "constant"
     overhead, scale = (_affine if chosen == "affine" else _constant)(m, s)
     out = {"model": chosen, "overhead_ms": overhead, "scale": scale}
     d = np.zeros_like(s) if dropped is None else np.asarray(dropped, dtype=np.float64)
     if d.shape == s.shape and len(m) >= MIN_AFFINE_NETWORKS and np.ptp(d) > 0:
-        fit = _with_blocks(chosen)
-        loo[f"{chosen}+blocks"] = _loo_mape(fit, m, s, d)
-        if loo[f"{chosen}+blocks"] < loo[chosen]:
-            out["overhead_ms"], out["scale"], out["block_ms"] = fit(m, s, d)
+        # with a cost per dropped block the two models compete again: a scale fitted to the networks' spread in
+        # size alone (the widest network's weights leaving the cache) extrapolates badly where blocks drop
+        for base in ("constant", "affine") if model == "auto" else (chosen,):
+            if base == "constant" or "affine" in loo:
+                loo[f"{base}+blocks"] = _loo_mape(_with_blocks(base), m, s, d)
+        with_blocks = chosen if model != "auto" else "affine" if (
+            _affine_wins(loo, "+blocks", len(m)) and _with_blocks("affine")(m, s, d)[1] > 0) else "constant"
+        if loo[f"{with_blocks}+blocks"] < loo[chosen]:
+            out["model"] = with_blocks
+            out["overhead_ms"], out["scale"], out["block_ms"] = _with_blocks(with_blocks)(m, s, d)
     return {**out, "loo_mape": {k: round(v, 5) for k, v in loo.items()}}
 
 
@@ -143,7 +158,7 @@ def loo_mapes(calibration: dict) -> dict[str, float]:
 def describe(calibration: dict) -> str:
     """One line on a table's calibration: its model and how well it predicts its own networks (leave-one-out), with
     what to do where that is over :data:`SUSPECT_LOO_MAPE`."""
-    model = calibration.get("model", "constant")
+    model = calibration.get("model", "constant") + ("+blocks" if "block_ms" in calibration else "")
     n, loo = len(calibration.get("networks", [])), loo_mapes(calibration).get(model)
     if loo is None:
         return f"calibration ({model}) on {n} network(s): too few to check it on networks it was not fitted on"

@@ -174,6 +174,7 @@ def validate_table(table: "LatencyTable", space: "SearchSpace", n: int = 100, se
     from ..errors import HwpruneError
 
     table.check(space, check_device=False)
+    table = table.for_space(space)
     b = table.backend
     profiler = profiler or profiler_for_table(table)
     # judge quiet visits against the reference speed seen at profile time, so both measure the same machine state

@@ -35,7 +35,7 @@ from ..files.csvmeta import read_csv, write_csv
 from .interpolate import Interpolator
 from .kernels import Slot, kernel_slots
 from .layouts import edge_groups, edge_time
-from .table_space import space_difference, space_key, space_meta
+from .table_space import saved_key, space_difference, space_key, space_meta
 
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
@@ -82,7 +82,7 @@ class LatencyTable:
 
     @property
     def space_key(self) -> str:
-        return self.meta["space"]["key"]
+        return saved_key(self.meta["space"], self.backend["batch"])
 
     def __repr__(self) -> str:
         b = self.backend
@@ -244,7 +244,14 @@ class LatencyTable:
             table.check(space, expect, check_device)
         elif space is not None and space_key(space, table.backend["batch"]) != table.space_key:
             return table.bind(space)
-        return table
+        return table.for_space(space) if space is not None else table
+
+    def for_space(self, space: "SearchSpace") -> "LatencyTable":
+        """This table indexed by ``space``'s choices: itself, or bound to ``space`` where it is the same space with
+        or without width 0 (a residual block dropped: no kernel), so that one table serves both."""
+        if [list(g.choices) for g in space.groups] == [list(c) for c in self.meta["space"]["choices"]]:
+            return self
+        return self.bind(space)
 
     def bind(self, space: "SearchSpace") -> "LatencyTable":
         """The same measurements used for another space of this backend (its kernels may lack entries)."""

@@ -11,12 +11,24 @@ from .layouts import layout_edges
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
 
-__all__ = ["space_key", "space_difference", "space_meta"]
+__all__ = ["space_key", "saved_key", "space_difference", "space_meta"]
 
 
 def space_key(space: "SearchSpace", batch: int) -> str:
     """Structure, width choices and batch: what a table's rows and kernels depend on."""
-    blob = json.dumps([space.fingerprint, [list(g.choices) for g in space.groups], batch])
+    return _key(space.fingerprint, [g.choices for g in space.groups], batch)
+
+
+def saved_key(saved: dict, batch: int) -> str:
+    """:func:`space_key` of the space a table's metadata records (computed again: tables that recorded width 0 in
+    the key match too)."""
+    return _key(saved["fingerprint"], saved["choices"], batch)
+
+
+def _key(fingerprint: str, choices, batch: int) -> str:
+    # width 0 (a dropped residual block, hwprune.core.branches) has no kernel to measure: a table serves a space
+    # whether or not its blocks may drop, bound to that space's choices (LatencyTable.for_space)
+    blob = json.dumps([fingerprint, [[int(c) for c in cs if c] for cs in choices], batch])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -37,9 +49,6 @@ def space_difference(saved: dict, space: "SearchSpace") -> str:
         mine, theirs = list(g.choices), list(theirs)
         if mine == theirs:
             continue
-        if mine[1:] == theirs or mine == theirs[1:]:
-            drops = "here, not in the table" if g.droppable else "in the table, not here"
-            return f"group {g.name!r} may drop its residual block (width 0) {drops} (--drop-blocks)"
         return (f"width choices of group {g.name!r}: {_short(theirs)} in the table, {_short(mine)} here "
                 f"(--round-to or ratios)")
     if space.fingerprint != saved.get("fingerprint"):

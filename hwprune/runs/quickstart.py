@@ -36,6 +36,7 @@ class QuickstartConfig:
     budget_of: str = "dense"
     smoke: bool = False  # a smoke run: the report says its accuracies mean nothing
     importance: str = "taylor"  # the channel order candidates inherit (hwprune.core.importance)
+    drop_blocks: bool = True  # the search may also remove residual blocks (hwprune.core.branches)
     tune_steps: int | None = None  # distillation steps per candidate before it is scored (None: the library's)
     pretrain_epochs: int = 15
     finetune_epochs: int = 8
@@ -83,7 +84,7 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
 
     data = load_dataset("bundled", seed=cfg.seed)  # only its shape: the stages load what they use
     model = create_model(cfg.model, num_classes=data.num_classes, in_channels=data.input_shape[0])
-    space = SearchSpace.from_model(model, (1, *data.input_shape), round_to=cfg.round_to)
+    space = SearchSpace.from_model(model, (1, *data.input_shape), round_to=cfg.round_to, drop_blocks=cfg.drop_blocks)
 
     stage(1, "profile the latency table (onnxruntime, CPU, 1 thread)")
     table, _ = profile_stage(run, space, replace(cfg.profile, seed=cfg.seed), out=out / "latency_table.csv",
@@ -97,12 +98,13 @@ def quickstart(out: str | Path = "runs/quickstart", config: QuickstartConfig = F
                                  "eval_ratios": ()})
         pretrain_stage(run, job, where="pretrain", resume=resume, progress=progress, log=log)
 
-    budget, rule = _budget(cfg, table.predict(space.full()), table.predict(space.narrowest()))
+    # (the narrowest network every method can reach: the uniform and magnitude baselines never drop a block)
+    budget, rule = _budget(cfg, table.predict(space.full()), table.predict(space.narrowest(keep_blocks=True)))
     stage(3, f"search at {rule} ({budget:.4f} ms predicted), candidates inheriting the dense weights "
              f"({cfg.importance} order)")
     if not (resume and run.done("search")):
         dense = DenseModel(cfg.model, str(run.file("pretrain", "weights").resolve()), cfg.round_to,
-                           importance=cfg.importance)
+                           importance=cfg.importance, drop_blocks=cfg.drop_blocks)
         search_stage(run, dense=dense, table=out / "latency_table.csv", latency_ms=[budget],
                      config=replace(cfg.search, seed=cfg.seed), device="cpu", where="search", resume=resume,
                      tune_steps=cfg.tune_steps, log=log)

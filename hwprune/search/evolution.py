@@ -203,6 +203,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         raise HwpruneError("a latency budget needs a latency table (table=...)")
     if table is not None:
         table.check(space, check_device=False)  # refuse a table of another space, whatever the machine
+        ev.table = table = table.for_space(space)  # (made with or without dropped blocks: this space's choices)
     budgets = [Budget(l, flops, params) for l in lats] or [Budget(None, flops, params)]
     for b in budgets:
         check_feasible(ev, b)
@@ -211,9 +212,11 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     evolutions = [_Evolution(ev, b, cfg, i, baseline_encodings(ev, b, importance) if cfg.seed_baselines else ())
                   for i, b in enumerate(budgets)]
     history: list[dict] = []
+    choices = [list(g.choices) for g in space.groups]
     if resume and state_path is not None and state_path.exists():
         s = json.loads(state_path.read_text())
-        if s.get("format") != STATE_FORMAT or s["fingerprint"] != space.fingerprint:
+        if s.get("format") != STATE_FORMAT or s["fingerprint"] != space.fingerprint or \
+                s.get("choices", choices) != choices:  # (the same model with or without dropped blocks: other codes)
             raise SpaceMismatchError(f"{state_path} belongs to a search of another space; use a new run folder")
         if s["budgets"] != [asdict(b) for b in budgets] or s["config"] != asdict(cfg):
             raise HwpruneError(f"{state_path} was saved with other budgets or settings; resume with the same ones")
@@ -230,7 +233,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
             for e, f in evaluated:
                 history.append({"budget": evo.index, "generation": g, **describe(ev, e, f)})
             if state_path is not None and is_main():
-                write_json(state_path, {"format": STATE_FORMAT, "fingerprint": space.fingerprint,
+                write_json(state_path, {"format": STATE_FORMAT, "fingerprint": space.fingerprint, "choices": choices,
                                         "budgets": [asdict(b) for b in budgets], "config": asdict(cfg),
                                         "evolutions": [e.state() for e in evolutions],
                                         "cache": {json.dumps(list(k)): v for k, v in ev.cache.items()},

@@ -47,6 +47,7 @@ class LatencyWindow:
         if not 0 < fraction < 1:
             raise HwpruneError(f"the sampling window's low end is a fraction of the dense latency in (0, 1), got "
                                f"{fraction:g}")
+        table = table.for_space(space)
         top = float(table.predict(space.full()))
         return cls(table, max(fraction * top, float(table.predict(space.narrowest()))), top)
 
