@@ -12,11 +12,12 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    global L1 magnitude pruning, its ratio bisected until the *measured* latency meets
    the budget), ``random`` (the best of N random networks under the budget, scored by
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
-   path: ``hwprune search --evaluator inherit``), ``hwprune-rerank`` (that search's ``rerank_top``
+   path: ``hwprune search --evaluator inherit``, on the space whose residual blocks may also be dropped),
+   ``hwprune-rerank`` (that search's ``rerank_top``
    fittest and its uniform and magnitude networks scored again, tuned ``rerank_steps`` steps each:
-   ``--rerank-top``), ``hwprune-blocks`` (the default search on a space whose residual blocks may also be
-   dropped: ``hwprune search --drop-blocks``, with its own latency table) and ``hwprune-<variant>`` for each
-   PruningNet variant of ``pnet_methods``
+   ``--rerank-top``), ``hwprune-channels`` (the default search on channels alone: ``--keep-blocks``, what
+   dropping blocks adds) and ``hwprune-<variant>`` for each
+   PruningNet variant of ``pnet_methods`` (which search channels alone)
    (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations``
    adds a single-sample one and ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks
    are the fittest whose latency, measured as the final networks are, meets the budget (``measure_top`` timed
@@ -31,9 +32,10 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
 3. fine-tune every chosen network the same way (epochs, schedule, distillation from
    the dense network) from its inherited weights, once per seed;
 4. is the search signal any good? ``tau_candidates`` networks spread over 25-75% of
-   the dense latency are scored by each evaluator and fine-tuned the same way;
-   Kendall tau and Spearman between fitness and fine-tuned accuracy (also for the
-   PruningNet variants of ``pnet_tau_only``, which are not searched);
+   the dense latency that keep every block, and ``tau_block_candidates`` more that drop at least one, are
+   fine-tuned the same way; Kendall tau and Spearman between fitness and fine-tuned accuracy, of the inherit
+   evaluators on all of them (the space they search) and of each PruningNet on those it can score, the first set
+   (also for the PruningNet variants of ``pnet_tau_only``, which are not searched);
 5. export every network, measure all of them interleaved with the dense one (``within_budget``
    held as in 2), and
    time each winner again in a plain onnxruntime session (1 thread, 20 warm-up and
@@ -102,6 +104,7 @@ SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", 
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines")
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
+SPACE = "blocks"  # chosen.json's encodings are of the space whose blocks may drop (:func:`blocks_space`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 # InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone
 INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}
@@ -110,7 +113,7 @@ INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}
 def methods(s: "Settings") -> tuple[str, ...]:
     """Every method of a run: the baselines, hwprune's default path, its ablations and one search per PruningNet
     variant."""
-    every = BASELINES + ("hwprune-blocks",) * s.blocks + ("hwprune-rerank",) * bool(s.rerank_top) + tuple(
+    every = BASELINES + ("hwprune-channels",) * s.channels + ("hwprune-rerank",) * bool(s.rerank_top) + tuple(
         f"hwprune-{v}" for v in s.inherit_methods + s.pnet_methods)
     return tuple(m for m in every if m in s.only) if s.only else every
 
@@ -144,16 +147,16 @@ class Settings:
     rerank_top: int = 8
     rerank_steps: int = 300
     rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
-    # hwprune-blocks: the default search on the space with drop_blocks=True (a residual block may be removed), its
-    # table profiled from the same kernel store (only its calibration networks are timed anew)
-    blocks: bool = True
+    # hwprune-channels: the default search on channels alone (the space without dropped blocks: --keep-blocks)
+    channels: bool = True
     # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
     # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
     inherit_methods: list[str] = field(default_factory=list)
     pnet_epochs: int = 3
     pnet_methods: list[str] = field(default_factory=lambda: ["pruningnet"])
     pnet_tau_only: list[str] = field(default_factory=list)
-    tau_candidates: int = 16
+    tau_candidates: int = 16  # networks that keep every block (every evaluator can score them)
+    tau_block_candidates: int = 8  # and networks that drop at least one (the inherit evaluators' space)
     # ranking agreement on resnet20 only: mobilenet_v2_cifar's 16 fine-tunes (~20 min) would not fit the 2.5 h run
     tau_models: list[str] = field(default_factory=lambda: ["resnet20"])
     only: list[str] | None = None  # a run of these methods alone (--methods); None: every method
@@ -173,7 +176,7 @@ class Settings:
     per_model: dict = field(default_factory=lambda: {"mobilenet_v2_cifar": dict(
         limit=5000, dense_epochs=6, finetune_epochs=2, val_batches=4, population=16, generations=5,
         random_candidates=80, inherit_methods=[], pnet_methods=["pruningnet"], pnet_tau_only=[], rerank_top=0,
-        blocks=False)})
+        channels=False)})
 
     def for_model(self, name: str) -> "Settings":
         return replace(self, **self.per_model.get(name, {}), per_model={})
@@ -183,7 +186,7 @@ class Settings:
 ABLATIONS = dict(inherit_methods=["inherit-bn"], pnet_methods=["pruningnet", "pruningnet-single"],
                  pnet_tau_only=["pruningnet-window", "pruningnet-rank4"])
 # which methods run, not how: a rerun may add or drop them in the same work folder
-METHOD_LISTS = tuple(ABLATIONS) + ("blocks",)
+METHOD_LISTS = tuple(ABLATIONS) + ("blocks", "channels")  # ("blocks": claimed before 2026-12-03 17:00)
 
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
@@ -192,7 +195,7 @@ QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="rang
              random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1,
              pnet_methods=["pruningnet"],
              pnet_tau_only=["pruningnet-single"],
-             tau_candidates=4, profile_repeats=3, calibrate=2, passes=1,
+             tau_candidates=4, tau_block_candidates=2, profile_repeats=3, calibrate=2, passes=1,
              runs_per_pass=2, median_runs=5, max_wait_s=0.2, tp_iterative_steps=2, tp_steps=2, round_to=8)
 
 
@@ -224,6 +227,8 @@ def spearman(a, b) -> float:
 
 # ---- shared set-up ------------------------------------------------------------------------------
 def setup(name: str, s: Settings, seed: int = 0):
+    """The model's space (channels alone: the dense network's) and loaders; :func:`blocks_space` is the default
+    search's."""
     return common.setup(name, s.data, s.limit, s.batch_size, s.round_to, seed, s.eval_limit)
 
 
@@ -234,9 +239,19 @@ def ordered_dense(space, dense, loaders, batches: int):
 
 
 def blocks_space(space, s: "Settings"):
-    """``space`` whose residual blocks may also be dropped (``hwprune-blocks``): same groups and widths, and width 0
-    for a group on a residual branch."""
+    """``space`` whose residual blocks may also be dropped (the default search's, ``hwprune search``'s): same groups
+    and widths, and width 0 for a group on a residual branch. Every chosen network is an encoding of it."""
     return hp.SearchSpace.from_model(space.model, space.input_shapes[0], round_to=s.round_to, drop_blocks=True)
+
+
+def channels_space(space, s: "Settings"):
+    """``space`` without dropped blocks (``hwprune-channels`` and the PruningNets, ``--keep-blocks``)."""
+    return hp.SearchSpace.from_model(space.model, space.input_shapes[0], round_to=s.round_to)
+
+
+def recoded(enc, src, dst) -> list[int]:
+    """``enc`` of space ``src`` as the encoding of ``dst`` with the same widths (same groups, one with width 0)."""
+    return [dst.groups[i].choices.index(src.groups[i].choices[int(e)]) for i, e in enumerate(enc)]
 
 
 def inherit_evaluator(variant: str, space, ordered, s: "Settings") -> InheritEvaluator:
@@ -250,9 +265,9 @@ def finetune_job(job: dict) -> dict:
     s, out = Settings(**job["settings"]), Path(job["out"])
     started = time.time()
     space, loaders = setup(job["model"], s, job["seed"])
-    if job.get("drop_blocks"):
-        space = blocks_space(space, s)
     quiet = dict(progress=False, log=lambda m: None)
+    if job["kind"] != "dense":
+        space = blocks_space(space, s)  # every chosen network's encoding is of the default search's space
     if job["kind"] == "dense":
         cfg = hp.TrainConfig(epochs=s.dense_epochs, lr=s.dense_lr, seed=0, schedule="cosine", eval_ratios=())
         model, _ = hp.retrain(space, space.full(), loaders.train, config=cfg, run_dir=out.parent, resume=True, **quiet)
@@ -329,24 +344,26 @@ def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
         return s.tp_max_ratio
 
 
-def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say,
-           blocks=None):
-    """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``) and the
-    evaluators the tau step reuses. Methods already in ``chosen.json`` are kept (a rerun adds the new ones). The
-    table is asked for what it predicts at each budget (:func:`asked_budgets`, kept in ``chosen.json``);
-    ``measure`` holds every network to the budget itself. ``blocks``: (space, table) of ``hwprune-blocks``."""
+def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
+    """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``, every
+    encoding of ``space``, the default search's) and the evaluators the tau step reuses. Methods already in
+    ``chosen.json`` are kept (a rerun adds the new ones). The table is asked for what it predicts at each budget
+    (:func:`asked_budgets`, kept in ``chosen.json``); ``measure`` holds every network to the budget itself."""
     path = work / "chosen.json"
     dense, _ = hp.load_pruned(dense_path)
     ordered = ordered_dense(space, dense, loaders, s.taylor_batches)  # the default order (Taylor)
     inherit = inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, s)
+    plain = channels_space(space, s)  # hwprune-channels' and the PruningNets' (which cannot drop a block)
     cfg = search_config(s)
     evaluators, train_seconds = {"inherit": inherit}, {}
     for variant in s.inherit_methods:
         evaluators[variant] = inherit_evaluator(variant, space, ordered, s)
+    if "hwprune-channels" in methods(s):
+        evaluators["channels"] = inherit_evaluator(DEFAULT_EVALUATOR, plain, ordered, s)
     for variant in dict.fromkeys(s.pnet_methods + s.pnet_tau_only):
         if f"hwprune-{variant}" not in methods(s) and name not in s.tau_models:  # neither searched nor ranked
             continue
-        pnet, train_seconds[variant] = train_pnet(variant, s, work, space, ordered, loaders, table)
+        pnet, train_seconds[variant] = train_pnet(variant, s, work, plain, ordered, loaders, table)
         evaluators[variant] = PruningNetEvaluator(pnet)
     chosen = reusable(json.loads(path.read_text()) if path.exists() else {}, s, say)
     if "asked" not in chosen:
@@ -355,7 +372,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     asked = {f: chosen["asked"][str(f)] for f, _ in budgets}
     lats = [asked[f] for f, _ in budgets]
     searches = [("hwprune", inherit, 0.0)] + [(f"hwprune-{v}", evaluators[v], train_seconds.get(v, 0.0))
-                                              for v in s.inherit_methods + s.pnet_methods if v in evaluators]
+                                              for v in ["channels"] + s.inherit_methods + s.pnet_methods
+                                              if v in evaluators]
     if chosen.get("rerank") != {k: getattr(s, k) for k in RERANK_SETTINGS}:
         chosen.pop("hwprune-rerank", None)
         chosen["rerank"] = {k: getattr(s, k) for k in RERANK_SETTINGS}
@@ -367,7 +385,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         # on, so that an interrupted run resumes the search (a change of settings starts another); hwprune-rerank
         # resumes the default's search (finished: at once) and scores its fittest again
         searched = "hwprune" if method == "hwprune-rerank" else method
-        key = json.dumps([searched, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}], sort_keys=True)
+        # (the default's searches of the space with dropped blocks are kept apart from those before it was)
+        key = json.dumps([searched, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}] + ["blocks"] * bool(
+            ev.space.branches), sort_keys=True)
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say,
                      run_dir=work / f"{searched}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True)
         if method == "hwprune-rerank":
@@ -379,11 +399,11 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
             pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, i, best["encoding"])]
-            chosen[method][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
-                                      "search_seconds": seconds}
-        write_json(path, chosen)
-    if "hwprune-blocks" in methods(s) and "hwprune-blocks" not in chosen:
-        chosen["hwprune-blocks"] = search_blocks(s, work, blocks, ordered, loaders, budgets, measure, cfg, say)
+            picked = fittest_within(pool, b, measure, ev.space, s.measure_top, say)
+            picked["encoding"] = recoded(picked["encoding"], ev.space, space)
+            chosen[method][str(f)] = {**picked, "search_seconds": seconds}
+            drops = [space.groups[p].name for p in space.branches if picked["encoding"][p] == 0]
+            say(f"  {b:.4f} ms budget, {method}: drops the blocks of {drops or 'no group'}")
         write_json(path, chosen)
     rng = np.random.default_rng(0)
     for f, b in budgets:
@@ -417,38 +437,19 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     return chosen, evaluators
 
 
-def search_blocks(s: Settings, work: Path, blocks, ordered, loaders, budgets, measure, cfg, say) -> dict:
-    """``hwprune-blocks``' network per budget: the default search (same evaluator, order, search and measured check)
-    on the space that may drop residual blocks, its table asked as the default's is (:func:`asked_budgets`)."""
-    space, table = blocks
-    t = time.time()
-    asked = asked_budgets(space, table, budgets, measure, say)
-    lats = [asked[str(f)] for f, _ in budgets]
-    key = json.dumps(["hwprune-blocks", lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}], sort_keys=True)
-    res = search(inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, s), loaders.val, loaders.calib, table=table,
-                 latency_ms=lats, config=cfg, log=say, resume=True,
-                 run_dir=work / f"hwprune-blocks_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}")
-    seconds, out = round(time.time() - t, 1), {}
-    for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
-        pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(res.history, i, best["encoding"])]
-        out[str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say), "search_seconds": seconds,
-                       "asked": asked[str(f)]}
-        enc = out[str(f)]["encoding"]
-        say(f"  {b:.4f} ms budget, hwprune-blocks: drops "
-            f"{[space.groups[p].name for p, _ in space.branches.items() if enc[p] == 0] or 'no block'}")
-    return out
-
-
 def reusable(chosen: dict, s: Settings, say) -> dict:
     """What of a saved ``chosen.json`` still holds under ``s``: all of it when it was chosen with the same search
     settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks); only L1's
     (which never asks the table) when it was chosen before the table was asked for what it predicts at each budget
-    (``"asked"``, :func:`asked_budgets`) or was asked another way than :data:`ASKED_RULE`; none of it when it was
-    held to the budget another way (:data:`METER`)."""
+    (``"asked"``, :func:`asked_budgets`) or was asked another way than :data:`ASKED_RULE`, or when its encodings
+    are of another space than :data:`SPACE`; none of it when it was held to the budget another way (:data:`METER`)."""
     searched = {k: getattr(s, k) for k in SEARCH_SETTINGS}
     if chosen and chosen.get("meter") != METER:  # held to absolute ms measured at another time: all again
         say("  the networks were chosen against the budget in ms, not beside the dense network: choosing again")
-        return {"search": searched, "meter": METER}
+        return {"search": searched, "meter": METER, "space": SPACE}
+    if chosen and chosen.get("space") != SPACE:  # encodings of the space without dropped blocks
+        say("  the networks were chosen in the space without dropped blocks: choosing every network but L1's again")
+        chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
     if chosen and ("asked" not in chosen or chosen.get("asked_rule") != ASKED_RULE):
         how = ("for the budgets as they are, not for what it predicts at them" if "asked" not in chosen else
                f"for what it predicts at each budget in one step, not {ASKED_RULE}")
@@ -457,7 +458,7 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
     if chosen and chosen.get("search") != searched:
         say(f"  search settings changed ({chosen.get('search')} -> {searched}): searching again")
         chosen = {m: v for m, v in chosen.items() if m in ("uniform", "l1", "asked", "asked_rule")}
-    return {**chosen, "search": searched, "meter": METER}
+    return {**chosen, "search": searched, "meter": METER, "space": SPACE}
 
 
 def asked_budgets(space, table, budgets, measure, say, n: int = 5, seed: int = 0,
@@ -555,20 +556,24 @@ def limited(loader, n):
     return _Limited(loader, n) if n else loader
 
 
-def tau_candidates(space, table, n: int, dense_ms: float, seed: int = 0) -> list[tuple[int, ...]]:
-    """``n`` networks spread evenly over 25-75% of the dense network's predicted latency (one per latency bin)."""
+def tau_candidates(space, table, n: int, dense_ms: float, seed: int = 0, drop: bool = False) -> list[tuple[int, ...]]:
+    """``n`` networks spread evenly over 25-75% of the dense network's predicted latency (one per latency bin):
+    networks that keep every block, or with ``drop`` networks that drop at least one."""
     rng = np.random.default_rng(seed)
     edges = np.linspace(0.25, 0.75, n + 1) * dense_ms
+    low = [int(g.choices[0] == 0 and not drop) for g in space.groups]  # (width 0 drops a block)
     picked = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         for _ in range(20000):
-            enc = tuple(int(rng.integers(0, k)) for k in space.num_choices)  # uniform, then scaled toward the bin
-            if lo <= table.predict(enc) < hi:
+            # uniform choices (drawn as in the space without width 0: the same networks as before it was added)
+            enc = tuple(a + int(rng.integers(0, k - a)) for a, k in zip(low, space.num_choices))
+            if lo <= table.predict(enc) < hi and (not drop or any(enc[p] == 0 for p in space.branches)):
                 picked.append(enc)
                 break
-        else:  # the bin is hard to hit at random: the uniform width nearest its middle
+        else:  # the bin is hard to hit at random: the uniform width nearest its middle (its last block dropped)
             ratios = np.linspace(0.1, 1.0, 91)
-            encs = [space.uniform(r) for r in ratios]
+            last = max(space.branches) if drop else None
+            encs = [tuple(0 if i == last else v for i, v in enumerate(space.uniform(r))) for r in ratios]
             picked.append(min(encs, key=lambda e: abs(table.predict(e) - (lo + hi) / 2)))
     return picked
 
@@ -590,7 +595,6 @@ class Prepared:
     dense_path: Path
     budgets: list[tuple[float, float]]
     dense_ms: float  # the dense network's latency when the budgets were set
-    blocks: tuple | None = None  # hwprune-blocks' (space, latency table)
 
 
 def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
@@ -598,6 +602,7 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
     budgets are ``s.fractions`` of its measured latency (of the predicted range with ``budget_of="range"``)."""
     work.mkdir(parents=True, exist_ok=True)
     space, loaders = setup(name, s)
+    space = blocks_space(space, s)  # the default search's: its table serves the space without dropped blocks too
     shape = (1, *loaders.input_shape)
     say(f"== {name} on {s.data}: latency table, dense network, budgets")
     table_path = work / "latency_table.csv"
@@ -610,15 +615,6 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
                                                  max_wait_s=s.max_wait_s))
 
     measure = common.latency_meter(table, shape, s.passes, s.runs_per_pass, s.max_wait_s)
-    blocks = None
-    if "hwprune-blocks" in methods(s):  # its own table: the same kernels (from the store) and calibration networks
-        bspace, bpath = blocks_space(space, s), work / "latency_table_blocks.csv"
-        btable = hp.LatencyTable.load(bpath, bspace) if bpath.exists() else hp.profile(
-            bspace, passes=s.passes, calibrate=s.calibrate, runs_per_pass=s.runs_per_pass, out=bpath,
-            cache_dir=work.parent / "kernel_store", quiet=True,
-            profiler=get_profiler("onnxruntime", "cpu", threads=1, repeats=s.profile_repeats, max_wait_s=s.max_wait_s))
-        blocks = (bspace, btable)
-
     dense_dir = work / "dense"
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": asdict(s), "label": f"{name} dense",
                "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
@@ -627,7 +623,8 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
     if not lat_path.exists():
         write_json(lat_path, {"measured_ms": measure([full])[0]})
     dense_ms = json.loads(lat_path.read_text())["measured_ms"]
-    floor, top = table.predict(space.narrowest()), table.predict(space.full())
+    # (the narrowest network every method reaches: uniform and L1 never drop a block)
+    floor, top = table.predict(space.narrowest(keep_blocks=True)), table.predict(space.full())
     if s.budget_of == "range":  # the way from the narrowest to the dense network as the table puts them, in the
         # dense network's measured ms: under it however far the table's level is from this machine's timing (a quick
         # run on a loaded machine set a budget over the dense network's measured latency, and uniform chose it)
@@ -639,7 +636,7 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
                          f"{floor:.4f} ms on this machine")
     say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
     return Prepared(space, loaders, table, measure, anchored(measure, full, dense_ms), dense_dir / "model.pt", budgets,
-                    dense_ms, blocks)
+                    dense_ms)
 
 
 def anchored(measure, reference, reference_ms: float):
@@ -665,7 +662,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     dense_dir = dense_path.parent
 
     say(f"== {name}: choose a network per budget with every method")
-    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say, p.blocks)
+    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say)
 
     say(f"== {name}: fine-tune every chosen network ({s.finetune_epochs} epochs, seeds {s.seeds})")
     jobs = []
@@ -675,27 +672,34 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
             for seed in s.seeds:
                 jobs.append({"kind": "finetune", "model": name, "seed": seed, "settings": sd, "dense": str(dense_path),
                              "encoding": c.get("encoding"), "ratio": c.get("ratio"),
-                             **({"drop_blocks": True} if method == "hwprune-blocks" else {}),
                              "label": f"{name} {method} {f:.0%} seed {seed}",
                              "out": str(work / f"{method}_{f}_s{seed}" / "result.json")})
-    tau_rows, tau_encs = [], []
+    tau_rows, tau_nets = [], []  # (folder, encoding): those that keep every block first
     if name in s.tau_models:
-        tau_encs = tau_candidates(space, table, s.tau_candidates, table.predict(space.full()))
-        for k, enc in enumerate(tau_encs):
+        top = table.predict(space.full())
+        tau_nets = [(work / f"tau_{k}", e) for k, e in enumerate(tau_candidates(space, table, s.tau_candidates, top))]
+        tau_nets += [(work / f"tau_blocks_{k}", e) for k, e in enumerate(tau_candidates(
+            space, table, s.tau_block_candidates, top, seed=1, drop=True))]
+        for folder, enc in tau_nets:
             jobs.append({"kind": "finetune", "model": name, "seed": 0, "settings": sd, "dense": str(dense_path),
-                         "encoding": list(enc), "ratio": None, "label": f"{name} tau candidate {k}",
-                         "out": str(work / f"tau_{k}" / "result.json")})
+                         "encoding": list(enc), "ratio": None, "label": f"{name} tau candidate {folder.name}",
+                         "out": str(folder / "result.json")})
     run_pool(jobs, workers, say)
 
-    if tau_encs:
-        say(f"== {name}: does each evaluator rank networks as fine-tuning does? ({len(tau_encs)} networks)")
-        tuned = [json.loads((work / f"tau_{k}" / "result.json").read_text())["test_acc"] for k in range(len(tau_encs))]
+    if tau_nets:
+        say(f"== {name}: does each evaluator rank networks as fine-tuning does? ({len(tau_nets)} networks, "
+            f"{s.tau_block_candidates} of them dropping blocks)")
+        tuned = [json.loads((folder / "result.json").read_text())["test_acc"] for folder, _ in tau_nets]
         val = limited(loaders.val, s.val_batches)
         for ev_name, ev in evaluators.items():
-            fitness = [ev.score(e, val, loaders.calib, s.calib_batches) for e in tau_encs]
-            tau_rows.append({"model": name, "evaluator": ev_name, "candidates": len(tau_encs),
-                             "kendall_tau": round(kendall_tau(fitness, tuned), 4),
-                             "spearman": round(spearman(fitness, tuned), 4), "default": ev_name == DEFAULT_EVALUATOR})
+            # an evaluator of the space without dropped blocks (the PruningNets) ranks the networks that keep them
+            n = len(tau_nets) if ev.space.branches else s.tau_candidates
+            fitness = [ev.score(recoded(e, space, ev.space), val, loaders.calib, s.calib_batches)
+                       for _, e in tau_nets[:n]]
+            tau_rows.append({"model": name, "evaluator": ev_name, "candidates": n,
+                             "kendall_tau": round(kendall_tau(fitness, tuned[:n]), 4),
+                             "spearman": round(spearman(fitness, tuned[:n]), 4),
+                             "default": ev_name == DEFAULT_EVALUATOR})
             say(f"  {ev_name}: Kendall tau {tau_rows[-1]['kendall_tau']:.3f}, Spearman {tau_rows[-1]['spearman']:.3f}")
 
     say(f"== {name}: export, measure interleaved with the dense network, and time each winner in a plain session")
@@ -731,7 +735,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
         rows.append({"model": name, "dataset": s.data, "method": method, "budget_fraction": f if f else "",
                      "budget_ms": b or "", "seed": seed, "test_acc": round(r["test_acc"], 4),
                      "val_acc": round(r["val_acc"], 4),
-                     "predicted_ms": round((p.blocks[1] if method == "hwprune-blocks" else table).predict(enc), 4)
+                     "predicted_ms": round(table.predict(enc), 4)
                      if enc is not None else "",
                      "measured_ms": round(ms, 4), "median_ms": round(m["median"].get(key, float("nan")), 4),
                      "within_budget": "" if b is None else ms * scale <= b, "flops": r["flops"], "params": r["params"],
@@ -907,10 +911,11 @@ def claimed(s: Settings) -> dict:
     fine-tuning seeds (each seed's fine-tunes have their folders and no shared step depends on them: a rerun with
     ``--seeds 0`` reports what is done, one with more seeds adds theirs) and the search settings, which each model's
     ``chosen.json`` keeps (:func:`reusable`: a change searches again). Nor which methods run (``--methods``,
-    ``--ablations``): each keeps its own networks and fine-tunes."""
+    ``--ablations``): each keeps its own networks and fine-tunes. Nor how many tau networks drop blocks (added
+    2026-12-03; each has its folder, fine-tuned again where another network lands in it)."""
     keep = lambda d: {k: v for k, v in d.items() if k not in ("models", "only", "tau_models", "seeds",  # noqa: E731
-                                                              *METHOD_LISTS, *SEARCH_SETTINGS,
-                                                              *RERANK_SETTINGS)}
+                                                              "tau_block_candidates", *METHOD_LISTS,
+                                                              *SEARCH_SETTINGS, *RERANK_SETTINGS)}
     return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 
 

@@ -145,24 +145,29 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     s = fashion.Settings()
     said = []
     fresh = fashion.reusable({}, s, said.append)
-    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER} and not said
+    assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER,
+                     "space": fashion.SPACE} and not said
     saved = {**fresh, "asked": {"0.3": 0.9}, "asked_rule": fashion.ASKED_RULE, "uniform": {"0.3": 1},
              "l1": {"0.3": 2}, "random": {"0.3": 3},
              "hwprune": {"0.3": 4}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
     bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)
-    assert set(bigger) == {"search", "meter", "asked", "asked_rule", "uniform", "l1"}
+    assert set(bigger) == {"search", "meter", "space", "asked", "asked_rule", "uniform", "l1"}
     assert bigger["search"]["population"] == s.population + 1
     older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
-    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "asked", "asked_rule", "uniform", "l1"}
+    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "space", "asked", "asked_rule",
+                                                            "uniform", "l1"}
     assert len(said) == 2 and "searching again" in said[0]
     # chosen with the table asked for the budgets themselves: every network the table picked (uniform, random,
     # searched) again; L1's ratio, bisected on measured latency alone, holds
     unasked = fashion.reusable({k: v for k, v in saved.items() if k != "asked"}, s, said.append)
-    assert set(unasked) == {"search", "meter", "l1"} and "every network but L1's again" in said[-1]
+    assert set(unasked) == {"search", "meter", "space", "l1"} and "every network but L1's again" in said[-1]
     # asked in one step (before the second): asked again, and so is every network the table picked
     one_step = fashion.reusable({k: v for k, v in saved.items() if k != "asked_rule"}, s, said.append)
-    assert set(one_step) == {"search", "meter", "l1"} and "in one step" in said[-1]
+    assert set(one_step) == {"search", "meter", "space", "l1"} and "in one step" in said[-1]
+    # chosen in the space without dropped blocks (before they could drop): their encodings code other networks
+    channels = fashion.reusable({k: v for k, v in saved.items() if k != "space"}, s, said.append)
+    assert set(channels) == {"search", "meter", "space", "l1"} and "without dropped blocks" in said[-2]
     # held to the budget in ms alone (before the dense network was timed beside them): nothing holds, L1 included
     unanchored = {k: v for k, v in saved.items() if k != "meter"}
     assert fashion.reusable(unanchored, s, said.append) == fresh and "choosing again" in said[-1]
@@ -304,7 +309,7 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     from dataclasses import replace
 
     s = fashion.Settings()
-    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-blocks", "hwprune-rerank",
+    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-channels", "hwprune-rerank",
                                   "hwprune-pruningnet")
     more = replace(s, **fashion.ABLATIONS)
     assert fashion.methods(more) == fashion.methods(s)[:6] + ("hwprune-inherit-bn", "hwprune-pruningnet",
@@ -314,8 +319,8 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     assert fashion.claimed(replace(s, rerank_top=4, rerank_steps=100, rerank_baselines=False)) == fashion.claimed(s)
     assert "hwprune-rerank" not in fashion.methods(replace(s, rerank_top=0))
     assert "hwprune-rerank" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
-    assert "hwprune-blocks" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
-    assert fashion.claimed(replace(s, blocks=False)) == fashion.claimed(s)  # a method switch: the folder resumes
+    assert "hwprune-channels" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
+    assert fashion.claimed(replace(s, channels=False)) == fashion.claimed(s)  # a method switch: the folder resumes
     assert fashion.claimed(replace(s, finetune_epochs=4)) != fashion.claimed(s)  # how a method runs still counts
 
 
@@ -328,7 +333,8 @@ def test_a_work_folder_claimed_with_settings_no_longer_claimed_is_still_the_runs
     common = _bench_module("bench_common")
     s = fashion.Settings()
     old = {**asdict(s), "per_model": {m: dict(o) for m, o in s.per_model.items()}}  # what the claim held before
-    for k in ("models", "only", "tau_models", "seeds", *fashion.SEARCH_SETTINGS, *fashion.RERANK_SETTINGS):
+    for k in ("models", "only", "tau_models", "seeds", "tau_block_candidates",
+              *fashion.SEARCH_SETTINGS, *fashion.RERANK_SETTINGS):
         old.pop(k)
         for o in old["per_model"].values():
             o.pop(k, None)
@@ -363,8 +369,8 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     dense_then = dense_then["measured_ms"]  # when the budgets were set
     assert [r["method"] for r in rows].count("dense") == 1
     methods = fashion.methods(q)
-    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-blocks", "hwprune-rerank", "hwprune-inherit-bn",
-                       "hwprune-pruningnet")
+    assert methods == ("uniform", "l1", "random", "hwprune", "hwprune-channels", "hwprune-rerank",
+                       "hwprune-inherit-bn", "hwprune-pruningnet")
     assert {(r["method"], r["seed"]) for r in pruned} == {(m, str(s)) for m in methods for s in q.seeds}
     assert len(pruned) == len(methods) * len(q.seeds) * len(q.fractions)
     # the table was asked for what it predicts at each budget: a positive level near the budget, kept for a rerun
@@ -376,24 +382,37 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
         # chosen by the table: predicted within what it was asked for at this budget (the CSV rounds to 0.1 us);
         # uniform widths are timed from those it puts up to UNIFORM_SLACK x over it, and the first measured within wins
         slack = fashion.UNIFORM_SLACK if r["method"] == "uniform" else 1.0
-        if r["method"] == "hwprune-blocks":  # its own table, asked for its own level; it may drop blocks
-            own = chosen["hwprune-blocks"][r["budget_fraction"]]
-            assert float(r["predicted_ms"]) <= own["asked"] + 1e-4 and own["encoding"] == json.loads(
-                (tmp_path / "work" / "quick" / "resnet20" / f"hwprune-blocks_{r['budget_fraction']}_s{r['seed']}"
-                 / "result.json").read_text())["encoding"]
-        elif r["method"] != "l1":
+        if r["method"] != "l1":
             assert float(r["predicted_ms"]) <= slack * asked[float(r["budget_fraction"])] + 1e-4
         assert float(r["flops"]) < float(rows[0]["flops"])  # every pruned network is smaller than the dense one
         # held to its budget as the dense network's latency then, over its latency in this run, scales it
         at_budget_time = float(r["measured_ms"]) * dense_then / float(rows[0]["measured_ms"])
         if abs(at_budget_time - float(r["budget_ms"])) > 1e-3:  # (not where the CSV's rounding decides)
             assert r["within_budget"] == str(at_budget_time <= float(r["budget_ms"]))
-    # one network per method and budget: every seed fine-tunes the same encoding
+    # one network per method and budget: every seed fine-tunes the same encoding, of the default search's space
+    # (where a residual block may be dropped); the baselines and hwprune-channels keep every block
+    space = fashion.blocks_space(fashion.setup("resnet20", q)[0], q)
     for m in methods:
         assert len({r["flops"] for r in pruned if r["method"] == m}) == 1
-    # every PruningNet variant is scored on the tau networks, searched or not
-    assert sorted(t["evaluator"] for t in tau) == ["inherit", "inherit-bn", "pruningnet", "pruningnet-single"]
-    assert [t["default"] for t in tau].count("True") == 1 and all(t["candidates"] == str(q.tau_candidates) for t in tau)
+        if m == "l1":
+            continue
+        enc = chosen[m][str(q.fractions[0])]["encoding"]
+        assert json.loads((tmp_path / "work" / "quick" / "resnet20" / f"{m}_{q.fractions[0]}_s{q.seeds[0]}" /
+                           "result.json").read_text())["encoding"] == enc
+        assert float(next(r["flops"] for r in pruned if r["method"] == m)) == space.flops(enc)
+        if m in ("uniform", "hwprune-channels", "hwprune-pruningnet"):
+            assert all(enc[p] for p in space.branches)
+    # every PruningNet variant is scored on the tau networks that keep their blocks, searched or not; the inherit
+    # evaluators of the default space on those that drop some too
+    assert sorted(t["evaluator"] for t in tau) == ["channels", "inherit", "inherit-bn", "pruningnet",
+                                                   "pruningnet-single"]
+    assert [t["default"] for t in tau].count("True") == 1
+    assert {t["evaluator"]: int(t["candidates"]) for t in tau} == {
+        "inherit": q.tau_candidates + q.tau_block_candidates, "inherit-bn": q.tau_candidates + q.tau_block_candidates,
+        "channels": q.tau_candidates, "pruningnet": q.tau_candidates, "pruningnet-single": q.tau_candidates}
+    dropped = [json.loads((tmp_path / "work" / "quick" / "resnet20" / f"tau_blocks_{k}" / "result.json").read_text())[
+        "encoding"] for k in range(q.tau_block_candidates)]
+    assert all(any(e[p] == 0 for p in space.branches) for e in dropped)
     assert (tmp_path / "out" / "fashion_mnist_quick.png").stat().st_size > 0
     # the summary shows each method's latency as a share of the dense network's, measured side by side in this run
     searched = [float(r["measured_ms"]) for r in pruned if r["method"] == "hwprune"]
