@@ -99,7 +99,9 @@ class DenseModel:
     round_to: int | None = None  # widths in multiples of N
     width_mult: float | None = None  # zoo models only
     importance: str = "taylor"  # the channel order: taylor, l1, l2 or bn (hwprune.core.importance)
-    drop_blocks: bool = False  # a group on a residual branch may also take width 0 (hwprune.core.branches)
+    # a group on a residual branch may also take width 0 (hwprune.core.branches); the CLI and quickstart set it
+    # (their default), False is what a record written before it existed was searched with
+    drop_blocks: bool = False
 
 
 @dataclass
