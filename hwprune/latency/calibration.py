@@ -24,7 +24,7 @@ than its kernels' lookups, in either direction: more where a kernel costs more i
 network than alone (the ops a runtime fuses into it, its dispatch: resnet20 at 28x28 on
 a 2-core Xeon, networks dropping 1-3 blocks measured 2-4% under a constant calibration's
 prediction, those dropping none 1-2% over it), less where it costs less (mobilenet_v2_cifar
-there: measured - lookups rose by 15 us per dropped block, from -0.27 ms dropping none to
+there: measured - lookups rose by about 13 us per dropped block, from -0.27 ms dropping none to
 -0.13 ms dropping all ten). There the chosen model also takes ``block_ms``, a fixed saving
 per dropped block (negative: a cost), fitted with the rest (``measured = overhead + scale *
 sum - block_ms * dropped``), when the calibration networks drop different numbers of

@@ -54,7 +54,7 @@ def calibration_encodings(space: "SearchSpace", n: int, seed: int) -> list[tuple
     costs beyond its kernels' lookups (``block_ms``, :mod:`.calibration`) is fitted over
     every number of blocks a search may drop, not extrapolated from the one or two that
     uniform draws drop (mobilenet_v2_cifar on a 2-core Xeon: each dropped block moved
-    measured - lookups by +15 us, and a table fitted on networks dropping 0-2 blocks
+    measured - lookups by about +13 us, and a table fitted on networks dropping 0-2 blocks
     predicted the network dropping all ten below zero).
     """
     rng = np.random.default_rng(seed)
