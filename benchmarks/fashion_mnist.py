@@ -13,13 +13,13 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    the budget), ``random`` (the best of N random networks under the budget, scored by
    the inherit evaluator: the sanity baseline of any search), ``hwprune`` (the default
    path: ``hwprune search --evaluator inherit``, on the space whose residual blocks may also be dropped),
-   ``hwprune-rerank`` (that search's ``rerank_top``
-   fittest and its uniform and magnitude networks scored again, tuned ``rerank_steps`` steps each:
-   ``--rerank-top``), ``hwprune-channels`` (the default search on channels alone: ``--keep-blocks``, what
-   dropping blocks adds) and ``hwprune-<variant>`` for each
+   ``hwprune-<variant>`` for each
    PruningNet variant of ``pnet_methods`` (which search channels alone)
-   (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default, ``--ablations``
-   adds a single-sample one and ``hwprune-inherit-bn``, adaptive BN alone). The searched and random networks
+   (:data:`PNETS`: trained from the ordered dense weights, then searched; one by default). ``--ablations``
+   adds a single-sample PruningNet, ``hwprune-inherit-bn`` (adaptive BN alone), ``hwprune-channels`` (the
+   default search on channels alone: ``--keep-blocks``, what dropping blocks adds) and ``hwprune-rerank``
+   (that search's ``rerank_top`` fittest and its uniform and magnitude networks scored again, tuned
+   ``rerank_steps`` steps each: ``--rerank-top``); resnet20 only. The searched and random networks
    are the fittest whose latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
    on measured latency. "Measured" is always beside the dense network: it is timed first
@@ -143,12 +143,13 @@ class Settings:
     random_candidates: int = 320  # as many as the search scores per budget (population x generations)
     measure_top: int = 8  # searched and random networks: the fittest timed, best first, until one meets the budget
     # hwprune-rerank: the default search's rerank_top fittest scored again, tuned rerank_steps steps each
-    # (`hwprune search --rerank-top`); 0: not run
-    rerank_top: int = 8
+    # (`hwprune search --rerank-top`); 0: not run (--ablations: 8)
+    rerank_top: int = 0
     rerank_steps: int = 300
     rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
-    # hwprune-channels: the default search on channels alone (the space without dropped blocks: --keep-blocks)
-    channels: bool = True
+    # hwprune-channels: the default search on channels alone (the space without dropped blocks: --keep-blocks);
+    # --ablations (a search and 6 fine-tunes: with it and hwprune-rerank the run would not fit in 2.5 h)
+    channels: bool = False
     # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
     # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
     inherit_methods: list[str] = field(default_factory=list)
@@ -184,15 +185,15 @@ class Settings:
 
 # what --ablations adds to resnet20's run (mobilenet_v2_cifar's settings keep one PruningNet and no ablation)
 ABLATIONS = dict(inherit_methods=["inherit-bn"], pnet_methods=["pruningnet", "pruningnet-single"],
-                 pnet_tau_only=["pruningnet-window", "pruningnet-rank4"])
+                 pnet_tau_only=["pruningnet-window", "pruningnet-rank4"], channels=True, rerank_top=8)
 # which methods run, not how: a rerun may add or drop them in the same work folder
-METHOD_LISTS = tuple(ABLATIONS) + ("blocks", "channels")  # ("blocks": claimed before 2026-12-03 17:00)
+METHOD_LISTS = tuple(ABLATIONS) + ("blocks",)  # ("blocks": claimed before 2026-12-03 17:00)
 
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
              dense_epochs=1, finetune_epochs=1, population=4, generations=1, calib_batches=1, val_batches=1,
              tune_steps=2, taylor_batches=1, eval_limit=256,
-             random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1,
+             random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1, channels=True,
              pnet_methods=["pruningnet"],
              pnet_tau_only=["pruningnet-single"],
              tau_candidates=4, tau_block_candidates=2, profile_repeats=3, calibrate=2, passes=1,
@@ -831,8 +832,9 @@ def main(argv=None) -> None:
                     help="run these methods alone (dense always; e.g. uniform l1 hwprune); default: every method")
     ap.add_argument("--no-tau", action="store_true", help="skip the ranking agreement (16 more fine-tunes)")
     ap.add_argument("--ablations", action="store_true",
-                    help="also search with adaptive BN alone and a single-sample PruningNet, and rank with two more "
-                         "PruningNets (resnet20: 2 searches, 3 PruningNets and 12 fine-tunes more)")
+                    help="also search with adaptive BN alone, a single-sample PruningNet and channels alone, rerank the "
+                         "default search's fittest, and rank with two more PruningNets (resnet20: 3 searches, a "
+                         "rerank, 3 PruningNets and 24 fine-tunes more)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
     ap.add_argument("--summarize", action="store_true",

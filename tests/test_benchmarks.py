@@ -309,18 +309,18 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     from dataclasses import replace
 
     s = fashion.Settings()
-    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-channels", "hwprune-rerank",
-                                  "hwprune-pruningnet")
+    assert fashion.methods(s) == ("uniform", "l1", "random", "hwprune", "hwprune-pruningnet")
     more = replace(s, **fashion.ABLATIONS)
-    assert fashion.methods(more) == fashion.methods(s)[:6] + ("hwprune-inherit-bn", "hwprune-pruningnet",
+    assert fashion.methods(more) == fashion.methods(s)[:4] + ("hwprune-channels", "hwprune-rerank",
+                                                              "hwprune-inherit-bn", "hwprune-pruningnet",
                                                               "hwprune-pruningnet-single")
     assert more.pnet_tau_only and fashion.claimed(more) == fashion.claimed(s)
     # how many candidates are scored again, and how long, is hwprune-rerank's own (chosen.json keeps it)
     assert fashion.claimed(replace(s, rerank_top=4, rerank_steps=100, rerank_baselines=False)) == fashion.claimed(s)
-    assert "hwprune-rerank" not in fashion.methods(replace(s, rerank_top=0))
-    assert "hwprune-rerank" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
-    assert "hwprune-channels" not in fashion.methods(s.for_model("mobilenet_v2_cifar"))
-    assert fashion.claimed(replace(s, channels=False)) == fashion.claimed(s)  # a method switch: the folder resumes
+    assert "hwprune-rerank" not in fashion.methods(replace(more, rerank_top=0))
+    assert "hwprune-rerank" not in fashion.methods(more.for_model("mobilenet_v2_cifar"))
+    assert "hwprune-channels" not in fashion.methods(more.for_model("mobilenet_v2_cifar"))
+    assert fashion.claimed(replace(s, channels=True)) == fashion.claimed(s)  # a method switch: the folder resumes
     assert fashion.claimed(replace(s, finetune_epochs=4)) != fashion.claimed(s)  # how a method runs still counts
 
 
