@@ -148,7 +148,7 @@ class Settings:
     rerank_steps: int = 300
     rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
     # hwprune-channels: the default search on channels alone (the space without dropped blocks: --keep-blocks);
-    # --ablations (a search and 6 fine-tunes: with it and hwprune-rerank the run would not fit in 2.5 h)
+    # --ablations (a search and 6 fine-tunes, kept out of the default run and its 2.5 h)
     channels: bool = False
     # searched ablations of INHERITS, searched PruningNet variants and tau-only ones: the default run has what the
     # comparison needs (the default evaluator and one PruningNet), --ablations adds the rest (ABLATIONS)
