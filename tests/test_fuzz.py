@@ -30,12 +30,14 @@ def files(tmp_path_factory):
     pnet = hp.load_pruningnet(run.path / "pruningnet.pt")
     table = hp.profile(pnet.space, backend="onnxruntime", threads=1, repeats=3, calibrate=2, passes=1,
                        runs_per_pass=2, out=root / "table.csv", cache_dir=root / "store", quiet=True)
-    cfg = SearchConfig(population=3, keep_top=3, parents=2, mutations=1, crossovers=1, generations=1,
-                       calib_batches=1, val_batches=1)
+    cfg = SearchConfig(population=3, keep_top=3, parents=2, mutations=1, crossovers=1, generations=2,
+                       calib_batches=1, val_batches=1, steer_after=1, steer_top=2)
     full = table.predict(pnet.space.full())
     result = search_stage(run, checkpoint=run.path / "pruningnet.pt", table=root / "table.csv", latency_ms=[full],
                           config=cfg, device="cpu", where="search", measure_top=2, log=lambda s: None)
     assert result.best[0]["measured_checked"] >= 1  # timed here, on the table's backend (whatever it measured)
+    steered = result.best[0]["steered"]  # and halfway through, to steer by (whatever the ratio)
+    assert steered["generation"] == 1 and steered["measured"] >= 1 and steered["ratio"] > 0
     retrain_stage(run, result=run.path / "search" / "result.json", train={"epochs": 0, "eval_ratios": ()},
                   device="cpu", where="pruned", key="retrain", progress=False, log=lambda s: None)
     export_stage(run, checkpoint=run.path / "pruned" / "model.pt", out=root / "model.onnx")

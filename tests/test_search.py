@@ -340,3 +340,86 @@ def test_a_search_whose_fittest_is_near_chance_says_so(setup):
     res = search(untrained, loaders.val, loaders.calib, table=table, latency_ms=[lat], config=TINY, log=said.append)
     assert res.best[0]["fitness"] < 0.2 and res.stats["near_chance_budgets"] == [0]
     assert any("barely tells candidates apart" in s and "10 classes" in s for s in said), said
+
+
+def test_a_search_steered_by_measurement_asks_the_table_for_what_predicts_the_budget_as_measured(setup, tmp_path):
+    """After ``steer_after`` generations the fittest are timed; from then on the table is asked for the budget times
+    their predicted / measured latency, what is over that leaves the fittest kept, and a resume does not time again."""
+    from dataclasses import replace
+
+    from hwprune.search.measured import fittest_candidates
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    budget = 0.6 * table.predict(space.full())
+    cfg = replace(TINY, generations=4, steer_after=2, steer_top=3)
+    calls = []
+
+    def slow(encs):  # a machine 25% slower than the table, on every network
+        calls.append([tuple(e) for e in encs])
+        return [1.25 * table.predict(e) for e in encs]
+
+    said = []
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=cfg, log=said.append,
+                 measure=slow, run_dir=tmp_path / "a")
+    steered = res.best[0]["steered"]
+    assert steered["ratio"] == pytest.approx(0.8) and steered["asked_ms"] == pytest.approx(0.8 * budget, rel=1e-5)
+    assert steered["generation"] == 2 and steered["measured"] == 3 and steered["asked_before_ms"] == budget
+    # the 3 fittest of the first two generations were timed, once
+    early = sorted((h for h in res.history if h["generation"] <= 2), key=lambda h: -h["fitness"])
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(tuple(h["encoding"]) for h in early[:3])
+    later = [h for h in res.history if h["generation"] > 2]
+    assert len(later) == 2 * cfg.population and all(h["latency_ms"] <= steered["asked_ms"] for h in later)
+    assert res.best[0]["latency_ms"] <= steered["asked_ms"] and res.best[0]["budget"]["latency_ms"] == budget
+    assert any(h["latency_ms"] > steered["asked_ms"] for h in early)  # (so the steer changed what is feasible)
+    assert res.best[0]["fitness"] == max(h["fitness"] for h in res.history if h["latency_ms"] <= steered["asked_ms"])
+    assert any("0.800 x their measured latency" in m for m in said)
+    # what meeting the budget as measured steps down through: only what the last ask lets in
+    pool = fittest_candidates(res.history, 0, res.best[0]["encoding"], steered["asked_ms"])
+    assert pool[0]["encoding"] == res.best[0]["encoding"] and all(h["latency_ms"] <= steered["asked_ms"] for h in pool)
+
+    # interrupted after the steer: the resume asks the table for the same latency without timing again
+    def interrupt(line):
+        if "generation 3/" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=cfg, log=interrupt,
+               measure=slow, run_dir=tmp_path / "b")
+    calls.clear()
+    resumed = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=cfg, measure=slow,
+                     run_dir=tmp_path / "b", resume=True)
+    assert not calls and resumed.history == res.history and resumed.best == res.best
+
+    # the budget as measured may differ from where the search starts (a table asked for more at first)
+    res2 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=1.1 * budget, measured_ms=budget,
+                  config=cfg, measure=slow, log=lambda m: None)
+    assert res2.best[0]["steered"]["asked_ms"] == pytest.approx(0.8 * budget, rel=1e-5)
+    assert res2.best[0]["budget"]["latency_ms"] == pytest.approx(1.1 * budget)
+
+    with pytest.raises(hp.HwpruneError, match="pass measure="):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=cfg)
+    with pytest.raises(hp.HwpruneError, match="leaves no generation to steer"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=replace(cfg, steer_after=4),
+               measure=slow)
+    with pytest.raises(hp.HwpruneError, match="one each"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, measured_ms=[budget, budget],
+               config=cfg, measure=slow)
+    with pytest.raises(hp.HwpruneError, match="expected one positive latency"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=cfg,
+               measure=lambda encs: [0.0] * len(encs))
+
+
+def test_a_state_saved_before_a_setting_existed_resumes_at_its_default(setup, tmp_path):
+    pnet, loaders, table, _ = setup
+    budget = 0.6 * table.predict(pnet.space.full())
+    whole = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
+                   run_dir=tmp_path)
+    path = tmp_path / "search_state.json"
+    state = json.loads(path.read_text())
+    for k in ("steer_after", "steer_top"):  # as saved before steering existed
+        del state["config"][k]
+    path.write_text(json.dumps(state))
+    resumed = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
+                     run_dir=tmp_path, resume=True)
+    assert resumed.best == whole.best

@@ -55,6 +55,10 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,
               help="Time the N fittest candidates of each latency budget on this machine (the table's backend) and "
                    "keep the fittest one measured within the budget; 0: trust the table.")
+@click.option("--steer-after", type=click.IntRange(min=0), default=None,
+              help="After N generations of each latency budget, time its fittest candidates here (as many as "
+                   "--measure-top, else 8) and ask the table from then on for what it predicts for them at the "
+                   "budget as measured. Default: half the generations with --measure-top, else 0 (never).")
 @click.option("--rerank-top", type=click.IntRange(min=0), default=0, show_default=True,
               help="With --evaluator inherit: score the N fittest candidates of each budget and its uniform and "
                    "magnitude networks again, tuned --rerank-steps steps each, and keep the best by that score "
@@ -68,8 +72,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, importance, tune_steps, table, latency_ms,
            latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers,
            mutation_prob,
-           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, rerank_top, rerank_steps, resume,
-           allow_mismatch, as_json, quiet):
+           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, steer_after, rerank_top,
+           rerank_steps, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
     from ..runs.folder import RunFolder
@@ -95,9 +99,12 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
     fl, pa = parse_count(flops), parse_count(params)
     if lat is None and frac is None and fl is None and pa is None:
         raise click.UsageError("give at least one budget: --latency-ms, --latency-fraction, --flops or --params")
+    if steer_after is None:  # measuring the winners here: measure halfway through too, and steer by it
+        steer_after = generations // 2 if measure_top and (lat or frac) else 0
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, min_fraction=min_fraction,
-                       generations=generations, calib_batches=calib_batches, val_batches=val_batches, seed=seed)
+                       generations=generations, calib_batches=calib_batches, val_batches=val_batches, seed=seed,
+                       steer_after=steer_after, steer_top=measure_top or default(SearchConfig, "steer_top"))
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
                           resume=resume, allow_mismatch=allow_mismatch, measure_top=measure_top,

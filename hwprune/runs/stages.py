@@ -283,7 +283,9 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     measured within the budget (:func:`hwprune.search.measured.meet_measured`). ``rerank``: (top, steps), with the
     inherit evaluator: score the ``top`` fittest of each budget again, tuned ``steps`` steps each, and keep the best
     by that score (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its
-    order). A folder that holds a finished search is refused without ``resume`` (it would be overwritten).
+    order). ``config.steer_after``: after that many generations, time the fittest here and ask the table for what it
+    predicts for them at the budget as measured (:meth:`SearchConfig.steer_after`). A folder that holds a finished
+    search is refused without ``resume`` (it would be overwritten).
     """
     from ..files.checkpoint import load_checkpoint
     from ..latency import LatencyTable
@@ -327,8 +329,13 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                               "latency_ms": latency_ms, "latency_fraction": latency_fraction, "flops": flops,
                               "params": params, "data": asdict(data_settings), "data_override": data,
                               "search": asdict(cfg), "measure_top": measure_top, "rerank": list(rerank)})
+    measure = None
+    if cfg.steer_after and lut is not None and latency_ms:
+        from ..search.measured import table_meter
+
+        measure = table_meter(scorer.space, lut)
     result = search(scorer, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
-                    config=cfg, run_dir=folder, resume=resume, log=log)
+                    config=cfg, run_dir=folder, resume=resume, log=log, measure=measure)
     if rerank[0]:
         from ..search.rerank import rerank as score_again
 

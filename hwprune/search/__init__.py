@@ -13,10 +13,11 @@ _LAZY = {"search": ".evolution", "_Evolution": ".evolution", "SearchConfig": ".c
          "InfeasibleBudgetError": ".budgets", "check_feasible": ".budgets", "CandidateEvaluator": ".evaluator",
          "SearchResult": ".result", "pareto_front": ".result", "save_result": ".result",
          "uniform_baseline": ".baselines", "magnitude_baseline": ".baselines", "meet_measured": ".measured",
-         "rerank": ".rerank"}
+         "table_meter": ".measured", "rerank": ".rerank"}
 
 __all__ = ["search", "SearchConfig", "SearchResult", "Budget", "InfeasibleBudgetError", "CandidateEvaluator",
-           "pareto_front", "save_result", "check_feasible", "meet_measured", "rerank"]
+           "pareto_front", "save_result", "check_feasible", "meet_measured", "table_meter",
+           "rerank"]
 
 
 def __getattr__(name: str):

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch.distributed as dist
 
 from ..errors import HwpruneError, SpaceMismatchError
 from ..files.atomic import write_json
-from ..training.distributed import is_main
+from ..training.distributed import is_main, world_info
 from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc
@@ -81,11 +82,12 @@ class _Evolution:
         self.seen: set[Enc] = set()
         self.top: list[tuple[float, Enc]] = []  # (fitness, enc), best first
         self.population: list[Enc] = []
+        self.steered: dict | None = None  # how the budget the table is asked for was corrected (:meth:`steer`)
 
     def state(self) -> dict:
         return {"generation": self.generation, "rng": self.rng.bit_generator.state,
                 "seen": [list(e) for e in self.seen], "top": [[f, list(e)] for f, e in self.top],
-                "population": [list(e) for e in self.population]}
+                "population": [list(e) for e in self.population], "steered": self.steered}
 
     def restore(self, s: dict) -> None:
         self.generation = s["generation"]
@@ -93,6 +95,41 @@ class _Evolution:
         self.seen = {tuple(e) for e in s["seen"]}
         self.top = [(f, tuple(e)) for f, e in s["top"]]
         self.population = [tuple(e) for e in s["population"]]
+        if s.get("steered"):
+            self._ask(s["steered"])
+
+    def _ask(self, steered: dict) -> None:
+        """From now on ask the table for ``steered["asked_ms"]`` (the budget's other limits stay)."""
+        self.steered = steered
+        self.budget = replace(self.budget, latency_ms=steered["asked_ms"])
+        self.floor = _floor(self.ev, self.budget, self.cfg.min_fraction)
+
+    def steer(self, measure, target_ms: float, log) -> None:
+        """Time the ``cfg.steer_top`` fittest so far (``measure``: encodings -> measured ms), ask the table from now
+        on for ``target_ms`` times the median of their predicted over measured latency, drop what that makes
+        infeasible from the fittest kept, and breed the next generation again under it."""
+        picked = [e for _, e in self.top[: self.cfg.steer_top]]
+        measured = np.asarray(measure(picked), dtype=float)
+        if len(measured) != len(picked) or not np.all(np.isfinite(measured) & (measured > 0)):
+            raise HwpruneError(f"measuring {len(picked)} candidates gave {measured.tolist()}: expected one positive "
+                               f"latency (ms) each")
+        predicted = self.ev.costs(np.asarray(picked))[:, 0]
+        ratio = float(np.median(predicted / measured))
+        before = self.budget.latency_ms
+        # never under what the narrowest network costs (nothing would be feasible), nor, from under it, up to what the
+        # dense network costs (a noisy timing must not let the unpruned network in)
+        ends = self.ev.costs(np.asarray([self.ev.space.narrowest(), self.ev.space.full()]))[:, 0]
+        asked = max(min(target_ms * ratio, max(before, 0.999 * ends[1])), ends[0])
+        self._ask({"generation": self.generation, "ratio": round(ratio, 4), "measured": len(picked),
+                   "asked_ms": round(asked, 6), "asked_before_ms": before})
+        keep = self.ev.feasible(np.asarray([e for _, e in self.top]), self.budget) if self.top else []
+        dropped = len(self.top) - int(np.sum(keep))
+        self.top = [t for t, ok in zip(self.top, keep) if ok]
+        log(f"[{target_ms:g}ms] the table puts the {len(picked)} fittest at {ratio:.3f} x their measured latency "
+            f"(median {np.median(measured):.4g} ms): asking it for {self.budget.latency_ms:.5g} ms from here on, "
+            f"not {before:.5g} ({dropped} of the fittest kept are over that)")
+        if self.generation < self.cfg.generations:
+            self.population = self._breed()
 
     def _novel(self, encs: np.ndarray, want: int, taken: set[Enc], window: bool = True) -> list[Enc]:
         if len(encs) == 0:
@@ -167,19 +204,37 @@ class _Evolution:
         evaluated = list(zip(self.population, fits))
         self.generation += 1
         if self.generation < cfg.generations:
-            parents = [e for _, e in self.top[: cfg.parents]]
-            taken: set[Enc] = set()
-            nxt = self._mutate(parents, cfg.mutations, taken)
-            nxt += self._crossover(parents, cfg.crossovers, taken)
-            nxt += self._random(cfg.population - len(nxt), taken)
-            self.population = nxt[: cfg.population]
+            self.population = self._breed()
         return evaluated
+
+    def _breed(self) -> list[Enc]:
+        """The next generation: mutations and crossovers of the fittest kept, then random feasible encodings."""
+        cfg = self.cfg
+        parents = [e for _, e in self.top[: cfg.parents]]
+        taken: set[Enc] = set()
+        nxt = self._mutate(parents, cfg.mutations, taken)
+        nxt += self._crossover(parents, cfg.crossovers, taken)
+        nxt += self._random(cfg.population - len(nxt), taken)
+        return nxt[: cfg.population]
+
+
+def _on_main(measure):
+    """``measure`` run by the main process alone and its answer shared, so that every rank of a distributed search
+    steers alike (timing on every rank at once would also measure the others' load)."""
+    def shared(encs):
+        rank, world = world_info()
+        out = [list(measure(encs)) if rank == 0 else None]
+        if world > 1:
+            dist.broadcast_object_list(out, src=0)
+        return out[0]
+    return shared
 
 
 def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | Sequence[float] | None = None,
            flops: float | None = None, params: float | None = None, config: SearchConfig | None = None,
            run_dir: str | Path | None = None, resume: bool = False,
-           log: Callable[[str], None] | None = None) -> SearchResult:
+           log: Callable[[str], None] | None = None, measure: Callable[[list[Enc]], Sequence[float]] | None = None,
+           measured_ms: float | Sequence[float] | None = None) -> SearchResult:
     """Find the most accurate encoding under each budget (see the module docstring).
 
     ``evaluator`` scores candidates: a trained :class:`~hwprune.PruningNet` (MetaPruning), or
@@ -188,6 +243,12 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     ``latency_ms`` may be a list: one best candidate per latency budget, each also
     under the ``flops``/``params`` limits. With ``run_dir``, the state is saved after
     every generation (``search_state.json``) and ``resume=True`` continues it.
+
+    ``measure`` (encodings -> their latency in ms as measured on the target, the table's statistic) lets the search
+    steer by measurement (``config.steer_after``): after that many generations of each latency budget it times the
+    ``config.steer_top`` fittest and asks the table from then on for the latency it predicts for them at the budget as
+    measured, ``measured_ms`` (one per latency budget; default ``latency_ms``, which is then only where the search
+    starts). Each best entry says how (``steered``: the ratio, the latency asked for, before and after).
     """
     cfg = config or SearchConfig()
     log = log or (lambda s: None)
@@ -207,6 +268,16 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
     budgets = [Budget(l, flops, params) for l in lats] or [Budget(None, flops, params)]
     for b in budgets:
         check_feasible(ev, b)
+    targets = lats if measured_ms is None else \
+        [measured_ms] if isinstance(measured_ms, (int, float)) else list(measured_ms)
+    if len(targets) != len(lats):
+        raise HwpruneError(f"measured_ms has {len(targets)} budgets for {len(lats)} latency budgets: give one each")
+    steering = bool(cfg.steer_after and lats)
+    if steering and measure is None:
+        raise HwpruneError("steer_after times candidates on the target: pass measure=... (or set steer_after=0)")
+    if steering and cfg.steer_after >= cfg.generations:
+        raise HwpruneError(f"steer_after={cfg.steer_after} leaves no generation to steer (generations="
+                           f"{cfg.generations}): steer after fewer")
     state_path = Path(run_dir) / "search_state.json" if run_dir else None
     importance = getattr(ev.scorer, "importance", None)
     evolutions = [_Evolution(ev, b, cfg, i, baseline_encodings(ev, b, importance) if cfg.seed_baselines else ())
@@ -218,7 +289,8 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         if s.get("format") != STATE_FORMAT or s["fingerprint"] != space.fingerprint or \
                 s.get("choices", choices) != choices:  # (the same model with or without dropped blocks: other codes)
             raise SpaceMismatchError(f"{state_path} belongs to a search of another space; use a new run folder")
-        if s["budgets"] != [asdict(b) for b in budgets] or s["config"] != asdict(cfg):
+        # (settings added since the state was saved are compared at their defaults)
+        if s["budgets"] != [asdict(b) for b in budgets] or {**asdict(SearchConfig()), **s["config"]} != asdict(cfg):
             raise HwpruneError(f"{state_path} was saved with other budgets or settings; resume with the same ones")
         for evo, es in zip(evolutions, s["evolutions"]):
             evo.restore(es)
@@ -232,14 +304,16 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
             g = evo.generation
             for e, f in evaluated:
                 history.append({"budget": evo.index, "generation": g, **describe(ev, e, f)})
+            fittest = evo.top[0][0]  # (before a steer, which may leave none of the fittest kept)
+            if steering and g == cfg.steer_after and evo.steered is None:
+                evo.steer(_on_main(measure), targets[evo.index], log)
             if state_path is not None and is_main():
                 write_json(state_path, {"format": STATE_FORMAT, "fingerprint": space.fingerprint, "choices": choices,
                                         "budgets": [asdict(b) for b in budgets], "config": asdict(cfg),
                                         "evolutions": [e.state() for e in evolutions],
                                         "cache": {json.dumps(list(k)): v for k, v in ev.cache.items()},
                                         "history": history})
-            best = evo.top[0]
-            log(f"[{evo.budget.label()}] generation {g}/{cfg.generations}: best {best[0]:.4f}, "
+            log(f"[{evo.budget.label()}] generation {g}/{cfg.generations}: best {fittest:.4f}, "
                 f"{ev.evaluated} evaluated, {ev.evaluated / max(ev.eval_seconds, 1e-9):.2f} candidates/s")
     best, weak = [], _near_chance(ev, [evo.top[0][0] for evo in evolutions])
     for i in weak:
@@ -250,8 +324,10 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
             f"with a PruningNet (hwprune train, then search --checkpoint; train the one you have longer)")
     for evo in evolutions:
         f, e = evo.top[0]
-        best.append({"budget": asdict(evo.budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, evo.budget),
-                     "magnitude": magnitude_baseline(ev, evo.budget, importance)})
+        budget = budgets[evo.index]  # as given (a steered search asked the table for another latency)
+        best.append({"budget": asdict(budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, budget),
+                     "magnitude": magnitude_baseline(ev, budget, importance),
+                     **({"steered": evo.steered} if evo.steered else {})})
     xs = [h["latency_ms"] if h["latency_ms"] is not None else h["flops"] for h in history]
     front = pareto_front(xs, [h["fitness"] for h in history])
     stats = {"evaluated": ev.evaluated, "eval_seconds": round(ev.eval_seconds, 2),

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..core.space import SearchSpace
     from ..latency.table import LatencyTable
 
-__all__ = ["meet_measured", "fittest_candidates"]
+__all__ = ["meet_measured", "fittest_candidates", "table_meter"]
 
 _KEYS = ("encoding", "channels", "latency_ms", "flops", "params", "fitness")
 
@@ -46,7 +46,8 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     for i, (budget, best) in enumerate(zip(result.budgets, result.best)):
         if budget.latency_ms is None:
             continue
-        pool = fittest_candidates(result.history, i, best["encoding"])
+        # (a search that steered by measurement asked the table for another latency: what is over it is too slow)
+        pool = fittest_candidates(result.history, i, best["encoding"], best.get("steered", {}).get("asked_ms"))
         checked, chosen, ratios = 0, None, []
         for start in range(0, min(len(pool), rounds * top), top):
             batch = pool[start:start + top]
@@ -81,12 +82,32 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     return result
 
 
-def fittest_candidates(history: list[dict], budget_index: int, winner: list[int]) -> list[dict]:
+def table_meter(space: "SearchSpace", table: "LatencyTable", profiler=None, passes: int = 5,
+                runs_per_pass: int = 10) -> Callable[[list], list[float]]:
+    """Encodings -> their latency (ms) timed here on ``table``'s backend, interleaved, as the table's statistic: what
+    a search steers by (``search(measure=...)``, ``SearchConfig.steer_after``)."""
+    if profiler is None:
+        from ..latency.fidelity import profiler_for_table
+
+        profiler = profiler_for_table(table)
+
+    def measure(encs: list) -> list[float]:
+        ms = profiler.measure_networks([space.materialize(tuple(e)) for e in encs], space.input_shapes[0],
+                                       passes=passes, runs_per_pass=runs_per_pass)
+        return [m.value(table.statistic) for m in ms]
+    return measure
+
+
+def fittest_candidates(history: list[dict], budget_index: int, winner: list[int],
+                       limit_ms: float | None = None) -> list[dict]:
     """The candidates evaluated for a budget, each once, fittest first (the search's winner first on ties); those
-    scored again (``rescored``, :func:`~.rerank.rerank`) come first, by that score."""
+    scored again (``rescored``, :func:`~.rerank.rerank`) come first, by that score. ``limit_ms``: only those the
+    table predicts within it (a steered search's last ask, ``best["steered"]["asked_ms"]``)."""
     seen, out = set(), []
     for h in history:
         key = tuple(h["encoding"])
+        if limit_ms is not None and h["latency_ms"] is not None and h["latency_ms"] > limit_ms:
+            continue
         if h["budget"] == budget_index and key not in seen:
             seen.add(key)
             out.append(h)
