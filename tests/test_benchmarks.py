@@ -376,14 +376,21 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     # the table was asked for what it predicts at each budget: a positive level near the budget, kept for a rerun
     chosen = json.loads((tmp_path / "work" / "quick" / "resnet20" / "chosen.json").read_text())
     asked = {float(f): ms for f, ms in chosen["asked"].items()}
+    assert all("steered" in chosen[m][str(f)] for m in methods if m.startswith("hwprune") for f in q.fractions)
     assert sorted(asked) == sorted(q.fractions) and all(ms > 0 for ms in asked.values())
     for r in pruned:
         assert 0 <= float(r["test_acc"]) <= 1 and float(r["measured_ms"]) > 0 and r["within_budget"] in ("True", "False")
         # chosen by the table: predicted within what it was asked for at this budget (the CSV rounds to 0.1 us);
         # uniform widths are timed from those it puts up to UNIFORM_SLACK x over it, and the first measured within wins
+        # a search asks for what it predicts for its fittest at the budget as measured, after steer_after generations
         slack = fashion.UNIFORM_SLACK if r["method"] == "uniform" else 1.0
+        steered = chosen[r["method"]][r["budget_fraction"]].get("steered") if r["method"] != "l1" else None
+        if steered:
+            assert steered["generation"] == q.steer_after and steered["measured"] <= q.measure_top
+            assert steered["asked_before_ms"] == pytest.approx(asked[float(r["budget_fraction"])])
         if r["method"] != "l1":
-            assert float(r["predicted_ms"]) <= slack * asked[float(r["budget_fraction"])] + 1e-4
+            limit = steered["asked_ms"] if steered else asked[float(r["budget_fraction"])]
+            assert float(r["predicted_ms"]) <= slack * limit + 1e-4
         assert float(r["flops"]) < float(rows[0]["flops"])  # every pruned network is smaller than the dense one
         # held to its budget as the dense network's latency then, over its latency in this run, scales it
         at_budget_time = float(r["measured_ms"]) * dense_then / float(rows[0]["measured_ms"])
