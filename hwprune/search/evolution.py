@@ -11,9 +11,12 @@ that window cannot be filled, random fill takes the networks closest under the
 budget), is rejected before it is evaluated (latency from the table, FLOPs and params
 from the space, all vectorised); no encoding is evaluated twice, across budgets too.
 Fitness is validation top-1 after BatchNorm recalibration, with the evaluator's
-weights (PruningNet-generated or inherited). State is saved after every generation; a
-resumed search continues with the same random stream and ends where an uninterrupted
-one would.
+weights (PruningNet-generated or inherited). With ``steer_after`` and a ``measure``, a
+latency budget's fittest are timed on the target after that many generations and the table
+is asked from then on for what it predicts for them at the budget as measured (the table's
+error differs across the space, and the search keeps what it under-predicts). State is saved
+after every generation; a resumed search continues with the same random stream and ends where
+an uninterrupted one would.
 """
 from __future__ import annotations
 
