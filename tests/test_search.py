@@ -365,6 +365,7 @@ def test_a_search_steered_by_measurement_asks_the_table_for_what_predicts_the_bu
     steered = res.best[0]["steered"]
     assert steered["ratio"] == pytest.approx(0.8) and steered["asked_ms"] == pytest.approx(0.8 * budget, rel=1e-5)
     assert steered["generation"] == 2 and steered["measured"] == 3 and steered["asked_before_ms"] == budget
+    assert steered["measured_ms"] == pytest.approx([1.25 * v for v in steered["predicted_ms"]], rel=1e-3)
     # the 3 fittest of the first two generations were timed, once
     early = sorted((h for h in res.history if h["generation"] <= 2), key=lambda h: -h["fitness"])
     assert len(calls) == 1 and sorted(calls[0]) == sorted(tuple(h["encoding"]) for h in early[:3])

@@ -124,7 +124,9 @@ class _Evolution:
         ends = self.ev.costs(np.asarray([self.ev.space.narrowest(), self.ev.space.full()]))[:, 0]
         asked = max(min(target_ms * ratio, max(before, 0.999 * ends[1])), ends[0])
         self._ask({"generation": self.generation, "ratio": round(ratio, 4), "measured": len(picked),
-                   "asked_ms": round(asked, 6), "asked_before_ms": before})
+                   "asked_ms": round(asked, 6), "asked_before_ms": before,
+                   "predicted_ms": [round(float(v), 5) for v in predicted],
+                   "measured_ms": [round(float(v), 5) for v in measured]})
         keep = self.ev.feasible(np.asarray([e for _, e in self.top]), self.budget) if self.top else []
         dropped = len(self.top) - int(np.sum(keep))
         self.top = [t for t, ok in zip(self.top, keep) if ok]
