@@ -266,8 +266,86 @@ def inherit_evaluator(variant: str, space, ordered, s: "Settings") -> InheritEva
     return InheritEvaluator(space, ordered, **{"tune_steps": s.tune_steps, **INHERITS[variant]})
 
 
+def batch_key(x: torch.Tensor) -> str:
+    """A training batch's identity: the digest of its bytes (the same images, augmented alike, in the same order)."""
+    return hashlib.sha1(x.detach().contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+class CachedTeacher(torch.nn.Module):
+    """The dense teacher, its outputs looked up by batch (:func:`batch_key`) where :func:`teacher_job` computed them,
+    computed where it did not. Every fine-tune of a seed trains on the same batches (the sampler and augmentation
+    are seeded per seed and epoch) and distils from the same dense network, so its outputs are computed once per
+    seed instead of once per fine-tune: the teacher's forward pass was about 40% of a resnet20 fine-tune's work.
+    The outputs are the teacher's own, computed on one thread as the fine-tune's would be."""
+
+    def __init__(self, teacher: torch.nn.Module, outputs: dict):
+        super().__init__()
+        self.teacher, self.outputs, self.hits, self.misses = teacher, outputs, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = None if self.training else self.outputs.get(batch_key(x))  # (the outputs are of the teacher in eval mode)
+        if out is None:
+            self.misses += 1
+            return self.teacher(x)
+        self.hits += 1
+        return out.to(x.device)
+
+
+TEACHER_FORMAT = "hwprune.bench.teacher-outputs/1"
+
+
+def teacher_outputs_job(job: dict) -> dict:
+    """The dense network's outputs on every training batch of one seed's fine-tunes (``finetune_epochs`` epochs, as
+    :func:`hwprune.training.loop.fit` draws them), kept beside the job's JSON for :class:`CachedTeacher`."""
+    torch.set_num_threads(job.get("threads", 1))
+    s, out = Settings(**job["settings"]), Path(job["out"])
+    started = time.time()
+    _, loaders = setup(job["model"], s, job["seed"])
+    dense, _ = hp.load_pruned(job["dense"])
+    dense.eval()
+    outputs, train = {}, loaders.train
+    with torch.no_grad():
+        for epoch in range(s.finetune_epochs):
+            train.sampler.set_epoch(epoch, start=0)
+            train.dataset.set_epoch(epoch)
+            for x, _ in train:
+                outputs[batch_key(x)] = dense(x).float()
+    from hwprune.files.checkpoint import save_checkpoint
+
+    save_checkpoint(out.with_suffix(".pt"), {"format": TEACHER_FORMAT, "outputs": outputs})
+    result = {"batches": len(outputs), "train_seconds": round(time.time() - started, 1)}
+    write_json(out, result)
+    return result
+
+
+def teacher_jobs(name: str, s: Settings, dense_path: Path, seeds, jobs: list[dict]) -> list[dict]:
+    """One :func:`teacher_outputs_job` per seed, named by everything its batches and outputs depend on (the dense
+    checkpoint's bytes, the data, the training images, the batch size and the epochs), and ``jobs`` told where
+    their seed's outputs are."""
+    key = json.dumps([hashlib.sha1(dense_path.read_bytes()).hexdigest(), s.data, s.limit, s.batch_size,
+                      s.finetune_epochs, s.eval_limit])
+    tag = hashlib.sha1(key.encode()).hexdigest()[:10]
+    out = {seed: dense_path.parent / f"teacher_{tag}_s{seed}.json" for seed in seeds}
+    for j in jobs:
+        j["teacher_outputs"] = str(out[j["seed"]].with_suffix(".pt"))
+    return [{"kind": "teacher", "model": name, "seed": seed, "settings": asdict(s), "dense": str(dense_path),
+             "label": f"{name} teacher outputs, seed {seed}", "out": str(path)} for seed, path in out.items()]
+
+
+def teacher_for(job: dict, dense: torch.nn.Module) -> torch.nn.Module:
+    """The fine-tune's teacher: ``dense``, its outputs looked up where :func:`teacher_outputs_job` kept them."""
+    path = job.get("teacher_outputs")
+    if not path or not Path(path).exists():
+        return dense
+    from hwprune.files.checkpoint import load_checkpoint
+
+    return CachedTeacher(dense, load_checkpoint(path, TEACHER_FORMAT)["outputs"])
+
+
 def finetune_job(job: dict) -> dict:
-    """One fine-tune (or the dense training): a worker process, one torch thread."""
+    """One fine-tune (or the dense training, or a seed's teacher outputs): a worker process, one torch thread."""
+    if job["kind"] == "teacher":
+        return teacher_outputs_job(job)
     torch.set_num_threads(job.get("threads", 1))
     s, out = Settings(**job["settings"]), Path(job["out"])
     started = time.time()
@@ -288,13 +366,14 @@ def finetune_job(job: dict) -> dict:
             fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
                 payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=avl.TP_FORMAT,
                 fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
-                loss_fn=distillation_loss(dense, label_smoothing=cfg.label_smoothing), resume=True, **quiet)
+                loss_fn=distillation_loss(teacher_for(job, dense), label_smoothing=cfg.label_smoothing), resume=True,
+                **quiet)
             extra = {"ratio": job["ratio"]}
         else:
             source = (order_channels(space, dense, metric="l1") if job.get("order") == "l1" else  # (l1_widths.py)
                       ordered_dense(space, dense, loaders, job.get("taylor_batches", s.taylor_batches)))
             model, _ = hp.retrain(space, job["encoding"], loaders.train, config=cfg, init="inherit", source=source,
-                                  teacher=dense,
+                                  teacher=teacher_for(job, dense),
                                   run_dir=out.parent,
                                   resume=True, **quiet)
             extra = {"encoding": list(job["encoding"])}
@@ -309,6 +388,18 @@ def finetune_job(job: dict) -> dict:
 
 def run_pool(jobs: list[dict], workers: int, say) -> None:
     common.run_pool(jobs, workers, say, finetune_job)
+
+
+def run_finetunes(name: str, s: Settings, dense_path: Path, jobs: list[dict], workers: int, say) -> None:
+    """Fine-tune ``jobs`` (of ``name``'s dense checkpoint ``dense_path``, settings ``s``), first computing the dense
+    network's outputs on the batches of each seed that has a fine-tune to run (:class:`CachedTeacher`)."""
+    pending = sorted({j["seed"] for j in jobs if not Path(j["out"]).exists()
+                      or not common.same_network(json.loads(Path(j["out"]).read_text()), j)})
+    teachers = teacher_jobs(name, s, dense_path, pending, [j for j in jobs if j["seed"] in pending])
+    if teachers:
+        say(f"  the dense network's outputs on the fine-tunes' batches, once per seed ({len(teachers)})")
+    run_pool(teachers, workers, say)
+    run_pool(jobs, workers, say)
 
 
 # ---- choosing the networks ------------------------------------------------------------------------
@@ -412,7 +503,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                 res.history, i, best["encoding"], best.get("steered", {}).get("asked_ms"))]
             picked = fittest_within(pool, b, measure, ev.space, s.measure_top, say)
             picked["encoding"] = recoded(picked["encoding"], ev.space, space)
-            chosen[method][str(f)] = {**picked, "search_seconds": seconds, **{k: best[k] for k in ("steered",) if k in best}}
+            chosen[method][str(f)] = {**picked, "search_seconds": seconds,
+                                      **({"steered": best["steered"]} if "steered" in best else {})}
             drops = [space.groups[p].name for p in space.branches if picked["encoding"][p] == 0]
             say(f"  {b:.4f} ms budget, {method}: drops the blocks of {drops or 'no group'}")
         write_json(path, chosen)
@@ -695,7 +787,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
             jobs.append({"kind": "finetune", "model": name, "seed": 0, "settings": sd, "dense": str(dense_path),
                          "encoding": list(enc), "ratio": None, "label": f"{name} tau candidate {folder.name}",
                          "out": str(folder / "result.json")})
-    run_pool(jobs, workers, say)
+    run_finetunes(name, s, dense_path, jobs, workers, say)
 
     if tau_nets:
         say(f"== {name}: does each evaluator rank networks as fine-tuning does? ({len(tau_nets)} networks, "

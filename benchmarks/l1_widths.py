@@ -93,7 +93,7 @@ def run(model: str, s: fm.Settings, work: Path, fraction: float, workers: int, s
                          "encoding": list(enc), "ratio": None, "order": order, "out": str(folder / "result.json"),
                          "label": f"{arm} ({order} order) {fraction:.0%} seed {seed}", "arm": arm})
     say(f"== {model}: fine-tune each arm (seeds {s.seeds})")
-    fm.run_pool(jobs, workers, say)
+    fm.run_finetunes(model, s, p.dense_path, jobs, workers, say)
     rows = []
     for j in jobs:
         rows.append({"arm": j["arm"], "enc": tuple(j["encoding"]), "order": j["order"], "seed": j["seed"],

@@ -70,10 +70,11 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
                 write_json(path, {**picked, "fitness": fitness, "search_seconds": round(time.time() - t, 1)})
             winners[(f, seed)] = json.loads(path.read_text())
     say(f"== {model}: fine-tune every winner ({s.finetune_epochs} epochs, seeds {s.seeds})")
-    fm.run_pool([{"kind": "finetune", "model": model, "seed": t, "settings": asdict(s), "dense": str(p.dense_path),
-                  "encoding": w["encoding"], "ratio": None, "label": f"{f:.0%} search {seed} seed {t}",
-                  "out": str(folder / f"{f}_search{seed}" / f"s{t}" / "result.json")}
-                 for (f, seed), w in winners.items() for t in s.seeds], workers, say)
+    fm.run_finetunes(model, s, p.dense_path, [
+        {"kind": "finetune", "model": model, "seed": t, "settings": asdict(s), "dense": str(p.dense_path),
+         "encoding": w["encoding"], "ratio": None, "label": f"{f:.0%} search {seed} seed {t}",
+         "out": str(folder / f"{f}_search{seed}" / f"s{t}" / "result.json")}
+        for (f, seed), w in winners.items() for t in s.seeds], workers, say)
     rows = []
     for (f, seed), w in winners.items():
         b = dict(p.budgets)[f]

@@ -82,7 +82,7 @@ def run(model: str, s: fm.Settings, work: Path, batches: list[int], methods: lis
         jobs.append({"kind": "finetune", "model": model, "seed": seed, "settings": sd, "dense": str(p.dense_path),
                      "encoding": enc, "ratio": None, "taylor_batches": b, "label": f"{m} {f:.0%} {b} batches seed {seed}",
                      "out": str(folder / "result.json"), "row": (m, f, b, seed)})
-    fm.run_pool(jobs, workers, say)
+    fm.run_finetunes(model, s, p.dense_path, jobs, workers, say)
     rows = []
     for j in jobs:
         m, f, b, seed = j["row"]

@@ -150,9 +150,11 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
                 known.add((c["fraction"], tuple(c["encoding"])))
         write_json(cands_path, cands)
     say(f"== {model}: fine-tune {len(cands)} networks ({s.finetune_epochs} epochs, seed 0)")
-    fm.run_pool([{"kind": "finetune", "model": model, "seed": 0, "settings": sd, "dense": str(dense_dir / "model.pt"),
-                  "encoding": c["encoding"], "ratio": None, "label": f"network {k}",
-                  "out": str(folder / f"c{k}" / "result.json")} for k, c in enumerate(cands)], workers, say)
+    fm.run_finetunes(model, s, dense_dir / "model.pt", [
+        {"kind": "finetune", "model": model, "seed": 0, "settings": sd, "dense": str(dense_dir / "model.pt"),
+         "encoding": c["encoding"], "ratio": None, "label": f"network {k}",
+         "out": str(folder / f"c{k}" / "result.json")}
+        for k, c in enumerate(cands)], workers, say)
 
     say(f"== {model}: score every network with every evaluator")
     dense, _ = hp.load_pruned(dense_dir / "model.pt")

@@ -303,6 +303,50 @@ def test_l1_ratio_bisects_measured_latency_and_keeps_its_largest_ratio_where_non
     assert len(said) == 1 and "0.3000 ms budget" in said[0] and "80% one" in said[0]
 
 
+def test_a_fine_tune_from_the_teachers_kept_outputs_is_the_fine_tune_from_the_teacher(fashion, tmp_path):
+    """The dense network's outputs, computed once per seed, stand in for it in every fine-tune of that seed: the
+    same weights to the bit, every batch found; a batch it never saw is computed by the teacher."""
+    from dataclasses import asdict
+
+    q = fashion.Settings(**fashion.QUICK)
+    sd = asdict(q)
+    dense_job = {"kind": "dense", "model": "resnet20", "seed": 0, "settings": sd, "out": str(tmp_path / "d" /
+                                                                                           "result.json")}
+    fashion.finetune_job(dense_job)
+    dense_path = tmp_path / "d" / "model.pt"
+    space = fashion.blocks_space(fashion.setup("resnet20", q)[0], q)
+    enc = [max(0, c // 2) for c in space.num_choices]
+    jobs = [{"kind": "finetune", "model": "resnet20", "seed": 1, "settings": sd, "dense": str(dense_path),
+             "encoding": enc, "ratio": None, "out": str(tmp_path / k / "result.json")} for k in ("plain", "kept")]
+    teachers = fashion.teacher_jobs("resnet20", q, dense_path, [1], jobs[1:])
+    assert "teacher_outputs" not in jobs[0] and jobs[1]["teacher_outputs"].endswith("_s1.pt")
+    made = fashion.finetune_job(teachers[0])
+    batches = q.finetune_epochs * len(fashion.setup("resnet20", q, 1)[1].train)
+    assert made["batches"] == batches > 0
+    plain, kept = (fashion.finetune_job(j) for j in jobs)
+    assert plain["test_acc"] == kept["test_acc"] and plain["val_acc"] == kept["val_acc"]
+    a, b = (hp.load_pruned(tmp_path / k / "model.pt")[0].state_dict() for k in ("plain", "kept"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # every batch of the seed's epochs is found; another batch is the teacher's own output
+    dense, _ = hp.load_pruned(dense_path)
+    teacher = fashion.teacher_for(jobs[1], dense).eval()
+    _, loaders = fashion.setup("resnet20", q, 1)
+    with torch.no_grad():
+        for epoch in range(q.finetune_epochs):
+            loaders.train.sampler.set_epoch(epoch)
+            loaders.train.dataset.set_epoch(epoch)
+            for x, _ in loaders.train:
+                assert torch.equal(teacher(x), dense.eval()(x))
+        assert teacher.hits == batches and teacher.misses == 0
+        x = torch.randn(4, *loaders.input_shape)
+        assert torch.equal(teacher(x), dense(x)) and teacher.misses == 1
+    # a job whose outputs were never made distils from the dense network itself
+    assert fashion.teacher_for({**jobs[1], "teacher_outputs": str(tmp_path / "none.pt")}, dense) is dense
+    # other training settings: other outputs
+    assert fashion.teacher_jobs("resnet20", fashion.replace(q, finetune_epochs=2), dense_path, [1], [])[0]["out"] != \
+        teachers[0]["out"]
+
+
 def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on_request(fashion):
     """The default run has every method the comparison needs (one PruningNet); --ablations adds the rest, in the same
     work folder (which methods run is not a setting the folder is claimed with)."""
