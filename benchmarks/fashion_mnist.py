@@ -145,7 +145,7 @@ class Settings:
     # every search times its measure_top fittest after this many generations and asks the table from then on for what
     # it predicts for them at the budget (SearchConfig.steer_after; 0: the asked budget throughout). Resnet20's
     # fittest at 50% measured 4% over their prediction where random networks measured 5% under, so the search asked
-    # for 1.05 x the budget spent its generations on networks 5-15% over it, and the 18th fittest was the first within
+    # for 1.05 x the budget spent its generations on networks 3-16% over it, and the 18th fittest was the first within
     steer_after: int = 5
     # hwprune-rerank: the default search's rerank_top fittest scored again, tuned rerank_steps steps each
     # (`hwprune search --rerank-top`); 0: not run (--ablations: 8)
@@ -197,8 +197,7 @@ METHOD_LISTS = tuple(ABLATIONS) + ("blocks",)  # ("blocks": claimed before 2026-
 QUICK = dict(per_model={}, models=["resnet20"], fractions=[0.5], budget_of="range", seeds=[0, 1], data="bundled",
              limit=128, inherit_methods=["inherit-bn"],  # (an ablation, so that the quick run covers its path)
              dense_epochs=1, finetune_epochs=1, population=4, generations=2, steer_after=1, calib_batches=1,
-             val_batches=1,
-             tune_steps=2, taylor_batches=1, eval_limit=256,
+             val_batches=1, tune_steps=2, taylor_batches=1, eval_limit=256,
              random_candidates=4, measure_top=2, rerank_top=2, rerank_steps=3, pnet_epochs=1, channels=True,
              pnet_methods=["pruningnet"],
              pnet_tau_only=["pruningnet-single"],
@@ -272,12 +271,12 @@ def batch_key(x: torch.Tensor) -> str:
 
 
 class CachedTeacher(torch.nn.Module):
-    """The dense teacher, its outputs looked up by batch (:func:`batch_key`) where :func:`teacher_job` computed them,
-    computed where it did not. Every fine-tune of a seed trains on the same batches (the sampler and augmentation
-    are seeded per seed and epoch) and distils from the same dense network, so its outputs are computed once per
-    seed instead of once per fine-tune: the teacher's forward pass took 45 ms of a resnet20 fine-tune's 150 ms training
-    step (batch 64, 1 thread, a 2-core EPYC, the 50% network), about a fifth of the fine-tune with its evaluation.
-    The outputs are the teacher's own, computed on one thread as the fine-tune's would be."""
+    """The dense teacher, its outputs looked up by batch (:func:`batch_key`) where :func:`teacher_outputs_job`
+    computed them, computed where it did not. Every fine-tune of a seed trains on the same batches (the sampler and
+    augmentation are seeded per seed and epoch) and distils from the same dense network, so its outputs are computed
+    once per seed instead of once per fine-tune: the teacher's forward pass took 45 ms of a resnet20 fine-tune's
+    150 ms training step (batch 64, 1 thread, a 2-core EPYC, the 50% network), about a fifth of the fine-tune with
+    its evaluation. The outputs are the teacher's own, computed on one thread as the fine-tune's would be."""
 
     def __init__(self, teacher: torch.nn.Module, outputs: dict):
         super().__init__()

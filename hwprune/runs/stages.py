@@ -284,7 +284,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     inherit evaluator: score the ``top`` fittest of each budget again, tuned ``steps`` steps each, and keep the best
     by that score (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its
     order). ``config.steer_after``: after that many generations, time the fittest here and ask the table for what it
-    predicts for them at the budget as measured (:meth:`SearchConfig.steer_after`). A folder that holds a finished
+    predicts for them at the budget as measured (:attr:`SearchConfig.steer_after`). A folder that holds a finished
     search is refused without ``resume`` (it would be overwritten).
     """
     from ..files.checkpoint import load_checkpoint
