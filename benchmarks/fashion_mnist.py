@@ -489,8 +489,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
             ev.space.branches), sort_keys=True)
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say,
                      run_dir=work / f"{searched}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True,
-                     measure=lambda encs, sp=ev.space: median_of(measure, [sp.materialize(e) for e in encs]),
-                     measured_ms=[b for _, b in budgets])
+                     measure=steer_meter(measure, ev.space), measured_ms=[b for _, b in budgets])
         if method == "hwprune-rerank":
             extra = next(iter(chosen.get("hwprune", {}).values()), {}).get("search_seconds", 0.0)  # (resumed)
             rerank(res, inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, replace(s, tune_steps=s.rerank_steps)),
@@ -630,6 +629,12 @@ def fittest_within(pool: list, budget_ms: float, measure, space, top: int, say, 
     say(f"  {budget_ms:.4f} ms budget: none of the first {scan} in {order} order measured within it; keeping the "
         f"{'narrowest' if order == 'width' else 'fittest'}")
     return {"encoding": list(kept), "measured_rank": None, "measured_ms": None}
+
+
+def steer_meter(measure, space):
+    """What every search steers by (``SearchConfig.steer_after``): encodings of ``space`` timed as every budget check
+    is, the median of :data:`REPEATS` interleaved runs of ``measure`` (the anchored meter)."""
+    return lambda encs: median_of(measure, [space.materialize(e) for e in encs])
 
 
 def median_of(measure, nets: list, repeats: int = REPEATS) -> list[float]:

@@ -62,8 +62,10 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
                 say(f"== {model} {f:.0%} ({b:.4f} ms): search seed {seed}")
                 t = time.time()
                 res = search(inherit, loaders.val, loaders.calib, table=table, latency_ms=[b],
-                             config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say)
-                ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"])
+                             config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say,
+                             measure=fm.steer_meter(p.within, space))  # (steered as fashion_mnist.py's searches)
+                ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"],
+                                            res.best[0].get("steered", {}).get("asked_ms"))
                 pool = [(h["encoding"], h["fitness"]) for h in ranked]
                 picked = fm.fittest_within(pool, b, p.within, space, s.measure_top, say)
                 fitness = dict((tuple(e), v) for e, v in pool)[tuple(picked["encoding"])]
