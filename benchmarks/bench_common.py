@@ -49,7 +49,7 @@ def run_pool(jobs: list[dict], workers: int, say, fn: Callable[[dict], dict]) ->
     table) is not reused: its folder is cleared and the job runs again."""
     for j in jobs:
         out = Path(j["out"])
-        if out.exists() and not same_network(json.loads(out.read_text()), j):
+        if out.exists() and not done(j):
             say(f"  {j.get('label', out.parent.name)}: the saved result is of another network; fine-tuning again")
             shutil.rmtree(out.parent)
     todo = [j for j in jobs if not Path(j["out"]).exists()]
@@ -65,6 +65,12 @@ def run_pool(jobs: list[dict], workers: int, say, fn: Callable[[dict], dict]) ->
     with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
         for k, r in enumerate(pool.imap_unordered(partial(labelled, fn=fn), todo)):
             say(f"  [{k + 1}/{len(todo)}] {r} ({time.time() - started:.0f}s)")
+
+
+def done(job: dict) -> bool:
+    """Whether the job's result file holds a result of its network (:func:`same_network`)."""
+    out = Path(job["out"])
+    return out.exists() and same_network(json.loads(out.read_text()), job)
 
 
 def same_network(saved: dict, job: dict) -> bool:

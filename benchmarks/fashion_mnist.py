@@ -72,7 +72,7 @@ from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
-from hwprune.search.measured import fittest_candidates  # noqa: E402
+from hwprune.search.measured import budget_candidates  # noqa: E402
 from hwprune.search.rerank import rerank  # noqa: E402
 from hwprune.supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
@@ -393,8 +393,7 @@ def run_pool(jobs: list[dict], workers: int, say) -> None:
 def run_finetunes(name: str, s: Settings, dense_path: Path, jobs: list[dict], workers: int, say) -> None:
     """Fine-tune ``jobs`` (of ``name``'s dense checkpoint ``dense_path``, settings ``s``), first computing the dense
     network's outputs on the batches of each seed that has a fine-tune to run (:class:`CachedTeacher`)."""
-    pending = sorted({j["seed"] for j in jobs if not Path(j["out"]).exists()
-                      or not common.same_network(json.loads(Path(j["out"]).read_text()), j)})
+    pending = sorted({j["seed"] for j in jobs if not common.done(j)})
     teachers = teacher_jobs(name, s, dense_path, pending, [j for j in jobs if j["seed"] in pending])
     if teachers:
         say(f"  the dense network's outputs on the fine-tunes' batches, once per seed ({len(teachers)})")
@@ -498,8 +497,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         seconds = round(time.time() - t + extra, 1)
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
-            pool = [(h["encoding"], h["fitness"]) for h in fittest_candidates(  # (what the last ask lets in)
-                res.history, i, best["encoding"], best.get("steered", {}).get("asked_ms"))]
+            pool = [(h["encoding"], h["fitness"]) for h in budget_candidates(res, i)]
             picked = fittest_within(pool, b, measure, ev.space, s.measure_top, say)
             picked["encoding"] = recoded(picked["encoding"], ev.space, space)
             chosen[method][str(f)] = {**picked, "search_seconds": seconds,

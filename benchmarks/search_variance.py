@@ -38,7 +38,7 @@ import fashion_mnist as fm  # noqa: E402
 import hwprune as hp  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.search import search  # noqa: E402
-from hwprune.search.measured import fittest_candidates  # noqa: E402
+from hwprune.search.measured import budget_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "budget_fraction", "budget_ms", "search_seed", "encoding", "fitness", "predicted_ms",
@@ -64,8 +64,7 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
                 res = search(inherit, loaders.val, loaders.calib, table=table, latency_ms=[b],
                              config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say,
                              measure=fm.steer_meter(p.within, space))  # (steered as fashion_mnist.py's searches)
-                ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"],
-                                            res.best[0].get("steered", {}).get("asked_ms"))
+                ranked = budget_candidates(res, 0)
                 pool = [(h["encoding"], h["fitness"]) for h in ranked]
                 picked = fm.fittest_within(pool, b, p.within, space, s.measure_top, say)
                 fitness = dict((tuple(e), v) for e, v in pool)[tuple(picked["encoding"])]

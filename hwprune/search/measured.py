@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..core.space import SearchSpace
     from ..latency.table import LatencyTable
 
-__all__ = ["meet_measured", "fittest_candidates", "table_meter"]
+__all__ = ["meet_measured", "budget_candidates", "fittest_candidates", "table_meter"]
 
 _KEYS = ("encoding", "channels", "latency_ms", "flops", "params", "fitness")
 
@@ -46,8 +46,7 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     for i, (budget, best) in enumerate(zip(result.budgets, result.best)):
         if budget.latency_ms is None:
             continue
-        # (a search that steered by measurement asked the table for another latency: what is over it is too slow)
-        pool = fittest_candidates(result.history, i, best["encoding"], best.get("steered", {}).get("asked_ms"))
+        pool = budget_candidates(result, i)
         checked, chosen, ratios = 0, None, []
         for start in range(0, min(len(pool), rounds * top), top):
             batch = pool[start:start + top]
@@ -96,6 +95,14 @@ def table_meter(space: "SearchSpace", table: "LatencyTable", profiler=None, pass
                                        passes=passes, runs_per_pass=runs_per_pass)
         return [m.value(table.statistic) for m in ms]
     return measure
+
+
+def budget_candidates(result: SearchResult, budget_index: int) -> list[dict]:
+    """What meeting budget ``budget_index`` as measured steps down through: its candidates, fittest first
+    (:func:`fittest_candidates`), only those within the latency a steered search last asked the table for (what is
+    over it is predicted over the budget as measured)."""
+    best = result.best[budget_index]
+    return fittest_candidates(result.history, budget_index, best["encoding"], best.get("steered", {}).get("asked_ms"))
 
 
 def fittest_candidates(history: list[dict], budget_index: int, winner: list[int],
