@@ -69,6 +69,7 @@ from hwprune.runs import ProfileSettings, RunFolder
 from hwprune.runs.settings import DenseModel
 from hwprune.runs.stages import profile_stage, search_stage
 from hwprune.training.distill import distillation_loss
+from hwprune.training.memory_format import channels_last
 from hwprune.core.macs import count_macs
 from hwprune.deploy.verify import DEFAULT_TOLERANCE
 
@@ -196,11 +197,12 @@ def run_job(job: dict) -> dict:
             result = {"encoding": list(enc)}
         elif job["kind"] == "l1":
             model = l1_prune(dense, job["ratio"], torch.zeros(1, *loaders.input_shape), s)
-            fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
-                payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=TP_FORMAT,
-                fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
-                loss_fn=distillation_loss(dense, label_smoothing=cfg.label_smoothing), resume=True,
-                progress=False, log=log)
+            with channels_last(dense):  # (as hwprune.retrain runs the other methods' teacher)
+                fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
+                    payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=TP_FORMAT,
+                    fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
+                    loss_fn=distillation_loss(dense, label_smoothing=cfg.label_smoothing), resume=True,
+                    progress=False, log=log)
             result = {"ratio": job["ratio"]}
         else:
             raise ValueError(job["kind"])

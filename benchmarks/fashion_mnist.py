@@ -80,6 +80,7 @@ from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
 from hwprune.supernet.train import train_pruningnet  # noqa: E402
 from hwprune.training.distill import distillation_loss  # noqa: E402
 from hwprune.training.loop import fit  # noqa: E402
+from hwprune.training.memory_format import channels_last  # noqa: E402
 from hwprune.training.metrics import accuracy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,7 +305,7 @@ def teacher_outputs_job(job: dict) -> dict:
     dense, _ = hp.load_pruned(job["dense"])
     dense.eval()
     outputs, train = {}, loaders.train
-    with torch.no_grad():
+    with torch.no_grad(), channels_last(dense):  # (as the fine-tune's teacher runs: hwprune.retrain converts it)
         for epoch in range(s.finetune_epochs):
             train.sampler.set_epoch(epoch, start=0)
             train.dataset.set_epoch(epoch)
@@ -363,11 +364,12 @@ def finetune_job(job: dict) -> dict:
                              eval_ratios=())
         if job.get("ratio") is not None:  # Torch-Pruning's network
             model = avl.l1_prune(dense, job["ratio"], torch.zeros(1, *loaders.input_shape), s)
-            fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
-                payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=avl.TP_FORMAT,
-                fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
-                loss_fn=distillation_loss(teacher_for(job, dense), label_smoothing=cfg.label_smoothing), resume=True,
-                **quiet)
+            teacher = teacher_for(job, dense)
+            with channels_last(teacher):  # (as hwprune.retrain runs the other methods' teacher)
+                fit(model.train(), loaders.train, cfg, forward=lambda m, x, step: m(x),
+                    payload=lambda: {"state_dict": model.state_dict(), "ratio": job["ratio"]}, fmt=avl.TP_FORMAT,
+                    fingerprint=f"{job['dense']}:{job['ratio']}", checkpoint=out.parent / "model.pt",
+                    loss_fn=distillation_loss(teacher, label_smoothing=cfg.label_smoothing), resume=True, **quiet)
             extra = {"ratio": job["ratio"]}
         else:
             source = (order_channels(space, dense, metric="l1") if job.get("order") == "l1" else  # (l1_widths.py)

@@ -327,7 +327,10 @@ def test_a_fine_tune_from_the_teachers_kept_outputs_is_the_fine_tune_from_the_te
     assert plain["test_acc"] == kept["test_acc"] and plain["val_acc"] == kept["val_acc"]
     a, b = (hp.load_pruned(tmp_path / k / "model.pt")[0].state_dict() for k in ("plain", "kept"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # every batch of the seed's epochs is found; another batch is the teacher's own output
+    # every batch of the seed's epochs is found, the teacher's output as a fine-tune runs it (channels last on the
+    # CPU); another batch is the teacher's own output
+    from hwprune.training.memory_format import channels_last
+
     dense, _ = hp.load_pruned(dense_path)
     teacher = fashion.teacher_for(jobs[1], dense).eval()
     _, loaders = fashion.setup("resnet20", q, 1)
@@ -336,7 +339,8 @@ def test_a_fine_tune_from_the_teachers_kept_outputs_is_the_fine_tune_from_the_te
             loaders.train.sampler.set_epoch(epoch)
             loaders.train.dataset.set_epoch(epoch)
             for x, _ in loaders.train:
-                assert torch.equal(teacher(x), dense.eval()(x))
+                with channels_last(dense):
+                    assert torch.equal(teacher(x), dense.eval()(x))
         assert teacher.hits == batches and teacher.misses == 0
         x = torch.randn(4, *loaders.input_shape)
         assert torch.equal(teacher(x), dense(x)) and teacher.misses == 1

@@ -20,6 +20,7 @@ from ..errors import HwpruneError
 from ..training.config import TrainConfig
 from ..training.distill import distillation_loss
 from ..training.loop import fit
+from ..training.memory_format import channels_last
 from ..models._layers import init_weights
 from ..core.space import SearchSpace
 from ..training.metrics import accuracy
@@ -83,11 +84,12 @@ def retrain(space: SearchSpace, enc: Sequence[int], train_loader, *, config: Tra
     ckpt = Path(run_dir) / "model.pt" if run_dir else None
     fingerprint = f"{space.fingerprint}:{','.join(map(str, enc))}"
     evaluate = (lambda: {"val_acc": accuracy(model, val_loader)}) if val_loader is not None else None
-    history = fit(model, train_loader, cfg, forward=lambda m, x, step: m(x),
-                  payload=lambda: model_payload(space, enc, model, init=init, meta=dict(meta or {})),
-                  fmt=MODEL_FORMAT, fingerprint=fingerprint, checkpoint=ckpt,
-                  loss_fn=distillation_loss(teacher, label_smoothing=cfg.label_smoothing) if teacher else None,
-                  evaluate=evaluate, resume=resume, progress=progress, log=log)
+    with channels_last(teacher, enabled=cfg.channels_last):  # (the teacher runs a forward pass every step)
+        history = fit(model, train_loader, cfg, forward=lambda m, x, step: m(x),
+                      payload=lambda: model_payload(space, enc, model, init=init, meta=dict(meta or {})),
+                      fmt=MODEL_FORMAT, fingerprint=fingerprint, checkpoint=ckpt,
+                      loss_fn=distillation_loss(teacher, label_smoothing=cfg.label_smoothing) if teacher else None,
+                      evaluate=evaluate, resume=resume, progress=progress, log=log)
     if ckpt is not None:  # final accuracies beside the weights
         ck = load_checkpoint(ckpt, MODEL_FORMAT) if ckpt.exists() else {}
         if ck.get("fingerprint") != fingerprint:  # training saved nothing (0 epochs): never keep another run's file

@@ -15,6 +15,7 @@ import torch.nn as nn
 from ..errors import HwpruneError, check_number
 from ..training.config import TUNE_STEPS
 from ..training.distill import soft_target_loss
+from ..training.memory_format import channels_last
 from ..training.metrics import accuracy
 from .pruningnet import PruningNet
 
@@ -66,10 +67,11 @@ def recalibrate_model_bn(model: nn.Module, batches: Iterable, num_batches: int =
     for m in bns:
         m.train()  # only BN updates its statistics; dropout and the rest stay in eval mode
     try:
-        for k, (x, _) in enumerate(batches):
-            if k >= num_batches:
-                break
-            model(x.to(dev, non_blocking=True))
+        with channels_last(model):
+            for k, (x, _) in enumerate(batches):
+                if k >= num_batches:
+                    break
+                model(x.to(dev, non_blocking=True))
     finally:
         for m, momentum in zip(bns, momenta):
             m.momentum = momentum
@@ -136,12 +138,13 @@ class InheritEvaluator:
     def score(self, enc: Sequence[int], val_loader, calib_loader, calib_batches: int = 10) -> float:
         dev = next(self.model.parameters()).device
         pruned = self.space.materialize(enc, source=self.model).to(dev)
-        recalibrate_model_bn(pruned, calib_loader, calib_batches)
-        if self.tune_steps:
-            teacher = self._teacher_logits(calib_loader, calib_batches)
-            short_tune(pruned, teacher, self._tune_batches(calib_loader, calib_batches), self.tune_lr)
-            recalibrate_model_bn(pruned, calib_loader, calib_batches)  # the statistics of the tuned weights
-        return accuracy(pruned, val_loader)
+        with channels_last(pruned):  # (on the CPU: mobilenet_v2_cifar's candidates score ~1.6x faster)
+            recalibrate_model_bn(pruned, calib_loader, calib_batches)
+            if self.tune_steps:
+                teacher = self._teacher_logits(calib_loader, calib_batches)
+                short_tune(pruned, teacher, self._tune_batches(calib_loader, calib_batches), self.tune_lr)
+                recalibrate_model_bn(pruned, calib_loader, calib_batches)  # the statistics of the tuned weights
+            return accuracy(pruned, val_loader)
 
     def _tune_batches(self, loader, skip: int):
         """The ``tune_steps`` batches after the recalibration's ``skip`` (from the start again where the loader is
@@ -170,7 +173,9 @@ class InheritEvaluator:
             was_training = self.model.training
             self.model.eval()
             try:
-                logits = [self.model(x.to(dev, non_blocking=True)).float() for x, _ in self._tune_batches(loader, skip)]
+                with channels_last(self.model):
+                    logits = [self.model(x.to(dev, non_blocking=True)).float()
+                              for x, _ in self._tune_batches(loader, skip)]
             finally:
                 self.model.train(was_training)
             self._teacher = (*key, logits)

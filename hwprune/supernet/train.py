@@ -24,6 +24,7 @@ from ..files.checkpoint import CheckpointError, check_keys, load_checkpoint
 from ..training.config import TrainConfig
 from ..training.distill import soft_target_loss
 from ..training.loop import fit
+from ..training.memory_format import channels_last
 from .pruningnet import PruningNet
 from .sampling import LatencyWindow, step_encodings
 from ..core.space import SearchSpace
@@ -128,8 +129,9 @@ def train_pruningnet(pnet: PruningNet, train_loader, epochs: int | None = None, 
         encs = step_encodings(space, cfg.seed, step, cfg.sampling, cfg.random_samples, window)
         return sampled_step(model, x, y, encs, cfg, target, autocast)
 
-    return fit(pnet, train_loader, cfg, train_step=train_step,
-               payload=lambda: pnet_payload(pnet, meta), fmt=PNET_FORMAT, fingerprint=space.fingerprint,
-               checkpoint=Path(run_dir) / "pruningnet.pt" if run_dir else None,
-               evaluate=evaluate if val_loader is not None and calib_loader is not None else None,
-               resume=resume, progress=progress, log=log)
+    with channels_last(teacher, enabled=cfg.channels_last):
+        return fit(pnet, train_loader, cfg, train_step=train_step,
+                   payload=lambda: pnet_payload(pnet, meta), fmt=PNET_FORMAT, fingerprint=space.fingerprint,
+                   checkpoint=Path(run_dir) / "pruningnet.pt" if run_dir else None,
+                   evaluate=evaluate if val_loader is not None and calib_loader is not None else None,
+                   resume=resume, progress=progress, log=log)

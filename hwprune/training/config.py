@@ -42,6 +42,9 @@ class TrainConfig:
     sampling: str = "sandwich"
     random_samples: int = 2
     distill: float = 0.9  # PruningNet: weight of the soft targets (the widest's or a teacher's outputs) in the loss
+    # convolutions in channels-last memory while training (training/memory_format.py): None = on the CPU, where
+    # depthwise networks train 1.5-2x faster that way; False keeps the model's own format
+    channels_last: bool | None = None
 
     def __post_init__(self):
         check_number("epochs", self.epochs, integer=True, inclusive=True)

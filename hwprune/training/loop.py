@@ -28,6 +28,7 @@ from ..data.loaders import SeededSampler
 from ..errors import HwpruneError
 from .config import TrainConfig, lr_at
 from .distributed import world_info
+from .memory_format import channels_last
 
 __all__ = ["fit"]
 
@@ -103,69 +104,71 @@ def fit(module: nn.Module, train_loader, cfg: TrainConfig, *, payload: Callable[
         save_checkpoint(ckpt, {**payload(), "format": fmt, "fingerprint": fingerprint, "optimizer": opt.state_dict(),
                                "torch_rng": torch.get_rng_state(), "config": asdict(cfg), **state})
 
-    try:
-        while state["epoch"] < cfg.epochs:
-            epoch = state["epoch"]
-            skip = state["step_in_epoch"]
-            if seeded:
-                sampler.set_epoch(epoch, start=skip * train_loader.batch_size)
-                skip = 0
-            elif hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            if hasattr(train_loader.dataset, "set_epoch"):
-                train_loader.dataset.set_epoch(epoch)
-            bar = _bar(progress, steps_per_epoch, state["step_in_epoch"], f"epoch {epoch + 1}/{cfg.epochs}")
-            t0, seen = time.perf_counter(), 0
-            module.train()
-            for x, y in train_loader:
-                if skip:
-                    skip -= 1
-                    continue
-                step = epoch * steps_per_epoch + state["step_in_epoch"]
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(cfg, base_lr, step, total)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                loss, out = train_step(model, x, y, step, autocast)
-                if not torch.isfinite(loss):  # before the step: the weights stay as they were
-                    raise HwpruneError(f"loss became {loss.item()} at step {step}; lower the learning rate "
-                                       f"(--lr) and resume")
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-                opt.step()
-                s = state["sums"]
-                s[0] += loss.item() * len(y)
-                s[1] += int((out.argmax(1) == y).sum())
-                s[2] += len(y)
-                state["step_in_epoch"] += 1
-                seen += len(y)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
-                                    img_s=f"{seen * world / (time.perf_counter() - t0):.0f}")
-                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                    save()
-            if bar is not None:
-                bar.close()
-            s = state["sums"]
-            row = {"epoch": epoch + 1, "loss": s[0] / max(s[2], 1), "train_acc": s[1] / max(s[2], 1),
-                   "lr": opt.param_groups[0]["lr"], "img_per_s": seen * world / max(time.perf_counter() - t0, 1e-9)}
-            if evaluate is not None:
-                row.update(evaluate())
+    # channels last on the CPU (one process: DistributedDataParallel's gradient buckets keep the strides it wrapped)
+    with channels_last(module, enabled=cfg.channels_last if world == 1 else False):
+        try:
+            while state["epoch"] < cfg.epochs:
+                epoch = state["epoch"]
+                skip = state["step_in_epoch"]
+                if seeded:
+                    sampler.set_epoch(epoch, start=skip * train_loader.batch_size)
+                    skip = 0
+                elif hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(epoch)
+                if hasattr(train_loader.dataset, "set_epoch"):
+                    train_loader.dataset.set_epoch(epoch)
+                bar = _bar(progress, steps_per_epoch, state["step_in_epoch"], f"epoch {epoch + 1}/{cfg.epochs}")
+                t0, seen = time.perf_counter(), 0
                 module.train()
-            state["history"].append(row)
-            state["epoch"], state["step_in_epoch"], state["sums"] = epoch + 1, 0, [0.0, 0, 0, 0.0]
-            save()
-            if rank == 0 and ckpt is not None:
-                _write_history(ckpt.parent / "history.csv", state["history"])
-            say("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        if world > 1:
-            _check_ranks_agree(module, say)
-    except KeyboardInterrupt:
-        save()  # the state after the last finished step: --resume continues from here
-        say(f"interrupted; saved {ckpt} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}"
-            if ckpt else "interrupted")
-        raise
+                for x, y in train_loader:
+                    if skip:
+                        skip -= 1
+                        continue
+                    step = epoch * steps_per_epoch + state["step_in_epoch"]
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(cfg, base_lr, step, total)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    opt.zero_grad(set_to_none=True)
+                    loss, out = train_step(model, x, y, step, autocast)
+                    if not torch.isfinite(loss):  # before the step: the weights stay as they were
+                        raise HwpruneError(f"loss became {loss.item()} at step {step}; lower the learning rate "
+                                           f"(--lr) and resume")
+                    if cfg.grad_clip:
+                        nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                    opt.step()
+                    s = state["sums"]
+                    s[0] += loss.item() * len(y)
+                    s[1] += int((out.argmax(1) == y).sum())
+                    s[2] += len(y)
+                    state["step_in_epoch"] += 1
+                    seen += len(y)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{s[1] / s[2]:.3f}",
+                                        img_s=f"{seen * world / (time.perf_counter() - t0):.0f}")
+                    if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                        save()
+                if bar is not None:
+                    bar.close()
+                s = state["sums"]
+                row = {"epoch": epoch + 1, "loss": s[0] / max(s[2], 1), "train_acc": s[1] / max(s[2], 1),
+                       "lr": opt.param_groups[0]["lr"], "img_per_s": seen * world / max(time.perf_counter() - t0, 1e-9)}
+                if evaluate is not None:
+                    row.update(evaluate())
+                    module.train()
+                state["history"].append(row)
+                state["epoch"], state["step_in_epoch"], state["sums"] = epoch + 1, 0, [0.0, 0, 0, 0.0]
+                save()
+                if rank == 0 and ckpt is not None:
+                    _write_history(ckpt.parent / "history.csv", state["history"])
+                say("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            if world > 1:
+                _check_ranks_agree(module, say)
+        except KeyboardInterrupt:
+            save()  # the state after the last finished step: --resume continues from here
+            say(f"interrupted; saved {ckpt} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}"
+                if ckpt else "interrupted")
+            raise
     return state["history"]
 
 

@@ -5,6 +5,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .memory_format import channels_last
+
 __all__ = ["accuracy"]
 
 
@@ -15,14 +17,15 @@ def accuracy(model, loader: Iterable, enc: Sequence[int] | None = None, max_batc
     model.eval()
     dev = next(model.parameters()).device
     correct = total = 0
-    try:
-        for k, (x, y) in enumerate(loader):
-            if max_batches is not None and k >= max_batches:
-                break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            out = model(x, enc) if enc is not None else model(x)
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
-    finally:
-        model.train(was_training)
+    with channels_last(model):
+        try:
+            for k, (x, y) in enumerate(loader):
+                if max_batches is not None and k >= max_batches:
+                    break
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                out = model(x, enc) if enc is not None else model(x)
+                correct += int((out.argmax(1) == y).sum())
+                total += len(y)
+        finally:
+            model.train(was_training)
     return correct / max(total, 1)
