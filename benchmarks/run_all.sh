@@ -58,6 +58,7 @@ run() { echo; echo "== $*"; python "$@"; }
 if [ "$fast" = 1 ]; then
   run benchmarks/flops_speed.py --model resnet20 --seconds 0.3
   run benchmarks/pruningnet_overhead.py --steps 3 --skip-accuracy
+  run benchmarks/memory_format.py --rounds 1 --steps 1 --threads 1
   run benchmarks/profile_tables.py --only resnet20-32 --threads 1
   run benchmarks/latency_fidelity.py --models resnet20-32 --threads 1 --n 8
   run benchmarks/accuracy_vs_latency.py --fast --models resnet20 --work runs/bench_fast/work
@@ -68,6 +69,7 @@ if [ "$fast" = 1 ]; then
 else
   run benchmarks/flops_speed.py
   run benchmarks/pruningnet_overhead.py
+  run benchmarks/memory_format.py
   run benchmarks/profile_tables.py
   run benchmarks/latency_fidelity.py --threads 1 2
   run benchmarks/accuracy_vs_latency.py

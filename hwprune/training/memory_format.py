@@ -1,16 +1,17 @@
 """Convolutions in channels-last memory on the CPU, for training and scoring.
 
-PyTorch's CPU convolutions (oneDNN) run far faster when the weights are stored channels
-last (NHWC) than in the default NCHW, most of all the depthwise ones: a training step of
-mobilenet_v2_cifar at half its width took 0.25-0.27 s instead of 0.40-0.61 s (batch 64,
-2 threads, a 2-core AMD EPYC, torch 2.13), a forward pass 0.05 s instead of 0.09 s;
-resnet20's steps ran 1.05-1.10x faster (``python benchmarks/memory_format.py``).
+PyTorch's CPU convolutions (oneDNN) run faster when the weights are stored channels last
+(NHWC) than in the default NCHW, most of all the depthwise ones: on a 2-core AMD EPYC with
+torch 2.13, at Fashion-MNIST's 28x28, batch 64, 1-2 threads, a training step of
+mobilenet_v2_cifar ran 1.43-1.61x faster, resnet20's 1.13-1.40x, and forward passes
+1.0-2.1x faster (``python benchmarks/memory_format.py``, ``benchmarks/results/memory_format.csv``).
 Converting the weights is enough: a convolution whose weight is channels last returns
 channels-last outputs, so every layer after the first runs that way with the inputs as
 they come. The outputs agree with NCHW's to float rounding, not to the bit.
 
 :func:`channels_last` converts modules for the duration of a block and gives them back as
-they came, so checkpoints, slicing and export never see the difference. It does nothing on
+they came, so slicing and export see the usual format (a checkpoint saved meanwhile holds
+channels-last tensors, which load into a module of either format). It does nothing on
 other devices (cuDNN chooses its own layouts in float32), on modules without a 4-D weight,
 or where ``HWPRUNE_CHANNELS_LAST=0``.
 """
