@@ -1,4 +1,5 @@
-"""Channels-last memory on the CPU: converted for the block, given back as it came, the same function."""
+"""How the CPU trains and scores: channels-last memory (converted for the block, given back as it came, the same
+function) and evaluation in chunks."""
 import pytest
 import torch
 import torch.nn as nn
@@ -8,6 +9,7 @@ from hwprune.data import load_dataset, make_loaders
 from hwprune.supernet.evaluate import InheritEvaluator
 from hwprune.training.loop import fit
 from hwprune.training.memory_format import CHANNELS_LAST_ENV, channels_last, wants_channels_last
+from hwprune.training.metrics import CPU_CHUNK, accuracy
 
 CL = torch.channels_last
 
@@ -42,6 +44,28 @@ def test_the_block_runs_channels_last_and_gives_the_module_back_as_it_came():
     with channels_last(m, m):
         pass
     assert layouts(m) == [True, True]
+
+
+def test_a_block_inside_another_keeps_a_network_of_pointwise_and_depthwise_convolutions_channels_last():
+    """Such weights are contiguous in both formats (mobilenet_v2's): only the outputs show the format they ran in."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8)).eval()
+    ran = []
+    handle = m[3].register_forward_hook(lambda mod, args, out: ran.append(
+        out.is_contiguous(memory_format=CL) and not out.is_contiguous()))
+    x = torch.randn(2, 1, 9, 9)
+    try:
+        with torch.no_grad():
+            m(x)
+            with channels_last(m):
+                m(x)
+                with channels_last(m[0], m):  # (a part of it, and it again)
+                    m(x)
+                m(x)
+            m(x)
+    finally:
+        handle.remove()
+    assert ran == [False, True, True, True, False]
 
 
 def test_declined_where_it_does_not_apply(monkeypatch):
@@ -102,3 +126,18 @@ def test_the_inherit_evaluator_scores_channels_last_and_leaves_the_dense_model_a
         handle.remove()
     assert 0 <= score <= 1 and seen and all(seen)  # BN statistics, tuning and the score: all channels last
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_accuracy_runs_a_large_batch_in_chunks_on_the_cpu_and_counts_every_image():
+    m = net().eval()
+    sizes = []
+    handle = m[0].register_forward_pre_hook(lambda mod, args: sizes.append(len(args[0])))
+    torch.manual_seed(1)
+    x, y = torch.randn(2 * CPU_CHUNK + 5, 3, 9, 9), torch.randint(0, 4, (2 * CPU_CHUNK + 5,))
+    try:
+        got = accuracy(m, [(x, y)])
+    finally:
+        handle.remove()
+    assert sizes == [CPU_CHUNK, CPU_CHUNK, 5]
+    with torch.no_grad():
+        assert got == pytest.approx(float((m(x).argmax(1) == y).float().mean()))

@@ -18,6 +18,7 @@ or where ``HWPRUNE_CHANNELS_LAST=0``.
 from __future__ import annotations
 
 import os
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -42,22 +43,33 @@ def wants_channels_last(module: nn.Module | None, enabled: bool | None = None) -
     return params[0].device.type == "cpu" and os.environ.get(CHANNELS_LAST_ENV, "1").strip() != "0"
 
 
-def _contiguous(module: nn.Module) -> bool:
-    return all(t.is_contiguous() for t in (*module.parameters(), *module.buffers()) if t.dim() == 4)
+# the modules (and their submodules) a channels_last block converted and has not given back yet. Their weights cannot
+# tell: a 1x1 convolution's and a depthwise one's are contiguous in both formats (mobilenet_v2 has no other kind), so a
+# block inside another would take them for NCHW and give them back as such
+_CONVERTED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+def _channels_last_already(module: nn.Module) -> bool:
+    return any(m in _CONVERTED for m in module.modules()) or any(
+        t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+        for t in (*module.parameters(), *module.buffers()))
 
 
 @contextmanager
 def channels_last(*modules: nn.Module | None, enabled: bool | None = None) -> Iterator[None]:
-    """Run ``modules`` (None entries skipped) channels last inside the block, and give each back in the memory
-    format it came in. Parameters stay the same objects (an optimizer made before keeps working); a module already
-    channels last, or one :func:`wants_channels_last` declines, is left alone."""
+    """Run ``modules`` (None entries skipped) channels last inside the block, and give each back in NCHW. Parameters
+    stay the same objects (an optimizer made before keeps working); a module already channels last (converted by an
+    enclosing block, or by its owner), or one :func:`wants_channels_last` declines, is left alone."""
     converted = []
     for m in modules:
-        if m is not None and wants_channels_last(m, enabled) and _contiguous(m) and m not in converted:
+        if m is not None and wants_channels_last(m, enabled) and not _channels_last_already(m):
             m.to(memory_format=torch.channels_last)
+            _CONVERTED.update(m.modules())
             converted.append(m)
     try:
         yield
     finally:
         for m in converted:
             m.to(memory_format=torch.contiguous_format)
+            for sub in m.modules():
+                _CONVERTED.discard(sub)
