@@ -73,7 +73,7 @@ from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import budget_candidates  # noqa: E402
-from hwprune.search.rerank import rerank  # noqa: E402
+from hwprune.search.rerank import VAL_FACTOR as RERANK_VAL_FACTOR, rerank  # noqa: E402
 from hwprune.supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
 from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
@@ -103,7 +103,7 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
                    "tune_steps", "taylor_batches", "steer_after")
 # hwprune-rerank's own: a change scores its candidates again
-RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines")
+RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
 SPACE = "blocks"  # chosen.json's encodings are of the space whose blocks may drop (:func:`blocks_space`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
@@ -153,6 +153,9 @@ class Settings:
     rerank_top: int = 0
     rerank_steps: int = 300
     rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
+    # scored on rerank.VAL_FACTOR x val_batches validation batches after the search's, as `hwprune search` does (False:
+    # on the search's own, as before 2026-12-04 10:30)
+    rerank_fresh: bool = True
     # hwprune-channels: the default search on channels alone (the space without dropped blocks: --keep-blocks);
     # --ablations (a search and 6 fine-tunes, kept out of the default run and its 2.5 h)
     channels: bool = False
@@ -494,9 +497,11 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                      measure=steer_meter(measure, ev.space), measured_ms=[b for _, b in budgets])
         if method == "hwprune-rerank":
             extra = next(iter(chosen.get("hwprune", {}).values()), {}).get("search_seconds", 0.0)  # (resumed)
+            fresh = s.rerank_fresh and bool(s.val_batches)
             rerank(res, inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, replace(s, tune_steps=s.rerank_steps)),
                    loaders.val, loaders.calib, top=s.rerank_top, calib_batches=s.calib_batches,
-                   val_batches=s.val_batches, baselines=s.rerank_baselines, log=say)
+                   val_batches=s.val_batches * (RERANK_VAL_FACTOR if fresh else 1) if s.val_batches else None,
+                   skip_batches=s.val_batches if fresh else 0, baselines=s.rerank_baselines, log=say)
         seconds = round(time.time() - t + extra, 1)
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):
@@ -943,6 +948,9 @@ def main(argv=None) -> None:
                     help="also search with adaptive BN alone, a single-sample PruningNet and channels alone, rerank the "
                          "default search's fittest, and rank with two more PruningNets (resnet20: 3 searches, a "
                          "rerank, 3 PruningNets and 24 fine-tunes more)")
+    ap.add_argument("--rerank-top", type=int, metavar="N",
+                    help="run hwprune-rerank on every model: the default search's N fittest scored again")
+    ap.add_argument("--rerank-steps", type=int, metavar="STEPS", help="tuning steps of each hwprune-rerank score")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
     ap.add_argument("--summarize", action="store_true",
@@ -963,6 +971,10 @@ def main(argv=None) -> None:
             s = replace(s, **{k: getattr(args, k)})
     if args.ablations:
         s = replace(s, **ABLATIONS)
+    for k in ("rerank_top", "rerank_steps"):  # over every model's own settings too
+        if getattr(args, k) is not None:
+            s = replace(s, **{k: getattr(args, k)}, per_model={
+                m: {**v, k: getattr(args, k)} for m, v in s.per_model.items()})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]

@@ -329,6 +329,39 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     assert res.stats["rerank"]["baselines"] is True
 
 
+def test_scoring_again_uses_validation_batches_the_search_did_not_pick_its_fittest_on(setup):
+    """The fittest of many candidates is in part the luckiest on the search's own validation batches, so a rerank
+    passes over them (``skip_batches``) and scores on the batches after; with none after them it scores on the
+    search's own and says so; a negative skip is refused."""
+    from hwprune.search.rerank import rerank
+
+    pnet, loaders, table, _ = setup
+    budget = 0.6 * table.predict(pnet.space.full())
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    val = [(torch.full((2, 1, 32, 32), float(k)), torch.zeros(2, dtype=torch.long)) for k in range(6)]  # batch k: k
+
+    class Seen:  # which validation batches each score ran on
+        def __init__(self):
+            self.batches = []
+
+        def score(self, enc, val, calib, calib_batches):
+            self.batches.append([int(x[0, 0, 0, 0]) for x, _ in val])
+            return 0.0
+
+    for skip, n, want in [(1, 2, [1, 2]), (4, None, [4, 5]), (0, 3, [0, 1, 2]), (6, 2, [0, 1]), (9, None, list(range(6)))]:
+        seen, said = Seen(), []
+        rerank(res, seen, val, loaders.calib, top=2, calib_batches=1, val_batches=n, skip_batches=skip,
+               baselines=False, log=said.append)
+        assert seen.batches == [want, want], (skip, n)  # both candidates, on the same batches
+        fell_back = skip >= len(val)
+        assert res.stats["rerank"]["skip_batches"] == (0 if fell_back else skip)
+        assert res.stats["rerank"]["val_batches"] == len(want)
+        assert ("no batch after the" in said[0]) == fell_back
+        assert (f"on {len(want)} validation batches after the search's {skip}" in said[-1]) == (0 < skip < len(val))
+    with pytest.raises(hp.HwpruneError, match="whole number of validation batches"):
+        rerank(res, Seen(), val, loaders.calib, top=2, skip_batches=-1)
+
+
 def test_a_search_whose_fittest_is_near_chance_says_so(setup):
     """An evaluator that cannot tell candidates apart (an untrained PruningNet: ~0.1 on 10 classes) makes the
     search random; the user is told, per budget, and the result records it."""

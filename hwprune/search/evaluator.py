@@ -64,11 +64,14 @@ class CandidateEvaluator:
 
 
 class _Limited:
-    def __init__(self, loader, n):
-        self.loader, self.n = loader, n
+    """``n`` batches of ``loader`` (every one after the first ``start``; ``n=None``: to its end)."""
+
+    def __init__(self, loader, n, start: int = 0):
+        self.loader, self.n, self.start = loader, n, start
 
     def __iter__(self):
         for k, batch in enumerate(self.loader):
-            if k >= self.n:
+            if self.n is not None and k >= self.start + self.n:
                 return
-            yield batch
+            if k >= self.start:
+                yield batch
