@@ -1,7 +1,10 @@
 """The inherit evaluator: candidates scored with the ordered dense weights, sliced, BN recalibrated and tuned."""
+from copy import deepcopy as copy_module
+
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import hwprune as hp
 from hwprune.core.importance import order_channels
@@ -115,6 +118,25 @@ def test_a_short_tune_pulls_a_narrow_network_toward_the_dense_one_and_leaves_the
     assert all(torch.equal(v, before[k]) for k, v in ordered.state_dict().items())
     with pytest.raises(hp.HwpruneError, match="tune_steps"):
         InheritEvaluator(space, ordered, tune_steps=-1)
+
+
+def test_a_short_tune_does_not_follow_the_global_random_state_through_dropout():
+    """A candidate's score must not depend on what ran before it: the tuning steps keep dropout off (and leave
+    every module's mode as it was)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 4))
+    x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 4, (8,))
+    teacher = [torch.randn(8, 4)] * 3
+    tuned = []
+    for seed in (1, 2):
+        copy = copy_module(net)
+        copy.train()
+        torch.manual_seed(seed)
+        short_tune(copy, teacher, [(x, y)] * 3, lr=0.1)
+        assert all(m.training for m in copy.modules())
+        tuned.append(copy.state_dict())
+    assert all(torch.equal(tuned[0][k], tuned[1][k]) for k in tuned[0])
+    assert not torch.equal(tuned[0]["1.weight"], net.state_dict()["1.weight"])  # (it did tune)
 
 
 def test_search_takes_an_inherit_evaluator_and_meets_the_budget(trained):
