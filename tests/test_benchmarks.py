@@ -775,3 +775,35 @@ def test_l1_widths_quick_run_fine_tunes_each_arm_beside_the_benchmarks_own(fashi
         assert mine == theirs[theirs.method == method].sort_values("seed").test_acc.round(4).tolist()
     with pytest.raises(SystemExit, match="no L1 and hwprune networks at 0.3"):
         lw.main(["--quick", "--work", str(work), "--out", str(tmp_path / "lw"), "--fraction", "0.3"])
+
+
+def test_pick_scores_reads_each_runs_picks_once_and_scores_them_past_the_searchs_batches(fashion, tmp_path):
+    """pick_scores.py: every method's pick per budget with its mean fine-tuned accuracy over seeds, a network two
+    runs picked alike once (under the first run), methods without rows left out; its scores other than the
+    search's own start after the search's validation batches."""
+    import csv as csvmod
+
+    ps = _bench_module("pick_scores")
+    runs = []
+    for label, hw, acc in [("a", [1, 2], (0.5, 0.7)), ("b", [3, 4], (0.9, 0.8))]:
+        (tmp_path / label / "m").mkdir(parents=True)
+        (tmp_path / label / "m" / "chosen.json").write_text(json.dumps({
+            "uniform": {"0.5": {"encoding": [2, 2]}}, "hwprune": {"0.5": {"encoding": hw}},
+            "random": {"0.5": {"encoding": [0, 1]}}}))  # (no random rows: not fine-tuned, left out)
+        rows = [{"model": "m", "method": m, "budget_fraction": "0.5", "seed": s, "test_acc": a, "val_acc": a}
+                for m, a0 in [("uniform", 0.6 if label == "a" else 0.1), ("hwprune", acc[0])]
+                for s, a in enumerate([a0, a0 + 0.1] if m == "uniform" else acc)]
+        rows.append({"model": "other", "method": "hwprune", "budget_fraction": "0.5", "seed": 0, "test_acc": 0,
+                     "val_acc": 0})
+        with (tmp_path / f"{label}.csv").open("w", newline="") as f:
+            w = csvmod.DictWriter(f, list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        runs.append((label, str(tmp_path / label), str(tmp_path / f"{label}.csv")))
+    got = ps.picks("m", runs)["0.5"]
+    assert {k: (v["run"], v["method"], v["seeds"], v["test_acc"]) for k, v in got.items()} == {
+        (2, 2): ("a", "uniform", 2, 0.65), (1, 2): ("a", "hwprune", 2, 0.6), (3, 4): ("b", "hwprune", 2, 0.85)}
+    s = fashion.Settings().for_model("mobilenet_v2_cifar")
+    scores = ps.scores_of(s)
+    assert scores["search"] == (s.tune_steps, 0, s.val_batches)
+    assert all(start >= s.val_batches for name, (_, start, _) in scores.items() if name != "search")
