@@ -11,9 +11,9 @@ fine-tuning seeds' spread.
 
 The search also picks its winner on the few validation batches it scores every candidate on, so the fittest of
 hundreds is in part the one luckiest on those images: on Fashion-MNIST mobilenet_v2_cifar at 50% of the dense
-latency (`benchmarks/pick_scores.py`), the default search's pick scored 0.823 on its 4 batches and 0.811 on the
-next 4, where the other methods' networks moved by under a point either way, and on the 7 networks the benchmark
-fine-tuned there Kendall tau with the fine-tuned accuracy was 0.14 on the search's batches and 0.68 on the next 4.
+latency (`benchmarks/pick_scores.py`), the default search's pick scored 0.826 on its 4 batches and 0.812 on the
+next 4, where the other methods' picks moved by -0.6 to +0.5 points, and on the 8 networks the benchmark
+fine-tuned there Kendall tau with the fine-tuned accuracy was 0.36 on the search's batches and 0.76 on the next 4.
 So a rerank scores on batches the search never selected on: ``skip_batches`` (the search's ``val_batches``) are
 passed over, and :data:`VAL_FACTOR` times as many after them are scored (they are few candidates).
 
