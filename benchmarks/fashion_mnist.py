@@ -73,7 +73,7 @@ from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import budget_candidates  # noqa: E402
-from hwprune.search.rerank import VAL_FACTOR as RERANK_VAL_FACTOR, rerank  # noqa: E402
+from hwprune.search.rerank import fresh_batches, rerank  # noqa: E402
 from hwprune.supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator  # noqa: E402
 from hwprune.supernet.pruningnet import PruningNet  # noqa: E402
 from hwprune.supernet.sampling import LatencyWindow  # noqa: E402
@@ -153,7 +153,7 @@ class Settings:
     rerank_top: int = 0
     rerank_steps: int = 300
     rerank_baselines: bool = True  # and the search's uniform and magnitude networks (rerank's ``baselines``)
-    # scored on rerank.VAL_FACTOR x val_batches validation batches after the search's, as `hwprune search` does (False:
+    # scored on the validation batches after the search's (rerank.fresh_batches), as `hwprune search` does (False:
     # on the search's own, as before 2026-12-04 10:30)
     rerank_fresh: bool = True
     # hwprune-channels: the default search on channels alone (the space without dropped blocks: --keep-blocks);
@@ -497,11 +497,10 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                      measure=steer_meter(measure, ev.space), measured_ms=[b for _, b in budgets])
         if method == "hwprune-rerank":
             extra = next(iter(chosen.get("hwprune", {}).values()), {}).get("search_seconds", 0.0)  # (resumed)
-            fresh = s.rerank_fresh and bool(s.val_batches)
+            window = fresh_batches(s.val_batches) if s.rerank_fresh else {"val_batches": s.val_batches}
             rerank(res, inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, replace(s, tune_steps=s.rerank_steps)),
-                   loaders.val, loaders.calib, top=s.rerank_top, calib_batches=s.calib_batches,
-                   val_batches=s.val_batches * (RERANK_VAL_FACTOR if fresh else 1) if s.val_batches else None,
-                   skip_batches=s.val_batches if fresh else 0, baselines=s.rerank_baselines, log=say)
+                   loaders.val, loaders.calib, top=s.rerank_top, calib_batches=s.calib_batches, **window,
+                   baselines=s.rerank_baselines, log=say)
         seconds = round(time.time() - t + extra, 1)
         chosen[method] = {}
         for i, ((f, b), best) in enumerate(zip(budgets, res.best)):

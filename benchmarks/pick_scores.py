@@ -36,7 +36,7 @@ import fashion_mnist as fm  # noqa: E402
 import hwprune as hp  # noqa: E402
 from hwprune.files.atomic import write_atomic  # noqa: E402
 from hwprune.search.evaluator import _Limited  # noqa: E402
-from hwprune.search.rerank import VAL_FACTOR  # noqa: E402
+from hwprune.search.rerank import fresh_batches  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("uniform", "random", "hwprune", "hwprune-rerank", "hwprune-pruningnet")
@@ -44,9 +44,10 @@ METHODS = ("uniform", "random", "hwprune", "hwprune-rerank", "hwprune-pruningnet
 
 def scores_of(s: fm.Settings) -> dict:
     """Each score's (tuning steps, first validation batch, batches)."""
-    n = s.val_batches
-    return {"search": (s.tune_steps, 0, n), "next": (s.tune_steps, n, n), "rerank": (s.tune_steps, n, VAL_FACTOR * n),
-            "rerank_100": (100, n, VAL_FACTOR * n)}
+    n, fresh = s.val_batches, fresh_batches(s.val_batches)
+    window = (fresh["skip_batches"], fresh["val_batches"])
+    return {"search": (s.tune_steps, 0, n), "next": (s.tune_steps, n, n), "rerank": (s.tune_steps, *window),
+            "rerank_100": (100, *window)}
 
 
 def picks(model: str, runs: list[tuple[str, str, str]]) -> dict:
@@ -85,10 +86,12 @@ def main(argv=None) -> None:
     blocks = fm.blocks_space(space, s)
     nets = picks(args.model, args.run)
     rows, scores, started = [], scores_of(s), time.time()
+    # one evaluator per tuning-step count: it computes the dense network's outputs on its tuning batches once
+    evaluators = {steps: hp.InheritEvaluator(blocks, ordered, tune_steps=steps) for steps, _, _ in scores.values()}
     for f, found in nets.items():
         for enc, row in found.items():
             for name, (steps, start, n) in scores.items():
-                ev = hp.InheritEvaluator(blocks, ordered, tune_steps=steps)
+                ev = evaluators[steps]
                 t = time.perf_counter()
                 row[name] = round(float(ev.score(enc, _Limited(loaders.val, n, start=start), loaders.calib,
                                                  s.calib_batches)), 4)

@@ -337,15 +337,14 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     result = search(scorer, loaders.val, loaders.calib, table=lut, latency_ms=latency_ms, flops=flops, params=params,
                     config=cfg, run_dir=folder, resume=resume, log=log, measure=measure)
     if rerank[0]:
-        from ..search.rerank import VAL_FACTOR
+        from ..search.rerank import fresh_batches
         from ..search.rerank import rerank as score_again
 
-        # on validation batches the search did not pick its fittest on (VAL_FACTOR x as many, after its own)
+        # on validation batches the search did not pick its fittest on
         score_again(result, InheritEvaluator(scorer.space, scorer.model, tune_steps=rerank[1],
                                              tune_lr=scorer.tune_lr), loaders.val,
-                    loaders.calib, top=rerank[0], calib_batches=cfg.calib_batches,
-                    val_batches=VAL_FACTOR * cfg.val_batches if cfg.val_batches else None,
-                    skip_batches=cfg.val_batches or 0, log=log or (lambda m: None))
+                    loaders.calib, top=rerank[0], calib_batches=cfg.calib_batches, **fresh_batches(cfg.val_batches),
+                    log=log or (lambda m: None))
     if measure_top and lut is not None and latency_ms and is_main():
         from ..search.measured import meet_measured
 

@@ -35,9 +35,17 @@ from .evaluator import _Limited
 from .measured import _KEYS, _ordinal, fittest_candidates
 from .result import SearchResult
 
-__all__ = ["rerank", "VAL_FACTOR"]
+__all__ = ["rerank", "fresh_batches", "VAL_FACTOR"]
 
 VAL_FACTOR = 4  # a rerank scores this many times the search's validation batches, after them
+
+
+def fresh_batches(search_batches: int | None) -> dict:
+    """:func:`rerank`'s ``val_batches`` and ``skip_batches`` after a search that scored its candidates on
+    ``search_batches`` validation batches: :data:`VAL_FACTOR` x as many after them (None: the search scored all of
+    them, so the rerank does too)."""
+    return {"val_batches": VAL_FACTOR * search_batches if search_batches else None,
+            "skip_batches": search_batches or 0}
 
 
 def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8, calib_batches: int = 10,
