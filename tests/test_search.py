@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -270,6 +271,36 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     assert ratio < 1 and "none of the 2 fittest" in said[-1] and f"--latency-ms {budget * ratio:.4g}" in said[-1]
     with pytest.raises(hp.HwpruneError, match="top and rounds must be positive"):
         meet_measured(res2, space, table, top=0, profiler=fast)
+
+
+def test_the_meter_times_twice_and_keeps_each_networks_faster_reading(setup):
+    """One timing call a busy machine slowed throughout (every network 1.6x on an H200) must not steer a search or
+    fail a budget; a machine slower on both timings still reads slow."""
+    from hwprune.search.measured import table_meter
+
+    pnet, _, table, _ = setup
+    space = pnet.space
+    encs = [space.full(), space.uniform(0.5), space.narrowest()]
+
+    class Disturbed(FakeProfiler):  # each call scales every network by the next factor
+        def __init__(self, factors):
+            super().__init__()
+            self.factors, self.calls = list(factors), 0
+
+        def measure_networks(self, models, input_shape, **kw):
+            f = self.factors[self.calls % len(self.factors)]
+            self.calls += 1
+            return [replace(m, p10_ms=f * m.p10_ms, median_ms=f * m.median_ms, p90_ms=f * m.p90_ms)
+                    for m in super().measure_networks(models, input_shape, **kw)]
+
+    calm = table_meter(space, table, FakeProfiler())(encs)
+    for first in (1.6, 1.0):  # the disturbed call first or second
+        prof = Disturbed([first, 2.6 - first])
+        assert table_meter(space, table, prof)(encs) == pytest.approx(calm) and prof.calls == 2
+    assert table_meter(space, table, Disturbed([1.6]), timings=1)(encs) == pytest.approx([1.6 * v for v in calm])
+    assert table_meter(space, table, Disturbed([1.3, 1.4]))(encs) == pytest.approx([1.3 * v for v in calm])
+    with pytest.raises(hp.HwpruneError, match="timings must be at least 1"):
+        table_meter(space, table, FakeProfiler(), timings=0)
 
 
 def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_orders_the_rest(setup):

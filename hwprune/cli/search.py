@@ -53,8 +53,9 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
 @click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Time the N fittest candidates of each latency budget on this machine (the table's backend) and "
-                   "keep the fittest one measured within the budget; 0: trust the table.")
+              help="Time the N fittest candidates of each latency budget on this machine (the table's backend; "
+                   "twice, each network's faster reading kept) and keep the fittest one measured within the budget; "
+                   "0: trust the table.")
 @click.option("--steer-after", type=click.IntRange(min=0), default=None,
               help="After N generations of each latency budget, time its fittest candidates here (as many as "
                    "--measure-top, else 8) and ask the table from then on for what it predicts for them at the "
