@@ -59,6 +59,9 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     assert f["n"] == 3 and 0 <= f["lut"]["within_10pct"] <= 1
     assert d["calibration"]["loo_mape"] == hp.LatencyTable.load(out).meta["calibration"]["loo_mape"]
     assert set(f["retest"]) == {"within_10pct", "mape", "spearman"}
+    reach = d["reach"]  # (resnet20's space may drop blocks: the narrowest of all drops them)
+    assert reach["blocks_ms"] < reach["channels_ms"] < reach["dense_ms"]
+    assert reach["channels_share"] == pytest.approx(reach["channels_ms"] / reach["dense_ms"], abs=1e-4)
     report = json.loads((tmp_path / "r20.fidelity.json").read_text())
     assert len(report["measured_ms"]) == len(report["lut_ms"]) == len(report["flops_ms"]) == 3
     # the summary is of the networks in the report, whose times are rounded (no threshold on it: how close they are
@@ -89,6 +92,31 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     assert CliRunner().invoke(main, args + ["--chunk-kb", "256"]).exit_code == 0
     r = CliRunner().invoke(main, args + ["--chunk-kb", "1024"])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "chunk_kb=256, not 1024" in r.output
+
+
+def test_reach_is_what_the_table_predicts_for_the_dense_and_the_narrowest_networks(real_table, small_space):
+    """The dense network, the narrowest keeping every block, and in a space that may drop blocks the narrowest of all;
+    where channels alone reach little, the line says what reaches lower."""
+    from hwprune.latency.reach import CHANNELS_LITTLE, describe_reach, reach
+
+    table, _ = real_table
+    r = reach(table, small_space)
+    dense, channels = table.predict(small_space.full()), table.predict(small_space.narrowest(keep_blocks=True))
+    assert (r["dense_ms"], r["channels_ms"]) == (pytest.approx(dense, abs=1e-5), pytest.approx(channels, abs=1e-5))
+    assert r["channels_share"] == pytest.approx(channels / dense, abs=1e-4) and r["blocks_ms"] is None
+    drops = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32), ratios=RATIOS,
+                                      drop_blocks=True)
+    rd = reach(table.for_space(drops), drops)
+    assert rd["channels_ms"] == pytest.approx(r["channels_ms"]) and rd["dense_ms"] == pytest.approx(r["dense_ms"])
+    assert rd["blocks_ms"] == pytest.approx(table.for_space(drops).predict(drops.narrowest()), abs=1e-5)
+    assert rd["blocks_ms"] < rd["channels_ms"]
+    assert rd["blocks_share"] == pytest.approx(rd["blocks_ms"] / dense, abs=1e-4)
+    line = describe_reach(rd)
+    assert f"{rd['channels_share']:.0%} of it" in line and "dropping blocks too" in line
+    assert ("per kernel" in line) == (rd["channels_share"] > CHANNELS_LITTLE)
+    little = dict(rd, channels_ms=0.93 * dense, channels_share=0.93)  # as on an H200 at batch 1
+    assert "at most 7% off" in describe_reach(little) and "the search's default" in describe_reach(little)
+    assert "--drop-blocks" in describe_reach(dict(little, blocks_ms=None, blocks_share=None))
 
 
 def test_cli_chunk_budget_is_refused_on_a_backend_without_kernel_chunks(tmp_path):

@@ -61,6 +61,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
     measurement (test-retest); the report and a scatter plot go next to OUT.
     """
     from ..latency.calibration import describe, loo_mapes
+    from ..latency.reach import describe_reach, reach
     from ..errors import HwpruneError
     from ..runs.folder import RunFolder
     from ..runs.stages import fidelity_paths, profile_stage
@@ -87,7 +88,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
                "entries": len(table.entries), "overhead_ms": table.overhead_ms, "scale": table.scale,
                "calibration": {"model": calibration.get("model", "constant"),
                                "loo_mape": loo_mapes(calibration), "note": describe(calibration)},
-               "profiling": table.meta.get("profiling", {})}
+               "profiling": table.meta.get("profiling", {}), "reach": reach(table.for_space(space), space)}
     if report is not None:
         report_path, plot_path = fidelity_paths(out)
         summary["fidelity"] = {k: getattr(report, k) for k in ("n", "lut", "flops", "retest", "drift")}
@@ -101,6 +102,7 @@ def profile(model_name, weights, input_shape, num_classes, width_mult, round_to,
                (f"; measured {p['measured']} in {p['kernel_seconds']} s ({p['entries_per_second']}/s), "
                 f"total {p['total_seconds']} s" if p and p.get("measured") else ""))
     click.echo(summary["calibration"]["note"])
+    click.echo(describe_reach(summary["reach"]))
     if report is not None:
         click.echo(report.summary())
         click.echo(f"report: {summary['fidelity']['report']}  plot: {summary['fidelity']['plot']}")
