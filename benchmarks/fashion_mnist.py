@@ -973,10 +973,7 @@ def main(argv=None) -> None:
             s = replace(s, **{k: getattr(args, k)})
     if args.ablations:
         s = replace(s, **ABLATIONS)
-    for k in ("rerank_top", "rerank_steps", "val_batches"):  # over every model's own settings too
-        if getattr(args, k) is not None:
-            s = replace(s, **{k: getattr(args, k)}, per_model={
-                m: {**v, k: getattr(args, k)} for m, v in s.per_model.items()})
+    s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches")})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]
@@ -1001,6 +998,14 @@ def main(argv=None) -> None:
         write_results(rows, tau, s, Path(args.out), stem, round(time.time() - started))
     print(summary(rows, tau))
     print(f"wrote {stem}.csv, _tau.csv, .png, .md in {round(time.time() - started)} s")
+
+
+def overridden(s: Settings, **values) -> Settings:
+    """``s`` with each setting given (not None) set for every model, over the models' own settings too."""
+    for k, v in values.items():
+        if v is not None:
+            s = replace(s, **{k: v}, per_model={m: {**own, k: v} for m, own in s.per_model.items()})
+    return s
 
 
 def follow_up(argv, doc: str, own=lambda ap: None):

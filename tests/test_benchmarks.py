@@ -366,6 +366,11 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     # how many candidates are scored again, and how long, is hwprune-rerank's own (chosen.json keeps it)
     assert fashion.claimed(replace(s, rerank_top=4, rerank_steps=100, rerank_baselines=False)) == fashion.claimed(s)
     assert "hwprune-rerank" not in fashion.methods(replace(more, rerank_top=0))
+    # --val-batches / --rerank-top / --rerank-steps: for every model, over mobilenet_v2_cifar's own settings too
+    given = fashion.overridden(s, val_batches=6, rerank_steps=None)
+    assert {m: given.for_model(m).val_batches for m in ("resnet20", "mobilenet_v2_cifar")} == \
+        {"resnet20": 6, "mobilenet_v2_cifar": 6}
+    assert s.for_model("mobilenet_v2_cifar").val_batches == 4 and given.rerank_steps == s.rerank_steps
     assert "hwprune-rerank" not in fashion.methods(more.for_model("mobilenet_v2_cifar"))
     assert "hwprune-channels" not in fashion.methods(more.for_model("mobilenet_v2_cifar"))
     assert fashion.claimed(replace(s, channels=True)) == fashion.claimed(s)  # a method switch: the folder resumes
