@@ -379,7 +379,8 @@ def test_scoring_again_uses_validation_batches_the_search_did_not_pick_its_fitte
             self.batches.append([int(x[0, 0, 0, 0]) for x, _ in val])
             return 0.0
 
-    for skip, n, want in [(1, 2, [1, 2]), (4, None, [4, 5]), (0, 3, [0, 1, 2]), (6, 2, [0, 1]), (9, None, list(range(6)))]:
+    for skip, n, want in [(1, 2, [1, 2]), (4, None, [4, 5]), (0, 3, [0, 1, 2]), (6, 2, [0, 1]),
+                          (9, None, list(range(6)))]:
         seen, said = Seen(), []
         rerank(res, seen, val, loaders.calib, top=2, calib_batches=1, val_batches=n, skip_batches=skip,
                baselines=False, log=said.append)
