@@ -823,9 +823,9 @@ def test_the_gpu_pipeline_script_runs_every_verb_and_summarises_them(tmp_path):
 
     from hwprune.deploy.export import tensorrt_unavailable_reason
 
-    env = dict(os.environ, DEVICE="cpu", SIZE="32", ROUND_TO="128", EPOCHS="1", FINETUNE="1", LIMIT="256",
-               VALIDATE="3", POPULATION="8", GENERATIONS="1", TUNE_STEPS="1", WORK=str(tmp_path / "work"),
-               RESULTS=str(tmp_path / "results"), HWPRUNE_MAX_WAIT_S="0")
+    env = dict(os.environ, DEVICE="cpu", SIZE="32", ROUND_TO="128", BATCH="2", EPOCHS="1", FINETUNE="1",
+               LIMIT="256", VALIDATE="3", POPULATION="8", GENERATIONS="1", TUNE_STEPS="1",
+               WORK=str(tmp_path / "work"), RESULTS=str(tmp_path / "results"), HWPRUNE_MAX_WAIT_S="0")
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_pipeline.sh")], env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -834,12 +834,15 @@ def test_the_gpu_pipeline_script_runs_every_verb_and_summarises_them(tmp_path):
     assert list(steps) == ["profile", "pretrain", "search", "finetune", "finetune_uniform", "export_searched",
                            "export_uniform", "export_tensorrt", "verify_searched", "verify_uniform"]
     trt_exit = 1 if tensorrt_unavailable_reason() else 0
-    assert all(v == 0 for k, v in steps.items() if k != "export_tensorrt") and steps["export_tensorrt"] == trt_exit
+    assert all(v == 0 for k, v in steps.items() if not k.startswith(("export_tensorrt", "verify_")))
+    assert steps["export_tensorrt"] == trt_exit
     assert summary["fidelity"]["n"] == 3 and 0 <= summary["fidelity"]["lut"]["within_10pct"] <= 1
     for net in ("searched", "uniform"):
         report = summary[net]["verify"]["reports"][0]
         assert report["budget_ms"] == pytest.approx(summary["budget_ms"], rel=1e-6)
+        assert report["backend"]["batch"] == 2  # measured at the table's batch (BATCH)
         assert report["within_budget"] == (report["measured_ms"] <= report["budget_ms"])
+        assert steps[f"verify_{net}"] == (0 if report["within_budget"] else 3)  # verify's exit status says it too
         assert 0 <= summary[net]["run"]["stages"]["retrain"]["summary"]["test_acc"] <= 1
     assert summary["dense"]["run"]["stages"]["pretrain"]["summary"]["test_acc"] >= 0
     for name in ("table.csv", "table.fidelity.json", "search_result.json", "log.txt", "environment.json"):
