@@ -2,7 +2,7 @@
 table, calibration and predictor can be checked exactly, without timing noise."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,6 +58,21 @@ class FakeProfiler(Profiler):
             if progress:
                 progress(1)
         return out
+
+
+class DisturbedProfiler(FakeProfiler):
+    """A busy machine now and then: each ``measure_networks`` call scales every network by the next of ``factors``
+    (in turn), as one timing call on an H200 read every network 1.6x."""
+
+    def __init__(self, factors):
+        super().__init__()
+        self.factors, self.calls = list(factors), 0
+
+    def measure_networks(self, models, input_shape, **kw):
+        f = self.factors[self.calls % len(self.factors)]
+        self.calls += 1
+        return [replace(m, p10_ms=f * m.p10_ms, median_ms=f * m.median_ms, p90_ms=f * m.p90_ms)
+                for m in super().measure_networks(models, input_shape, **kw)]
 
 
 def direct_sum(table, space, enc) -> float:

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from hwprune.search import (InfeasibleBudgetError, SearchConfig, _Evaluator, _Ev
 from hwprune.supernet.train import pnet_payload, train_pruningnet
 from hwprune.training import TrainConfig
 
-from latency_fakes import OVERHEAD_MS, FakeProfiler
+from latency_fakes import OVERHEAD_MS, DisturbedProfiler, FakeProfiler
 
 TINY = SearchConfig(population=8, keep_top=8, parents=4, mutations=4, crossovers=3, generations=3,
                     calib_batches=1, val_batches=1, seed=0)
@@ -282,23 +281,12 @@ def test_the_meter_times_twice_and_keeps_each_networks_faster_reading(setup):
     space = pnet.space
     encs = [space.full(), space.uniform(0.5), space.narrowest()]
 
-    class Disturbed(FakeProfiler):  # each call scales every network by the next factor
-        def __init__(self, factors):
-            super().__init__()
-            self.factors, self.calls = list(factors), 0
-
-        def measure_networks(self, models, input_shape, **kw):
-            f = self.factors[self.calls % len(self.factors)]
-            self.calls += 1
-            return [replace(m, p10_ms=f * m.p10_ms, median_ms=f * m.median_ms, p90_ms=f * m.p90_ms)
-                    for m in super().measure_networks(models, input_shape, **kw)]
-
     calm = table_meter(space, table, FakeProfiler())(encs)
     for first in (1.6, 1.0):  # the disturbed call first or second
-        prof = Disturbed([first, 2.6 - first])
+        prof = DisturbedProfiler([first, 2.6 - first])
         assert table_meter(space, table, prof)(encs) == pytest.approx(calm) and prof.calls == 2
-    assert table_meter(space, table, Disturbed([1.6]), timings=1)(encs) == pytest.approx([1.6 * v for v in calm])
-    assert table_meter(space, table, Disturbed([1.3, 1.4]))(encs) == pytest.approx([1.3 * v for v in calm])
+    assert table_meter(space, table, DisturbedProfiler([1.6]), timings=1)(encs) == pytest.approx([1.6 * v for v in calm])
+    assert table_meter(space, table, DisturbedProfiler([1.3, 1.4]))(encs) == pytest.approx([1.3 * v for v in calm])
     with pytest.raises(hp.HwpruneError, match="timings must be at least 1"):
         table_meter(space, table, FakeProfiler(), timings=0)
 

@@ -4,7 +4,10 @@ Exported files are measured on the backend their latency table was profiled with
 using the profiler's own protocol (warm-up, interleaved passes, quiet-run
 selection, the table's statistic), interleaved with each other and with one dense
 network (rebuilt from the space stored in the files' metadata), so every speed-up
-is a ratio against the same dense measurement, taken side by side. The verdict:
+is a ratio against the same dense measurement, taken side by side. They are measured
+``timings`` times (default 2), each network keeping its faster timing: on an H200 one
+timing call in eight read every network 1.6x (``benchmarks/gpu_repeat.py``), and two
+verify calls read the dense network 1.39 and 1.72 ms. The verdict:
 the measured latency may exceed the budget by at most ``tolerance`` (relative;
 0 unless asked for), and the report always shows by how much it is over or under.
 """
@@ -83,14 +86,15 @@ class VerifyReport:
 
 def verify(model_path: str | Path, table, latency_ms: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
            dense: bool = True, passes: int = 5, runs_per_pass: int = 10, profiler=None,
-           model: "nn.Module | None" = None) -> VerifyReport:
+           model: "nn.Module | None" = None, timings: int = 2) -> VerifyReport:
     """Measure one exported ONNX file (written by hwprune) on ``table``'s backend; see :func:`verify_many`."""
-    return verify_many([model_path], table, latency_ms, tolerance, dense, passes, runs_per_pass, profiler, model)[0]
+    return verify_many([model_path], table, latency_ms, tolerance, dense, passes, runs_per_pass, profiler, model,
+                       timings)[0]
 
 
 def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | None = None,
                 tolerance: float = DEFAULT_TOLERANCE, dense: bool = True, passes: int = 5, runs_per_pass: int = 10,
-                profiler=None, model: "nn.Module | None" = None) -> list[VerifyReport]:
+                profiler=None, model: "nn.Module | None" = None, timings: int = 2) -> list[VerifyReport]:
     """Measure exported files of one space, interleaved with each other and one dense network (module docstring).
 
     ``latency_ms``: the budget; None takes each file's own, the budget it was searched for
@@ -99,6 +103,9 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
     ``model``: the unpruned model, needed only for a model outside the zoo, to rebuild the
     pruned and dense networks from the space stored in the files (torch backends run
     modules, not files; onnxruntime measures the files themselves).
+
+    ``timings``: how many times the whole interleaved measurement is taken; each network keeps
+    its timing with the lowest value of the table's statistic (1: one timing, as before 2026-12-04).
     """
     from ..core.space import SearchSpace
     from ..latency.fidelity import profiler_for_table
@@ -108,6 +115,7 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
     check_number("the latency budget (ms)", latency_ms, optional=True)
     check_number("passes", passes, integer=True, minimum=1, inclusive=True)
     check_number("runs_per_pass", runs_per_pass, integer=True, minimum=1, inclusive=True)
+    check_number("timings", timings, integer=True, minimum=1, inclusive=True)
     paths = [Path(p) for p in model_paths]
     for path in paths:
         if not path.is_file():
@@ -143,11 +151,12 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
         items: list = [p.read_bytes() if onnx else space.materialize(e) for p, e in zip(paths, encs)]
         if dense and space is not None:
             items.append(space.materialize(space.full()))
-        ms = profiler.measure_networks(items, (table.backend["batch"], *shape[1:]), passes=passes,
-                                       runs_per_pass=runs_per_pass)
+        stat = table.statistic
+        each = [profiler.measure_networks(items, (table.backend["batch"], *shape[1:]), passes=passes,
+                                          runs_per_pass=runs_per_pass, seed=k) for k in range(timings)]
+        ms = [min(timed, key=lambda m: m.value(stat)) for timed in zip(*each)]  # each network's faster timing
     finally:
         profiler.close()
-    stat = table.statistic
     dense_ms = ms[len(paths)].value(stat) if len(ms) > len(paths) else None
     reports = []
     for path, enc, m, meta in zip(paths, encs, ms, metas):

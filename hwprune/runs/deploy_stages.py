@@ -225,7 +225,7 @@ def export_stage(run: RunFolder | None, *, checkpoint: str | Path, out: str | Pa
 
 def verify_stage(run: RunFolder | None, *, models: Sequence[str | Path], table, latency_ms: float | None = None,
                  tolerance: float | None = None, dense: bool = True, passes: int = 5, runs_per_pass: int = 10,
-                 source_model=None, key: str = "verify") -> list:
+                 source_model=None, key: str = "verify", timings: int = 2) -> list:
     """Measure exported files of one space on ``table``'s backend, interleaved with one dense network, against
     their predictions and ``latency_ms``; with a run folder the reports go to ``<key>.json`` there."""
     from ..deploy.verify import DEFAULT_TOLERANCE, verify_many
@@ -234,9 +234,10 @@ def verify_stage(run: RunFolder | None, *, models: Sequence[str | Path], table, 
     rec = _record(run)
     rec.begin(key, "verify", {"models": [str(m) for m in models], "table_backend": table.backend,
                               "table_space": table.meta.get("space", {}).get("fingerprint"), "latency_ms": latency_ms,
-                              "tolerance": tol, "dense": dense, "passes": passes, "runs_per_pass": runs_per_pass})
+                              "tolerance": tol, "dense": dense, "passes": passes, "runs_per_pass": runs_per_pass,
+                              "timings": timings})
     reports = verify_many(models, table, latency_ms=latency_ms, tolerance=tol, dense=dense, passes=passes,
-                          runs_per_pass=runs_per_pass, model=source_model)
+                          runs_per_pass=runs_per_pass, model=source_model, timings=timings)
     files = {}
     if run is not None:
         files["report"] = write_json(run.path / f"{key}.json", {"reports": [r.to_dict() for r in reports]})
