@@ -14,11 +14,13 @@
 # only dropped blocks reach lower: a larger BATCH is where channels count),
 # EPOCHS (3), FINETUNE (2), LIMIT (training images; default all 3,500 of the bundled split's training part),
 # VALIDATE (40 networks in the fidelity report), POPULATION (16), GENERATIONS (5), TUNE_STEPS (20: distillation
-# steps per candidate), BUDGET (0.5: where the budget lies between the narrowest
-# network's predicted latency and the dense one's), WORK (runs/gpu_pipeline), RESULTS (benchmarks/results/gpu_pipeline),
-# STEP_TIMEOUT (seconds any one step may take, 300).
+# steps per candidate), BUDGET (0.5: where the budget lies between the predicted latency of the narrowest
+# network at full depth, every block kept, and the dense one's), WORK (runs/gpu_pipeline; must not hold an earlier
+# run), RESULTS (benchmarks/results/gpu_pipeline), STEP_TIMEOUT (seconds any one step may take, 300).
 # Data: the bundled 5,000 MNIST digits, resized to SIZE (nothing is downloaded). Every step's output is kept in
 # WORK; RESULTS gets the table, its fidelity report, each step's JSON, the log and summary.json.
+# Exit status: 0 when every step did its job (verify's exit 3, over budget, is a verdict; the TensorRT export may
+# fail where TensorRT is absent), else 1, naming the steps that failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,10 @@ TABLE=$WORK/table.csv
 limit=()
 [ -n "$LIMIT" ] && limit=(--limit "$LIMIT")
 
+if [ -d "$WORK" ] && [ -n "$(ls -A "$WORK")" ]; then
+  echo "gpu_pipeline.sh: $WORK holds an earlier run; remove it or set WORK to a new folder" >&2
+  exit 2
+fi
 mkdir -p "$WORK" "$RESULTS"
 log=$RESULTS/log.txt
 : >"$log"
@@ -85,10 +91,11 @@ step profile profile --model $MODEL --num-classes 10 --input-shape "$SHAPE" --ro
 
 # 2. the dense model, trained on the GPU
 step pretrain pretrain --model $MODEL --image-size "$SIZE" --epochs "$EPOCHS" --batch-size 64 --device "$DEVICE" \
-  "${limit[@]}" --out "$WORK/dense" --quiet
+  ${limit[@]+"${limit[@]}"} --out "$WORK/dense" --quiet
 
-# the budget: BUDGET of the way from the narrowest network's predicted latency to the dense one's (at batch 1 a
-# GPU runs eager resnet18 close to its launch rate, so a fraction of the dense latency alone may be out of reach)
+# the budget: BUDGET of the way from the predicted latency of the narrowest network that keeps every block to the
+# dense one's (at batch 1 a GPU runs eager resnet18 close to its launch rate, so a fraction of the dense latency
+# alone may be out of reach)
 budget=$(python3 - "$TABLE" "$SIZE" "$ROUND_TO" "$BUDGET" "$BATCH" <<'EOF'
 import sys
 import hwprune as hp
@@ -98,9 +105,9 @@ space = hp.SearchSpace.from_model(hp.create_model("resnet18", num_classes=10, in
 t = hp.LatencyTable.load(table, space)
 lo, hi = t.predict(space.narrowest()), t.predict(space.full())
 print(f"{lo + f * (hi - lo):.4f}")
-print(f"budget: narrowest {lo:.4f} ms, dense {hi:.4f} ms predicted", file=sys.stderr)
+print(f"budget: narrowest at full depth {lo:.4f} ms, dense {hi:.4f} ms predicted", file=sys.stderr)
 EOF
-)
+) 2>>"$log"
 echo "budget ${budget:-(none: no table)} ms" | tee -a "$log"
 budget=${budget:-nan}
 
@@ -118,10 +125,11 @@ step finetune_uniform retrain --result "$WORK/search/result.json" --baseline uni
 
 # 5. export to ONNX (and TensorRT where it imports: else the step records why not)
 for net in searched uniform; do
-  step "export_$net" export --checkpoint "$WORK/$net/model.pt" --out "$WORK/$net/model.onnx" --run "$WORK/$net"
+  step "export_$net" export --checkpoint "$WORK/$net/model.pt" --out "$WORK/$net/model.onnx" --batch-size "$BATCH" \
+    --run "$WORK/$net"
 done
 step export_tensorrt export --checkpoint "$WORK/searched/model.pt" --format tensorrt --out "$WORK/searched/trt" \
-  --run "$WORK/searched"
+  --batch-size "$BATCH" --run "$WORK/searched"
 
 # 6. measured latency on the GPU vs prediction vs budget, beside the dense network
 for net in searched uniform; do
@@ -130,7 +138,8 @@ done
 
 printf '%s\n' "${status[@]}" >"$WORK/steps.txt"
 python3 - "$WORK" "$RESULTS" "$budget" <<'EOF' 2>&1 | tee -a "$log"
-"""summary.json: each step's time and exit status, the table's fidelity, accuracies, verdicts; copies the small files."""
+"""summary.json: each step's time and exit status, the table's fidelity, accuracies, verdicts; copies the small
+files; exits 1 naming the steps that failed."""
 import json, shutil, sys
 from pathlib import Path
 
@@ -161,4 +170,10 @@ for src in ("table.csv", "table.fidelity.json", "table.fidelity.png", "search/re
     if (work / src).exists():
         shutil.copy(work / src, results / src.replace("/", "_"))
 print(json.dumps(summary["steps"]))
+import importlib.util
+no_trt = importlib.util.find_spec("tensorrt") is None  # where TensorRT is absent its export says so and fails
+failed = [s["step"] for s in summary["steps"] if s["exit"] and not (s["step"] == "export_tensorrt" and no_trt)
+          and not (s["step"].startswith("verify_") and s["exit"] == 3)]  # 3: over budget, a verdict
+if failed:
+    sys.exit(f"failed: {', '.join(failed)} (log: {results / 'log.txt'})")
 EOF

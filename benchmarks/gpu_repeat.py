@@ -5,7 +5,8 @@ of training in the same process, against the table that predicts them.
 
 The networks: the four that steered gpu_pipeline.sh's search on an H200 (three of them measured 1.6x their
 prediction there, the fourth 0.94x), its winner, the uniform network of the same budget and the dense one. Each
-process times them ``--repeats`` times (the search's own meter, :func:`hwprune.search.measured.table_meter`), then
+process times them ``--repeats`` times (the search's own meter, :func:`hwprune.search.measured.table_meter`, one
+timing each: the meter's default now takes two and keeps the faster, which hides what this script looks for), then
 trains resnet18 for ``--train-seconds`` on random images (as the search's candidates are tuned between two
 timings), then times them again. Writes ``gpu_repeat.csv`` (process, phase, repeat, network, predicted_ms, measured_ms)
 next to the table and prints the measured / predicted ratio per network, process and phase.
@@ -42,7 +43,7 @@ def one_process(table_path: str, repeats: int, train_seconds: float, device: str
     table = hp.LatencyTable.load(table_path, space, allow_mismatch=True).for_space(space)
     names = list(NETWORKS) + ["dense"]
     encs = list(NETWORKS.values()) + [tuple(space.full())]
-    meter = table_meter(space, table)
+    meter = table_meter(space, table, timings=1)  # each timing on its own: what this script looks at
     rows = []
 
     def time_all(phase: str) -> None:

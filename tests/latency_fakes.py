@@ -66,11 +66,12 @@ class DisturbedProfiler(FakeProfiler):
 
     def __init__(self, factors):
         super().__init__()
-        self.factors, self.calls = list(factors), 0
+        self.factors, self.calls, self.seeds = list(factors), 0, []
 
     def measure_networks(self, models, input_shape, **kw):
         f = self.factors[self.calls % len(self.factors)]
         self.calls += 1
+        self.seeds.append(kw.get("seed"))
         return [replace(m, p10_ms=f * m.p10_ms, median_ms=f * m.median_ms, p90_ms=f * m.p90_ms)
                 for m in super().measure_networks(models, input_shape, **kw)]
 

@@ -847,3 +847,12 @@ def test_the_gpu_pipeline_script_runs_every_verb_and_summarises_them(tmp_path):
     assert summary["dense"]["run"]["stages"]["pretrain"]["summary"]["test_acc"] >= 0
     for name in ("table.csv", "table.fidelity.json", "search_result.json", "log.txt", "environment.json"):
         assert (tmp_path / "results" / name).is_file()
+    # the same WORK again is refused (its steps would refuse their folders and verify the old files)
+    again = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_pipeline.sh")], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 2 and "holds an earlier run" in again.stderr
+    # a step that fails makes the script fail, naming it (here every step runs out of its 1 s)
+    env.update(WORK=str(tmp_path / "work2"), RESULTS=str(tmp_path / "results2"), STEP_TIMEOUT="1")
+    failing = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_pipeline.sh")], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert failing.returncode == 1 and "failed: profile, pretrain, search" in failing.stdout + failing.stderr

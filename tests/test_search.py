@@ -287,6 +287,10 @@ def test_the_meter_times_twice_and_keeps_each_networks_faster_reading(setup):
         assert table_meter(space, table, prof)(encs) == pytest.approx(calm) and prof.calls == 2
     assert table_meter(space, table, DisturbedProfiler([1.6]), timings=1)(encs) == pytest.approx([1.6 * v for v in calm])
     assert table_meter(space, table, DisturbedProfiler([1.3, 1.4]))(encs) == pytest.approx([1.3 * v for v in calm])
+    prof = DisturbedProfiler([1.0])
+    meter = table_meter(space, table, prof)
+    meter(encs), meter(encs)
+    assert prof.seeds == [0, 1, 2, 3]  # every timing visits the networks in its own order
     with pytest.raises(hp.HwpruneError, match="timings must be at least 1"):
         table_meter(space, table, FakeProfiler(), timings=0)
 

@@ -3,11 +3,12 @@
 Exported files are measured on the backend their latency table was profiled with,
 using the profiler's own protocol (warm-up, interleaved passes, quiet-run
 selection, the table's statistic), interleaved with each other and with one dense
-network (rebuilt from the space stored in the files' metadata), so every speed-up
-is a ratio against the same dense measurement, taken side by side. They are measured
-``timings`` times (default 2), each network keeping its faster timing: on an H200 one
-timing call in eight read every network 1.6x (``benchmarks/gpu_repeat.py``), and two
-verify calls read the dense network 1.39 and 1.72 ms. The verdict:
+network (rebuilt from the space stored in the files' metadata). The whole measurement
+is taken ``timings`` times (default 2) and each network, the dense one too, keeps its
+faster timing, so a speed-up is a ratio of two networks' faster timings, each taken
+side by side with the other: on an H200 one timing call in eight read every network
+1.6x (``benchmarks/gpu_repeat.py``), and two verify calls read the dense network 1.39
+and 1.72 ms. The verdict:
 the measured latency may exceed the budget by at most ``tolerance`` (relative;
 0 unless asked for), and the report always shows by how much it is over or under.
 """
@@ -40,7 +41,7 @@ class VerifyReport:
     predicted_ms: float | None
     dense_measured_ms: float | None
     dense_predicted_ms: float | None
-    speedup: float | None  # dense / pruned, measured in the same interleaved passes
+    speedup: float | None  # dense / pruned, each its faster timing of the same interleaved measurements
     budget_ms: float | None
     tolerance: float
     within_budget: bool | None
