@@ -152,12 +152,11 @@ def verify_many(model_paths: Sequence[str | Path], table, latency_ms: float | No
         items: list = [p.read_bytes() if onnx else space.materialize(e) for p, e in zip(paths, encs)]
         if dense and space is not None:
             items.append(space.materialize(space.full()))
-        stat = table.statistic
-        each = [profiler.measure_networks(items, (table.backend["batch"], *shape[1:]), passes=passes,
-                                          runs_per_pass=runs_per_pass, seed=k) for k in range(timings)]
-        ms = [min(timed, key=lambda m: m.value(stat)) for timed in zip(*each)]  # each network's faster timing
+        ms = profiler.measure_networks_fastest(items, (table.backend["batch"], *shape[1:]), table.statistic,
+                                               timings=timings, passes=passes, runs_per_pass=runs_per_pass)
     finally:
         profiler.close()
+    stat = table.statistic
     dense_ms = ms[len(paths)].value(stat) if len(ms) > len(paths) else None
     reports = []
     for path, enc, m, meta in zip(paths, encs, ms, metas):
