@@ -99,11 +99,12 @@ step pretrain pretrain --model $MODEL --image-size "$SIZE" --epochs "$EPOCHS" --
 budget=$(python3 - "$TABLE" "$SIZE" "$ROUND_TO" "$BUDGET" "$BATCH" <<'EOF'
 import sys
 import hwprune as hp
+from hwprune.latency.reach import reach
 table, size, round_to, f, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 space = hp.SearchSpace.from_model(hp.create_model("resnet18", num_classes=10, in_channels=1).eval(),
                                   (batch, 1, size, size), round_to=round_to)
-t = hp.LatencyTable.load(table, space)
-lo, hi = t.predict(space.narrowest()), t.predict(space.full())
+r = reach(hp.LatencyTable.load(table, space), space)
+lo, hi = r["channels_ms"], r["dense_ms"]
 print(f"{lo + f * (hi - lo):.4f}")
 print(f"budget: narrowest at full depth {lo:.4f} ms, dense {hi:.4f} ms predicted", file=sys.stderr)
 EOF
