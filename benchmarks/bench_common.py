@@ -176,7 +176,8 @@ def user_times(onnx, x, runs: int, warmup: int = 20) -> tuple[float, float]:
 
 
 def write_rows(path: Path, rows: list[dict], head: str) -> None:
-    """``rows`` as a CSV under a ``# ...`` header line (the machine and versions), and say so."""
+    """``rows`` as a CSV under a ``# ...`` header line (the machine and versions), and say so; makes the folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with Path(path).open("w", newline="") as f:
         f.write(head)
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
