@@ -1,5 +1,5 @@
 """The inherit evaluator: candidates scored with the ordered dense weights, sliced, BN recalibrated and tuned."""
-from copy import deepcopy as copy_module
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -129,7 +129,7 @@ def test_a_short_tune_does_not_follow_the_global_random_state_through_dropout():
     teacher = [torch.randn(8, 4)] * 3
     tuned = []
     for seed in (1, 2):
-        copy = copy_module(net)
+        copy = deepcopy(net)
         copy.train()
         torch.manual_seed(seed)
         short_tune(copy, teacher, [(x, y)] * 3, lr=0.1)

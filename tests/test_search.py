@@ -371,10 +371,14 @@ def test_scoring_again_uses_validation_batches_the_search_did_not_pick_its_fitte
             self.batches.append([int(x[0, 0, 0, 0]) for x, _ in val])
             return 0.0
 
-    for skip, n, want in [(1, 2, [1, 2]), (4, None, [4, 5]), (0, 3, [0, 1, 2]), (6, 2, [0, 1]),
-                          (9, None, list(range(6)))]:
+    class Stream:  # a loader without a length: its window is counted by going through it
+        def __iter__(self):
+            return iter(val)
+
+    cases = [(1, 2, [1, 2]), (4, None, [4, 5]), (0, 3, [0, 1, 2]), (6, 2, [0, 1]), (9, None, list(range(6)))]
+    for (skip, n, want), loader in [(c, v) for c in cases for v in (val, Stream())]:
         seen, said = Seen(), []
-        rerank(res, seen, val, loaders.calib, top=2, calib_batches=1, val_batches=n, skip_batches=skip,
+        rerank(res, seen, loader, loaders.calib, top=2, calib_batches=1, val_batches=n, skip_batches=skip,
                baselines=False, log=said.append)
         assert seen.batches == [want, want], (skip, n)  # both candidates, on the same batches
         fell_back = skip >= len(val)

@@ -75,3 +75,12 @@ class _Limited:
                 return
             if k >= self.start:
                 yield batch
+
+    def batches(self) -> int:
+        """How many batches the window holds: from the loader's length where it has one (a DataLoader), without
+        loading them; otherwise by iterating it once."""
+        try:
+            total = len(self.loader)
+        except TypeError:
+            return sum(1 for _ in self)
+        return max(0, (total if self.n is None else min(total, self.start + self.n)) - self.start)

@@ -65,12 +65,12 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
     if not isinstance(skip_batches, int) or skip_batches < 0:
         raise HwpruneError(f"rerank skips a whole number of validation batches, got skip_batches={skip_batches!r}")
     val = _Limited(val_loader, val_batches or None, start=skip_batches)
-    scored = sum(1 for _ in val)  # (stops at the window's end)
+    scored = val.batches()
     if not scored and skip_batches:
         log(f"the validation data has no batch after the {skip_batches} the search scored on: scoring again on "
             f"those (pass more validation images for an unbiased rerank)")
         skip_batches, val = 0, _Limited(val_loader, val_batches or None)
-        scored = sum(1 for _ in val)
+        scored = val.batches()
     fresh = f", on {scored} validation batches after the search's {skip_batches}" if skip_batches else ""
     started = time.perf_counter()
     for i, best in enumerate(result.best):
