@@ -953,6 +953,9 @@ def main(argv=None) -> None:
     ap.add_argument("--val-batches", type=int, metavar="B",
                     help="validation batches of 256 each searched candidate is scored on, for every model "
                          "(default: 8, mobilenet_v2_cifar 4)")
+    ap.add_argument("--finetune-epochs", type=int, metavar="E",
+                    help="fine-tuning epochs of every pruned network, for every model (default: 3, "
+                         "mobilenet_v2_cifar 2); another work folder (the fine-tunes are of other lengths)")
     ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
     ap.add_argument("--summarize", action="store_true",
@@ -973,7 +976,8 @@ def main(argv=None) -> None:
             s = replace(s, **{k: getattr(args, k)})
     if args.ablations:
         s = replace(s, **ABLATIONS)
-    s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches")})
+    s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches",
+                                                        "finetune_epochs")})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]

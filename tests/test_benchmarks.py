@@ -371,6 +371,10 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     assert {m: given.for_model(m).val_batches for m in ("resnet20", "mobilenet_v2_cifar")} == \
         {"resnet20": 6, "mobilenet_v2_cifar": 6}
     assert s.for_model("mobilenet_v2_cifar").val_batches == 4 and given.rerank_steps == s.rerank_steps
+    # --finetune-epochs: the same, and a folder of the other length is another run's (its fine-tunes differ)
+    longer = fashion.overridden(s, finetune_epochs=6)
+    assert {longer.for_model(m).finetune_epochs for m in ("resnet20", "mobilenet_v2_cifar")} == {6}
+    assert s.for_model("mobilenet_v2_cifar").finetune_epochs == 2 and fashion.claimed(longer) != fashion.claimed(s)
     assert "hwprune-rerank" not in fashion.methods(more.for_model("mobilenet_v2_cifar"))
     assert "hwprune-channels" not in fashion.methods(more.for_model("mobilenet_v2_cifar"))
     assert fashion.claimed(replace(s, channels=True)) == fashion.claimed(s)  # a method switch: the folder resumes
