@@ -132,6 +132,38 @@ def test_ddp_two_cpu_processes_agree(tmp_path):
     assert '"world_size": 2' in (out / "run.json").read_text()
 
 
+def test_a_search_spread_over_two_ranks_scores_as_one_process_does(tmp_path):
+    """Under torchrun each generation's candidates are split between the ranks and the scores gathered: every
+    candidate gets the fitness a single process gives it, the same winner comes out, and rank 0 alone reports."""
+    import socket
+
+    import pandas as pd
+
+    run = lambda *a, **kw: subprocess.run([sys.executable, *a], capture_output=True, text=True, env=ENV,  # noqa: E731
+                                          timeout=600, **kw)
+    r = run("-m", "hwprune.cli", "pretrain", "--model", "resnet20", "--epochs", "1", "--limit", "256", "--quiet",
+            "--out", str(tmp_path / "dense"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    search = ["-m", "hwprune.cli", "search", "--evaluator", "inherit", "--model", "resnet20", "--weights",
+              str(tmp_path / "dense" / "dense.pt"), "--flops", "20M", "--population", "6", "--generations", "2",
+              "--tune-steps", "2"]
+    one = run(*search, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = run("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), *search,
+              "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-4000:]
+    a, b = (pd.read_csv(tmp_path / d / "history.csv") for d in ("one", "two"))
+    assert len(a) == len(b) >= 6 and list(a["encoding"]) == list(b["encoding"])
+    assert (a["fitness"] - b["fitness"]).abs().max() < 1e-6
+    won = [json.loads((tmp_path / d / "result.json").read_text())["best"][0]["encoding"] for d in ("one", "two")]
+    assert won[0] == won[1]
+    assert two.stdout.count("candidates evaluated") == 1 and two.stdout.count("best top-1") == 1
+    assert one.stderr.count("generation 1/2") == 1 and two.stderr.count("generation 1/2") == 1  # (rank 0's log)
+
+
 def test_run_folder_of_an_older_hwprune_is_one_line(tmp_path):
     old = tmp_path / "old"
     old.mkdir()

@@ -102,5 +102,8 @@ def default(cls, name: str):
 
 
 def echo_log(quiet: bool):
-    """A log function for the library: lines to stderr, or nothing with --quiet."""
-    return (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
+    """A log function for the library: lines to stderr, or nothing with --quiet; under torchrun, rank 0 alone
+    says them (every rank runs the same steps)."""
+    from ..training.distributed import is_main
+
+    return (lambda s: None) if quiet else (lambda s: click.echo(s, err=True) if is_main() else None)

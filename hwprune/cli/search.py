@@ -81,6 +81,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
     from ..runs.folder import RunFolder
     from ..runs.settings import DenseModel
     from ..runs.stages import search_stage
+    from ..training.distributed import is_main
 
     dense = None
     if evaluator == "inherit":
@@ -111,6 +112,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
                           resume=resume, allow_mismatch=allow_mismatch, measure_top=measure_top,
                           tune_steps=tune_steps, rerank=(rerank_top, rerank_steps), log=echo_log(quiet))
+    if not is_main():  # under torchrun every rank holds the result; rank 0 reports it
+        return
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return
