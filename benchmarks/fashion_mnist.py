@@ -72,6 +72,7 @@ from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
 from hwprune.search.baselines import uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
+from hwprune.search.evaluator import score_many  # noqa: E402
 from hwprune.search.measured import budget_candidates  # noqa: E402
 from hwprune.search.rerank import fresh_batches, rerank  # noqa: E402
 from hwprune.supernet.evaluate import TUNE_STEPS, InheritEvaluator, PruningNetEvaluator  # noqa: E402
@@ -426,13 +427,14 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
     return pnet.eval(), float(saved["seconds"])
 
 
-def search_config(s: Settings, seed: int = 0) -> SearchConfig:
+def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
     """The search every searched method runs: ``s.population`` x ``s.generations``, a third of the population
-    breeding, half of the next generation mutations and half crossovers."""
+    breeding, half of the next generation mutations and half crossovers; candidates scored in ``workers``
+    processes (the scores do not depend on it)."""
     return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
                         mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
-                        steer_after=s.steer_after, steer_top=s.measure_top)
+                        steer_after=s.steer_after, steer_top=s.measure_top, workers=workers)
 
 
 def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
@@ -448,7 +450,8 @@ def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
         return s.tp_max_ratio
 
 
-def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say):
+def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, dense_path: Path, measure, say,
+           workers: int = 1):
     """Every method's network per budget (``{method: {fraction: {"encoding"|"ratio", "search_seconds"}}}``, every
     encoding of ``space``, the default search's) and the evaluators the tau step reuses. Methods already in
     ``chosen.json`` are kept (a rerun adds the new ones). The table is asked for what it predicts at each budget
@@ -458,7 +461,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     ordered = ordered_dense(space, dense, loaders, s.taylor_batches)  # the default order (Taylor)
     inherit = inherit_evaluator(DEFAULT_EVALUATOR, space, ordered, s)
     plain = channels_space(space, s)  # hwprune-channels' and the PruningNets' (which cannot drop a block)
-    cfg = search_config(s)
+    cfg = search_config(s, workers=workers)
     evaluators, train_seconds = {"inherit": inherit}, {}
     for variant in s.inherit_methods:
         evaluators[variant] = inherit_evaluator(variant, space, ordered, s)
@@ -531,7 +534,7 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
                 : s.random_candidates] \
                 or [space.narrowest()]
             val = limited(loaders.val, s.val_batches)
-            scores = [inherit.score(e, val, loaders.calib, s.calib_batches) for e in feasible]  # the default's
+            scores = score_many(inherit, feasible, val, loaders.calib, s.calib_batches, workers)  # the default's
             pool = sorted(zip(map(list, feasible), scores), key=lambda c: -c[1])  # stable: argmax first on ties
             chosen["random"][str(f)] = {**fittest_within(pool, b, measure, space, s.measure_top, say),
                                         "search_seconds": round(time.time() - t, 1)}
@@ -775,7 +778,7 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     dense_dir = dense_path.parent
 
     say(f"== {name}: choose a network per budget with every method")
-    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say)
+    chosen, evaluators = choose(name, s, work, space, loaders, table, budgets, dense_path, p.within, say, workers)
 
     say(f"== {name}: fine-tune every chosen network ({s.finetune_epochs} epochs, seeds {s.seeds})")
     jobs = []
@@ -956,7 +959,8 @@ def main(argv=None) -> None:
     ap.add_argument("--finetune-epochs", type=int, metavar="E",
                     help="fine-tuning epochs of every pruned network, for every model (default: 3, "
                          "mobilenet_v2_cifar 2); another work folder (the fine-tunes are of other lengths)")
-    ap.add_argument("--workers", type=int, default=2, help="training processes (one torch thread each)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="training processes, and processes scoring searched candidates (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="every step in seconds on the bundled data (for tests)")
     ap.add_argument("--summarize", action="store_true",
                     help="only rewrite the summary (.md) and plot (.png) from the CSVs in --out")

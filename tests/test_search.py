@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,8 +128,9 @@ def test_resume_equals_uninterrupted(setup, tmp_path):
                run_dir=tmp_path / "b", log=interrupt)
     state = json.loads((tmp_path / "b" / "search_state.json").read_text())
     assert state["evolutions"][0]["generation"] == 1
-    resumed = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
-                     run_dir=tmp_path / "b", resume=True)
+    # resumed with two scoring processes (how many score does not change a score, nor what may be resumed)
+    resumed = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget,
+                     config=replace(TINY, workers=2), run_dir=tmp_path / "b", resume=True)
     assert resumed.history == whole.history and resumed.best == whole.best
     with pytest.raises(hp.HwpruneError, match="other budgets or settings"):
         search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget * 0.9, config=TINY,
@@ -140,6 +142,31 @@ def test_resume_equals_uninterrupted(setup, tmp_path):
     with pytest.raises(hp.SpaceMismatchError, match="belongs to a search of another space"):
         search(hp.InheritEvaluator(blocks, pnet.space.model, tune_steps=0), loaders.val, loaders.calib, table=table,
                latency_ms=budget, config=TINY, run_dir=tmp_path / "b", resume=True)
+
+
+def test_candidates_scored_in_forked_processes_get_the_scores_of_this_one(setup):
+    """``workers`` processes (forked, one thread each) score a list of candidates, in its order; each gets the score
+    this process gives it; a bad count is refused in one line."""
+    from hwprune.search.evaluator import score_many
+
+    pnet, loaders, _, _ = setup
+    scorer = hp.InheritEvaluator(pnet.space, pnet.space.model, tune_steps=1)
+    rng = np.random.default_rng(0)
+    encs = [tuple(int(v) for v in pnet.space.sample(rng)) for _ in range(5)]
+    val = [b for _, b in zip(range(1), loaders.val)]
+    here = score_many(scorer, encs, val, loaders.calib, 1)
+
+    class Where:  # which process scored each candidate
+        def score(self, enc, val, calib, calib_batches):
+            return float(os.getpid())
+
+    assert score_many(scorer, encs, val, loaders.calib, 1, workers=2) == here
+    pids = set(score_many(Where(), encs, val, loaders.calib, 1, workers=2))
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2 if sys.platform.startswith("linux") else pids == {
+        os.getpid()}
+    assert set(score_many(Where(), encs, val, loaders.calib, 1)) == {os.getpid()}
+    with pytest.raises(hp.HwpruneError, match="workers"):
+        replace(TINY, workers=0)
 
 
 def test_pareto_front():
@@ -191,8 +218,6 @@ def test_the_uniform_baseline_is_labelled_by_its_widths(setup):
 def test_the_first_generation_starts_from_the_uniform_network(setup):
     """The budget's uniform network is in the first generation (seed_baselines), so the winner is at least as fit;
     without seeding the first generation is random."""
-    from dataclasses import replace
-
     pnet, loaders, table, _ = setup
     budget = 0.55 * table.predict(pnet.space.full())
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY)
@@ -206,8 +231,6 @@ def test_the_first_generation_starts_from_the_uniform_network(setup):
 
 
 def test_the_budget_window_and_its_refusal(setup):
-    from dataclasses import replace
-
     from hwprune.search.evolution import _floor
 
     pnet, loaders, table, _ = setup
@@ -406,8 +429,6 @@ def test_a_search_whose_fittest_is_near_chance_says_so(setup):
 def test_a_search_steered_by_measurement_asks_the_table_for_what_predicts_the_budget_as_measured(setup, tmp_path):
     """After ``steer_after`` generations the fittest are timed; from then on the table is asked for the budget times
     their predicted / measured latency, what is over that leaves the fittest kept, and a resume does not time again."""
-    from dataclasses import replace
-
     from hwprune.search.measured import fittest_candidates
 
     pnet, loaders, table, _ = setup

@@ -50,6 +50,9 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
               help="BN recalibration batches.")
 @click.option("--val-batches", type=int, help="Validation batches per candidate (default: all).")
 @click.option("--seed", type=int, default=default(SearchConfig, "seed"), show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=default(SearchConfig, "workers"), show_default=True,
+              help="Processes that score candidates, one thread each (forked; Linux, CPU). On a 2-core CPU 2 scored "
+                   "1.4x as many a second. The scores do not change; under torchrun the ranks split them instead.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
 @click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,
@@ -74,7 +77,7 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, importance, tune_steps, table, latency_ms,
            latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers,
            mutation_prob,
-           min_fraction, calib_batches, val_batches, seed, device, out, measure_top, steer_after, rerank_top,
+           min_fraction, calib_batches, val_batches, seed, workers, device, out, measure_top, steer_after, rerank_top,
            rerank_steps, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
@@ -107,7 +110,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, min_fraction=min_fraction,
                        generations=generations, calib_batches=calib_batches, val_batches=val_batches, seed=seed,
-                       steer_after=steer_after, steer_top=measure_top or default(SearchConfig, "steer_top"))
+                       steer_after=steer_after, steer_top=measure_top or default(SearchConfig, "steer_top"),
+                       workers=workers)
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
                           resume=resume, allow_mismatch=allow_mismatch, measure_top=measure_top,

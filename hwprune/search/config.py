@@ -35,9 +35,14 @@ class SearchConfig:
     # measured 4% over their prediction, random networks there 5% under
     steer_after: int = 0
     steer_top: int = 8
+    # processes that score a generation's candidates, one torch thread each (forked from this one, Linux; 1: here,
+    # on torch's threads). Small networks share little work between threads: on a 2-core CPU two 1-thread processes
+    # scored 1.36-1.47x the candidates one 2-thread process did (benchmarks/scoring_workers.py). Every candidate
+    # gets the score it gets here; under torchrun the ranks split the candidates instead
+    workers: int = 1
 
     def __post_init__(self):
-        for name in ("population", "keep_top", "max_draws", "steer_top"):
+        for name in ("population", "keep_top", "max_draws", "steer_top", "workers"):
             check_number(name, getattr(self, name), integer=True, minimum=1, inclusive=True)
         for name in ("parents", "mutations", "crossovers", "generations", "calib_batches", "seed", "steer_after"):
             check_number(name, getattr(self, name), integer=True, inclusive=True)

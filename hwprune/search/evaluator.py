@@ -6,9 +6,12 @@ inherited from the ordered dense model).
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import sys
 import time
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from ..supernet.evaluate import as_evaluator
@@ -16,9 +19,31 @@ from ..training.distributed import world_info
 from .budgets import Budget
 from .config import SearchConfig
 
-__all__ = ["CandidateEvaluator", "Enc"]
+__all__ = ["CandidateEvaluator", "Enc", "score_many"]
 
 Enc = tuple[int, ...]
+_SCORING: tuple = ()  # what forked scoring processes score with (set before the fork, read in the children)
+
+
+def score_many(scorer, encs: list[Enc], val, calib, calib_batches: int, workers: int = 1) -> list[float]:
+    """``scorer.score`` of every encoding, in order: here, or in ``workers`` processes forked from this one (one
+    torch thread each; the scorer and loaders are theirs by the fork, not pickled). Where processes cannot be forked
+    safely (not Linux, or CUDA already in use here), here."""
+    if workers <= 1 or len(encs) < 2 or not sys.platform.startswith("linux") or torch.cuda.is_initialized():
+        return [float(scorer.score(e, val, calib, calib_batches)) for e in encs]
+    global _SCORING
+    _SCORING = (scorer, val, calib, calib_batches)
+    try:
+        with mp.get_context("fork").Pool(min(workers, len(encs)), initializer=torch.set_num_threads,
+                                         initargs=(1,)) as pool:
+            return pool.map(_score_one, encs, chunksize=1)
+    finally:
+        _SCORING = ()
+
+
+def _score_one(enc: Enc) -> float:
+    scorer, val, calib, calib_batches = _SCORING
+    return float(scorer.score(enc, val, calib, calib_batches))
 
 
 class CandidateEvaluator:
@@ -51,7 +76,9 @@ class CandidateEvaluator:
         if todo:
             t = time.perf_counter()
             rank, world = world_info()
-            mine = {e: self.scorer.score(e, self.val, self.calib, self.cfg.calib_batches) for e in todo[rank::world]}
+            workers = self.cfg.workers if world == 1 else 1  # (under torchrun the ranks split the candidates)
+            mine = dict(zip(todo[rank::world], score_many(self.scorer, todo[rank::world], self.val, self.calib,
+                                                          self.cfg.calib_batches, workers)))
             if world > 1:
                 parts: list = [None] * world
                 dist.all_gather_object(parts, mine)

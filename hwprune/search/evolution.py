@@ -295,7 +295,9 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
                 s.get("choices", choices) != choices:  # (the same model with or without dropped blocks: other codes)
             raise SpaceMismatchError(f"{state_path} belongs to a search of another space; use a new run folder")
         # (settings added since the state was saved are compared at their defaults)
-        if s["budgets"] != [asdict(b) for b in budgets] or {**asdict(SearchConfig()), **s["config"]} != asdict(cfg):
+        alike = lambda c: {k: v for k, v in c.items() if k != "workers"}  # noqa: E731 (how many score: any)
+        if s["budgets"] != [asdict(b) for b in budgets] or \
+                alike({**asdict(SearchConfig()), **s["config"]}) != alike(asdict(cfg)):
             raise HwpruneError(f"{state_path} was saved with other budgets or settings; resume with the same ones")
         for evo, es in zip(evolutions, s["evolutions"]):
             evo.restore(es)
