@@ -430,7 +430,7 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
 def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
     """The search every searched method runs: ``s.population`` x ``s.generations``, a third of the population
     breeding, half of the next generation mutations and half crossovers; candidates scored in ``workers``
-    processes (the scores do not depend on it)."""
+    processes (one thread each: each candidate scored as on one thread, whatever ``workers``)."""
     return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
                         mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
