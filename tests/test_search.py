@@ -167,6 +167,8 @@ def test_candidates_scored_in_forked_processes_get_the_scores_of_this_one(setup)
             return float(os.getpid())
 
     assert score_many(scorer, encs, val, loaders.calib, 1, workers=2) == here
+    assert score_many(scorer, encs[:1], val, loaders.calib, 1, workers=2) == here[:1]
+    assert score_many(scorer, [], val, loaders.calib, 1, workers=2) == []
     pids = set(score_many(Where(), encs, val, loaders.calib, 1, workers=2))
     assert os.getpid() not in pids and 1 <= len(pids) <= 2 if sys.platform.startswith("linux") else pids == {
         os.getpid()}

@@ -28,8 +28,9 @@ _SCORING: tuple = ()  # what forked scoring processes score with (set before the
 def score_many(scorer, encs: list[Enc], val, calib, calib_batches: int, workers: int = 1) -> list[float]:
     """``scorer.score`` of every encoding, in order: here, or in ``workers`` processes forked from this one (one
     torch thread each; the scorer and loaders are theirs by the fork, not pickled). Where processes cannot be forked
-    safely (not Linux, or CUDA already in use here), here."""
-    if workers <= 1 or len(encs) < 2 or not sys.platform.startswith("linux") or torch.cuda.is_initialized():
+    safely (not Linux, or CUDA already in use here), here. (One candidate goes to a process too: scored here, on
+    this process's threads, it could score otherwise than its generation's others.)"""
+    if workers <= 1 or not encs or not sys.platform.startswith("linux") or torch.cuda.is_initialized():
         return [float(scorer.score(e, val, calib, calib_batches)) for e in encs]
     global _SCORING
     _SCORING = (scorer, val, calib, calib_batches)
