@@ -7,14 +7,14 @@ recalibrated, 20 distillation steps, top-1 on the validation batches), today in 
 every core through torch's intra-op threads. The networks are small (28x28 inputs, batch 64), so threads
 share little work; this times the same random candidates of the benchmark's spaces (Fashion-MNIST, widths in
 steps of 4, the dense network untrained: the cost does not depend on the weights) scored one after another
-with 1 thread and with ``os.cpu_count()`` threads, then in one 1-thread process per core at once, and writes
+with 1 thread and with ``os.cpu_count()`` threads, then as a search with ``workers`` scores them
+(:func:`hwprune.search.evaluator.score_many`: one forked 1-thread process per core), and writes
 ``benchmarks/results/scoring_workers.csv``: seconds per candidate and candidates per second of each, and the
 throughput of the processes over the threaded one. Time it on an otherwise quiet machine.
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -28,23 +28,23 @@ from bench_common import setup, write_rows  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def seconds_per_candidate(job: tuple) -> float:
-    """Score ``k`` random candidates (after one not timed) with ``threads`` torch threads; seconds each."""
+def seconds_per_candidate(name: str, data: str, threads: int, k: int, workers: int = 1) -> float:
+    """Score ``k`` random candidates (after one not timed) on ``threads`` torch threads, or in ``workers`` forked
+    1-thread processes; seconds a candidate."""
     import torch
 
     from hwprune import InheritEvaluator
+    from hwprune.search.evaluator import score_many
 
-    name, data, threads, k, seed = job
     torch.set_num_threads(threads)
     space, loaders = setup(name, data, 5000, 64, 4)
     evaluator = InheritEvaluator(space, space.model)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(1)
     val = [b for _, b in zip(range(4), loaders.val)]  # the search's 4 validation batches, loaded once
-    encs = [space.sample(rng) for _ in range(k + 1)]
+    encs = [tuple(int(v) for v in space.sample(rng)) for _ in range(k + 1)]
     evaluator.score(encs[0], val, loaders.calib, 4)
     started = time.perf_counter()
-    for enc in encs[1:]:
-        evaluator.score(enc, val, loaders.calib, 4)
+    score_many(evaluator, encs[1:], val, loaders.calib, 4, workers)
     return (time.perf_counter() - started) / k
 
 
@@ -57,18 +57,16 @@ def main() -> None:
     a = ap.parse_args()
     cores, rows = os.cpu_count() or 1, []
     for name in a.models:
-        one = seconds_per_candidate((name, a.data, 1, a.candidates, 1))
-        threaded = seconds_per_candidate((name, a.data, cores, a.candidates, 1))
-        with mp.get_context("spawn").Pool(cores) as pool:
-            each = pool.map(seconds_per_candidate, [(name, a.data, 1, a.candidates, 1 + i) for i in range(cores)])
-        processes = sum(1 / s for s in each)  # candidates per second of all of them together
+        one = seconds_per_candidate(name, a.data, 1, a.candidates)
+        threaded = seconds_per_candidate(name, a.data, cores, a.candidates)
+        forked = seconds_per_candidate(name, a.data, cores, a.candidates, workers=cores)  # all together
         rows.append({"model": name, "cores": cores, "candidates": a.candidates,
                      "s_per_candidate_1_thread": round(one, 3), f"s_per_candidate_{cores}_threads": round(threaded, 3),
-                     "s_per_candidate_in_processes": round(float(np.mean(each)), 3),
-                     "per_s_threads": round(1 / threaded, 4), "per_s_processes": round(processes, 4),
-                     "processes_over_threads": round(processes * threaded, 3)})
-        print(f"{name}: {one:.2f} s a candidate on 1 thread, {threaded:.2f} s on {cores} threads; {cores} processes of "
-              f"1 thread at once: {np.mean(each):.2f} s each, {processes * threaded:.2f}x the threaded throughput")
+                     "s_per_candidate_in_processes": round(forked * cores, 3),
+                     "per_s_threads": round(1 / threaded, 4), "per_s_processes": round(1 / forked, 4),
+                     "processes_over_threads": round(threaded / forked, 3)})
+        print(f"{name}: {one:.2f} s a candidate on 1 thread, {threaded:.2f} s on {cores} threads; {cores} forked "
+              f"processes of 1 thread: {forked * cores:.2f} s each, {threaded / forked:.2f}x the threaded throughput")
     from hwprune.profilers.machine import cpu_name, version_of
 
     head = (f"# {cpu_name()}, {cores} cores, torch {version_of('torch')}, {a.data}, "

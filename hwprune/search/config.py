@@ -37,7 +37,7 @@ class SearchConfig:
     steer_top: int = 8
     # processes that score a generation's candidates, one torch thread each (forked from this one, Linux; 1: here,
     # on torch's threads). Small networks share little work between threads: on a 2-core CPU two 1-thread processes
-    # scored 1.36-1.47x the candidates one 2-thread process did (benchmarks/scoring_workers.py). Every candidate
+    # scored 1.21-1.40x the candidates one 2-thread process did (benchmarks/scoring_workers.py). Every candidate
     # gets the score one thread gives it (more threads sum floats in another order: on Fashion-MNIST resnet20 one
     # validation image in 2,048 scored otherwise); under torchrun the ranks split the candidates instead
     workers: int = 1
