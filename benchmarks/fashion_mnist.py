@@ -999,13 +999,18 @@ def main(argv=None) -> None:
     # the other models' rows of an earlier run stay (a run of one model replaces only its own)
     rows, tau = ([r for r in common.read_csv(p) if r["model"] not in s.models] if p.exists() else []
                  for p in (Path(args.out) / f"{stem}.csv", Path(args.out) / f"{stem}_tau.csv"))
+    parts = {m: v for m, v in part_seconds(Path(args.out) / f"{stem}.env.json").items()
+             if m not in s.models and any(r["model"] == m for r in rows)}
     for name in s.models:  # the results so far are written after each model
+        t0 = time.time()
         r, t = bench_model(name, s, work / name, args.workers, say)
         rows += r
         tau += t
-        write_results(rows, tau, s, Path(args.out), stem, round(time.time() - started))
+        parts[name] = round(time.time() - t0)
+        write_results(rows, tau, s, Path(args.out), stem, round(time.time() - started), parts)
     print(summary(rows, tau))
-    print(f"wrote {stem}.csv, _tau.csv, .png, .md in {round(time.time() - started)} s")
+    print(f"wrote {stem}.csv, _tau.csv, .png, .md in {round(time.time() - started)} s (each model's part, earlier "
+          f"runs' kept: " + ", ".join(f"{m} {v} s" for m, v in parts.items()) + ")")
 
 
 def overridden(s: Settings, **values) -> Settings:
@@ -1056,9 +1061,23 @@ def claimed(s: Settings) -> dict:
     return {**keep(asdict(s)), "per_model": {m: keep(o) for m, o in s.per_model.items()}}
 
 
-def write_results(rows: list[dict], tau: list[dict], s: Settings, out: Path, stem: str, seconds: int) -> Path:
+def part_seconds(env_path: Path) -> dict:
+    """Each model's seconds in the run that wrote ``env_path`` (``model_seconds``; a run of one model written before
+    it was recorded: the run's ``seconds``), so that a run of one model beside the kept rows of another reports
+    both parts' time."""
+    if not env_path.exists():
+        return {}
+    env = json.loads(env_path.read_text())
+    models = env.get("settings", {}).get("models", [])
+    return env.get("model_seconds") or ({models[0]: env["seconds"]} if len(models) == 1 and "seconds" in env else {})
+
+
+def write_results(rows: list[dict], tau: list[dict], s: Settings, out: Path, stem: str, seconds: int,
+                  parts: dict | None = None) -> Path:
+    """The CSVs, plot, summary and environment record; ``seconds`` is this run's, ``parts`` each model's
+    (``model_seconds``: models whose rows an earlier run wrote keep that run's figure)."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**avl.environment(), "settings": asdict(s), "seconds": seconds}
+    env = {**avl.environment(), "settings": asdict(s), "seconds": seconds, "model_seconds": parts or {}}
     head = {k: v for k, v in env.items() if k != "settings"}
     write_atomic(out / f"{stem}.csv", common.csv_text(rows, head, COLUMNS))
     write_atomic(out / f"{stem}_tau.csv", common.csv_text(tau, head, TAU_COLUMNS))

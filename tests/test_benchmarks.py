@@ -413,7 +413,12 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     (out / "fashion_mnist_quick.csv").write_text(",".join(fashion.COLUMNS) + "\n" + "kept_net,bundled,dense,,,0,0.5,0.5,"
                                                  "1.0,1.0,1.0,,100,10,,1.0\n")
     (out / "fashion_mnist_quick_tau.csv").write_text(",".join(fashion.TAU_COLUMNS) + "\nkept_net,inherit,16,0.5,0.6,True\n")
+    (out / "fashion_mnist_quick.env.json").write_text(json.dumps({"settings": {"models": ["kept_net"]}, "seconds": 7}))
     fashion.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    # each model's part of the time: the kept rows' from the run that wrote them, this run's own
+    env = json.loads((out / "fashion_mnist_quick.env.json").read_text())
+    assert set(env["model_seconds"]) == {"kept_net", "resnet20"} and env["model_seconds"]["kept_net"] == 7
+    assert 0 <= env["model_seconds"]["resnet20"] <= env["seconds"]
     read = lambda name: list(csvmod.DictReader(  # noqa: E731
         line for line in (out / name).read_text().splitlines() if not line.startswith("#")))
     rows, tau = read("fashion_mnist_quick.csv"), read("fashion_mnist_quick_tau.csv")
