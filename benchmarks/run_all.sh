@@ -2,7 +2,7 @@
 # Rerun every benchmark and record the machine, library versions and date beside the results.
 #
 #   benchmarks/run_all.sh          # the full runs behind the figures in benchmarks/README.md (about 5 h on 2 cores;
-#                                  # fashion_mnist.py alone is meant to fit in 2.5 h)
+#                                  # fashion_mnist.py alone about 2.5 h, measured on a 2-core AMD EPYC)
 #   benchmarks/run_all.sh --fast   # a smoke pass of every script (a few minutes); writes to runs/bench_fast/,
 #                                  # never over the committed results
 #
