@@ -22,10 +22,11 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    ``rerank_steps`` steps each: ``--rerank-top``); resnet20 only. The searched and random networks
    are the fittest whose latency, measured as the final networks are, meets the budget (``measure_top`` timed
    at a time, fittest first: ``hwprune search --measure-top``), as L1's ratio is bisected
-   on measured latency. "Measured" is always beside the dense network: it is timed first
-   in every interleaved run, and each network is held to its budget at the dense
-   network's level when the budgets were set (:func:`anchored`), since this machine's
-   speed drifts by 10-20% over hours. Every method that picks its network with the table
+   on measured latency. "Measured" is always beside reference networks: uniform widths
+   near each budget, timed when the budgets were set and in every interleaved run
+   since, and each network is held to its budget at the level of then, scaled by the
+   reference nearest its own size (:func:`anchored`): this machine's speed drifts by
+   10-20% over hours, and not alike for networks of every size. Every method that picks its network with the table
    (uniform, random, searched) asks it for the budget times what it over-predicts there
    (:func:`asked_budgets`). How long each took to choose, PruningNet training included, is
    ``search_seconds``;
@@ -36,8 +37,8 @@ For each model, with latency measured by onnxruntime on this CPU (1 thread, batc
    fine-tuned the same way; Kendall tau and Spearman between fitness and fine-tuned accuracy, of the inherit
    evaluators on all of them (the space they search) and of each PruningNet on those it can score, the first set
    (also for the PruningNet variants of ``pnet_tau_only``, which are not searched);
-5. export every network, measure all of them interleaved with the dense one (``within_budget``
-   held as in 2), and
+5. export every network, measure all of them interleaved with the references (``held_ms``, the
+   latency at the level of when the budgets were set, and ``within_budget``, as in 2), and
    time each winner again in a plain onnxruntime session (1 thread, 20 warm-up and
    200 timed runs): the median a user measures, against the table's prediction.
 
@@ -97,15 +98,16 @@ PNETS = {
 }
 
 COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed", "test_acc", "val_acc",
-           "predicted_ms", "measured_ms", "median_ms", "within_budget", "flops", "params", "search_seconds",
-           "finetune_seconds"]
+           "predicted_ms", "measured_ms", "held_ms", "median_ms", "within_budget", "flops", "params",
+           "search_seconds", "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
 # the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
 SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
                    "tune_steps", "taylor_batches", "steer_after")
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
-METER = "anchored"  # how chosen.json's networks were held to the budget (:func:`anchored`)
+METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
+# 2026-12-04 "anchored", beside the dense network
 SPACE = "blocks"  # chosen.json's encodings are of the space whose blocks may drop (:func:`blocks_space`)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 # InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone
@@ -707,10 +709,12 @@ class Prepared:
     loaders: object
     table: object
     measure: object  # raw: each network's latency as measured now
-    within: object  # anchored: each network's latency at the dense network's level when the budgets were set
+    within: object  # anchored: each network's latency beside a reference of its size, at the level of when the
+    # budgets were set
     dense_path: Path
     budgets: list[tuple[float, float]]
     dense_ms: float  # the dense network's latency when the budgets were set
+    references: list  # (network, its ms when the budgets were set): what ``within`` holds networks beside
 
 
 def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
@@ -735,10 +739,18 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": asdict(s), "label": f"{name} dense",
                "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
     lat_path = work / "dense_latency.json"
-    full = space.materialize(space.full())  # the dense network's shape: measured here, then beside every check
-    if not lat_path.exists():
-        write_json(lat_path, {"measured_ms": measure([full])[0]})
-    dense_ms = json.loads(lat_path.read_text())["measured_ms"]
+    full = space.materialize(space.full())  # the dense network's shape: measured here, then in the final timing
+    saved = json.loads(lat_path.read_text()) if lat_path.exists() else {}
+    refs = reference_encodings(space, table, s.fractions)
+    if saved.get("references") is None or [r["encoding"] for r in saved["references"]] != [list(e) for e in refs]:
+        runs = np.asarray([measure([full, *map(space.materialize, refs)]) for _ in range(REPEATS)])
+        # (a folder whose budgets were set before the references keeps its dense latency, and so its budgets)
+        saved = {"measured_ms": saved.get("measured_ms", float(runs[:, 0].min())),
+                 "references": [{"encoding": list(e), "measured_ms": float(ms)}
+                                for e, ms in zip(refs, np.median(runs[:, 1:], axis=0))]}
+        write_json(lat_path, saved)
+    dense_ms = saved["measured_ms"]
+    references = [(space.materialize(tuple(r["encoding"])), r["measured_ms"]) for r in saved["references"]]
     # (the narrowest network every method reaches: uniform and L1 never drop a block)
     floor, top = table.predict(space.narrowest(keep_blocks=True)), table.predict(space.full())
     if s.budget_of == "range":  # the way from the narrowest to the dense network as the table puts them, in the
@@ -750,22 +762,44 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
     if not budgets:
         raise SystemExit(f"no budget of {s.fractions} x {dense_ms:.4f} ms is above the narrowest network's "
                          f"{floor:.4f} ms on this machine")
-    say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets))
-    return Prepared(space, loaders, table, measure, anchored(measure, full, dense_ms), dense_dir / "model.pt", budgets,
-                    dense_ms)
+    say(f"  dense {dense_ms:.4f} ms measured; budgets " + ", ".join(f"{f:.0%}: {b:.4f} ms" for f, b in budgets)
+        + "; held beside uniform networks of " + ", ".join(f"{r['measured_ms']:.4f} ms" for r in saved["references"]))
+    return Prepared(space, loaders, table, measure, anchored(measure, references), dense_dir / "model.pt", budgets,
+                    dense_ms, references)
 
 
-def anchored(measure, reference, reference_ms: float):
-    """``measure`` with ``reference`` (the dense network) timed in the same interleaved run, each result scaled by
-    ``reference_ms / its time now``: held against a fraction of the dense network's latency, a network meets it
-    when its share of the dense one timed beside it does. This shared machine's speed drifts by 10-20% over
-    hours (the dense resnet20 measured 0.2874 ms when its budgets were set and 0.3077 ms two hours later), so
-    an absolute budget in ms, checked at another time, passes or fails networks by when they were measured."""
+def reference_encodings(space, table, fractions) -> list[tuple[int, ...]]:
+    """One uniform-width network per fraction (of the 91 widths 10-100%, every block kept), the one the table puts
+    nearest that fraction of the dense network: the networks every other is held to its budget beside
+    (:func:`anchored`)."""
+    top = table.predict(space.full())
+    widths = [tuple(space.uniform(r)) for r in np.linspace(0.1, 1.0, 91)]
+    return [min(widths, key=lambda e: abs(table.predict(e) - f * top)) for f in fractions]
+
+
+def anchored(measure, references: list[tuple[object, float]]):
+    """``measure`` with ``references`` (``(network, its ms when the budgets were set)``: uniform networks near each
+    budget, :func:`reference_encodings`) timed in the same interleaved run, each network's result scaled by the
+    reference nearest its own time: by that reference's ms then over its time now. Held against a budget, a network
+    meets it when its time beside a network of its own size does, at the level of when the budgets were set. This
+    shared machine's speed drifts by 10-20% over hours (the dense resnet20 measured 0.2874 ms when its budgets were
+    set and 0.3077 ms two hours later), so an absolute budget in ms, checked at another time, passes or fails
+    networks by when they were measured; and what disturbs it does not slow every network alike: twelve interleaved
+    runs in four minutes read the dense mobilenet_v2_cifar at 1.64-1.93 ms while networks of 30% of it read
+    0.502-0.516 ms, so held beside the dense network (as they were until 2026-12-04) they read up to 15% fast,
+    and the searches chose networks over their budgets."""
     def within(items) -> list[float]:
-        ms = measure([reference, *items])
-        return [m * reference_ms / ms[0] for m in ms[1:]]
+        ms = measure([*(net for net, _ in references), *items])
+        return [held_ms(m, ms[:len(references)], [t for _, t in references]) for m in ms[len(references):]]
 
     return within
+
+
+def held_ms(ms: float, now: list[float], then: list[float]) -> float:
+    """A network's ``ms``, timed beside references that took ``now`` ms in the same run and ``then`` ms when the
+    budgets were set, at the level of then: scaled by the reference nearest its own time (:func:`anchored`)."""
+    k = int(np.argmin(np.abs(np.log(np.asarray(now) / ms))))
+    return ms * then[k] / now[k]
 
 
 def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[list[dict], list[dict]]:
@@ -818,7 +852,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
                              "default": ev_name == DEFAULT_EVALUATOR})
             say(f"  {ev_name}: Kendall tau {tau_rows[-1]['kendall_tau']:.3f}, Spearman {tau_rows[-1]['spearman']:.3f}")
 
-    say(f"== {name}: export, measure interleaved with the dense network, and time each winner in a plain session")
+    say(f"== {name}: export, measure interleaved with the reference networks, and time each winner in a plain "
+        f"session")
     nets = [("dense", None, None, 0, dense_dir)] + [(m, f, b, seed, work / f"{m}_{f}_s{seed}") for m in methods(s)
                                                     for f, b in budgets for seed in s.seeds]
     check = [x for _, (x, _) in zip(range(2), loaders.val)]
@@ -833,28 +868,32 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     measured_path = work / "measured.json"
     # keyed by file and content: a network chosen anew is fine-tuned and exported again into the same folder
     keys = [f"{p}:{hashlib.sha1(p.read_bytes()).hexdigest()[:16]}" for p in files]
-    known = json.loads(measured_path.read_text())["measured"] if measured_path.exists() else {}
-    if any(k not in known for k in keys):  # all of them again, interleaved, when a network is new
-        ms = measure([p.read_bytes() for p in files])
-        medians = {k: median_ms(p, shape, s.median_runs) for k, p, n in zip(keys, files, nets) if n[3] == s.seeds[0]}
-        write_json(measured_path, {"measured": dict(zip(keys, ms)), "median": medians})
+    saved = json.loads(measured_path.read_text()) if measured_path.exists() else {}
+    if "references" not in saved or any(k not in saved["measured"] for k in keys):  # all again, interleaved
+        ms = measure([*(net for net, _ in p.references), *(f.read_bytes() for f in files)])
+        medians = {k: median_ms(f, shape, s.median_runs) for k, f, n in zip(keys, files, nets) if n[3] == s.seeds[0]}
+        write_json(measured_path, {"measured": dict(zip(keys, ms[len(p.references):])), "median": medians,
+                                   "references": ms[:len(p.references)]})
     m = json.loads(measured_path.read_text())
-    # each network is held to its budget as when it was chosen (:func:`anchored`): scaled by the dense network's
-    # latency when the budgets were set over its latency in this same interleaved run
-    scale = p.dense_ms / m["measured"][keys[0]]
+    then = [ms for _, ms in p.references]
     rows = []
     for (method, f, b, seed, folder), key in zip(nets, keys):
         r = json.loads((folder / "result.json").read_text())
         enc = r.get("encoding")
         c = chosen[method][str(f)] if f is not None else {}
         ms = m["measured"][key]
+        # each network is held to its budget as when it was chosen (:func:`anchored`): beside the reference nearest
+        # it in this same interleaved run, at the level of when the budgets were set; the dense network's is the
+        # latency the budgets are fractions of
+        held = p.dense_ms if f is None else held_ms(ms, m["references"], then)
         rows.append({"model": name, "dataset": s.data, "method": method, "budget_fraction": f if f else "",
                      "budget_ms": b or "", "seed": seed, "test_acc": round(r["test_acc"], 4),
                      "val_acc": round(r["val_acc"], 4),
                      "predicted_ms": round(table.predict(enc), 4)
                      if enc is not None else "",
-                     "measured_ms": round(ms, 4), "median_ms": round(m["median"].get(key, float("nan")), 4),
-                     "within_budget": "" if b is None else ms * scale <= b, "flops": r["flops"], "params": r["params"],
+                     "measured_ms": round(ms, 4), "held_ms": round(held, 4),
+                     "median_ms": round(m["median"].get(key, float("nan")), 4),
+                     "within_budget": "" if b is None else held <= b, "flops": r["flops"], "params": r["params"],
                      "search_seconds": c.get("search_seconds", ""), "finetune_seconds": r["finetune_seconds"]})
     return rows, tau_rows
 
@@ -872,12 +911,14 @@ def load_net(folder: Path, method: str, chosen: dict, f, dense_path: Path, s: Se
 
 def summary(rows: list[dict], tau: list[dict]) -> str:
     """Mean ± std over seeds per model, budget and method; the tau table; whether the goal is met."""
-    lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | measured / budget | within budget | "
-             "measured / dense | predicted / user median | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | held / budget | within budget | "
+             "held / dense | predicted / user median | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
     means = {}
     # the budgets are fractions of the dense network's latency when they were set; the machine's speed drifts
-    # between then and this run, so each network is held to its fraction of the dense one timed beside it here
-    dense_ms = {r["model"]: float(r["measured_ms"]) for r in rows if r["method"] == "dense"}
+    # between then and this run, so each network is held to them at the level of then (``held_ms``, beside a
+    # reference of its size); a CSV from before references has each network's share of the dense one timed beside it
+    held = lambda r: float(r.get("held_ms") or r["measured_ms"])  # noqa: E731
+    dense_ms = {r["model"]: held(r) for r in rows if r["method"] == "dense"}
     for key in dict.fromkeys((r["model"], r["budget_fraction"], r["method"]) for r in rows):
         g = [r for r in rows if (r["model"], r["budget_fraction"], r["method"]) == key]
         acc = np.array([float(r["test_acc"]) for r in g])
@@ -885,12 +926,13 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
         pm = [float(r["predicted_ms"]) / float(r["median_ms"]) for r in g
               if r["predicted_ms"] != "" and float(r["median_ms"]) == float(r["median_ms"])]
         ms = np.mean([float(r["measured_ms"]) for r in g])
+        at_then = np.mean([held(r) for r in g])
         dense = key[1] == ""
         budget = "dense" if dense else f"{float(key[1]):.0%} ({float(g[0]['budget_ms']):.4f} ms)"
         within = "" if dense else f"{sum(str(r['within_budget']) == 'True' for r in g)}/{len(g)}"
         # (budgets of --quick's "range" are not fractions of the dense network: this share is meaningless there)
-        share = "" if dense or key[0] not in dense_ms else f"{ms / (float(key[1]) * dense_ms[key[0]]):.1%}"
-        of_dense = "" if dense or key[0] not in dense_ms else f"{ms / dense_ms[key[0]]:.1%}"
+        share = "" if dense or key[0] not in dense_ms else f"{at_then / (float(key[1]) * dense_ms[key[0]]):.1%}"
+        of_dense = "" if dense or key[0] not in dense_ms else f"{at_then / dense_ms[key[0]]:.1%}"
         std = acc.std(ddof=1) if len(g) > 1 else 0
         lines.append(f"| {key[0]} | {budget} | {key[2]} | {acc.mean():.4f} ± {std:.4f} "
                      f"| {ms:.4f} | {share} | {within} | {of_dense} | {f'{np.mean(pm):.3f}' if pm else ''} | "
