@@ -168,9 +168,12 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     # chosen in the space without dropped blocks (before they could drop): their encodings code other networks
     channels = fashion.reusable({k: v for k, v in saved.items() if k != "space"}, s, said.append)
     assert set(channels) == {"search", "meter", "space", "l1"} and "without dropped blocks" in said[-2]
-    # held to the budget in ms alone (before the dense network was timed beside them): nothing holds, L1 included
+    # held to the budget in ms alone (before the dense network was timed beside them), or beside the dense network
+    # (before the references): nothing holds, L1 included
     unanchored = {k: v for k, v in saved.items() if k != "meter"}
-    assert fashion.reusable(unanchored, s, said.append) == fresh and "choosing again" in said[-1]
+    assert fashion.reusable(unanchored, s, said.append) == fresh and "in ms alone" in said[-1]
+    assert fashion.reusable({**saved, "meter": "anchored"}, s, said.append) == fresh
+    assert "beside the dense network, not beside reference networks" in said[-1]
 
 
 def test_networks_are_held_to_the_budget_beside_a_reference_of_their_size(fashion):
