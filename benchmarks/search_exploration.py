@@ -46,11 +46,12 @@ def main(argv=None) -> None:
     ap.add_argument("--fraction", type=float, default=0.3, help="the budget, as in chosen.json (default 0.3)")
     ap.add_argument("--mutations", type=int, default=4, help="mutations, and as many crossovers, per generation")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="a folder of fashion_mnist.py --quick (its settings)")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
     work = Path(args.work)
     name = work.name
-    s = fm.Settings().for_model(name)
+    s = (fm.Settings(**fm.QUICK) if args.quick else fm.Settings()).for_model(name)
     chosen = json.loads((work / "chosen.json").read_text())
     f = str(args.fraction)
     if f not in chosen.get("hwprune", {}):
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
                  f"{args.mutations} crossovers of {s.population}", "fitness": round(res.best[0]["fitness"], 4),
                  "predicted_ms": round(table.predict(best), 4), "flops": space.flops(best),
                  "seconds": round(time.time() - t)})
-    common.write_rows(Path(args.out) / "search_exploration.csv", rows,
+    common.write_rows(Path(args.out) / f"search_exploration{'_quick' * args.quick}.csv", rows,
                       f"# {json.dumps({'work': str(work), 'asked_ms': asked, 'settings': fm.asdict(s)})}\n")
     for r in rows:
         print(f"{r['network']:>40}: fitness {r['fitness']:.4f}, predicted {r['predicted_ms']:.4f} ms, "

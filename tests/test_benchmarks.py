@@ -522,6 +522,19 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
     assert (tmp_path / "some" / "fashion_mnist_quick_tau.csv").read_text().splitlines()[-1].startswith("model,")
     with pytest.raises(SystemExit):
         fashion.main(["--quick", "--methods", "uniform", "magic"])
+    # in that folder: each pick scored again as the search scores, and a search with one mutation and one crossover
+    # per generation (the rest random), on the table alone under what the default search asked after steering
+    import pandas as pd
+
+    f = str(q.fractions[0])
+    _bench_module("search_exploration").main(["--quick", "--work", str(tmp_path / "work" / "quick" / "resnet20"),
+                                              "--fraction", f, "--mutations", "1", "--workers", "1", "--out",
+                                              str(tmp_path / "explore")])
+    explored = pd.read_csv(tmp_path / "explore" / "search_exploration_quick.csv", comment="#")
+    assert list(explored.network[:4]) == ["uniform", "random", "hwprune", "hwprune-pruningnet"]
+    assert explored.fitness.between(0, 1).all() and len(explored) == 5
+    assert list(explored.flops[:4]) == [space.flops(again[m][f]["encoding"]) for m in explored.network[:4]]
+    assert explored.predicted_ms.iloc[4] <= again["hwprune"][f]["steered"]["asked_ms"] + 1e-4
 
 
 @pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
