@@ -557,7 +557,8 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
     are of another space than :data:`SPACE`; none of it when it was held to the budget another way (:data:`METER`)."""
     searched = {k: getattr(s, k) for k in SEARCH_SETTINGS}
     if chosen and chosen.get("meter") != METER:  # held to the budget another way: all again
-        how = {None: "in ms alone", "anchored": "beside the dense network"}.get(chosen.get("meter"), chosen.get("meter"))
+        meter = chosen.get("meter")
+        how = {None: "in ms alone", "anchored": "beside the dense network"}.get(meter, meter)
         say(f"  the networks were held to the budget {how}, not beside reference networks of their size: choosing "
             f"again")
         return {"search": searched, "meter": METER, "space": SPACE}
@@ -743,10 +744,10 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
     run_pool([{"kind": "dense", "model": name, "seed": 0, "settings": asdict(s), "label": f"{name} dense",
                "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
     lat_path = work / "dense_latency.json"
-    full = space.materialize(space.full())  # the dense network's shape: measured here, then in the final timing
     saved = json.loads(lat_path.read_text()) if lat_path.exists() else {}
     refs = reference_encodings(space, table, s.fractions)
     if saved.get("references") is None or [r["encoding"] for r in saved["references"]] != [list(e) for e in refs]:
+        full = space.materialize(space.full())
         runs = np.asarray([measure([full, *map(space.materialize, refs)]) for _ in range(REPEATS)])
         # (a folder whose budgets were set before the references keeps its dense latency, and so its budgets)
         saved = {"measured_ms": saved.get("measured_ms", float(runs[:, 0].min())),
@@ -792,9 +793,11 @@ def anchored(measure, references: list[tuple[object, float]]):
     runs in four minutes read the dense mobilenet_v2_cifar at 1.64-1.93 ms while networks of 30% of it read
     0.502-0.516 ms, so held beside the dense network (as they were until 2026-12-04) they read up to 15% fast,
     and the searches chose networks over their budgets."""
+    nets, then = [net for net, _ in references], [ms for _, ms in references]
+
     def within(items) -> list[float]:
-        ms = measure([*(net for net, _ in references), *items])
-        return [held_ms(m, ms[:len(references)], [t for _, t in references]) for m in ms[len(references):]]
+        ms = measure([*nets, *items])
+        return [held_ms(m, ms[:len(nets)], then) for m in ms[len(nets):]]
 
     return within
 
@@ -913,6 +916,12 @@ def load_net(folder: Path, method: str, chosen: dict, f, dense_path: Path, s: Se
     return model.eval()
 
 
+def row_held_ms(row: dict) -> float:
+    """A CSV row's latency at the level of when the budgets were set (``held_ms``); a row written before that column
+    was, its measured latency (whose share of the dense row's is what such runs held to the budget)."""
+    return float(row.get("held_ms") or row["measured_ms"])
+
+
 def summary(rows: list[dict], tau: list[dict]) -> str:
     """Mean ± std over seeds per model, budget and method; the tau table; whether the goal is met."""
     lines = ["| model | budget | method | test top-1 (mean ± std) | measured ms | held / budget | within budget | "
@@ -921,8 +930,7 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
     # the budgets are fractions of the dense network's latency when they were set; the machine's speed drifts
     # between then and this run, so each network is held to them at the level of then (``held_ms``, beside a
     # reference of its size); a CSV from before references has each network's share of the dense one timed beside it
-    held = lambda r: float(r.get("held_ms") or r["measured_ms"])  # noqa: E731
-    dense_ms = {r["model"]: held(r) for r in rows if r["method"] == "dense"}
+    dense_ms = {r["model"]: row_held_ms(r) for r in rows if r["method"] == "dense"}
     for key in dict.fromkeys((r["model"], r["budget_fraction"], r["method"]) for r in rows):
         g = [r for r in rows if (r["model"], r["budget_fraction"], r["method"]) == key]
         acc = np.array([float(r["test_acc"]) for r in g])
@@ -930,7 +938,7 @@ def summary(rows: list[dict], tau: list[dict]) -> str:
         pm = [float(r["predicted_ms"]) / float(r["median_ms"]) for r in g
               if r["predicted_ms"] != "" and float(r["median_ms"]) == float(r["median_ms"])]
         ms = np.mean([float(r["measured_ms"]) for r in g])
-        at_then = np.mean([held(r) for r in g])
+        at_then = np.mean([row_held_ms(r) for r in g])
         dense = key[1] == ""
         budget = "dense" if dense else f"{float(key[1]):.0%} ({float(g[0]['budget_ms']):.4f} ms)"
         within = "" if dense else f"{sum(str(r['within_budget']) == 'True' for r in g)}/{len(g)}"
@@ -969,9 +977,8 @@ def plot(rows: list[dict], path: Path) -> None:
         for k, method in enumerate(order):
             g = [r for r in rows if r["model"] == model and r["method"] == method]
             if g:
-                # (at the level of when the budgets were set, where the CSV has it: :func:`held_ms`)
-                ax.scatter([float(r.get("held_ms") or r["measured_ms"]) for r in g], [float(r["test_acc"]) for r in g],
-                           label=method, s=18, color=f"C{k % 10}")
+                ax.scatter([row_held_ms(r) for r in g], [float(r["test_acc"]) for r in g], label=method, s=18,
+                           color=f"C{k % 10}")
         for b in {r["budget_ms"] for r in rows if r["model"] == model and r["budget_ms"] != ""}:
             ax.axvline(float(b), color="0.8", lw=0.8, zorder=0)
         ax.set_title(f"{model}: test top-1 vs measured latency (every seed; grey: budgets)", fontsize=9)
