@@ -102,8 +102,10 @@ COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed",
            "search_seconds", "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
 # the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
-SEARCH_SETTINGS = ("population", "generations", "calib_batches", "val_batches", "random_candidates", "measure_top",
-                   "tune_steps", "taylor_batches", "steer_after")
+SEARCH_SETTINGS = ("population", "generations", "bred", "calib_batches", "val_batches", "random_candidates",
+                   "measure_top", "tune_steps", "taylor_batches", "steer_after")
+# those random search's networks depend on: a change of the others (the evolution's) keeps them
+RANDOM_SETTINGS = ("calib_batches", "val_batches", "random_candidates", "measure_top", "tune_steps", "taylor_batches")
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
@@ -140,6 +142,9 @@ class Settings:
     round_to: int = 4
     population: int = 32  # 16 x 5 missed networks the evaluator ranks higher (L1's at 30%); the CLI's is 50 x 20
     generations: int = 10
+    # share of each generation after the first bred from the fittest (half mutations, half crossovers), the rest
+    # random networks: hwprune's default share (SearchConfig). Until 2026-12-05 all of it (1.0, MetaPruning's)
+    bred: float = (SearchConfig.mutations + SearchConfig.crossovers) / SearchConfig.population
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
     tune_steps: int = TUNE_STEPS  # the default evaluator's distillation steps per candidate (hwprune's default)
@@ -431,10 +436,12 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
 
 def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
     """The search every searched method runs: ``s.population`` x ``s.generations``, a third of the population
-    breeding, half of the next generation mutations and half crossovers; candidates scored in ``workers``
-    processes (one thread each: each candidate scored as on one thread, whatever ``workers``)."""
+    breeding, ``s.bred`` of the next generation bred from them (half mutations, half crossovers) and the rest random;
+    candidates scored in ``workers`` processes (one thread each: each candidate scored as on one thread, whatever
+    ``workers``)."""
+    half = round(s.population * s.bred / 2)
     return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
-                        mutations=s.population // 2, crossovers=s.population // 2, generations=s.generations,
+                        mutations=half, crossovers=half, generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
                         steer_after=s.steer_after, steer_top=s.measure_top, workers=workers)
 
@@ -551,7 +558,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
 
 def reusable(chosen: dict, s: Settings, say) -> dict:
     """What of a saved ``chosen.json`` still holds under ``s``: all of it when it was chosen with the same search
-    settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks); only L1's
+    settings (:data:`SEARCH_SETTINGS`), else only the uniform and L1 networks (which no search picks) and random
+    search's where what it rests on (:data:`RANDOM_SETTINGS`) did not change; only L1's
     (which never asks the table) when it was chosen before the table was asked for what it predicts at each budget
     (``"asked"``, :func:`asked_budgets`) or was asked another way than :data:`ASKED_RULE`, or when its encodings
     are of another space than :data:`SPACE`; none of it when it was held to the budget another way (:data:`METER`)."""
@@ -571,8 +579,13 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
         say(f"  the table was asked {how}: asking it again and choosing every network but L1's again")
         chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
     if chosen and chosen.get("search") != searched:
-        say(f"  search settings changed ({chosen.get('search')} -> {searched}): searching again")
-        chosen = {m: v for m, v in chosen.items() if m in ("uniform", "l1", "asked", "asked_rule")}
+        before = chosen.get("search") or {}
+        keep = ("uniform", "l1", "asked", "asked_rule") + ("random",) * all(
+            k in before and before[k] == searched[k] for k in RANDOM_SETTINGS)
+        changed = {k: (before.get(k), v) for k, v in searched.items() if before.get(k) != v}
+        how = f"changed ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())})" if before else "not kept"
+        say(f"  search settings {how}: searching again{', keeping random search' * ('random' in keep)}")
+        chosen = {m: v for m, v in chosen.items() if m in keep}
     return {**chosen, "search": searched, "meter": METER, "space": SPACE}
 
 

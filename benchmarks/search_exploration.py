@@ -8,8 +8,9 @@ In a ``fashion_mnist.py`` work folder (one model's), for one budget:
    search did not find it) or lower (the evaluator misranks it);
 2. the default search again, on the table alone (asked for what the default search asked after steering, no
    steering), with ``--mutations`` mutations and as many crossovers per generation: the rest of each generation is
-   random networks from the budget's window (the default: half the population each, so after the first
-   generation no random network is drawn unless breeding runs dry).
+   random networks from the budget's window (the default: the benchmark's, ``Settings.bred`` of the population
+   bred; until 2026-12-05 all of it, ``--mutations 8`` for mobilenet_v2_cifar's 16, so that after the first
+   generation no random network was drawn unless breeding ran dry).
 
 Writes ``benchmarks/results/search_exploration.csv`` (one row per scored network) and prints them. No
 fine-tuning: the fitness the search chooses by, not accuracy. About 7 minutes for mobilenet_v2_cifar on 2 cores.
@@ -44,7 +45,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True, help="a model's work folder of fashion_mnist.py (holds chosen.json)")
     ap.add_argument("--fraction", type=float, default=0.3, help="the budget, as in chosen.json (default 0.3)")
-    ap.add_argument("--mutations", type=int, default=4, help="mutations, and as many crossovers, per generation")
+    ap.add_argument("--mutations", type=int, help="mutations, and as many crossovers, per generation (default: the "
+                    "benchmark's, a quarter of the population each)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="a folder of fashion_mnist.py --quick (its settings)")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
@@ -69,13 +71,14 @@ def main(argv=None) -> None:
              "predicted_ms": round(table.predict(e), 4), "flops": space.flops(e), "seconds": ""}
             for (m, e), v in zip(picks, scores)]
     asked = chosen["hwprune"][f].get("steered", {}).get("asked_ms") or chosen["asked"][f]
-    cfg = replace(fm.search_config(s, workers=args.workers), mutations=args.mutations, crossovers=args.mutations,
-                  steer_after=0)
+    cfg = fm.search_config(s, workers=args.workers)
+    m = cfg.mutations if args.mutations is None else args.mutations
+    cfg = replace(cfg, mutations=m, crossovers=m, steer_after=0)
     t = time.time()
     res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=[asked], config=cfg, log=print)
     best = tuple(res.best[0]["encoding"])
-    rows.append({"model": name, "fraction": args.fraction, "network": f"search, {args.mutations} mutations and "
-                 f"{args.mutations} crossovers of {s.population}", "fitness": round(res.best[0]["fitness"], 4),
+    rows.append({"model": name, "fraction": args.fraction, "network": f"search, {m} mutations and "
+                 f"{m} crossovers of {s.population}", "fitness": round(res.best[0]["fitness"], 4),
                  "predicted_ms": round(table.predict(best), 4), "flops": space.flops(best),
                  "seconds": round(time.time() - t)})
     common.write_rows(Path(args.out) / f"search_exploration{'_quick' * args.quick}.csv", rows,

@@ -151,13 +151,18 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
              "l1": {"0.3": 2}, "random": {"0.3": 3},
              "hwprune": {"0.3": 4}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
-    bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1), said.append)
-    assert set(bigger) == {"search", "meter", "space", "asked", "asked_rule", "uniform", "l1"}
+    # the evolution's settings: searched again; random search's networks (no evolution) hold
+    bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1, bred=1.0), said.append)
+    assert set(bigger) == {"search", "meter", "space", "asked", "asked_rule", "uniform", "l1", "random"}
     assert bigger["search"]["population"] == s.population + 1
+    assert f"population: {s.population} -> {s.population + 1}" in said[-1] and "keeping random search" in said[-1]
+    rescored = fashion.reusable(saved, fashion.replace(s, calib_batches=s.calib_batches + 1), said.append)
+    assert set(rescored) == {"search", "meter", "space", "asked", "asked_rule", "uniform", "l1"}  # scored otherwise
+    said.clear()
     older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
     assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "space", "asked", "asked_rule",
                                                             "uniform", "l1"}
-    assert len(said) == 2 and "searching again" in said[0]
+    assert said == ["  search settings not kept: searching again"]
     # chosen with the table asked for the budgets themselves: every network the table picked (uniform, random,
     # searched) again; L1's ratio, bisected on measured latency alone, holds
     unasked = fashion.reusable({k: v for k, v in saved.items() if k != "asked"}, s, said.append)

@@ -92,6 +92,29 @@ def test_mutation_and_crossover_keep_encodings_valid(setup):
     assert 0.5 < differs.mean() < 0.25 * len(space)  # about mutation_prob of the genes
 
 
+def test_every_generation_after_the_first_draws_random_networks_beside_the_bred(setup):
+    """The default breeds a quarter of each generation by mutation and a quarter by crossover of the fittest; the
+    rest are random networks of the budget's window, so that a search bred only from where its first generation
+    landed does not stay there (bred wholly, mobilenet_v2_cifar's at 30% ended below the best of random networks)."""
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    cfg = replace(SearchConfig(), calib_batches=1, val_batches=1)
+    assert cfg.mutations + cfg.crossovers < cfg.population
+    budget = Budget(latency_ms=0.6 * table.predict(space.full()))
+    evo = _Evolution(_Evaluator(pnet, table, loaders.val, loaders.calib, cfg), budget, cfg, 0)
+    first = evo._random(1, set())[0]
+    parents = [first] + evo._mutate([first], cfg.parents - 1, set())  # the fittest: all near one network
+    evo.top = [(1.0, e) for e in parents]
+    evo.seen.update(parents)
+    nxt = evo._breed()
+    assert len(nxt) == len(set(nxt)) == cfg.population and not set(nxt) & set(parents)
+    assert evo.ev.feasible(np.asarray(nxt), budget).all()
+    far = (np.asarray(nxt)[:, None, :] != np.asarray(parents)[None]).sum(-1).min(1) > len(space) // 2
+    bred = cfg.mutations + cfg.crossovers
+    assert not far[:bred].any()  # mutations and crossovers of parents near one network stay near it
+    assert far[bred:].mean() > 0.8  # the rest drawn from anywhere in the window
+
+
 def test_infeasible_budget_names_the_minimum(setup):
     pnet, loaders, table, _ = setup
     space = pnet.space

@@ -45,7 +45,7 @@ class QuickstartConfig:
     limit: int | None = None  # training images (None: the whole training split)
     seed: int = 0
     search: SearchConfig = field(default_factory=lambda: SearchConfig(
-        population=20, keep_top=20, parents=6, mutations=8, crossovers=8, generations=6, calib_batches=4))
+        population=20, keep_top=20, parents=6, mutations=5, crossovers=5, generations=6, calib_batches=4))
     profile: ProfileSettings = field(default_factory=lambda: ProfileSettings(calibrate=6))
 
 
