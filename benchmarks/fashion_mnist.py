@@ -995,7 +995,8 @@ def plot(rows: list[dict], path: Path) -> None:
         for b in {r["budget_ms"] for r in rows if r["model"] == model and r["budget_ms"] != ""}:
             ax.axvline(float(b), color="0.8", lw=0.8, zorder=0)
         ax.set_title(f"{model}: test top-1 vs measured latency (every seed; grey: budgets)", fontsize=9)
-        ax.set_xlabel("measured latency at the level of when the budgets were set, onnxruntime CPU, 1 thread (ms)")
+        ax.set_xlabel("measured latency, onnxruntime CPU, 1 thread (ms;\nat the level of when the budgets were set)",
+                      fontsize=9)
         ax.set_ylabel("test top-1")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
