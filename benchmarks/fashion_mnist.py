@@ -1016,6 +1016,9 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", metavar="METHOD",
                     help="run these methods alone (dense always; e.g. uniform l1 hwprune); default: every method")
     ap.add_argument("--no-tau", action="store_true", help="skip the ranking agreement (16 more fine-tunes)")
+    ap.add_argument("--tau-models", nargs="+", metavar="MODEL",
+                    help="models whose ranking agreement is measured (default: resnet20; mobilenet_v2_cifar's 24 "
+                         "fine-tunes take ~20 min more)")
     ap.add_argument("--ablations", action="store_true",
                     help="also search with adaptive BN alone, a single-sample PruningNet and channels alone, rerank the "
                          "default search's fittest, and rank with two more PruningNets (resnet20: 3 searches, a "
@@ -1058,6 +1061,8 @@ def main(argv=None) -> None:
         if unknown:
             ap.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(every)}")
         s = replace(s, only=list(args.methods))
+    if args.tau_models:
+        s = replace(s, tau_models=list(args.tau_models))
     if args.no_tau:
         s = replace(s, tau_models=[])
     work = Path(args.work) / ("quick" if args.quick else "full")
