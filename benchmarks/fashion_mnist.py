@@ -758,14 +758,10 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
                "threads": workers, "out": str(dense_dir / "result.json")}], 1, say)
     lat_path = work / "dense_latency.json"
     saved = json.loads(lat_path.read_text()) if lat_path.exists() else {}
-    refs = reference_encodings(space, table, s.fractions)
-    if saved.get("references") is None or [r["encoding"] for r in saved["references"]] != [list(e) for e in refs]:
-        full = space.materialize(space.full())
-        runs = np.asarray([measure([full, *map(space.materialize, refs)]) for _ in range(REPEATS)])
-        # (a folder whose budgets were set before the references keeps its dense latency, and so its budgets)
-        saved = {"measured_ms": saved.get("measured_ms", float(runs[:, 0].min())),
-                 "references": [{"encoding": list(e), "measured_ms": float(ms)}
-                                for e, ms in zip(refs, np.median(runs[:, 1:], axis=0))]}
+    timed = with_references(saved, reference_encodings(space, table, s.fractions),
+                            lambda encs: measure([space.materialize(e) for e in encs]), space.full())
+    if timed != saved:
+        saved = timed
         write_json(lat_path, saved)
     dense_ms = saved["measured_ms"]
     references = [(space.materialize(tuple(r["encoding"])), r["measured_ms"]) for r in saved["references"]]
@@ -784,6 +780,27 @@ def prepare(name: str, s: Settings, work: Path, workers: int, say) -> Prepared:
         + "; held beside uniform networks of " + ", ".join(f"{r['measured_ms']:.4f} ms" for r in saved["references"]))
     return Prepared(space, loaders, table, measure, anchored(measure, references), dense_dir / "model.pt", budgets,
                     dense_ms, references)
+
+
+def with_references(saved: dict, refs, measure, full) -> dict:
+    """``dense_latency.json``'s content (``saved``) with every encoding of ``refs`` among its references, each with
+    its ms at the level of when the budgets were set: the dense network (``full``) and the references timed in
+    :data:`REPEATS` interleaved runs of ``measure(encodings) -> ms`` (dense: the least, references: the median).
+    References it has keep their times, and those it lacks (a run with other fractions: ``within_budget.py`` at one
+    budget, then both) are timed beside them and scaled to that level (:func:`held_ms`); re-timing them all would
+    move the level the budgets were set at. A folder whose budgets were set before the references keeps its dense
+    latency, and so its budgets. Unchanged (no timing) when it has every one."""
+    have = {tuple(r["encoding"]): r["measured_ms"] for r in saved.get("references") or []}
+    new = list(dict.fromkeys(tuple(map(int, e)) for e in refs if tuple(map(int, e)) not in have))
+    if not new and "references" in saved:
+        return saved
+    kept = list(have)
+    runs = np.asarray([measure([tuple(full), *kept, *new]) for _ in range(REPEATS)])
+    med = np.median(runs[:, 1:], axis=0)
+    now, then = med[:len(kept)], [have[e] for e in kept]
+    times = {**have, **{e: float(held_ms(ms, now, then) if kept else ms) for e, ms in zip(new, med[len(kept):])}}
+    return {"measured_ms": saved.get("measured_ms", float(runs[:, 0].min())),
+            "references": [{"encoding": list(e), "measured_ms": float(ms)} for e, ms in times.items()]}
 
 
 def reference_encodings(space, table, fractions) -> list[tuple[int, ...]]:
@@ -889,7 +906,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> tuple[
     # keyed by file and content: a network chosen anew is fine-tuned and exported again into the same folder
     keys = [f"{p}:{hashlib.sha1(p.read_bytes()).hexdigest()[:16]}" for p in files]
     saved = json.loads(measured_path.read_text()) if measured_path.exists() else {}
-    if "references" not in saved or any(k not in saved["measured"] for k in keys):  # all again, interleaved
+    if ("references" not in saved or len(saved["references"]) != len(p.references)  # (a reference added since)
+            or any(k not in saved["measured"] for k in keys)):  # all again, interleaved
         ms = measure([*(net for net, _ in p.references), *(f.read_bytes() for f in files)])
         medians = {k: median_ms(f, shape, s.median_runs) for k, f, n in zip(keys, files, nets) if n[3] == s.seeds[0]}
         write_json(measured_path, {"measured": dict(zip(keys, ms[len(p.references):])), "median": medians,

@@ -214,6 +214,31 @@ def test_networks_are_held_to_the_budget_beside_a_reference_of_their_size(fashio
         "encoding": [2], "measured_rank": 0, "measured_ms": 0.92}
 
 
+def test_references_added_later_are_timed_at_the_level_the_budgets_were_set(fashion):
+    """A folder whose references were timed for one budget (a run at 50% alone), run later at 30% and 50% on a
+    machine 10% slower: the 50% reference keeps its time, the 30% one is timed beside it and put at the level of
+    then, and the dense latency (and so the budgets) stays; a run that needs no new reference times nothing."""
+    speed = {(9,): 3.0, (5,): 1.5, (3,): 0.9}  # each encoding's ms when the budgets were set
+
+    def slower(encs):
+        timed.append(list(encs))
+        return [1.1 * speed[e] for e in encs]
+
+    timed = []
+    first = fashion.with_references({}, [(5,)], lambda encs: [speed[e] for e in encs], (9,))
+    assert first == {"measured_ms": 3.0, "references": [{"encoding": [5], "measured_ms": 1.5}]}
+    both = fashion.with_references(first, [(3,), (5,)], slower, (9,))
+    assert both["measured_ms"] == 3.0 and len(timed) == fashion.REPEATS
+    assert timed[0] == [(9,), (5,), (3,)]  # the dense network, the kept reference, the new one, interleaved
+    assert {tuple(r["encoding"]): r["measured_ms"] for r in both["references"]} == pytest.approx(
+        {(5,): 1.5, (3,): 0.9})  # timed 0.99 ms now, 0.9 at the level of then (all again: 1.65 and 0.99)
+    timed.clear()
+    assert fashion.with_references(both, [(5,)], slower, (9,)) is both and not timed  # nothing new to time
+    # a folder whose budgets were set before the references: its dense latency holds, its references timed now
+    older = fashion.with_references({"measured_ms": 2.8}, [(5,)], slower, (9,))
+    assert older == {"measured_ms": 2.8, "references": [{"encoding": [5], "measured_ms": pytest.approx(1.65)}]}
+
+
 def test_the_table_is_asked_for_what_it_predicts_at_each_budget(fashion):
     """A table that over-predicts small networks more than large ones (an overhead it puts too high): each budget is
     asked of it as the median predicted / measured ratio of the networks it puts near that budget."""
