@@ -101,11 +101,11 @@ COLUMNS = ["model", "dataset", "method", "budget_fraction", "budget_ms", "seed",
            "predicted_ms", "measured_ms", "held_ms", "median_ms", "within_budget", "flops", "params",
            "search_seconds", "finetune_seconds"]
 TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "default"]
-# the settings a searched (or random) network depends on: chosen.json keeps them, a change searches again
-SEARCH_SETTINGS = ("population", "generations", "bred", "calib_batches", "val_batches", "random_candidates",
-                   "measure_top", "tune_steps", "taylor_batches", "steer_after")
-# those random search's networks depend on: a change of the others (the evolution's) keeps them
+# the settings random search's networks depend on (how they are scored and held to the budget), and a searched
+# network on them and the evolution's: chosen.json keeps them, a change searches again (and draws random search's
+# networks again only where one of the first changed)
 RANDOM_SETTINGS = ("calib_batches", "val_batches", "random_candidates", "measure_top", "tune_steps", "taylor_batches")
+SEARCH_SETTINGS = ("population", "generations", "bred", "steer_after") + RANDOM_SETTINGS
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
