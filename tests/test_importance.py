@@ -123,3 +123,24 @@ def test_taylor_sums_over_the_batches_it_is_given_and_no_more():
     assert any(not np.allclose(more[gi], one[gi]) for gi in one)
     ordered = order_channels(space, model, data=stream, batches=2)  # what order_channels passes on
     assert all(np.array_equal(ordered.hwprune_importance["scores"][gi], np.sort(one[gi])[::-1]) for gi in one)
+
+
+def test_unnormalized_taylor_keeps_one_scale_for_every_group_and_travels_with_the_order():
+    """``normalize=False``: the loss-change estimates themselves (each layer's not divided by its mean), so groups
+    whose layers matter more score more; the ordered model keeps them in its channel order (``saliency``)."""
+    torch.manual_seed(0)
+    model = trained_like(hp.create_model("resnet20", in_channels=1))
+    space = hp.SearchSpace.from_model(model, (1, 1, 32, 32))
+    stream = _batches((1, 1, 32, 32), n=2)
+    norm = channel_importance(space, model, "taylor", data=stream)
+    raw = channel_importance(space, model, "taylor", data=stream, normalize=False)
+    # per group, the normalization divides by a scale of its own: raw / normalized is not one constant
+    ratios = [raw[gi].sum() / norm[gi].sum() for gi in norm]
+    assert all(np.all(raw[gi] >= 0) for gi in raw) and max(ratios) > 2 * min(ratios)
+    ordered = order_channels(space, model, data=stream)
+    for gi in norm:
+        perm = np.argsort(-norm[gi], kind="stable")
+        assert np.allclose(ordered.hwprune_importance["saliency"][gi], raw[gi][perm])
+    assert "saliency" not in order_channels(space, model, metric="l1").hwprune_importance  # no estimate to keep
+    with pytest.raises(hp.HwpruneError, match="normalize=False needs metric='taylor'"):
+        channel_importance(space, model, "l1", normalize=False)

@@ -182,3 +182,58 @@ def test_the_search_result_carries_both_baselines_under_the_same_budget(trained)
     assert list(encs[i]) == mag["encoding"] and space.flops(encs[i - 1]) > budget
     # both are in the search's first generation, so the winner is at least as fit as either
     assert best["fitness"] >= max(mag["fitness"], uni["fitness"])
+
+
+def _saliency_ev(space, loaders):
+    from hwprune.search.evaluator import CandidateEvaluator
+
+    return CandidateEvaluator(InheritEvaluator(space, order_channels(space, hp.create_model("resnet20", in_channels=1)
+                                                                     .eval()), tune_steps=0),
+                              None, loaders.val, loaders.calib, TINY)
+
+
+def test_the_saliency_network_removes_channels_where_they_lose_least_per_cost(trained):
+    """Equal saliency per channel: the groups whose channels cost the most FLOPs (a residual group's channel runs
+    through every conv of its stage; stage 1's at 32x32 most) are narrowed, the rest kept; one group far more salient than the rest keeps its width where uniform slimming cuts it; the budget
+    holds and no group can widen (by up to the steps a move may take) without breaking it."""
+    from hwprune.search.baselines import SALIENCY_STEPS, saliency_encoding
+    from hwprune.search.budgets import Budget
+
+    _, space, loaders = trained
+    ev = _saliency_ev(space, loaders)
+    budget = Budget(flops=0.5 * space.flops(space.full()))
+    ones = {gi: np.ones(space.all_groups[gi].width) for gi in space.prunable_index}
+    enc = saliency_encoding(ev, budget, ones)
+    assert space.flops(enc) <= budget.flops
+    for g in range(len(enc)):
+        for k in range(1, SALIENCY_STEPS + 1):
+            if enc[g] + k < space.num_choices[g]:
+                wider = list(enc)
+                wider[g] += k
+                assert space.flops(wider) > budget.flops
+    kept = {g.name: g.choices[e] / g.width for g, e in zip(space.groups, enc)}
+    residual = [kept[n] for n in ("conv1", "layer2.0.downsample.0", "layer3.0.downsample.0")]
+    inner = [v for n, v in kept.items() if n.endswith(".conv1")]
+    assert max(residual[:2]) < min(inner) and residual[0] <= residual[2]
+    g = next(i for i, grp in enumerate(space.groups) if grp.name == "conv1")  # cut first above; now made salient
+    salient = {**ones, space.prunable_index[g]: np.full(space.groups[g].width, 1e6)}
+    enc2 = saliency_encoding(ev, budget, salient)
+    uniform = next(space.uniform(r) for r in np.arange(1, 0, -0.01) if space.flops(space.uniform(r)) <= budget.flops)
+    assert enc2[g] == space.num_choices[g] - 1 > uniform[g] > enc[g] and space.flops(enc2) <= budget.flops
+    assert saliency_encoding(ev, budget, None) is None
+    assert saliency_encoding(ev, Budget(flops=1.0), ones) is None  # under the narrowest network
+
+
+def test_a_taylor_ordered_search_seeds_and_reports_the_saliency_network(trained):
+    model, space, loaders = trained
+    ev = InheritEvaluator(space, order_channels(space, model, data=loaders.calib, batches=2), tune_steps=2)
+    assert ev.saliency is not None
+    budget = 0.5 * space.flops(space.full())
+    res = search(ev, loaders.val, loaders.calib, flops=budget, config=TINY)
+    best = res.best[0]
+    sal = best["saliency"]
+    assert sal["flops"] <= budget and sal["encoding"] not in (best["uniform"]["encoding"],
+                                                             best["magnitude"]["encoding"])
+    first = [h["encoding"] for h in res.history if h["generation"] == 1]  # (generations count from 1)
+    assert sal["encoding"] in first and best["fitness"] >= sal["fitness"]
+    assert InheritEvaluator(space, order_channels(space, model)).saliency is None  # an L1 order has no estimates

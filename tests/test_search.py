@@ -52,7 +52,8 @@ def test_budgets_are_never_exceeded_and_nothing_is_evaluated_twice(setup):
                  log=said.append)
     assert said[0] == "fitness on 128 of 750 validation images (--val-batches 1), 10 classes"
     assert len(res.best) == 2 and len(res.history) == 2 * TINY.generations * TINY.population
-    assert all(b["magnitude"] is None for b in res.best)  # a PruningNet knows no dense importances
+    assert all(b["magnitude"] is None and b["saliency"] is None for b in res.best)  # a PruningNet knows no dense
+    # importances
     for h in res.history:
         limit = lats[h["budget"]]
         assert table.predict(h["encoding"]) <= limit and space.flops(h["encoding"]) <= flops
@@ -488,6 +489,13 @@ def test_a_search_steered_by_measurement_asks_the_table_for_what_predicts_the_bu
     assert any(h["latency_ms"] > steered["asked_ms"] for h in early)  # (so the steer changed what is feasible)
     assert res.best[0]["fitness"] == max(h["fitness"] for h in res.history if h["latency_ms"] <= steered["asked_ms"])
     assert any("0.800 x their measured latency" in m for m in said)
+    # the generation after the steer starts from the baseline of the new ask (here the widest uniform network under
+    # it), which the first, under the budget asked before, did not hold
+    from hwprune.search.baselines import uniform_encodings
+
+    widest = next(list(e) for e in uniform_encodings(space)[1] if table.predict(e) <= steered["asked_ms"])
+    assert widest in [h["encoding"] for h in later if h["generation"] == 3]
+    assert widest not in [h["encoding"] for h in early]
     # what meeting the budget as measured steps down through: only what the last ask lets in
     pool = fittest_candidates(res.history, 0, res.best[0]["encoding"], steered["asked_ms"])
     assert pool[0]["encoding"] == res.best[0]["encoding"] and all(h["latency_ms"] <= steered["asked_ms"] for h in pool)

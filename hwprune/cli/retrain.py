@@ -11,9 +11,9 @@ from .options import default
 @main.command()
 @click.option("--result", type=click.Path(exists=True, dir_okay=False), help="A search's result.json.")
 @click.option("--budget", type=float, help="Which latency budget (ms) of the result; needed when it has several.")
-@click.option("--baseline", type=click.Choice(["uniform", "magnitude"]),
-              help="Retrain that budget's uniform-width or global-magnitude network instead (same budget, same "
-                   "table).")
+@click.option("--baseline", type=click.Choice(["uniform", "magnitude", "saliency"]),
+              help="Retrain that budget's uniform-width, global-magnitude or latency-saliency network instead (same "
+                   "budget, same table).")
 @click.option("--uniform-baseline", is_flag=True, hidden=True, help="Same as --baseline uniform.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="PruningNet checkpoint (default: the one the search used).")

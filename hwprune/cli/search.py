@@ -65,8 +65,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
                    "--measure-top, else 8) and ask the table from then on for what it predicts for them at the "
                    "budget as measured. Default: half the generations with --measure-top, else 0 (never).")
 @click.option("--rerank-top", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With --evaluator inherit: score the N fittest candidates of each budget and its uniform and "
-                   "magnitude networks again, tuned --rerank-steps steps each, on 4x --val-batches validation "
+              help="With --evaluator inherit: score the N fittest candidates of each budget and its uniform, "
+                   "magnitude and saliency networks again, tuned --rerank-steps steps each, on 4x --val-batches validation "
                    "batches after those the search scored on (without --val-batches: on all), and keep the best by "
                    "that score (before --measure-top).")
 @click.option("--rerank-steps", type=click.IntRange(min=1), default=300, show_default=True,
@@ -135,6 +135,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
             line += f"  | uniform x{u['ratio']:.2f}: {u['fitness']:.4f}"
         if best.get("magnitude"):
             line += f"  | {best['magnitude']['metric']} magnitude: {best['magnitude']['fitness']:.4f}"
+        if best.get("saliency"):
+            line += f"  | saliency per cost: {best['saliency']['fitness']:.4f}"
         click.echo(line)
 
 

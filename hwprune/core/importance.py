@@ -84,10 +84,12 @@ def _contributions(model: nn.Module, data, batches: int):
         model.train(was_training)
 
 
-def _taylor(space, model: nn.Module, data, batches: int, scores: dict[int, np.ndarray]) -> None:
+def _taylor(space, model: nn.Module, data, batches: int, scores: dict[int, np.ndarray],
+            raw: dict[int, np.ndarray]) -> None:
     """Add each layer's first-order Taylor scores: per channel, (sum of w * g over all its weights)^2, summed over
     batches. A conv or linear channel counts its filter (and bias), or the weights that read it; a BatchNorm
-    channel its scale and shift; a flattened channel all its positions."""
+    channel its scale and shift; a flattened channel all its positions. ``scores`` get each layer's divided by their
+    mean (an order within each group); ``raw`` the estimates themselves (comparable across groups)."""
     sides: dict[tuple[str, str], list] = {}  # (layer, side) -> per segment: summed squares over batches
 
     def add(layer: str, side: str, layout: Layout, wg: torch.Tensor):
@@ -109,21 +111,35 @@ def _taylor(space, model: nn.Module, data, batches: int, scores: dict[int, np.nd
     for blocks in sides.values():
         values = np.concatenate([b for _, b in blocks]) if blocks else np.zeros(0)
         _add_scaled(blocks, values.mean() if values.size else 0.0, scores)
+        _add_scaled(blocks, 1.0, raw)
 
 
 def channel_importance(space, model: nn.Module, metric: str = "l1", data=None,
-                       batches: int = TAYLOR_BATCHES) -> dict[int, np.ndarray]:
+                       batches: int = TAYLOR_BATCHES, normalize: bool = True) -> dict[int, np.ndarray]:
     """Importance of every channel of every prunable group (keyed by index into ``space.all_groups``).
 
     ``data`` (batches of (input, label)) is needed by ``metric="taylor"`` only, which
-    sums over its first ``batches``.
+    sums over its first ``batches``. ``normalize=False`` (Taylor only) gives the loss-change estimates
+    themselves instead of each layer's divided by their mean: a scale shared by every group, so that channels
+    of different groups can be weighed against each other (the search's saliency baseline).
     """
+    if not normalize and metric != "taylor":
+        raise HwpruneError(f"normalize=False needs metric='taylor' (a loss-change estimate); {metric!r} scores have "
+                           f"no scale shared across layers")
+    scores, raw = _importance(space, model, metric, data, batches)
+    return scores if normalize else raw
+
+
+def _importance(space, model: nn.Module, metric: str, data, batches: int) \
+        -> tuple[dict[int, np.ndarray], dict[int, np.ndarray] | None]:
+    """:func:`channel_importance`'s scores, and for Taylor its unnormalized estimates too (one pass for both)."""
     if metric not in METRICS:
         raise HwpruneError(f"importance metric must be one of {', '.join(METRICS)}, got {metric!r}")
     scores = {gi: np.zeros(space.all_groups[gi].width) for gi in space.prunable_index}
     if metric == "taylor":
-        _taylor(space, model, data, batches, scores)
-        return scores
+        raw = {gi: np.zeros_like(v) for gi, v in scores.items()}
+        _taylor(space, model, data, batches, scores, raw)
+        return scores, raw
     modules = layer_objects(model, space.traced)
     for layer in space.layers:
         m = modules.get(layer.name)
@@ -140,7 +156,7 @@ def channel_importance(space, model: nn.Module, metric: str = "l1", data=None,
         _spread(layer.out_layout, _norm(m.weight, 0, metric), scores)
         if kind.crops_input(layer):
             _spread(layer.in_layout, _norm(m.weight, 1, metric), scores)
-    return scores
+    return scores, None
 
 
 def layout_permutation(layout: Layout, perms: dict[int, np.ndarray]) -> torch.Tensor:
@@ -164,7 +180,7 @@ def order_channels(space, model: nn.Module, metric: str | None = None, data=None
     Taylor sums over the first ``batches`` of ``data``.
     """
     metric = metric or ("taylor" if data is not None else "l1")
-    scores = channel_importance(space, model, metric, data, batches)
+    scores, raw = _importance(space, model, metric, data, batches)
     perms = {gi: np.argsort(-s, kind="stable") for gi, s in scores.items()}
     ordered = copy.deepcopy(model)
     modules = layer_objects(ordered, space.traced)
@@ -172,7 +188,10 @@ def order_channels(space, model: nn.Module, metric: str | None = None, data=None
         kind_of(layer).permute(layer, modules[layer.name], layout_permutation(layer.in_layout, perms),
                                layout_permutation(layer.out_layout, perms))
     # each group's scores in the new order (descending), for whoever ranks channels by them next
-    ordered.hwprune_importance = {"metric": metric, "scores": {gi: s[perms[gi]] for gi, s in scores.items()}}
+    # and, for Taylor, the loss-change estimates themselves in that order (``saliency``: channel_importance's
+    # normalize=False), which the search's saliency baseline weighs against latency across groups
+    ordered.hwprune_importance = {"metric": metric, "scores": {gi: s[perms[gi]] for gi, s in scores.items()},
+                                  **({"saliency": {gi: s[perms[gi]] for gi, s in raw.items()}} if raw else {})}
     if hasattr(model, "hwprune_spec"):
         ordered.hwprune_spec = model.hwprune_spec
     return ordered

@@ -28,7 +28,7 @@ __all__ = ["retrain_stage", "export_stage", "verify_stage", "chosen_encoding", "
 def chosen_encoding(result: str | Path, budget: float | None = None, baseline: str | None = None
                     ) -> tuple[list[int], dict]:
     """The encoding a search chose for ``budget`` (ms; the only budget when None), or that budget's ``baseline``
-    network (``"uniform"`` or ``"magnitude"``, :mod:`hwprune.search.baselines`)."""
+    network (``"uniform"``, ``"magnitude"`` or ``"saliency"``, :mod:`hwprune.search.baselines`)."""
     from ..search.baselines import BASELINES
     from ..search.result import read_result
 
@@ -50,8 +50,9 @@ def chosen_encoding(result: str | Path, budget: float | None = None, baseline: s
         best = hits[0]
     if baseline is not None:
         if not best.get(baseline):
-            why = (" (magnitude pruning needs the dense model's weights: search with --evaluator inherit)"
-                   if baseline == "magnitude" and baseline not in best else "")
+            why = {"magnitude": " (magnitude pruning needs the dense model's weights: search with --evaluator inherit)",
+                   "saliency": " (the saliency network needs the Taylor estimates of the dense model's weights: search "
+                               "with --evaluator inherit and the default --importance taylor)"}.get(baseline, "")
             raise HwpruneError(f"no {baseline} network meets budget {best['budget']} in {result}{why}")
         return best[baseline]["encoding"], {**best[baseline], "budget": best["budget"]}
     return best["encoding"], best

@@ -12,7 +12,8 @@ import types
 _LAZY = {"search": ".evolution", "_Evolution": ".evolution", "SearchConfig": ".config", "Budget": ".budgets",
          "InfeasibleBudgetError": ".budgets", "check_feasible": ".budgets", "CandidateEvaluator": ".evaluator",
          "SearchResult": ".result", "pareto_front": ".result", "save_result": ".result",
-         "uniform_baseline": ".baselines", "magnitude_baseline": ".baselines", "meet_measured": ".measured",
+         "uniform_baseline": ".baselines", "magnitude_baseline": ".baselines",
+         "saliency_baseline": ".baselines", "meet_measured": ".measured",
          "table_meter": ".measured", "rerank": ".rerank"}
 
 __all__ = ["search", "SearchConfig", "SearchResult", "Budget", "InfeasibleBudgetError", "CandidateEvaluator",

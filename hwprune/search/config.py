@@ -33,8 +33,9 @@ class SearchConfig:
     # well under the budget leaves speed unused, and a noisy fitness would otherwise pick one; 0 is
     # MetaPruning's original (any network under the budget)
     min_fraction: float = 0.9
-    # the first generation holds the budget's uniform and magnitude networks (the baselines the result reports), so
-    # the search starts from what a user would otherwise do and never returns a network less fit than them
+    # the first generation holds the budget's uniform, magnitude and saliency networks (the baselines the result
+    # reports), so the search starts from what a user would otherwise do and never returns a network less fit than
+    # them
     seed_baselines: bool = True
     # after this many generations of a latency budget, time its ``steer_top`` fittest candidates on the machine and
     # ask the table from then on for what it predicts for them at the budget as measured (``search(measure=...)``;

@@ -1,7 +1,7 @@
 """Evolutionary search under latency / FLOPs / params budgets (MetaPruning, section 3.3).
 
-Per budget: a population of feasible encodings (the first one holds the budget's uniform
-and magnitude networks, :mod:`.baselines`, unless ``seed_baselines`` is off); each
+Per budget: a population of feasible encodings (the first one holds the budget's uniform,
+magnitude and saliency networks, :mod:`.baselines`, unless ``seed_baselines`` is off); each
 generation keeps the top
 ``keep_top`` seen, takes the best ``parents``, and forms the next population from
 ``mutations`` (each gene redrawn with ``mutation_prob``), ``crossovers`` (uniform
@@ -14,7 +14,9 @@ Fitness is validation top-1 after BatchNorm recalibration, with the evaluator's
 weights (PruningNet-generated or inherited). With ``steer_after`` and a ``measure``, a
 latency budget's fittest are timed on the target after that many generations and the table
 is asked from then on for what it predicts for them at the budget as measured (the table's
-error differs across the space, and the search keeps what it under-predicts). State is saved
+error differs across the space, and the search keeps what it under-predicts); the next
+generation holds the baseline networks of that latency, as the first held those of the budget
+asked at first. State is saved
 after every generation; a resumed search continues with the same random stream and ends where
 an uninterrupted one would.
 """
@@ -35,7 +37,7 @@ from ..training.distributed import is_main, world_info
 from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc
-from .baselines import baseline_encodings, magnitude_baseline, uniform_baseline
+from .baselines import baseline_encodings, magnitude_baseline, saliency_baseline, uniform_baseline
 from .result import SearchResult, describe, pareto_front
 
 __all__ = ["search", "draw_encodings"]
@@ -76,9 +78,10 @@ class _Evolution:
     """One budget's search; its state is plain JSON so it can be saved and resumed."""
 
     def __init__(self, ev: CandidateEvaluator, budget: Budget, cfg: SearchConfig, index: int,
-                 seeds: Sequence[Enc] = ()):
+                 seeding: Callable[[Budget], Sequence[Enc]] = lambda budget: ()):
         self.ev, self.budget, self.cfg, self.index = ev, budget, cfg, index
-        self.seeds = list(seeds)[: cfg.population]  # networks of the first generation (under the budget)
+        self.seeding = seeding  # a budget -> the networks a generation under it starts with (its baselines)
+        self.seeds = list(seeding(budget))[: cfg.population]  # networks of the first generation (under the budget)
         self.floor = _floor(ev, budget, cfg.min_fraction)  # (cost column, least cost a candidate may have)
         self.rng = np.random.default_rng((cfg.seed, index))
         self.generation = 0
@@ -110,7 +113,9 @@ class _Evolution:
     def steer(self, measure, target_ms: float, log) -> None:
         """Time the ``cfg.steer_top`` fittest so far (``measure``: encodings -> measured ms), ask the table from now
         on for ``target_ms`` times the median of their predicted over measured latency, drop what that makes
-        infeasible from the fittest kept, and breed the next generation again under it."""
+        infeasible from the fittest kept, and breed the next generation again under it, the baseline networks of
+        that latency first (those of the latency asked before may be over it: on Fashion-MNIST, mobilenet_v2_cifar's
+        saliency network at 50% of the dense latency was the fittest until a steer to 0.98 x left it out)."""
         picked = [e for _, e in self.top[: self.cfg.steer_top]]
         measured = np.asarray(measure(picked), dtype=float)
         if len(measured) != len(picked) or not np.all(np.isfinite(measured) & (measured > 0)):
@@ -134,7 +139,7 @@ class _Evolution:
             f"(median {np.median(measured):.4g} ms): asking it for {self.budget.latency_ms:.5g} ms from here on, "
             f"not {before:.5g} ({dropped} of the fittest kept are over that)")
         if self.generation < self.cfg.generations:
-            self.population = self._breed()
+            self.population = self._breed(self.seeding(self.budget))
 
     def _novel(self, encs: np.ndarray, want: int, taken: set[Enc], window: bool = True) -> list[Enc]:
         if len(encs) == 0:
@@ -212,12 +217,14 @@ class _Evolution:
             self.population = self._breed()
         return evaluated
 
-    def _breed(self) -> list[Enc]:
-        """The next generation: mutations and crossovers of the fittest kept, then random feasible encodings."""
+    def _breed(self, first: Sequence[Enc] = ()) -> list[Enc]:
+        """The next generation: ``first`` (those not evaluated yet), mutations and crossovers of the fittest kept,
+        then random feasible encodings."""
         cfg = self.cfg
         parents = [e for _, e in self.top[: cfg.parents]]
-        taken: set[Enc] = set()
-        nxt = self._mutate(parents, cfg.mutations, taken)
+        nxt = [e for e in dict.fromkeys(map(tuple, first)) if e not in self.seen][: cfg.population]
+        taken: set[Enc] = set(nxt)
+        nxt += self._mutate(parents, cfg.mutations, taken)
         nxt += self._crossover(parents, cfg.crossovers, taken)
         nxt += self._random(cfg.population - len(nxt), taken)
         return nxt[: cfg.population]
@@ -284,9 +291,9 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         raise HwpruneError(f"steer_after={cfg.steer_after} leaves no generation to steer (generations="
                            f"{cfg.generations}): steer after fewer")
     state_path = Path(run_dir) / "search_state.json" if run_dir else None
-    importance = getattr(ev.scorer, "importance", None)
-    evolutions = [_Evolution(ev, b, cfg, i, baseline_encodings(ev, b, importance) if cfg.seed_baselines else ())
-                  for i, b in enumerate(budgets)]
+    importance, saliency = getattr(ev.scorer, "importance", None), getattr(ev.scorer, "saliency", None)
+    seeding = (lambda b: baseline_encodings(ev, b, importance, saliency)) if cfg.seed_baselines else (lambda b: ())
+    evolutions = [_Evolution(ev, b, cfg, i, seeding) for i, b in enumerate(budgets)]
     history: list[dict] = []
     choices = [list(g.choices) for g in space.groups]
     if resume and state_path is not None and state_path.exists():
@@ -334,6 +341,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         budget = budgets[evo.index]  # as given (a steered search asked the table for another latency)
         best.append({"budget": asdict(budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, budget),
                      "magnitude": magnitude_baseline(ev, budget, importance),
+                     "saliency": saliency_baseline(ev, budget, saliency),
                      **({"steered": evo.steered} if evo.steered else {})})
     xs = [h["latency_ms"] if h["latency_ms"] is not None else h["flops"] for h in history]
     front = pareto_front(xs, [h["fitness"] for h in history])

@@ -18,7 +18,7 @@ So a rerank scores on batches the search never selected on: ``skip_batches`` (th
 passed over, and :data:`VAL_FACTOR` times as many after them are scored (they are few candidates).
 
 :func:`rerank` scores the ``top`` fittest distinct candidates of every
-budget with such a ``scorer``, and the budget's uniform and magnitude networks (:mod:`.baselines`, in
+budget with such a ``scorer``, and the budget's baseline networks (:mod:`.baselines`, in
 the search's first generation), and makes the best by that score the winner, so that the longer score
 never finds the network a user would otherwise prune worse than the one returned; every history entry
 it scored carries ``rescored``, and :func:`~.measured.fittest_candidates` orders those first, by it, so
@@ -56,7 +56,7 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
     more steps) on ``val_batches`` validation batches (None: all) after the first ``skip_batches`` (those the search
     scored on; where the loader has none after them, on its first ``val_batches``, and the log says so), and make
     the best by that score each budget's winner. With
-    ``baselines``, the budget's uniform and magnitude networks (``result.best``'s ``uniform`` and ``magnitude``)
+    ``baselines``, the budget's baseline networks (``result.best``'s ``uniform``, ``magnitude`` and ``saliency``)
     are scored too, where the search evaluated them. ``result.best`` entries gain ``rescored`` and
     ``rescored_rank`` (the winner's rank by the search's own fitness, 0: the search's winner);
     ``result.stats["rerank"]`` records what was done."""

@@ -126,7 +126,8 @@ class InheritEvaluator:
     EagleEye's adaptive BN alone: cheaper, but far from the budget of the dense network the
     inherited networks score near chance and their order says little (see
     :data:`TUNE_STEPS`). ``importance`` holds each group's L1 channel scores, which the
-    search's magnitude baseline ranks globally.
+    search's magnitude baseline ranks globally; ``saliency`` the Taylor estimates a Taylor
+    order kept (None for another order), which its saliency baseline weighs against cost.
     """
 
     name = "inherit"
@@ -141,6 +142,7 @@ class InheritEvaluator:
         known = getattr(model, "hwprune_importance", None) or {}  # what order_channels ranked it by
         # L1, the magnitude baseline's criterion (Torch-Pruning's), whatever the order: reused when it is the order
         self.importance = known["scores"] if known.get("metric") == "l1" else channel_importance(space, model, "l1")
+        self.saliency = known.get("saliency")  # (order_channels' with metric "taylor")
 
     def score(self, enc: Sequence[int], val_loader, calib_loader, calib_batches: int = 10) -> float:
         dev = next(self.model.parameters()).device
