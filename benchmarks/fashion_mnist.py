@@ -71,7 +71,7 @@ from hwprune.core.macs import count_macs  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.profilers.registry import get_profiler  # noqa: E402
 from hwprune.search import SearchConfig, search  # noqa: E402
-from hwprune.search.baselines import uniform_encodings  # noqa: E402
+from hwprune.search.baselines import BASELINES as FIRST_GENERATION, uniform_encodings  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.evaluator import score_many  # noqa: E402
 from hwprune.search.measured import budget_candidates  # noqa: E402
@@ -111,6 +111,11 @@ RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fre
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
 # 2026-12-04 "anchored", beside the dense network
 SPACE = "blocks"  # chosen.json's encodings are of the space whose blocks may drop (:func:`blocks_space`)
+# the networks every search with the inherit evaluator starts from (its first generation: hwprune.search.baselines);
+# chosen.json keeps them, and a change searches those methods again (the PruningNets, which know no dense importances,
+# start from the uniform network alone and keep theirs). Until 2026-12-05 uniform and magnitude
+SEEDS = list(FIRST_GENERATION)
+INHERIT_SEARCHED = ("hwprune", "hwprune-channels", "hwprune-rerank")  # (and hwprune-<INHERITS variant>)
 DEFAULT_EVALUATOR = "inherit"  # what `hwprune search` uses unless told otherwise
 # InheritEvaluator settings: the default (tuned Settings.tune_steps steps), adaptive BN alone
 INHERITS = {"inherit": {}, "inherit-bn": {"tune_steps": 0}}
@@ -502,8 +507,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         # resumes the default's search (finished: at once) and scores its fittest again
         searched = "hwprune" if method == "hwprune-rerank" else method
         # (the default's searches of the space with dropped blocks are kept apart from those before it was)
+        # (and the inherit searches seeded with the saliency network apart from those before: SEEDS)
         key = json.dumps([searched, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}] + ["blocks"] * bool(
-            ev.space.branches), sort_keys=True)
+            ev.space.branches) + SEEDS * (getattr(ev, "saliency", None) is not None), sort_keys=True)
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say,
                      run_dir=work / f"{searched}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True,
                      measure=steer_meter(measure, ev.space), measured_ms=[b for _, b in budgets])
@@ -562,14 +568,15 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
     search's where what it rests on (:data:`RANDOM_SETTINGS`) did not change; only L1's
     (which never asks the table) when it was chosen before the table was asked for what it predicts at each budget
     (``"asked"``, :func:`asked_budgets`) or was asked another way than :data:`ASKED_RULE`, or when its encodings
-    are of another space than :data:`SPACE`; none of it when it was held to the budget another way (:data:`METER`)."""
+    are of another space than :data:`SPACE`; none of it when it was held to the budget another way (:data:`METER`).
+    The inherit evaluator's searches are dropped too where they started from other networks than :data:`SEEDS`."""
     searched = {k: getattr(s, k) for k in SEARCH_SETTINGS}
     if chosen and chosen.get("meter") != METER:  # held to the budget another way: all again
         meter = chosen.get("meter")
         how = {None: "in ms alone", "anchored": "beside the dense network"}.get(meter, meter)
         say(f"  the networks were held to the budget {how}, not beside reference networks of their size: choosing "
             f"again")
-        return {"search": searched, "meter": METER, "space": SPACE}
+        return {"search": searched, "meter": METER, "space": SPACE, "seeds": SEEDS}
     if chosen and chosen.get("space") != SPACE:  # encodings of the space without dropped blocks
         say("  the networks were chosen in the space without dropped blocks: choosing every network but L1's again")
         chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
@@ -586,7 +593,12 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
         how = f"changed ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())})" if before else "not kept"
         say(f"  search settings {how}: searching again{', keeping random search' * ('random' in keep)}")
         chosen = {m: v for m, v in chosen.items() if m in keep}
-    return {**chosen, "search": searched, "meter": METER, "space": SPACE}
+    inherit = INHERIT_SEARCHED + tuple(f"hwprune-{v}" for v in INHERITS)
+    if chosen and chosen.get("seeds") != SEEDS and any(m in chosen for m in inherit):
+        say(f"  the inherit searches started from {' and '.join(chosen.get('seeds') or ['uniform', 'magnitude'])}, "
+            f"not {', '.join(SEEDS)}: searching them again")
+        chosen = {m: v for m, v in chosen.items() if m not in inherit}
+    return {**chosen, "search": searched, "meter": METER, "space": SPACE, "seeds": SEEDS}
 
 
 def asked_budgets(space, table, budgets, measure, say, n: int = 5, seed: int = 0,

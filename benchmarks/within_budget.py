@@ -14,6 +14,10 @@ steps (0: adaptive BN alone; the library's default is
 :data:`~hwprune.supernet.evaluate.TUNE_STEPS`), the default averaged over :data:`DRAWS` draws of
 the batches it recalibrates and tunes on, and MACs as a score (the cheapest proxy).
 
+``--saliency`` adds, per budget, the latency-saliency network (``hwprune.search.baselines``, in the
+search's first generation since 2026-12-05): where does the network that spends the budget by Taylor
+saliency per ms land after fine-tuning?
+
 ``--search-top K`` adds, per budget, the ``K`` fittest networks of fashion_mnist.py's default search
 in the same work folder (what it chose among, and the one it chose): is any network of that
 latency better than the uniform one after fine-tuning, does the search's top hold it, and would
@@ -44,6 +48,10 @@ import fashion_mnist as fm  # noqa: E402
 
 import hwprune as hp  # noqa: E402
 from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
+from hwprune.search import SearchConfig  # noqa: E402
+from hwprune.search.baselines import saliency_encoding  # noqa: E402
+from hwprune.search.budgets import Budget  # noqa: E402
+from hwprune.search.evaluator import CandidateEvaluator  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
@@ -51,7 +59,8 @@ from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "budget_fraction", "budget_ms", "network", "encoding", "predicted_ms", "flops", "params",
            "test_acc", "uniform", "source", "picked"]
-SOURCES = ("random", "uniform", "search")  # how a network came in: drawn, the uniform one, a search's fittest
+SOURCES = ("random", "uniform", "search", "saliency")  # how a network came in: drawn, the uniform one, a search's
+# fittest, the budget's latency-saliency network
 TAU_COLUMNS = ["model", "budget_fraction", "score", "candidates", "kendall_tau", "spearman"]
 STEPS = (0, 20, 40)  # tuning steps of the inherit evaluator scored (the default's among them)
 DRAWS = 4  # and the default's score averaged over this many draws of its calibration and tuning batches
@@ -115,12 +124,28 @@ def search_picks(work: Path, budgets, k: int) -> list[dict]:
     return out
 
 
+def saliency_networks(space, table, ordered, budgets) -> list[dict]:
+    """Per budget, the latency-saliency network the search's first generation holds (at the budget itself)."""
+    ev = CandidateEvaluator(InheritEvaluator(space, ordered, tune_steps=0), table, None, None, SearchConfig())
+    out = []
+    for f, b in budgets:
+        enc = saliency_encoding(ev, Budget(latency_ms=b), ordered.hwprune_importance.get("saliency"))
+        if enc is None:
+            raise SystemExit(f"no saliency network meets the {f:.0%} budget ({b:.4f} ms)")
+        out.append({"fraction": f, "encoding": list(enc), "predicted": float(table.predict(enc)),
+                    "source": "saliency"})
+    return out
+
+
 def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, out: Path, stem: str,
-        workers: int, say, search_top: int = 0, steps: tuple[int, ...] = STEPS) -> tuple[list[dict], list[dict]]:
+        workers: int, say, search_top: int = 0, steps: tuple[int, ...] = STEPS,
+        saliency: bool = False) -> tuple[list[dict], list[dict]]:
     s = replace(s.for_model(model), fractions=fractions)
     sd = asdict(s)
     p = fm.prepare(model, s, work, workers, say)
     space, loaders, table, budgets, dense_dir = p.space, p.loaders, p.table, p.budgets, p.dense_path.parent
+    dense, _ = hp.load_pruned(dense_dir / "model.pt")
+    ordered = fm.ordered_dense(space, dense, loaders, s.taylor_batches)
 
     folder = work / "exp_budget"  # (the name the first, exploratory run of this measurement used)
     cands_path = folder / "cands.json"
@@ -139,12 +164,14 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
         of_f = [c for c in cands if c["fraction"] == f]
         for j, c in enumerate(of_f):
             c.setdefault("source", "random" if j < len(of_f) - 1 else "uniform")
-    if search_top:  # appended, so that the networks fine-tuned before keep their folders
+    added = (search_picks(work, budgets, search_top) if search_top else []) + (
+        saliency_networks(space, table, ordered, budgets) if saliency else [])
+    if added:  # appended, so that the networks fine-tuned before keep their folders
         known = {(c["fraction"], tuple(c["encoding"])) for c in cands}
-        for c in search_picks(work, budgets, search_top):
+        for c in added:
             same = [d for d in cands if (d["fraction"], tuple(d["encoding"])) == (c["fraction"], tuple(c["encoding"]))]
             for d in same:
-                d["picked"] = d.get("picked", False) or c["picked"]
+                d["picked"] = d.get("picked", False) or c.get("picked", False)
             if (c["fraction"], tuple(c["encoding"])) not in known:
                 cands.append(c)
                 known.add((c["fraction"], tuple(c["encoding"])))
@@ -157,8 +184,6 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
         for k, c in enumerate(cands)], workers, say)
 
     say(f"== {model}: score every network with every evaluator")
-    dense, _ = hp.load_pruned(dense_dir / "model.pt")
-    ordered = fm.ordered_dense(space, dense, loaders, s.taylor_batches)
     val = fm.limited(loaders.val, s.val_batches)
     scores: dict[str, list[float]] = {"macs": [float(space.flops(tuple(c["encoding"]))) for c in cands]}
     for n_steps in steps:
@@ -210,7 +235,7 @@ def summary(tau: list[dict], rows: list[dict] = ()) -> str:
         uniform = next((r["test_acc"] for r in of_f if r["source"] == "uniform"), None)
         lines.append(f"\n{of_f[0]['model']} at {float(f):.0%}: fine-tuned top-1 (one seed) by source, beside the "
                      f"uniform network's {uniform:.4f}")
-        for src in ("random", "search"):
+        for src in ("random", "search", "saliency"):
             acc = [r["test_acc"] for r in of_f if r["source"] == src]
             if acc:
                 lines.append(f"  {src:7s} {len(acc):2d} networks: best {max(acc):.4f}, median {np.median(acc):.4f}, "
@@ -236,6 +261,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=10, help="random networks per budget (the uniform one is added)")
     ap.add_argument("--search-top", type=int, default=0, metavar="K",
                     help="add each budget's K fittest networks of fashion_mnist.py's default search in --work")
+    ap.add_argument("--saliency", action="store_true", help="add each budget's latency-saliency network")
     ap.add_argument("--steps", nargs="+", type=int, default=list(STEPS),
                     help=f"tuning steps of the inherit scores (default {' '.join(map(str, STEPS))})")
     ap.add_argument("--workers", type=int, default=2)
@@ -250,7 +276,7 @@ def main(argv=None) -> None:
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     stem = "within_budget_quick" if args.quick else "within_budget"
     rows, tau = run(args.model, s, fractions, n, work, Path(args.out), stem, args.workers, say,
-                    search_top=args.search_top, steps=tuple(args.steps))
+                    search_top=args.search_top, steps=tuple(args.steps), saliency=args.saliency)
     print(summary(tau, rows))
 
 

@@ -146,39 +146,44 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     said = []
     fresh = fashion.reusable({}, s, said.append)
     assert fresh == {"search": {k: getattr(s, k) for k in fashion.SEARCH_SETTINGS}, "meter": fashion.METER,
-                     "space": fashion.SPACE} and not said
+                     "space": fashion.SPACE, "seeds": fashion.SEEDS} and not said
     saved = {**fresh, "asked": {"0.3": 0.9}, "asked_rule": fashion.ASKED_RULE, "uniform": {"0.3": 1},
              "l1": {"0.3": 2}, "random": {"0.3": 3},
-             "hwprune": {"0.3": 4}}
+             "hwprune": {"0.3": 4}, "hwprune-pruningnet": {"0.3": 5}}
     assert fashion.reusable(saved, s, said.append) == saved and not said  # the same settings: all of it holds
     # the evolution's settings: searched again; random search's networks (no evolution) hold
     bigger = fashion.reusable(saved, fashion.replace(s, population=s.population + 1, bred=1.0), said.append)
-    assert set(bigger) == {"search", "meter", "space", "asked", "asked_rule", "uniform", "l1", "random"}
+    assert set(bigger) == {"search", "meter", "space", "seeds", "asked", "asked_rule", "uniform", "l1", "random"}
     assert bigger["search"]["population"] == s.population + 1
     assert f"population: {s.population} -> {s.population + 1}" in said[-1] and "keeping random search" in said[-1]
     rescored = fashion.reusable(saved, fashion.replace(s, calib_batches=s.calib_batches + 1), said.append)
-    assert set(rescored) == {"search", "meter", "space", "asked", "asked_rule", "uniform", "l1"}  # scored otherwise
+    assert set(rescored) == {"search", "meter", "space", "seeds", "asked", "asked_rule", "uniform", "l1"}  # scored otherwise
     said.clear()
     older = {k: v for k, v in saved.items() if k != "search"}  # saved before the settings were kept: unknown
-    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "space", "asked", "asked_rule",
+    assert set(fashion.reusable(older, s, said.append)) == {"search", "meter", "space", "seeds", "asked", "asked_rule",
                                                             "uniform", "l1"}
     assert said == ["  search settings not kept: searching again"]
     # chosen with the table asked for the budgets themselves: every network the table picked (uniform, random,
     # searched) again; L1's ratio, bisected on measured latency alone, holds
     unasked = fashion.reusable({k: v for k, v in saved.items() if k != "asked"}, s, said.append)
-    assert set(unasked) == {"search", "meter", "space", "l1"} and "every network but L1's again" in said[-1]
+    assert set(unasked) == {"search", "meter", "space", "seeds", "l1"} and "every network but L1's again" in said[-1]
     # asked in one step (before the second): asked again, and so is every network the table picked
     one_step = fashion.reusable({k: v for k, v in saved.items() if k != "asked_rule"}, s, said.append)
-    assert set(one_step) == {"search", "meter", "space", "l1"} and "in one step" in said[-1]
+    assert set(one_step) == {"search", "meter", "space", "seeds", "l1"} and "in one step" in said[-1]
     # chosen in the space without dropped blocks (before they could drop): their encodings code other networks
     channels = fashion.reusable({k: v for k, v in saved.items() if k != "space"}, s, said.append)
-    assert set(channels) == {"search", "meter", "space", "l1"} and "without dropped blocks" in said[-2]
+    assert set(channels) == {"search", "meter", "space", "seeds", "l1"} and "without dropped blocks" in said[-2]
     # held to the budget in ms alone (before the dense network was timed beside them), or beside the dense network
     # (before the references): nothing holds, L1 included
     unanchored = {k: v for k, v in saved.items() if k != "meter"}
     assert fashion.reusable(unanchored, s, said.append) == fresh and "in ms alone" in said[-1]
     assert fashion.reusable({**saved, "meter": "anchored"}, s, said.append) == fresh
     assert "beside the dense network, not beside reference networks" in said[-1]
+    # the inherit searches started from the uniform and magnitude networks alone (before the saliency network):
+    # searched again; the PruningNet's search (seeded with the uniform network alone) and every baseline hold
+    unseeded = fashion.reusable({k: v for k, v in saved.items() if k != "seeds"}, s, said.append)
+    assert set(unseeded) == set(saved) - {"hwprune"} and unseeded["seeds"] == fashion.SEEDS
+    assert "started from uniform and magnitude, not uniform, magnitude, saliency" in said[-1]
 
 
 def test_networks_are_held_to_the_budget_beside_a_reference_of_their_size(fashion):
@@ -570,24 +575,27 @@ def test_fashion_mnist_quick_run_writes_every_method_at_every_budget(fashion, tm
 @pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
 def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path):
     """--quick: per budget the random networks lie within 92-100% of it (predicted), the widest uniform one under it
-    comes last, and every score has its tau row (not the taus themselves, which mean nothing here)."""
+    comes after them (--saliency: then the latency-saliency network, under it too), and every score has its tau row
+    (not the taus themselves, which mean nothing here)."""
     import pandas as pd
 
     wb = _bench_module("within_budget")
-    wb.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    wb.main(["--quick", "--workers", "1", "--saliency", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
     rows = pd.read_csv(tmp_path / "within_budget_quick.csv", comment="#")
     tau = pd.read_csv(tmp_path / "within_budget_quick_tau.csv", comment="#")
     scores = ["macs", *(f"inherit-{k}" for k in wb.STEPS), f"inherit-20x{wb.DRAWS}"]
-    assert list(rows.columns) == wb.COLUMNS + scores and len(rows) == 4  # 3 random networks and the uniform one
-    assert rows["uniform"].tolist() == [False, False, False, True]
-    assert rows["source"].tolist() == ["random"] * 3 + ["uniform"] and not rows["picked"].any()
-    random = rows[~rows["uniform"]]
+    assert list(rows.columns) == wb.COLUMNS + scores and len(rows) == 5  # 3 random, the uniform one, the saliency one
+    assert rows["uniform"].tolist() == [False, False, False, True, False]
+    assert rows["source"].tolist() == ["random"] * 3 + ["uniform", "saliency"] and not rows["picked"].any()
+    sal = rows.iloc[4]
+    assert sal["predicted_ms"] <= sal["budget_ms"] + 1e-4 and sal["encoding"] not in rows["encoding"][:4].tolist()
+    random = rows[rows["source"] == "random"]
     assert ((random["predicted_ms"] <= random["budget_ms"] + 1e-4)
             & (random["predicted_ms"] >= 0.92 * random["budget_ms"] - 1e-4)).all()
     assert random["flops"].is_monotonic_increasing and (rows["macs"] == rows["flops"]).all()
     assert rows[scores[1:]].apply(lambda c: c.between(0, 1)).all().all()
     assert list(wb._From(range(5), 7)) == [2, 3, 4, 0, 1]  # another draw of the batches: the same pass, rotated
-    assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 4).all()
+    assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 5).all()
 
 
 def test_within_budget_takes_each_budgets_fittest_searched_networks_and_the_one_chosen(tmp_path):
