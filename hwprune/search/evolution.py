@@ -115,7 +115,7 @@ class _Evolution:
         on for ``target_ms`` times the median of their predicted over measured latency, drop what that makes
         infeasible from the fittest kept, and breed the next generation again under it, the baseline networks of
         that latency first (those of the latency asked before may be over it: on Fashion-MNIST, mobilenet_v2_cifar's
-        saliency network at 50% of the dense latency was the fittest until a steer to 0.98 x left it out)."""
+        saliency network at 50% of the dense latency was the fittest until a steer to 0.988 x left it out)."""
         picked = [e for _, e in self.top[: self.cfg.steer_top]]
         measured = np.asarray(measure(picked), dtype=float)
         if len(measured) != len(picked) or not np.all(np.isfinite(measured) & (measured > 0)):
