@@ -194,8 +194,9 @@ def _saliency_ev(space, loaders):
 
 def test_the_saliency_network_removes_channels_where_they_lose_least_per_cost(trained):
     """Equal saliency per channel: the groups whose channels cost the most FLOPs (a residual group's channel runs
-    through every conv of its stage; stage 1's at 32x32 most) are narrowed, the rest kept; one group far more salient than the rest keeps its width where uniform slimming cuts it; the budget
-    holds and no group can widen (by up to the steps a move may take) without breaking it."""
+    through every conv of its stage; stage 1's at 32x32 most) are narrowed, the rest kept; one group far more salient
+    than the rest keeps its width where uniform slimming cuts it; the budget holds and no group can widen (by up to
+    the steps a move may take) without breaking it."""
     from hwprune.search.baselines import SALIENCY_STEPS, saliency_encoding
     from hwprune.search.budgets import Budget
 

@@ -66,8 +66,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
                    "budget as measured. Default: half the generations with --measure-top, else 0 (never).")
 @click.option("--rerank-top", type=click.IntRange(min=0), default=0, show_default=True,
               help="With --evaluator inherit: score the N fittest candidates of each budget and its uniform, "
-                   "magnitude and saliency networks again, tuned --rerank-steps steps each, on 4x --val-batches validation "
-                   "batches after those the search scored on (without --val-batches: on all), and keep the best by "
+                   "magnitude and saliency networks again, tuned --rerank-steps steps each, on 4x --val-batches "
+                   "validation batches after those the search scored on (without --val-batches: on all), and keep the best by "
                    "that score (before --measure-top).")
 @click.option("--rerank-steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Distillation steps each candidate --rerank-top scores again takes.")

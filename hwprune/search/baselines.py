@@ -70,12 +70,6 @@ def _magnitude(ev: CandidateEvaluator, budget: Budget, importance) -> tuple[tupl
     return tuple(int(v) for v in encs[i]), float(thresholds[i])
 
 
-def _limits(ev: CandidateEvaluator, budget: Budget) -> tuple[np.ndarray, np.ndarray]:
-    """The budget's limited cost columns of ``ev.costs`` and their limits."""
-    cols = [(c, v) for c, v in enumerate((budget.latency_ms, budget.flops, budget.params)) if v is not None]
-    return np.array([c for c, _ in cols], dtype=np.int64), np.array([v for _, v in cols], dtype=np.float64)
-
-
 def saliency_encoding(ev: CandidateEvaluator, budget: Budget, saliency: dict[int, np.ndarray] | None,
                       steps: int = SALIENCY_STEPS) -> tuple[int, ...] | None:
     """The latency-saliency knapsack's network of the budget (see the module docstring), or None without
@@ -89,9 +83,10 @@ def saliency_encoding(ev: CandidateEvaluator, budget: Budget, saliency: dict[int
     if not saliency:
         return None
     space = ev.space
-    cols, limits = _limits(ev, budget)
-    if not len(cols):
+    if not budget.limits():
         return None
+    cols = np.array([c for c, _ in budget.limits()], dtype=np.int64)
+    limits = np.array([v for _, v in budget.limits()], dtype=np.float64)
     # cumulative saliency at each choice of each group: the leading ``width`` channels' sum
     kept = []
     for gi, g in zip(space.prunable_index, space.groups):
@@ -115,35 +110,35 @@ def saliency_encoding(ev: CandidateEvaluator, budget: Budget, saliency: dict[int
         return np.abs(np.array([kept[j][enc[j]] for j in g]) - np.array([kept[j][e[j]] for j, e in zip(g, encs)]))
 
     enc = top.copy()
+    cost = ev.costs(enc[None, :])[0, cols] / limits  # (each limit's share of the network under ``enc``)
     for _ in range(int(top.sum()) + 1):  # narrow: each move lowers one index, so this many at most
-        cost = ev.costs(enc[None, :])[0, cols] / limits
         over = cost > 1
         if not over.any():
             break
         encs, ok = neighbours(enc, -1)
         if not len(encs):
             return None
-        saved = np.clip(cost[None, :] - ev.costs(encs)[:, cols] / limits, 0, None)[:, over].sum(1)
+        costs = ev.costs(encs)[:, cols] / limits
+        saved = np.clip(cost[None, :] - costs, 0, None)[:, over].sum(1)
         useful = saved > 1e-12
         if not useful.any():
             return None
-        ratio = np.where(useful, lost(enc, encs, ok) / np.where(useful, saved, 1), np.inf)
-        enc = encs[int(np.argmin(ratio))]
+        i = int(np.argmin(np.where(useful, lost(enc, encs, ok) / np.where(useful, saved, 1), np.inf)))
+        enc, cost = encs[i], costs[i]
     else:
-        return None
-    if (ev.costs(enc[None, :])[0, cols] > limits).any():
         return None
     for _ in range(int(top.sum()) + 1):  # widen back while the budget holds
         encs, ok = neighbours(enc, +1)
         if not len(encs):
             break
-        c = ev.costs(encs)[:, cols]
-        fits = (c <= limits).all(1)
+        raw = ev.costs(encs)[:, cols]
+        fits = (raw <= limits).all(1)
+        costs = raw / limits
         if not fits.any():
             break
-        spent = np.clip((c - ev.costs(enc[None, :])[0, cols]) / limits, 0, None).sum(1)
-        gain = lost(enc, encs, ok) / np.maximum(spent, 1e-12)
-        enc = encs[int(np.argmax(np.where(fits, gain, -np.inf)))]
+        gain = lost(enc, encs, ok) / np.maximum(np.clip(costs - cost[None, :], 0, None).sum(1), 1e-12)
+        i = int(np.argmax(np.where(fits, gain, -np.inf)))
+        enc, cost = encs[i], costs[i]
     return tuple(int(v) for v in enc)
 
 

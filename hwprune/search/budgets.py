@@ -25,6 +25,10 @@ class Budget:
         check_number("FLOPs budget", self.flops, optional=True)
         check_number("params budget", self.params, optional=True)
 
+    def limits(self) -> list[tuple[int, float]]:
+        """(column of ``CandidateEvaluator.costs``, limit) of every limit set: latency 0, FLOPs 1, params 2."""
+        return [(col, v) for col, v in enumerate((self.latency_ms, self.flops, self.params)) if v is not None]
+
     def label(self) -> str:
         parts = [f"{self.latency_ms:g}ms" if self.latency_ms is not None else "",
                  f"{self.flops / 1e6:g}MFLOPs" if self.flops is not None else "",

@@ -67,9 +67,8 @@ class CandidateEvaluator:
     def feasible(self, encs: np.ndarray, budget: Budget) -> np.ndarray:
         c = self.costs(encs)
         ok = np.ones(len(encs), bool)
-        for col, limit in enumerate((budget.latency_ms, budget.flops, budget.params)):
-            if limit is not None:
-                ok &= c[:, col] <= limit
+        for col, limit in budget.limits():
+            ok &= c[:, col] <= limit
         return ok
 
     def fitness(self, encs: list[Enc]) -> list[float]:

@@ -65,13 +65,11 @@ def _near_chance(ev: CandidateEvaluator, fitness: list[float]) -> dict[int, int]
 def _floor(ev: CandidateEvaluator, budget: Budget, fraction: float) -> tuple[int, float] | None:
     """The window's lower edge: ``fraction`` of the budget's primary limit (latency, else FLOPs, else params),
     never above what the widest network costs (a budget over the dense network's cost is met by it alone)."""
-    if not fraction:
+    if not fraction or not budget.limits():
         return None
-    for col, limit in enumerate((budget.latency_ms, budget.flops, budget.params)):
-        if limit is not None:
-            full = ev.costs(np.asarray([ev.space.full()]))[0, col]
-            return col, fraction * min(limit, full)
-    return None
+    col, limit = budget.limits()[0]
+    full = ev.costs(np.asarray([ev.space.full()]))[0, col]
+    return col, fraction * min(limit, full)
 
 
 class _Evolution:
