@@ -105,7 +105,7 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # network on them and the evolution's: chosen.json keeps them, a change searches again (and draws random search's
 # networks again only where one of the first changed)
 RANDOM_SETTINGS = ("calib_batches", "val_batches", "random_candidates", "measure_top", "tune_steps", "taylor_batches")
-SEARCH_SETTINGS = ("population", "generations", "bred", "steer_after") + RANDOM_SETTINGS
+SEARCH_SETTINGS = ("population", "generations", "bred", "local_share", "steer_after") + RANDOM_SETTINGS
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
@@ -150,6 +150,9 @@ class Settings:
     # share of each generation after the first bred from the fittest (half mutations, half crossovers), the rest
     # random networks: hwprune's default share (SearchConfig). Until 2026-12-05 all of it (1.0, MetaPruning's)
     bred: float = (SearchConfig.mutations + SearchConfig.crossovers) / SearchConfig.population
+    # share of mutated genes moved one or two choices rather than redrawn: hwprune's default (SearchConfig). Until
+    # 2026-12-05 none (None in chosen.json's search settings)
+    local_share: float = SearchConfig.local_share
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
     tune_steps: int = TUNE_STEPS  # the default evaluator's distillation steps per candidate (hwprune's default)
@@ -446,7 +449,7 @@ def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
     ``workers``)."""
     half = round(s.population * s.bred / 2)
     return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
-                        mutations=half, crossovers=half, generations=s.generations,
+                        mutations=half, crossovers=half, local_share=s.local_share, generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
                         steer_after=s.steer_after, steer_top=s.measure_top, workers=workers)
 

@@ -10,12 +10,16 @@ In a ``fashion_mnist.py`` work folder (one model's), for one budget:
    steering), with ``--mutations`` mutations and as many crossovers per generation: the rest of each generation is
    random networks from the budget's window (the default: the benchmark's, ``Settings.bred`` of the population
    bred; until 2026-12-05 all of it, ``--mutations 8`` for mobilenet_v2_cifar's 16, so that after the first
-   generation no random network was drawn unless breeding ran dry).
+   generation no random network was drawn unless breeding ran dry), once per ``--search-seeds`` seed and
+   ``--local-share`` share (of the mutated genes moved one or two choices instead of drawn again; default the
+   benchmark's, ``Settings.local_share``; 0 is MetaPruning's redraw).
 
 Writes ``benchmarks/results/search_exploration.csv`` (one row per scored network) and prints them. No
 fine-tuning: the fitness the search chooses by, not accuracy. About 7 minutes for mobilenet_v2_cifar on 2 cores.
 
     python benchmarks/search_exploration.py --work runs/refs1204/full/mobilenet_v2_cifar --fraction 0.3 --mutations 4
+    python benchmarks/search_exploration.py --work runs/loc1205/full/resnet20 --fraction 0.5 --local-share 0 0.5 \
+        --search-seeds 0 1 2     # (resnet20: ~7 min per search)
 """
 from __future__ import annotations
 
@@ -47,6 +51,9 @@ def main(argv=None) -> None:
     ap.add_argument("--fraction", type=float, default=0.3, help="the budget, as in chosen.json (default 0.3)")
     ap.add_argument("--mutations", type=int, help="mutations, and as many crossovers, per generation (default: the "
                     "benchmark's, a quarter of the population each)")
+    ap.add_argument("--local-share", type=float, nargs="+", help="the searches' shares of mutated genes moved one or "
+                    "two choices (several: a search with each; default: the benchmark's)")
+    ap.add_argument("--search-seeds", type=int, nargs="+", default=[0], help="a search per seed (and share)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="a folder of fashion_mnist.py --quick (its settings)")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
@@ -67,24 +74,29 @@ def main(argv=None) -> None:
     val = fm.limited(loaders.val, s.val_batches)
     picks = [(m, tuple(chosen[m][f]["encoding"])) for m in PICKS if f in chosen.get(m, {})]
     scores = score_many(ev, [e for _, e in picks], val, loaders.calib, s.calib_batches, args.workers)
-    rows = [{"model": name, "fraction": args.fraction, "network": m, "fitness": round(v, 4),
-             "predicted_ms": round(table.predict(e), 4), "flops": space.flops(e), "seconds": ""}
+    rows = [{"model": name, "fraction": args.fraction, "network": m, "search_seed": "", "fitness": round(v, 4),
+             "predicted_ms": round(table.predict(e), 4), "flops": space.flops(e), "seconds": "",
+             "encoding": " ".join(map(str, e))}
             for (m, e), v in zip(picks, scores)]
     asked = chosen["hwprune"][f].get("steered", {}).get("asked_ms") or chosen["asked"][f]
     cfg = fm.search_config(s, workers=args.workers)
     m = cfg.mutations if args.mutations is None else args.mutations
-    cfg = replace(cfg, mutations=m, crossovers=m, steer_after=0)
-    t = time.time()
-    res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=[asked], config=cfg, log=print)
-    best = tuple(res.best[0]["encoding"])
-    rows.append({"model": name, "fraction": args.fraction, "network": f"search, {m} mutations and "
-                 f"{m} crossovers of {s.population}", "fitness": round(res.best[0]["fitness"], 4),
-                 "predicted_ms": round(table.predict(best), 4), "flops": space.flops(best),
-                 "seconds": round(time.time() - t)})
+    for share in args.local_share or [s.local_share]:
+        for seed in args.search_seeds:
+            t = time.time()
+            c = replace(cfg, mutations=m, crossovers=m, steer_after=0, local_share=share, seed=seed)
+            res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=[asked], config=c, log=print)
+            best = tuple(res.best[0]["encoding"])
+            rows.append({"model": name, "fraction": args.fraction, "network": f"search, {m} mutations ({share:g} of "
+                         f"their genes moved locally) and {m} crossovers of {s.population}", "search_seed": seed,
+                         "fitness": round(res.best[0]["fitness"], 4), "predicted_ms": round(table.predict(best), 4),
+                         "flops": space.flops(best), "seconds": round(time.time() - t),
+                         "encoding": " ".join(map(str, best))})
     common.write_rows(Path(args.out) / f"search_exploration{'_quick' * args.quick}.csv", rows,
                       f"# {json.dumps({'work': str(work), 'asked_ms': asked, 'settings': fm.asdict(s)})}\n")
     for r in rows:
-        print(f"{r['network']:>40}: fitness {r['fitness']:.4f}, predicted {r['predicted_ms']:.4f} ms, "
+        seed = f" (seed {r['search_seed']})" if r["search_seed"] != "" else ""
+        print(f"{r['network'] + seed:>40}: fitness {r['fitness']:.4f}, predicted {r['predicted_ms']:.4f} ms, "
               f"{r['flops'] / 1e6:.1f} MFLOPs")
 
 

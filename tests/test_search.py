@@ -93,6 +93,26 @@ def test_mutation_and_crossover_keep_encodings_valid(setup):
     assert 0.5 < differs.mean() < 0.25 * len(space)  # about mutation_prob of the genes
 
 
+def test_local_mutations_move_genes_to_nearby_choices(setup):
+    """With ``local_share`` 1 every mutated gene moves one or two choices from its parent's; with 0 it is drawn
+    again from all of them (MetaPruning's), and mutants land farther from every parent."""
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    budget = Budget(latency_ms=0.8 * table.predict(space.full()))
+    ev = _Evaluator(pnet, table, loaders.val, loaders.calib, TINY)
+    reach = {}
+    for share in (1.0, 0.0):
+        evo = _Evolution(ev, budget, replace(TINY, mutation_prob=0.3, local_share=share, min_fraction=0), 0)
+        parents = evo._random(4, set())
+        evo.seen.update(parents)
+        kids = np.asarray(evo._mutate(parents, 40, set()))
+        assert len(kids) == 40 and ev.feasible(kids, budget).all()
+        # each kid's largest move from the parent it is nearest to, in choices
+        reach[share] = np.abs(kids[:, None, :] - np.asarray(parents)[None]).max(-1).min(1)
+    assert reach[1.0].max() <= 2 and reach[1.0].min() >= 1
+    assert reach[0.0].mean() > reach[1.0].mean() + 1 and reach[0.0].max() > 2
+
+
 def test_every_generation_after_the_first_draws_random_networks_beside_the_bred(setup):
     """The default breeds a quarter of each generation by mutation and a quarter by crossover of the fittest; the
     rest are random networks of the budget's window, so that a search bred only from where its first generation

@@ -44,6 +44,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--mutations", type=int, default=default(SearchConfig, "mutations"), show_default=True)
 @click.option("--crossovers", type=int, default=default(SearchConfig, "crossovers"), show_default=True)
 @click.option("--mutation-prob", type=float, default=default(SearchConfig, "mutation_prob"), show_default=True)
+@click.option("--local-share", type=float, default=default(SearchConfig, "local_share"), show_default=True,
+              help="Share of mutated genes moved one or two choices instead of redrawn (0: MetaPruning's redraws).")
 @click.option("--min-fraction", type=float, default=default(SearchConfig, "min_fraction"), show_default=True,
               help="Consider only networks that use at least this share of the budget (0: any under it).")
 @click.option("--calib-batches", type=int, default=default(SearchConfig, "calib_batches"), show_default=True,
@@ -77,7 +79,7 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, importance, tune_steps, table, latency_ms,
            latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers,
-           mutation_prob,
+           mutation_prob, local_share,
            min_fraction, calib_batches, val_batches, seed, workers, device, out, measure_top, steer_after, rerank_top,
            rerank_steps, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
@@ -109,8 +111,9 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
     if steer_after is None:  # measuring the winners here: measure halfway through too, and steer by it
         steer_after = generations // 2 if measure_top and (lat or frac) else 0
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
-                       crossovers=crossovers, mutation_prob=mutation_prob, min_fraction=min_fraction,
-                       generations=generations, calib_batches=calib_batches, val_batches=val_batches, seed=seed,
+                       crossovers=crossovers, mutation_prob=mutation_prob, local_share=local_share,
+                       min_fraction=min_fraction, generations=generations, calib_batches=calib_batches,
+                       val_batches=val_batches, seed=seed,
                        steer_after=steer_after, steer_top=measure_top or default(SearchConfig, "steer_top"),
                        workers=workers)
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,

@@ -4,7 +4,8 @@ Per budget: a population of feasible encodings (the first one holds the budget's
 magnitude and saliency networks, :mod:`.baselines`, unless ``seed_baselines`` is off); each
 generation keeps the top
 ``keep_top`` seen, takes the best ``parents``, and forms the next population from
-``mutations`` (each gene redrawn with ``mutation_prob``), ``crossovers`` (uniform
+``mutations`` (each gene mutated with ``mutation_prob``: ``local_share`` of them moved one or
+two choices, the rest redrawn), ``crossovers`` (uniform
 mask between two parents) and random feasible encodings. A candidate over any
 budget, or under ``min_fraction`` of it (a network that leaves speed unused; where
 that window cannot be filled, random fill takes the networks closest under the
@@ -42,6 +43,7 @@ from .result import SearchResult, describe, pareto_front
 
 __all__ = ["search", "draw_encodings"]
 STATE_FORMAT = "hwprune.search-state/1"
+STEPS = np.array([-2, -1, 1, 2])  # how far a local mutation moves a gene, in choices
 
 
 def draw_encodings(space, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -179,6 +181,8 @@ class _Evolution:
             base = np.asarray(parents)[self.rng.integers(len(parents), size=4 * want)]  # (n, G)
             redraw = self.rng.random(base.shape) < self.cfg.mutation_prob
             fresh = (self.rng.random(base.shape) * choices).astype(np.int64)
+            near = np.clip(base + self.rng.choice(STEPS, size=base.shape), 0, choices - 1)
+            fresh = np.where(self.rng.random(base.shape) < self.cfg.local_share, near, fresh)
             out += self._novel(np.where(redraw, fresh, base), want - len(out), taken)
         return out
 
