@@ -106,6 +106,7 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # networks again only where one of the first changed)
 RANDOM_SETTINGS = ("calib_batches", "val_batches", "random_candidates", "measure_top", "tune_steps", "taylor_batches")
 SEARCH_SETTINGS = ("population", "generations", "bred", "local_share", "steer_after") + RANDOM_SETTINGS
+ADDED_SETTINGS = {"local_share": 0.0}  # search settings added since chosen.json's were first written: what they were
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
@@ -150,8 +151,8 @@ class Settings:
     # share of each generation after the first bred from the fittest (half mutations, half crossovers), the rest
     # random networks: hwprune's default share (SearchConfig). Until 2026-12-05 all of it (1.0, MetaPruning's)
     bred: float = (SearchConfig.mutations + SearchConfig.crossovers) / SearchConfig.population
-    # share of mutated genes moved one or two choices rather than redrawn: hwprune's default (SearchConfig). Until
-    # 2026-12-05 none (None in chosen.json's search settings)
+    # share of mutated genes moved one or two choices rather than redrawn: hwprune's default (SearchConfig, 0).
+    # chosen.json's from before 2026-12-05 lack it (searched at 0: ADDED_SETTINGS)
     local_share: float = SearchConfig.local_share
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
@@ -511,7 +512,9 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         searched = "hwprune" if method == "hwprune-rerank" else method
         # (the default's searches of the space with dropped blocks are kept apart from those before it was)
         # (and the inherit searches seeded with the saliency network apart from those before: SEEDS)
-        key = json.dumps([searched, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS}] + ["blocks"] * bool(
+        # (a setting added since at the value it had before keeps the folder's name: ADDED_SETTINGS)
+        key = json.dumps([searched, lats, {k: getattr(s, k) for k in SEARCH_SETTINGS if k not in ADDED_SETTINGS or
+                                           getattr(s, k) != ADDED_SETTINGS[k]}] + ["blocks"] * bool(
             ev.space.branches) + SEEDS * (getattr(ev, "saliency", None) is not None), sort_keys=True)
         res = search(ev, loaders.val, loaders.calib, table=table, latency_ms=lats, config=cfg, log=say,
                      run_dir=work / f"{searched}_search_{hashlib.sha1(key.encode()).hexdigest()[:10]}", resume=True,
@@ -588,8 +591,9 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
                f"for what it predicts at each budget in one step, not {ASKED_RULE}")
         say(f"  the table was asked {how}: asking it again and choosing every network but L1's again")
         chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
-    if chosen and chosen.get("search") != searched:
-        before = chosen.get("search") or {}
+    before = {**ADDED_SETTINGS, **(chosen.get("search") or {})} if chosen.get("search") else None
+    if chosen and before != searched:
+        before = before or {}
         keep = ("uniform", "l1", "asked", "asked_rule") + ("random",) * all(
             k in before and before[k] == searched[k] for k in RANDOM_SETTINGS)
         changed = {k: (before.get(k), v) for k, v in searched.items() if before.get(k) != v}
@@ -1062,6 +1066,9 @@ def main(argv=None) -> None:
     ap.add_argument("--val-batches", type=int, metavar="B",
                     help="validation batches of 256 each searched candidate is scored on, for every model "
                          "(default: 8, mobilenet_v2_cifar 4)")
+    ap.add_argument("--local-share", type=float, metavar="S",
+                    help="share of the searches' mutated genes moved one or two choices instead of redrawn, every "
+                         "model (default: hwprune's, 0; the searches run again)")
     ap.add_argument("--finetune-epochs", type=int, metavar="E",
                     help="fine-tuning epochs of every pruned network, for every model (default: 3, "
                          "mobilenet_v2_cifar 2); another work folder (the fine-tunes are of other lengths)")
@@ -1087,7 +1094,7 @@ def main(argv=None) -> None:
     if args.ablations:
         s = replace(s, **ABLATIONS)
     s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches",
-                                                        "finetune_epochs")})
+                                                        "finetune_epochs", "local_share")})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]

@@ -185,6 +185,13 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     unseeded = fashion.reusable({k: v for k, v in saved.items() if k != "seeds"}, s, said.append)
     assert set(unseeded) == set(saved) - {"hwprune"} and unseeded["seeds"] == fashion.SEEDS
     assert "started from uniform and magnitude, not uniform, magnitude, saliency" in said[-1]
+    # saved before local_share was a setting (searched with redraws, its value now): all of it holds; searches with
+    # local moves are searched again
+    said.clear()
+    before = {**saved, "search": {k: v for k, v in saved["search"].items() if k != "local_share"}}
+    assert fashion.reusable(before, s, said.append) == saved and not said
+    local = fashion.reusable(before, fashion.replace(s, local_share=0.5), said.append)
+    assert "hwprune" not in local and "random" in local and "local_share: 0.0 -> 0.5" in said[-1]
 
 
 def test_networks_are_held_to_the_budget_beside_a_reference_of_their_size(fashion):

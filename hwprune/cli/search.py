@@ -45,7 +45,7 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--crossovers", type=int, default=default(SearchConfig, "crossovers"), show_default=True)
 @click.option("--mutation-prob", type=float, default=default(SearchConfig, "mutation_prob"), show_default=True)
 @click.option("--local-share", type=float, default=default(SearchConfig, "local_share"), show_default=True,
-              help="Share of mutated genes moved one or two choices instead of redrawn (0: MetaPruning's redraws).")
+              help="Share of mutated genes moved one or two choices instead of redrawn (0: MetaPruning's redraw).")
 @click.option("--min-fraction", type=float, default=default(SearchConfig, "min_fraction"), show_default=True,
               help="Consider only networks that use at least this share of the budget (0: any under it).")
 @click.option("--calib-batches", type=int, default=default(SearchConfig, "calib_batches"), show_default=True,

@@ -181,8 +181,9 @@ class _Evolution:
             base = np.asarray(parents)[self.rng.integers(len(parents), size=4 * want)]  # (n, G)
             redraw = self.rng.random(base.shape) < self.cfg.mutation_prob
             fresh = (self.rng.random(base.shape) * choices).astype(np.int64)
-            near = np.clip(base + self.rng.choice(STEPS, size=base.shape), 0, choices - 1)
-            fresh = np.where(self.rng.random(base.shape) < self.cfg.local_share, near, fresh)
+            if self.cfg.local_share:  # (no draws otherwise: at 0 the random stream is MetaPruning's search's)
+                near = np.clip(base + self.rng.choice(STEPS, size=base.shape), 0, choices - 1)
+                fresh = np.where(self.rng.random(base.shape) < self.cfg.local_share, near, fresh)
             out += self._novel(np.where(redraw, fresh, base), want - len(out), taken)
         return out
 
