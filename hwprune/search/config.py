@@ -27,8 +27,8 @@ class SearchConfig:
     # share of the mutated genes that move one or two choices from the parent's (a width is ordinal: the next
     # choices are the nearest networks) instead of being drawn again from all of them; 0 is MetaPruning's redraw.
     # On Fashion-MNIST resnet20 at 50% of the dense latency searches (32 x 10, a quarter mutations) ended on fitness
-    # 0.8213, 0.8423 and 0.8423 with seeds 0-2 at 0, on 0.8472, 0.8364 and 0.8408 at 0.5 (a scratch run of what
-    # benchmarks/search_exploration.py --local-share 0 0.5 --search-seeds 0 1 2 runs); in the Fashion-MNIST
+    # 0.8213, 0.8423 and 0.8423 with seeds 0-2 at 0, on 0.8472, 0.8364 and 0.8408 at 0.5 (benchmarks/
+    # search_exploration.py --local-share 0.5 --search-seeds 0 1 2, results/search_exploration_local.csv); in the
     # benchmark 0.5 moved the default path's picks +0.10 / +0.36 points on resnet20 at 30% / 50% and -1.25 / -0.38
     # on mobilenet_v2_cifar: within one search's spread, so the default stays MetaPruning's (README, Results)
     local_share: float = 0.0
