@@ -591,9 +591,8 @@ def reusable(chosen: dict, s: Settings, say) -> dict:
                f"for what it predicts at each budget in one step, not {ASKED_RULE}")
         say(f"  the table was asked {how}: asking it again and choosing every network but L1's again")
         chosen = {m: v for m, v in chosen.items() if m in ("l1", "search", "meter")}
-    before = {**ADDED_SETTINGS, **(chosen.get("search") or {})} if chosen.get("search") else None
+    before = {**ADDED_SETTINGS, **chosen["search"]} if chosen.get("search") else {}
     if chosen and before != searched:
-        before = before or {}
         keep = ("uniform", "l1", "asked", "asked_rule") + ("random",) * all(
             k in before and before[k] == searched[k] for k in RANDOM_SETTINGS)
         changed = {k: (before.get(k), v) for k, v in searched.items() if before.get(k) != v}
