@@ -120,6 +120,35 @@ def test_a_short_tune_pulls_a_narrow_network_toward_the_dense_one_and_leaves_the
         InheritEvaluator(space, ordered, tune_steps=-1)
 
 
+class _Skip:
+    """A loader's batches from the ``k``-th on: another draw of the batches a candidate is tuned on."""
+
+    def __init__(self, loader, k):
+        self.loader, self.k = loader, k
+
+    def __iter__(self):
+        return (b for i, b in enumerate(self.loader) if i >= self.k)
+
+
+def test_tuning_batches_from_a_loader_made_for_one_score_get_their_own_teacher_outputs(trained):
+    """An evaluator keeps the dense model's outputs on the tuning batches for the next score; a loader made for
+    one score and freed must not hand them to the next one made (Python may put it at the same address), or the
+    candidate is tuned toward the outputs of other images (measured: scores of 0.10-0.26 where 0.82 was right)."""
+    model, space, loaders = trained
+    ordered = order_channels(space, model)
+    enc = space.uniform(0.5)
+    ev = InheritEvaluator(space, ordered, tune_steps=4)
+    first = _Skip(loaders.calib, 0)
+    ev.score(enc, loaders.val, first, 2)
+    address = id(first)
+    del first
+    kept = []  # loaders of the second draw until one lands where the first was (none can while the evaluator
+    while len(kept) < 10_000 and (not kept or id(kept[-1]) != address):  # holds the first)
+        kept.append(_Skip(loaders.calib, 6))
+    got = ev.score(enc, loaders.val, kept[-1], 2)
+    assert got == InheritEvaluator(space, ordered, tune_steps=4).score(enc, loaders.val, _Skip(loaders.calib, 6), 2)
+
+
 def test_a_short_tune_does_not_follow_the_global_random_state_through_dropout():
     """A candidate's score must not depend on what ran before it: the tuning steps keep dropout off (and leave
     every module's mode as it was)."""

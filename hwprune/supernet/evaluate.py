@@ -138,7 +138,7 @@ class InheritEvaluator:
         check_number("tune_steps", tune_steps, integer=True, inclusive=True)
         check_number("tune_lr", tune_lr)
         self.space, self.model, self.tune_steps, self.tune_lr = space, model, tune_steps, tune_lr
-        self._teacher: tuple[int, int, list[torch.Tensor]] | None = None  # (loader id, offset, teacher outputs)
+        self._teacher: tuple[object, int, list[torch.Tensor]] | None = None  # (loader, offset, teacher outputs)
         known = getattr(model, "hwprune_importance", None) or {}  # what order_channels ranked it by
         # L1, the magnitude baseline's criterion (Torch-Pruning's), whatever the order: reused when it is the order
         self.importance = known["scores"] if known.get("metric") == "l1" else channel_importance(space, model, "l1")
@@ -175,9 +175,10 @@ class InheritEvaluator:
     @torch.no_grad()
     def _teacher_logits(self, loader, skip: int) -> list[torch.Tensor]:
         """The dense model's outputs on the tuning batches, computed once per loader (they are the same for every
-        candidate: the training loaders' order is fixed)."""
-        key = (id(loader), skip)
-        if self._teacher is None or self._teacher[:2] != key:
+        candidate: the training loaders' order is fixed). The loader itself is kept with them and compared by
+        identity: by ``id`` alone, a loader made for one call and freed could be followed by another at the same
+        address, which would then be tuned toward the first one's outputs."""
+        if self._teacher is None or self._teacher[0] is not loader or self._teacher[1] != skip:
             dev = next(self.model.parameters()).device
             was_training = self.model.training
             self.model.eval()
@@ -187,7 +188,7 @@ class InheritEvaluator:
                               for x, _ in self._tune_batches(loader, skip)]
             finally:
                 self.model.train(was_training)
-            self._teacher = (*key, logits)
+            self._teacher = (loader, skip, logits)
         return self._teacher[2]
 
 
