@@ -30,7 +30,6 @@ bundled data (the test suite runs it). Every fine-tune is kept and a rerun resum
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -51,7 +50,7 @@ from hwprune.files.atomic import write_atomic, write_json  # noqa: E402
 from hwprune.search import SearchConfig  # noqa: E402
 from hwprune.search.baselines import saliency_encoding  # noqa: E402
 from hwprune.search.budgets import Budget  # noqa: E402
-from hwprune.search.evaluator import CandidateEvaluator  # noqa: E402
+from hwprune.search.evaluator import CandidateEvaluator, _Rotated  # noqa: E402
 from hwprune.search.evolution import draw_encodings  # noqa: E402
 from hwprune.search.measured import fittest_candidates  # noqa: E402
 from hwprune.supernet.evaluate import InheritEvaluator  # noqa: E402
@@ -64,21 +63,6 @@ SOURCES = ("random", "uniform", "search", "saliency")  # how a network came in: 
 TAU_COLUMNS = ["model", "budget_fraction", "score", "candidates", "kendall_tau", "spearman"]
 STEPS = (0, 20, 40)  # tuning steps of the inherit evaluator scored (the default's among them)
 DRAWS = 4  # and the default's score averaged over this many draws of its calibration and tuning batches
-
-
-class _From:
-    """A loader's batches from the ``k``-th on, then its first ``k`` (one pass in all): another draw of the batches
-    an evaluator recalibrates and tunes on."""
-
-    def __init__(self, loader, k: int):
-        self.loader, self.k = loader, k % max(1, len(loader))
-
-    def __iter__(self):
-        yield from itertools.islice(iter(self.loader), self.k, None)
-        yield from itertools.islice(iter(self.loader), self.k)
-
-    def __len__(self):
-        return len(self.loader)
 
 
 POOL, SPREAD = 200_000, 600  # random networks drawn; of those in the window, how many the MACs spread is taken from
@@ -198,7 +182,7 @@ def run(model: str, s: fm.Settings, fractions: list[float], n: int, work: Path, 
     ev = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, space, ordered, s)
     if f"inherit-{ev.tune_steps}" not in scores:
         raise SystemExit(f"--steps must include the default's {ev.tune_steps} tuning steps")
-    draws = [_From(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(1, DRAWS)]
+    draws = [_Rotated(loaders.calib, d * (s.calib_batches + ev.tune_steps)) for d in range(1, DRAWS)]
     per_draw = [scores[f"inherit-{ev.tune_steps}"]] + [
         [ev.score(tuple(c["encoding"]), val, calib, s.calib_batches) for c in cands] for calib in draws]
     scores[f"inherit-{ev.tune_steps}x{DRAWS}"] = [float(v) for v in np.mean(per_draw, axis=0)]

@@ -465,6 +465,42 @@ def test_scoring_again_uses_validation_batches_the_search_did_not_pick_its_fitte
         rerank(res, Seen(), val, loaders.calib, top=2, skip_batches=-1)
 
 
+def test_scoring_again_over_several_draws_of_tuning_batches_averages_them(setup):
+    """With ``draws`` D, every candidate is scored D times, the d-th on the calibration batches from
+    ``d * (calib_batches + tune_steps)`` on (wrapping around), and its score is the mean: a candidate lucky on one
+    draw of the batches it is tuned on no longer wins by that luck alone."""
+    from hwprune.search.measured import fittest_candidates
+    from hwprune.search.rerank import rerank
+
+    pnet, loaders, table, _ = setup
+    budget = 0.6 * table.predict(pnet.space.full())
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    fittest = [tuple(c["encoding"]) for c in fittest_candidates(res.history, 0, res.best[0]["encoding"])[:2]]
+    calib = [(torch.full((2, 1, 32, 32), float(k)), torch.zeros(2, dtype=torch.long)) for k in range(7)]  # batch k: k
+
+    class Lucky:  # the fittest scores 1 on the first draw's batches and 0 on the others; the second 0.6 on all
+        tune_steps = 2
+        firsts = []
+
+        def score(self, enc, val, calib, calib_batches):
+            first = int(next(iter(calib))[0][0, 0, 0, 0])
+            self.firsts.append(first)
+            return (1.0 if first == 0 else 0.0) if tuple(enc) == fittest[0] else 0.6
+
+    for draws, winner in ((1, fittest[0]), (3, fittest[1])):
+        Lucky.firsts = []
+        said = []
+        rerank(res, Lucky(), loaders.val, calib, top=2, calib_batches=1, baselines=False, draws=draws, log=said.append)
+        assert sorted(Lucky.firsts) == sorted([0, 3, 6][:draws] * 2)  # (1 + 2 batches further each draw)
+        assert tuple(res.best[0]["encoding"]) == winner and res.stats["rerank"]["draws"] == draws
+        assert res.best[0]["rescored"] == pytest.approx(1.0 if draws == 1 else 0.6)
+    assert "mean of 3 draws of tuning batches" in said[-1]
+    with pytest.raises(hp.HwpruneError, match="positive number of draws"):
+        rerank(res, Lucky(), loaders.val, calib, top=2, draws=0)
+    with pytest.raises(hp.HwpruneError, match="needs a loader with a length"):
+        rerank(res, Lucky(), loaders.val, iter(calib), top=2, draws=2)
+
+
 def test_a_search_whose_fittest_is_near_chance_says_so(setup):
     """An evaluator that cannot tell candidates apart (an untrained PruningNet: ~0.1 on 10 classes) makes the
     search random; the user is told, per budget, and the result records it."""

@@ -73,6 +73,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
                    "that score (before --measure-top).")
 @click.option("--rerank-steps", type=click.IntRange(min=1), default=300, show_default=True,
               help="Distillation steps each candidate --rerank-top scores again takes.")
+@click.option("--rerank-draws", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Each --rerank-top score the mean over D draws of the batches a candidate is tuned on.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--allow-mismatch", is_flag=True, help="Use a table measured for another space or machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a summary.")
@@ -81,7 +83,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
            latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers,
            mutation_prob, local_share,
            min_fraction, calib_batches, val_batches, seed, workers, device, out, measure_top, steer_after, rerank_top,
-           rerank_steps, resume, allow_mismatch, as_json, quiet):
+           rerank_steps, rerank_draws, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
     from ..models.loading import absolute_spec
     from ..runs.folder import RunFolder
@@ -119,7 +121,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
                           latency_fraction=frac, flops=fl, params=pa, data=data, config=cfg, device=device,
                           resume=resume, allow_mismatch=allow_mismatch, measure_top=measure_top,
-                          tune_steps=tune_steps, rerank=(rerank_top, rerank_steps), log=echo_log(quiet))
+                          tune_steps=tune_steps, rerank=(rerank_top, rerank_steps, rerank_draws), log=echo_log(quiet))
     if not is_main():  # under torchrun every rank holds the result; rank 0 reports it
         return
     if as_json:

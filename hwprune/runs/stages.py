@@ -268,7 +268,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                  latency_fraction: list[float] | None = None, flops: float | None = None, params: float | None = None,
                  data: str | None = None, config=None, device: str = "auto", allow_mismatch: bool = False,
                  where: str = ".", key: str = "search", resume: bool = False, measure_top: int = 0, tune_steps: int | None = None,
-                 rerank: tuple[int, int] = (0, 0), log: Log = None):
+                 rerank: tuple[int, ...] = (0, 0), log: Log = None):
     """Search under budgets; writes result.json, history.csv, pareto.png into the folder.
 
     Candidates are scored with a trained PruningNet (``checkpoint``) or, with ``dense``, with
@@ -280,9 +280,9 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     budgets as fractions of the dense network's latency predicted by the table (0.5:
     half), for commands that work on any machine. ``measure_top``: time that many of the fittest
     candidates of each latency budget here, on the table's backend, and keep the fittest one
-    measured within the budget (:func:`hwprune.search.measured.meet_measured`). ``rerank``: (top, steps), with the
-    inherit evaluator: score the ``top`` fittest of each budget again, tuned ``steps`` steps each, and keep the best
-    by that score (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its
+    measured within the budget (:func:`hwprune.search.measured.meet_measured`). ``rerank``: (top, steps[, draws]),
+    with the inherit evaluator: score the ``top`` fittest of each budget again, tuned ``steps`` steps each (each score
+    the mean of ``draws`` draws of tuning batches, default 1), and keep the best by that score (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its
     order). ``config.steer_after``: after that many generations, time the fittest here and ask the table for what it
     predicts for them at the budget as measured (:attr:`SearchConfig.steer_after`). A folder that holds a finished
     search is refused without ``resume`` (it would be overwritten).
@@ -344,7 +344,7 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
         score_again(result, InheritEvaluator(scorer.space, scorer.model, tune_steps=rerank[1],
                                              tune_lr=scorer.tune_lr), loaders.val,
                     loaders.calib, top=rerank[0], calib_batches=cfg.calib_batches, **fresh_batches(cfg.val_batches),
-                    log=log or (lambda m: None))
+                    draws=rerank[2] if len(rerank) > 2 else 1, workers=cfg.workers, log=log or (lambda m: None))
     if measure_top and lut is not None and latency_ms and is_main():
         from ..search.measured import meet_measured
 

@@ -6,6 +6,7 @@ inherited from the ordered dense model).
 """
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import sys
 import time
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..errors import HwpruneError
 from ..supernet.evaluate import as_evaluator
 from ..training.distributed import world_info
 from .budgets import Budget
@@ -88,6 +90,26 @@ class CandidateEvaluator:
             self.evaluated += len(todo)
             self.eval_seconds += time.perf_counter() - t
         return [self.cache[e] for e in encs]
+
+
+class _Rotated:
+    """One pass over ``loader`` from its ``k``-th batch, then its first ``k``: another draw of the batches a
+    candidate is recalibrated and tuned on (the training loaders' order is fixed, so every candidate scored with one
+    such view gets the same batches)."""
+
+    def __init__(self, loader, k: int):
+        try:
+            self.loader, self.k = loader, k % max(1, len(loader))
+        except TypeError:
+            raise HwpruneError(f"another draw of calibration batches starts {k} batches in and wraps around: it "
+                               f"needs a loader with a length (a DataLoader), not a {type(loader).__name__}") from None
+
+    def __iter__(self):
+        yield from itertools.islice(iter(self.loader), self.k, None)
+        yield from itertools.islice(iter(self.loader), self.k)
+
+    def __len__(self):
+        return len(self.loader)
 
 
 class _Limited:

@@ -31,8 +31,8 @@ from typing import Callable
 
 from ..errors import HwpruneError
 from .baselines import BASELINES
-from .evaluator import _Limited
-from .measured import _KEYS, _ordinal, fittest_candidates
+from .evaluator import _Limited, _Rotated, score_many
+from .measured import _KEYS, _ordinal, budget_candidates
 from .result import SearchResult
 
 __all__ = ["rerank", "fresh_batches", "VAL_FACTOR"]
@@ -50,18 +50,24 @@ def fresh_batches(search_batches: int | None) -> dict:
 
 def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8, calib_batches: int = 10,
            val_batches: int | None = None, baselines: bool = True, log: Callable[[str], None] = print,
-           skip_batches: int = 0) -> SearchResult:
+           skip_batches: int = 0, draws: int = 1, workers: int = 1) -> SearchResult:
     """Score the ``top`` fittest candidates of each budget of ``result`` with ``scorer`` (anything with
     ``score(enc, val, calib, calib_batches)``: an :class:`~hwprune.supernet.evaluate.InheritEvaluator` tuned for
     more steps) on ``val_batches`` validation batches (None: all) after the first ``skip_batches`` (those the search
     scored on; where the loader has none after them, on its first ``val_batches``, and the log says so), and make
     the best by that score each budget's winner. With
     ``baselines``, the budget's baseline networks (``result.best``'s ``uniform``, ``magnitude`` and ``saliency``)
-    are scored too, where the search evaluated them. ``result.best`` entries gain ``rescored`` and
+    are scored too, where the search evaluated them. With ``draws`` > 1 each score is the mean over that many draws
+    of the batches a candidate is recalibrated and tuned on (the d-th from ``d * (calib_batches + tune_steps)``
+    batches into ``calib_loader``; the first, the search's own): one draw's luck on them moves a 20-step score by up
+    to 2 points. ``workers``: processes that score (:func:`~.evaluator.score_many`). ``result.best`` entries gain
+    ``rescored`` and
     ``rescored_rank`` (the winner's rank by the search's own fitness, 0: the search's winner);
     ``result.stats["rerank"]`` records what was done."""
     if not isinstance(top, int) or top < 1:
         raise HwpruneError(f"rerank needs a positive number of candidates to score again, got top={top!r}")
+    if not isinstance(draws, int) or draws < 1:
+        raise HwpruneError(f"rerank averages over a positive number of draws of tuning batches, got draws={draws!r}")
     if not isinstance(skip_batches, int) or skip_batches < 0:
         raise HwpruneError(f"rerank skips a whole number of validation batches, got skip_batches={skip_batches!r}")
     val = _Limited(val_loader, val_batches or None, start=skip_batches)
@@ -73,13 +79,16 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
         scored = val.batches()
     fresh = f", on {scored} validation batches after the search's {skip_batches}" if skip_batches else ""
     started = time.perf_counter()
+    stride = calib_batches + getattr(scorer, "tune_steps", 0)
+    calibs = [calib_loader] + [_Rotated(calib_loader, d * stride) for d in range(1, draws)]  # (kept: one each)
     for i, best in enumerate(result.best):
-        ranked = fittest_candidates(result.history, i, best["encoding"])
+        ranked = budget_candidates(result, i)  # (within the latency a steered search last asked the table for)
         named = {tuple(best[b]["encoding"]): b for b in BASELINES if baselines and best.get(b)}
         ranks = list(range(min(top, len(ranked))))
         ranks += [r for r in range(len(ranks), len(ranked)) if tuple(ranked[r]["encoding"]) in named]
-        scores = {tuple(ranked[r]["encoding"]): float(scorer.score(tuple(ranked[r]["encoding"]), val, calib_loader,
-                                                                   calib_batches)) for r in ranks}
+        encs = [tuple(ranked[r]["encoding"]) for r in ranks]
+        per_draw = [score_many(scorer, encs, val, calib, calib_batches, workers) for calib in calibs]
+        scores = {e: sum(s[k] for s in per_draw) / draws for k, e in enumerate(encs)}
         for h in result.history:
             if h["budget"] == i and tuple(h["encoding"]) in scores:
                 h["rescored"] = scores[tuple(h["encoding"])]
@@ -91,12 +100,13 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
         also = [named[tuple(ranked[r]["encoding"])] for r in ranks[min(top, len(ranked)):]]
         also = f" and the {' and '.join(also)} network{'s' * (len(also) > 1)}" if also else ""
         which = named.get(tuple(winner["encoding"]))
-        log(f"[{result.budgets[i].label()}] scored the {min(top, len(ranked))} fittest{also} again: the "
+        log(f"[{result.budgets[i].label()}] scored the {min(top, len(ranked))} fittest{also} again"
+            f"{f' (mean of {draws} draws of tuning batches)' if draws > 1 else ''}: the "
             f"{_ordinal(rank)} by the search's fitness{f' (the {which} network)' if which else ''} is the best "
             f"({winner['rescored']:.4f}; the search's winner {first:.4f}){fresh}")
     result.stats["rerank"] = {"top": top, "baselines": baselines, "skip_batches": skip_batches, "val_batches": scored,
                               "scorer": getattr(scorer, "name", type(scorer).__name__),
-                              "tune_steps": getattr(scorer, "tune_steps", None),
+                              "tune_steps": getattr(scorer, "tune_steps", None), "draws": draws,
                               "seconds": round(time.perf_counter() - started, 2)}
     return result
 
