@@ -418,6 +418,9 @@ def test_fashion_mnist_runs_the_compared_methods_by_default_and_the_ablations_on
     assert more.pnet_tau_only and fashion.claimed(more) == fashion.claimed(s)
     # how many candidates are scored again, and how long, is hwprune-rerank's own (chosen.json keeps it)
     assert fashion.claimed(replace(s, rerank_top=4, rerank_steps=100, rerank_baselines=False)) == fashion.claimed(s)
+    # so is how hwprune's network is picked from its search (--pick-top, --pick-draws): picked again, not searched
+    assert fashion.claimed(replace(s, pick_top=4, pick_draws=3)) == fashion.claimed(s)
+    assert {k: getattr(s, k) for k in fashion.PICK_SETTINGS} == fashion.PICK_BEFORE  # (kept picks hold by default)
     assert "hwprune-rerank" not in fashion.methods(replace(more, rerank_top=0))
     # --val-batches / --rerank-top / --rerank-steps: for every model, over mobilenet_v2_cifar's own settings too
     given = fashion.overridden(s, val_batches=6, rerank_steps=None)
@@ -444,7 +447,7 @@ def test_a_work_folder_claimed_with_settings_no_longer_claimed_is_still_the_runs
     s = fashion.Settings()
     old = {**asdict(s), "per_model": {m: dict(o) for m, o in s.per_model.items()}}  # what the claim held before
     for k in ("models", "only", "tau_models", "seeds", "tau_block_candidates",
-              *fashion.SEARCH_SETTINGS, *fashion.RERANK_SETTINGS):
+              *fashion.SEARCH_SETTINGS, *fashion.RERANK_SETTINGS, *fashion.PICK_SETTINGS):
         old.pop(k)
         for o in old["per_model"].values():
             o.pop(k, None)
