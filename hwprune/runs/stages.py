@@ -282,8 +282,9 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
     candidates of each latency budget here, on the table's backend, and keep the fittest one
     measured within the budget (:func:`hwprune.search.measured.meet_measured`). ``rerank``: (top, steps[, draws]),
     with the inherit evaluator: score the ``top`` fittest of each budget again, tuned ``steps`` steps each (each score
-    the mean of ``draws`` draws of tuning batches, default 1), and keep the best by that score (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its
-    order). ``config.steer_after``: after that many generations, time the fittest here and ask the table for what it
+    the mean of ``draws`` draws of tuning batches, default 1), and keep the best by that score
+    (:func:`hwprune.search.rerank.rerank`; before ``measure_top``, which then steps down in its order).
+    ``config.steer_after``: after that many generations, time the fittest here and ask the table for what it
     predicts for them at the budget as measured (:attr:`SearchConfig.steer_after`). A folder that holds a finished
     search is refused without ``resume`` (it would be overwritten).
     """
