@@ -512,13 +512,13 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
     if chosen.get("rerank") != {k: getattr(s, k) for k in RERANK_SETTINGS}:
         chosen.pop("hwprune-rerank", None)
         chosen["rerank"] = {k: getattr(s, k) for k in RERANK_SETTINGS}
-    if chosen.get("pick", PICK_BEFORE) != {k: getattr(s, k) for k in PICK_SETTINGS}:  # (its search is kept)
-        old = chosen.pop("hwprune", None)
-        if old:
-            say(f"  hwprune's pick changed ({chosen.get('pick', PICK_BEFORE)} -> "
-                f"{ {k: getattr(s, k) for k in PICK_SETTINGS} }): picking again from its search")
-            chosen["hwprune_before"] = next(iter(old.values())).get("search_seconds", 0.0)  # (what its search took)
-        chosen["pick"] = {k: getattr(s, k) for k in PICK_SETTINGS}
+    pick, picked_before = {k: getattr(s, k) for k in PICK_SETTINGS}, {}  # (hwprune's picks made another way)
+    if chosen.get("pick", PICK_BEFORE) != pick:  # (its search is kept)
+        picked_before = chosen.pop("hwprune", None) or {}
+        if picked_before:
+            say(f"  hwprune's pick changed ({chosen.get('pick', PICK_BEFORE)} -> {pick}): picking again from its "
+                f"search")
+        chosen["pick"] = pick
     for method, ev, extra in searches + [("hwprune-rerank", inherit, 0.0)]:
         if method in chosen or method not in methods(s):
             continue
@@ -541,9 +541,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         # searched before they were kept here took what the pick made from it said
         spent = chosen.setdefault("searched", {})
         if run_dir.name not in spent:
-            spent[run_dir.name] = (chosen.pop("hwprune_before", None) or next(iter(chosen.get("hwprune", {}).values()),
-                                                                              {}).get("search_seconds", 0.0)
-                                   ) if searched == "hwprune" else 0.0
+            made = (picked_before or chosen.get("hwprune", {})) if searched == "hwprune" else {}
+            spent[run_dir.name] = next(iter(made.values()), {}).get("search_seconds", 0.0)
         spent[run_dir.name] = round(spent[run_dir.name] + time.time() - t, 1)
         t = time.time()
         if method == "hwprune" and s.pick_top:
