@@ -105,8 +105,8 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # network on them and the evolution's: chosen.json keeps them, a change searches again (and draws random search's
 # networks again only where one of the first changed)
 RANDOM_SETTINGS = ("calib_batches", "val_batches", "random_candidates", "measure_top", "tune_steps", "taylor_batches")
-SEARCH_SETTINGS = ("population", "generations", "bred", "local_share", "steer_after") + RANDOM_SETTINGS
-ADDED_SETTINGS = {"local_share": 0.0}  # search settings added since chosen.json's were first written: what they were
+SEARCH_SETTINGS = ("population", "generations", "bred", "local_share", "ramp", "steer_after") + RANDOM_SETTINGS
+ADDED_SETTINGS = {"local_share": 0.0, "ramp": False}  # search settings added since chosen.json's were first written: what they were
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 # how hwprune's network is picked from its search (``--pick-top``, ``--pick-draws``): a change picks again from the
@@ -157,6 +157,9 @@ class Settings:
     # share of mutated genes moved one or two choices rather than redrawn: hwprune's default (SearchConfig, 0).
     # chosen.json's from before 2026-12-05 lack it (searched at 0: ADDED_SETTINGS)
     local_share: float = SearchConfig.local_share
+    # the bred share grown to the whole generation by the last one: hwprune's default (SearchConfig.ramp).
+    # chosen.json's from before 2026-12-05 10:00 lack it (searched without: ADDED_SETTINGS)
+    ramp: bool = SearchConfig.ramp
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
     tune_steps: int = TUNE_STEPS  # the default evaluator's distillation steps per candidate (hwprune's default)
@@ -455,12 +458,13 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
 
 def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
     """The search every searched method runs: ``s.population`` x ``s.generations``, a third of the population
-    breeding, ``s.bred`` of the next generation bred from them (half mutations, half crossovers) and the rest random;
-    candidates scored in ``workers`` processes (one thread each: each candidate scored as on one thread, whatever
+    breeding, ``s.bred`` of the next generation bred from them (half mutations, half crossovers) and the rest random
+    (with ``s.ramp`` the bred share grows to all of the last generation); candidates scored in ``workers`` processes (one thread each: each candidate scored as on one thread, whatever
     ``workers``)."""
     half = round(s.population * s.bred / 2)
     return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
-                        mutations=half, crossovers=half, local_share=s.local_share, generations=s.generations,
+                        mutations=half, crossovers=half, local_share=s.local_share, ramp=s.ramp,
+                        generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
                         steer_after=s.steer_after, steer_top=s.measure_top, workers=workers)
 
@@ -1096,6 +1100,9 @@ def main(argv=None) -> None:
     ap.add_argument("--local-share", type=float, metavar="S",
                     help="share of the searches' mutated genes moved one or two choices instead of redrawn, every "
                          "model (default: hwprune's, 0; the searches run again)")
+    ap.add_argument("--ramp", action=argparse.BooleanOptionalAction,
+                    help="grow the searches' bred share to the whole generation by the last one, every model "
+                         "(default: hwprune's; a change searches again)")
     ap.add_argument("--pick-top", type=int, metavar="N",
                     help="hwprune picks among its search's N fittest and the budget's baseline networks scored again "
                          "with its evaluator on the validation batches after the search's, every model (default: 0, "
@@ -1127,7 +1134,7 @@ def main(argv=None) -> None:
     if args.ablations:
         s = replace(s, **ABLATIONS)
     s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches",
-                                                        "finetune_epochs", "local_share",
+                                                        "finetune_epochs", "local_share", "ramp",
                                                         "pick_top", "pick_draws")})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))

@@ -46,11 +46,11 @@ COLUMNS = ["model", "budget_fraction", "budget_ms", "search_seed", "encoding", "
 
 
 def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[int], work: Path, workers: int,
-        say) -> list[dict]:
+        say, tag: str = "") -> list[dict]:
     s = replace(s.for_model(model), fractions=fractions)
     p = fm.prepare(model, s, work, workers, say)
     space, loaders, table = p.space, p.loaders, p.table
-    folder = work / "search_variance"
+    folder = work / f"search_variance{tag}"
     dense, _ = hp.load_pruned(p.dense_path)
     inherit = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, space, fm.ordered_dense(space, dense, loaders,
                                                                             s.taylor_batches), s)
@@ -118,20 +118,25 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.5])
     ap.add_argument("--search-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    ap.add_argument("--ramp", action=argparse.BooleanOptionalAction,
+                    help="the searches' bred share grown to the whole generation by the last one, or not (default: "
+                         "hwprune's); other than the default, kept and written apart (search_variance_ramp.*)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
     s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
+    s = fm.overridden(s, ramp=args.ramp)
+    tag = "" if s.ramp == fm.Settings.ramp else "_ramp" if s.ramp else "_no_ramp"
     seeds = args.search_seeds[:2] if args.quick else args.search_seeds
     work = Path(args.work) / ("quick" if args.quick else "full")
     # the work folder of fashion_mnist.py with these settings
     common.claim_work(work, fm.claimed(s), unclaimed=fm.METHOD_LISTS)
     torch.set_num_threads(args.workers)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    stem = "search_variance_quick" if args.quick else "search_variance"
-    rows = run(args.model, s, args.fractions, seeds, work / args.model, args.workers, say)
+    stem = ("search_variance_quick" if args.quick else "search_variance") + tag
+    rows = run(args.model, s, args.fractions, seeds, work / args.model, args.workers, say, tag)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reference = out / ("fashion_mnist_quick.csv" if args.quick else "fashion_mnist.csv")

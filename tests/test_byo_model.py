@@ -10,6 +10,7 @@ import torch
 
 import hwprune as hp
 from hwprune.models import ModelLoadError, load_model
+from hwprune.search import SearchConfig
 
 HERE = Path(__file__).resolve().parent
 SPEC = f"{HERE / 'byo_model.py'}:build"
@@ -113,7 +114,8 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     r = cli("search", "--evaluator", "inherit", "--model", SPEC, "--weights", path, "--round-to", "4", "--flops",
             "1M", "--population", "4", "--parents", "2", "--mutations", "1", "--crossovers", "1", "--generations",
             "1", "--calib-batches", "1", "--val-batches", "1", "--tune-steps", "2", "--device", "cpu", "--quiet",
-            "--rerank-top", "2", "--rerank-steps", "3", "--rerank-draws", "2", "--out", tmp_path / "s")
+            "--rerank-top", "2", "--rerank-steps", "3", "--rerank-draws", "2", "--out", tmp_path / "s",
+            "--no-ramp" if SearchConfig.ramp else "--ramp")
     assert r.returncode == 0, r.stderr
     stage = json.loads((tmp_path / "s" / "run.json").read_text())["stages"]["search"]
     assert stage["settings"]["evaluator"] == "inherit" and stage["settings"]["dense"]["weights"] == str(path)
@@ -121,6 +123,7 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     result = json.loads((tmp_path / "s" / "result.json").read_text())
     assert stage["settings"]["rerank"] == [2, 3, 2] and result["stats"]["rerank"]["tune_steps"] == 3
     assert result["stats"]["rerank"]["draws"] == 2
+    assert result["stats"]["config"]["ramp"] is not SearchConfig.ramp  # (the option reaches the search)
     best = result["best"][0]
     assert best["rescored_rank"] in (0, 1) and 0 <= best["rescored"] <= 1
     r = cli("retrain", "--result", tmp_path / "s" / "result.json", "--epochs", "0", "--device", "cpu", "--quiet",

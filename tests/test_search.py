@@ -136,6 +136,35 @@ def test_every_generation_after_the_first_draws_random_networks_beside_the_bred(
     assert far[bred:].mean() > 0.8  # the rest drawn from anywhere in the window
 
 
+def test_a_ramped_search_breeds_ever_more_and_the_last_generation_wholly(setup):
+    """With ``ramp`` the bred share grows from the config's in the second generation to the whole of the last one
+    (mutations and crossovers in their ratio), so the random networks fall to none; without it, it stays."""
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    cfg = replace(SearchConfig(), generations=6, calib_batches=1, val_batches=1, ramp=True)
+    budget = Budget(latency_ms=0.6 * table.predict(space.full()))
+    evo = _Evolution(_Evaluator(pnet, table, loaders.val, loaders.calib, cfg), budget, cfg, 0)
+    counts = []
+    for evaluated in range(1, cfg.generations):  # breeding the second generation ... the last
+        evo.generation = evaluated
+        counts.append(evo.bred())
+    assert counts[0] == (cfg.mutations, cfg.crossovers) and sum(counts[-1]) == cfg.population
+    assert all(sum(a) < sum(b) for a, b in zip(counts, counts[1:]))
+    assert all(abs(m - c) <= 1 for m, c in counts)  # (the config's 12 and 12: half each)
+    evo.cfg = replace(cfg, ramp=False)
+    assert evo.bred() == (cfg.mutations, cfg.crossovers)
+    # the last generation of a ramped search: all of it near the parents (none drawn from anywhere in the window)
+    evo.cfg, evo.generation = cfg, cfg.generations - 1
+    first = evo._random(1, set())[0]
+    parents = [first] + evo._mutate([first], cfg.parents - 1, set())
+    evo.top = [(1.0, e) for e in parents]
+    evo.seen.update(parents)
+    nxt = evo._breed()
+    assert len(nxt) == len(set(nxt)) == cfg.population and evo.ev.feasible(np.asarray(nxt), budget).all()
+    far = (np.asarray(nxt)[:, None, :] != np.asarray(parents)[None]).sum(-1).min(1) > len(space) // 2
+    assert far.mean() < 0.2
+
+
 def test_infeasible_budget_names_the_minimum(setup):
     pnet, loaders, table, _ = setup
     space = pnet.space

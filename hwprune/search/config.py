@@ -32,6 +32,10 @@ class SearchConfig:
     # benchmark 0.5 moved the default path's picks +0.10 / +0.36 points on resnet20 at 30% / 50% and -1.25 / -0.38
     # on mobilenet_v2_cifar: within one search's spread, so the default stays MetaPruning's (README, Results)
     local_share: float = 0.0
+    # the bred share grows from ``mutations + crossovers`` in the second generation to the whole generation in the
+    # last (their ratio kept; the random networks fall linearly to none): explore first, then refine the fittest.
+    # False: the same share throughout
+    ramp: bool = False
     generations: int = 20
     calib_batches: int = 10  # BatchNorm recalibration batches per candidate
     val_batches: int | None = None  # limit validation batches per candidate (None: all)

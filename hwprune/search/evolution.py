@@ -6,7 +6,8 @@ generation keeps the top
 ``keep_top`` seen, takes the best ``parents``, and forms the next population from
 ``mutations`` (each gene mutated with ``mutation_prob``: ``local_share`` of them moved one or
 two choices, the rest redrawn), ``crossovers`` (uniform
-mask between two parents) and random feasible encodings. A candidate over any
+mask between two parents) and random feasible encodings (with ``ramp``, ever fewer: none in the
+last generation). A candidate over any
 budget, or under ``min_fraction`` of it (a network that leaves speed unused; where
 that window cannot be filled, random fill takes the networks closest under the
 budget), is rejected before it is evaluated (latency from the table, FLOPs and params
@@ -220,6 +221,19 @@ class _Evolution:
             self.population = self._breed()
         return evaluated
 
+    def bred(self) -> tuple[int, int]:
+        """(mutations, crossovers) of the generation bred next: the config's, or with ``ramp`` that share grown
+        linearly to the whole population from the second generation (``mutations + crossovers``) to the last."""
+        cfg = self.cfg
+        m, c = cfg.mutations, cfg.crossovers
+        free = cfg.population - m - c
+        if not cfg.ramp or cfg.generations < 3 or free <= 0 or m + c == 0:
+            return m, c
+        # self.generation generations are evaluated: the next is the second at 1, the last at generations - 1
+        extra = round(free * min(1.0, max(0.0, (self.generation - 1) / (cfg.generations - 2))))
+        more = round(extra * m / (m + c))
+        return m + more, c + extra - more
+
     def _breed(self, first: Sequence[Enc] = ()) -> list[Enc]:
         """The next generation: ``first`` (those not evaluated yet), mutations and crossovers of the fittest kept,
         then random feasible encodings."""
@@ -227,8 +241,9 @@ class _Evolution:
         parents = [e for _, e in self.top[: cfg.parents]]
         nxt = [e for e in dict.fromkeys(map(tuple, first)) if e not in self.seen][: cfg.population]
         taken: set[Enc] = set(nxt)
-        nxt += self._mutate(parents, cfg.mutations, taken)
-        nxt += self._crossover(parents, cfg.crossovers, taken)
+        mutations, crossovers = self.bred()
+        nxt += self._mutate(parents, mutations, taken)
+        nxt += self._crossover(parents, crossovers, taken)
         nxt += self._random(cfg.population - len(nxt), taken)
         return nxt[: cfg.population]
 
