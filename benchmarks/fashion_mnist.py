@@ -106,7 +106,8 @@ TAU_COLUMNS = ["model", "evaluator", "candidates", "kendall_tau", "spearman", "d
 # networks again only where one of the first changed)
 RANDOM_SETTINGS = ("calib_batches", "val_batches", "random_candidates", "measure_top", "tune_steps", "taylor_batches")
 SEARCH_SETTINGS = ("population", "generations", "bred", "local_share", "ramp", "steer_after") + RANDOM_SETTINGS
-ADDED_SETTINGS = {"local_share": 0.0, "ramp": False}  # search settings added since chosen.json's were first written: what they were
+# search settings added since chosen.json's were first written: what they were
+ADDED_SETTINGS = {"local_share": 0.0, "ramp": False}
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 # how hwprune's network is picked from its search (``--pick-top``, ``--pick-draws``): a change picks again from the
@@ -157,8 +158,8 @@ class Settings:
     # share of mutated genes moved one or two choices rather than redrawn: hwprune's default (SearchConfig, 0).
     # chosen.json's from before 2026-12-05 lack it (searched at 0: ADDED_SETTINGS)
     local_share: float = SearchConfig.local_share
-    # the bred share grown to the whole generation by the last one: hwprune's default (SearchConfig.ramp).
-    # chosen.json's from before 2026-12-05 10:00 lack it (searched without: ADDED_SETTINGS)
+    # the bred share grown to the whole generation by the last one: hwprune's default (SearchConfig.ramp, since
+    # 2026-12-05 10:40). chosen.json's from before lack it (searched without: ADDED_SETTINGS)
     ramp: bool = SearchConfig.ramp
     calib_batches: int = 4
     val_batches: int | None = 8  # fitness on 8 x 256 validation images
@@ -459,8 +460,8 @@ def train_pnet(variant: str, s: Settings, work: Path, space, ordered, loaders, t
 def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
     """The search every searched method runs: ``s.population`` x ``s.generations``, a third of the population
     breeding, ``s.bred`` of the next generation bred from them (half mutations, half crossovers) and the rest random
-    (with ``s.ramp`` the bred share grows to all of the last generation); candidates scored in ``workers`` processes (one thread each: each candidate scored as on one thread, whatever
-    ``workers``)."""
+    (with ``s.ramp`` the bred share grows to all of the last generation); candidates scored in ``workers``
+    processes (one thread each: each candidate scored as on one thread, whatever ``workers``)."""
     half = round(s.population * s.bred / 2)
     return SearchConfig(population=s.population, keep_top=s.population, parents=max(2, s.population // 3),
                         mutations=half, crossovers=half, local_share=s.local_share, ramp=s.ramp,

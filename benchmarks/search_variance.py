@@ -1,6 +1,7 @@
 """How much does the search's own randomness move the network it picks? (the default search, run with other seeds)
 
-    python benchmarks/search_variance.py [--model resnet20] [--fractions 0.5] [--search-seeds 0 1 2 3] [--quick]
+    python benchmarks/search_variance.py [--model resnet20] [--fractions 0.5] [--search-seeds 0 1 2 3] [--no-ramp]
+        [--quick]
 
 fashion_mnist.py reports one search per budget. Within a budget its methods land within a few
 tenths of a point of each other, so whether hwprune's default path beats L1 there can hang on
@@ -13,8 +14,9 @@ with its 3 seeds. The summary gives each winner's fitness and mean test top-1, t
 over search seeds, and fashion_mnist.py's uniform and L1 networks of the same budget from its
 results (same dense network and budgets) for reference.
 
-Writes ``benchmarks/results/search_variance.csv`` (one row per search seed and fine-tuning seed)
-and ``search_variance.md``. ``--quick`` runs in seconds on the bundled data (the test suite
+Writes ``benchmarks/results/search_variance_ramp.csv`` (one row per search seed and fine-tuning
+seed) and ``search_variance_ramp.md``; with ``--no-ramp`` (the bred share the same in every
+generation, hwprune's default until 2026-12-05) ``search_variance.*``, its searches kept apart. ``--quick`` runs in seconds on the bundled data (the test suite
 runs it). Every search and fine-tune is kept, and a rerun resumes.
 """
 from __future__ import annotations
@@ -120,7 +122,7 @@ def main(argv=None) -> None:
     ap.add_argument("--search-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     ap.add_argument("--ramp", action=argparse.BooleanOptionalAction,
                     help="the searches' bred share grown to the whole generation by the last one, or not (default: "
-                         "hwprune's); other than the default, kept and written apart (search_variance_ramp.*)")
+                         "hwprune's, on); ramped searches are kept and written apart (search_variance_ramp.*)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
@@ -128,7 +130,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
     s = fm.overridden(s, ramp=args.ramp)
-    tag = "" if s.ramp == fm.Settings.ramp else "_ramp" if s.ramp else "_no_ramp"
+    tag = "_ramp" * s.ramp  # (searches with and without it kept apart, whichever is the default)
     seeds = args.search_seeds[:2] if args.quick else args.search_seeds
     work = Path(args.work) / ("quick" if args.quick else "full")
     # the work folder of fashion_mnist.py with these settings

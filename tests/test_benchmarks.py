@@ -643,19 +643,22 @@ def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, 
 
     sv = _bench_module("search_variance")
     sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
-    rows = pd.read_csv(tmp_path / "search_variance_quick.csv", comment="#")
+    # the default's searches ramp their bred share: kept and written apart from searches that do not
+    assert fashion.Settings().ramp and not (tmp_path / "search_variance_quick.csv").exists()
+    assert (tmp_path / "work" / "quick" / "resnet20" / "search_variance_ramp").is_dir()
+    rows = pd.read_csv(tmp_path / "search_variance_quick_ramp.csv", comment="#")
     q = fashion.Settings(**fashion.QUICK)
     assert list(rows.columns) == sv.COLUMNS and len(rows) == 2 * len(q.seeds)  # search seeds 0 and 1
     assert sorted(zip(rows["search_seed"], rows["seed"])) == [(k, t) for k in (0, 1) for t in q.seeds]
     assert (rows["predicted_ms"] <= rows["budget_ms"] + 1e-4).all() and rows["fitness"].between(0, 1).all()
     for _, got in rows.groupby("search_seed"):  # one network per search, fine-tuned with each seed
         assert got["encoding"].nunique() == 1 and got["fitness"].nunique() == 1
-    text = (tmp_path / "search_variance_quick.md").read_text()
+    text = (tmp_path / "search_variance_quick_ramp.md").read_text()
     means = rows.groupby("search_seed")["test_acc"].mean()
     assert f"winners' means {means.min():.4f}-{means.max():.4f}" in text and "over 2 searches" in text
     # a rerun resumes: the searches and fine-tunes are kept, and give the same rows
     sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
-    assert pd.read_csv(tmp_path / "search_variance_quick.csv", comment="#").equals(rows)
+    assert pd.read_csv(tmp_path / "search_variance_quick_ramp.csv", comment="#").equals(rows)
 
 
 def _bench_module(name):
