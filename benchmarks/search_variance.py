@@ -16,8 +16,9 @@ results (same dense network and budgets) for reference.
 
 Writes ``benchmarks/results/search_variance_ramp.csv`` (one row per search seed and fine-tuning
 seed) and ``search_variance_ramp.md``; with ``--no-ramp`` (the bred share the same in every
-generation, hwprune's default until 2026-12-05) ``search_variance.*``, its searches kept apart. ``--quick`` runs in seconds on the bundled data (the test suite
-runs it). Every search and fine-tune is kept, and a rerun resumes.
+generation, hwprune's default until 2026-12-05) ``search_variance.*``, its searches kept apart.
+``--quick`` runs in seconds on the bundled data (the test suite runs it). Every search and
+fine-tune is kept, and a rerun resumes.
 """
 from __future__ import annotations
 

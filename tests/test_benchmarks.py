@@ -192,6 +192,14 @@ def test_networks_chosen_with_another_search_size_are_chosen_again(fashion):
     assert fashion.reusable(before, s, said.append) == saved and not said
     local = fashion.reusable(before, fashion.replace(s, local_share=0.5), said.append)
     assert "hwprune" not in local and "random" in local and "local_share: 0.0 -> 0.5" in said[-1]
+    # saved before ramp was a setting (searched with the same bred share throughout): it holds without the ramp and
+    # is searched again with it (random search kept)
+    said.clear()
+    flat = {**saved, "search": {k: v for k, v in saved["search"].items() if k != "ramp"}}
+    assert fashion.reusable(flat, fashion.replace(s, ramp=False), said.append) == {
+        **saved, "search": {**saved["search"], "ramp": False}} and not said
+    ramped = fashion.reusable(flat, fashion.replace(s, ramp=True), said.append)
+    assert "hwprune" not in ramped and "random" in ramped and "ramp: False -> True" in said[-1]
 
 
 def test_networks_are_held_to_the_budget_beside_a_reference_of_their_size(fashion):

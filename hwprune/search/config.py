@@ -14,8 +14,8 @@ class SearchConfig:
     keep_top: int = 50  # best candidates seen, kept across generations
     parents: int = 10  # top candidates that breed
     # each generation after the first (with ``ramp``, the second; ever more bred after it): ``mutations`` and
-    # ``crossovers`` of the ``parents``, the rest random networks of the budget's window. MetaPruning bred all of it (25
-    # + 25 of 50); on Fashion-MNIST mobilenet_v2_cifar at 30% of the dense latency such a search (8 + 8 of 16, 7
+    # ``crossovers`` of the ``parents``, the rest random networks of the budget's window. MetaPruning bred all of it
+    # (25 + 25 of 50); on Fashion-MNIST mobilenet_v2_cifar at 30% of the dense latency such a search (8 + 8 of 16, 7
     # generations) ended on a network its evaluator scored 0.7598 where the best of 112 random networks scored 0.7725:
     # bred only from the fittest, it stayed where generation 1 landed. With a quarter of each generation mutations, a
     # quarter crossovers and half random it reached 0.7803 (at 50%: 0.8174, where the bred search had found 0.8242 and
