@@ -124,6 +124,7 @@ def test_inherit_search_and_fine_tuning_from_the_users_trained_model(weights, tm
     assert stage["settings"]["rerank"] == [2, 3, 2] and result["stats"]["rerank"]["tune_steps"] == 3
     assert result["stats"]["rerank"]["draws"] == 2
     assert result["stats"]["config"]["ramp"] is not SearchConfig.ramp  # (the option reaches the search)
+    assert result["stats"]["config"]["workers"] is None  # (without --workers: one scoring process per core)
     best = result["best"][0]
     assert best["rescored_rank"] in (0, 1) and 0 <= best["rescored"] <= 1
     r = cli("retrain", "--result", tmp_path / "s" / "result.json", "--epochs", "0", "--device", "cpu", "--quiet",

@@ -251,6 +251,32 @@ def test_candidates_scored_in_forked_processes_get_the_scores_of_this_one(setup)
         replace(TINY, workers=0)
 
 
+
+def test_search_scores_in_a_process_per_core_unless_it_cannot_fork(setup):
+    """By default (``SearchConfig.workers`` None) candidates score in one process per core this process may run on;
+    a count given is kept; here (1) where a loader starts processes of its own, which a forked scoring process may
+    not, wrapped in a window of its batches or not."""
+    from hwprune.search.evaluator import _Limited, score_many, scoring_processes
+
+    pnet, loaders, _, _ = setup
+    assert hp.SearchConfig().workers is None
+    linux = sys.platform.startswith("linux")
+    cores = len(os.sched_getaffinity(0)) if linux else 1
+    assert scoring_processes(None, loaders.val, loaders.calib) == (cores if linux and cores > 1 else 1)
+    assert scoring_processes(3, loaders.val) == (3 if linux else 1) and scoring_processes(1) == 1
+    spawning = torch.utils.data.DataLoader(loaders.val.dataset, batch_size=8, num_workers=1)
+    assert scoring_processes(2, loaders.val, _Limited(spawning, 1)) == 1
+    assert scoring_processes(None, spawning, loaders.calib) == 1
+
+    class Where:  # which process scored each candidate
+        def score(self, enc, val, calib, calib_batches):
+            return float(os.getpid())
+
+    encs = [tuple(int(v) for v in pnet.space.sample(np.random.default_rng(k))) for k in range(3)]
+    assert set(score_many(Where(), encs, _Limited(spawning, 1), loaders.calib, 1, workers=2)) == {os.getpid()}
+    if linux and cores > 1:
+        assert os.getpid() not in set(score_many(Where(), encs, loaders.val, loaders.calib, 1, workers=None))
+
 def test_pareto_front():
     xs, ys = [1, 2, 3, 4, 2.5], [0.5, 0.4, 0.7, 0.6, 0.8]
     assert pareto_front(xs, ys) == [0, 4]

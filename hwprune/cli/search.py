@@ -55,10 +55,11 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
               help="BN recalibration batches.")
 @click.option("--val-batches", type=int, help="Validation batches per candidate (default: all).")
 @click.option("--seed", type=int, default=default(SearchConfig, "seed"), show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=default(SearchConfig, "workers"), show_default=True,
-              help="Processes that score candidates, one thread each (forked; Linux, CPU). On a 2-core CPU 2 scored "
-                   "1.2-1.4x as many a second, each scored as on one thread; under torchrun the ranks split them "
-                   "instead.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes that score candidates, one thread each (forked; Linux, CPU). Default: one per core "
+                   "(on a 2-core CPU 2 scored 1.2-1.4x as many a second as one process on both); 1 scores them "
+                   "here, on torch's threads. Each candidate scores as on one thread, on any number of cores; under "
+                   "torchrun the ranks split them instead.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
 @click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,

@@ -60,15 +60,18 @@ class SearchConfig:
     steer_after: int = 0
     steer_top: int = 8
     # processes that score a generation's candidates, one torch thread each (forked from this one, Linux; 1: here,
-    # on torch's threads). Small networks share little work between threads: on a 2-core CPU two 1-thread processes
-    # scored 1.21-1.40x the candidates one 2-thread process did (benchmarks/scoring_workers.py). Every candidate
-    # gets the score one thread gives it (more threads sum floats in another order: on Fashion-MNIST resnet20 one
-    # validation image in 2,048 scored otherwise); under torchrun the ranks split the candidates instead
-    workers: int = 1
+    # on torch's threads; None: one per core this process may run on, here where it cannot fork: on a GPU, or with
+    # loaders that start processes of their own). Small networks share little work between threads: on a 2-core CPU
+    # two 1-thread processes scored 1.21-1.40x the candidates one 2-thread process did
+    # (benchmarks/scoring_workers.py). Every candidate gets the score one thread gives it, on any number of cores
+    # (more threads sum floats in another order: on Fashion-MNIST resnet20 one validation image in 2,048 scored
+    # otherwise); under torchrun the ranks split the candidates instead. Until 2026-12-05 1
+    workers: int | None = None
 
     def __post_init__(self):
-        for name in ("population", "keep_top", "max_draws", "steer_top", "workers"):
+        for name in ("population", "keep_top", "max_draws", "steer_top"):
             check_number(name, getattr(self, name), integer=True, minimum=1, inclusive=True)
+        check_number("workers", self.workers, integer=True, minimum=1, inclusive=True, optional=True)
         for name in ("parents", "mutations", "crossovers", "generations", "calib_batches", "seed", "steer_after"):
             check_number(name, getattr(self, name), integer=True, inclusive=True)
         check_number("mutation_prob", self.mutation_prob, inclusive=True, maximum=1)

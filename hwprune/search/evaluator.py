@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
+import os
 import sys
 import time
 
@@ -21,18 +22,43 @@ from ..training.distributed import world_info
 from .budgets import Budget
 from .config import SearchConfig
 
-__all__ = ["CandidateEvaluator", "Enc", "score_many"]
+__all__ = ["CandidateEvaluator", "Enc", "score_many", "scoring_processes"]
 
 Enc = tuple[int, ...]
 _SCORING: tuple = ()  # what forked scoring processes score with (set before the fork, read in the children)
 
 
-def score_many(scorer, encs: list[Enc], val, calib, calib_batches: int, workers: int = 1) -> list[float]:
+def scoring_processes(workers: int | None, *loaders) -> int:
+    """How many processes :func:`score_many` scores in: ``workers``, or where None (:class:`SearchConfig`'s default)
+    one per core this process may run on; 1 (here, on torch's threads) where processes cannot be forked safely: not
+    Linux, CUDA already in use here, or a loader of ``loaders`` that starts worker processes of its own (a forked
+    scoring process may not start processes)."""
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # (not Linux: scored here below anyway)
+            workers = os.cpu_count() or 1
+    if workers <= 1 or not sys.platform.startswith("linux") or torch.cuda.is_initialized():
+        return 1
+    if any(getattr(_unwrapped(loader), "num_workers", 0) for loader in loaders):
+        return 1
+    return workers
+
+
+def _unwrapped(loader):
+    """The loader a window of it (:class:`_Limited`, :class:`_Rotated`) reads."""
+    while isinstance(loader, (_Limited, _Rotated)):
+        loader = loader.loader
+    return loader
+
+
+def score_many(scorer, encs: list[Enc], val, calib, calib_batches: int, workers: int | None = 1) -> list[float]:
     """``scorer.score`` of every encoding, in order: here, or in ``workers`` processes forked from this one (one
-    torch thread each; the scorer and loaders are theirs by the fork, not pickled). Where processes cannot be forked
-    safely (not Linux, or CUDA already in use here), here. (One candidate goes to a process too: scored here, on
-    this process's threads, it could score otherwise than its generation's others.)"""
-    if workers <= 1 or not encs or not sys.platform.startswith("linux") or torch.cuda.is_initialized():
+    torch thread each; the scorer and loaders are theirs by the fork, not pickled; None: one per core). Where
+    processes cannot be forked safely (:func:`scoring_processes`), here. (One candidate goes to a process too:
+    scored here, on this process's threads, it could score otherwise than its generation's others.)"""
+    workers = scoring_processes(workers, val, calib)
+    if workers <= 1 or not encs:
         return [float(scorer.score(e, val, calib, calib_batches)) for e in encs]
     global _SCORING
     _SCORING = (scorer, val, calib, calib_batches)

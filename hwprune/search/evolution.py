@@ -38,7 +38,7 @@ from ..files.atomic import write_json
 from ..training.distributed import is_main, world_info
 from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
-from .evaluator import CandidateEvaluator, Enc
+from .evaluator import CandidateEvaluator, Enc, scoring_processes
 from .baselines import baseline_encodings, magnitude_baseline, saliency_baseline, uniform_baseline
 from .result import SearchResult, describe, pareto_front
 
@@ -289,6 +289,10 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         total = len(getattr(val_loader, "dataset", [])) or "?"
         log(f"fitness on {len(labels)} of {total} validation images (--val-batches {cfg.val_batches}), "
             f"{len(set(labels))} classes")
+    processes = scoring_processes(cfg.workers, ev.val, ev.calib)
+    if processes > 1 and world_info()[1] == 1:
+        log(f"candidates scored in {processes} processes of one thread each ("
+            + (f"--workers {cfg.workers})" if cfg.workers else "one per core; --workers 1 scores them here)"))
     lats = [latency_ms] if isinstance(latency_ms, (int, float)) else list(latency_ms or [])
     if lats and table is None:
         raise HwpruneError("a latency budget needs a latency table (table=...)")

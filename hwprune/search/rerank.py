@@ -50,7 +50,7 @@ def fresh_batches(search_batches: int | None) -> dict:
 
 def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8, calib_batches: int = 10,
            val_batches: int | None = None, baselines: bool = True, log: Callable[[str], None] = print,
-           skip_batches: int = 0, draws: int = 1, workers: int = 1) -> SearchResult:
+           skip_batches: int = 0, draws: int = 1, workers: int | None = 1) -> SearchResult:
     """Score the ``top`` fittest candidates of each budget of ``result`` with ``scorer`` (anything with
     ``score(enc, val, calib, calib_batches)``: an :class:`~hwprune.supernet.evaluate.InheritEvaluator` tuned for
     more steps) on ``val_batches`` validation batches (None: all) after the first ``skip_batches`` (those the search
@@ -60,7 +60,7 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
     are scored too, where the search evaluated them. With ``draws`` > 1 each score is the mean over that many draws
     of the batches a candidate is recalibrated and tuned on (the d-th from ``d * (calib_batches + tune_steps)``
     batches into ``calib_loader``; the first, the search's own): one draw's luck on them moves a 20-step score by up
-    to 2 points. ``workers``: processes that score (:func:`~.evaluator.score_many`). ``result.best`` entries gain
+    to 2 points. ``workers``: processes that score (:func:`~.evaluator.score_many`; None: one per core). ``result.best`` entries gain
     ``rescored`` and
     ``rescored_rank`` (the winner's rank by the search's own fitness, 0: the search's winner);
     ``result.stats["rerank"]`` records what was done."""
