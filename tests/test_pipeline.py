@@ -67,6 +67,12 @@ def test_quickstart_fast_end_to_end(qs):
     assert "| searched (hwprune) |" in report and "| uniform width |" in report and "pareto.png" in report
     assert "| L1 magnitude (global) |" in report and "| dense (unpruned) |" in report
     assert "**Smoke run**" in report and "tolerance 0%" in report
+    # the search timed its fittest here and kept the fittest measured within the budget, and the report says so
+    best = json.loads((out / "search" / "result.json").read_text())["best"][0]
+    assert run["search"]["settings"]["measure_top"] == FAST.measure_top == f["measured"]["top"] > 0
+    assert 1 <= best["measured_checked"] <= 3 * FAST.measure_top  # (up to 3 rounds of them until one fits)
+    assert f["measured"]["rank"] == best.get("measured_rank") and "fittest timed here" in report
+    assert best["measured_within"] is False or best["measured_ms"] <= f["budget_ms"] + 1e-4
     assert "% over" in report or "% under" in report
 
 

@@ -52,6 +52,9 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
         "search": {k: manifest["search"]["summary"][k] for k in ("evaluated", "candidates_per_s")},
         "evaluator": manifest["search"]["settings"]["evaluator"],
         "tune_steps": manifest["search"]["settings"].get("tune_steps"),
+        # the search's fittest timed here (measure_top): how many, and which of them (0: its fittest) was kept
+        "measured": {"top": manifest["search"]["settings"].get("measure_top") or 0,
+                     "rank": best.get("measured_rank"), "within": best.get("measured_within")},
         "dense": {k: round(v, 4) for k, v in (manifest["pretrain"].get("summary") or {}).items() if v is not None},
         "networks": rows, "stage_seconds": seconds, "total_seconds": round(sum(v or 0 for v in seconds.values()), 1),
     }
@@ -69,6 +72,19 @@ def _versus(r: dict) -> str:
 def _tuned(steps) -> str:
     """How the candidates were tuned before scoring, as the report says it (nothing for adaptive BN alone)."""
     return f", tuned {_plural(steps, 'distillation step')} and recalibrated again" if steps else ""
+
+
+def _measured(m: dict) -> str:
+    """What the search timed here before keeping its pick, as the report says it (nothing where it trusted the
+    table)."""
+    if not m.get("top"):
+        return ""
+    timed = f"; its {m['top']} fittest timed here" if m["top"] > 1 else "; its fittest timed here"
+    if m.get("within") is False:
+        return timed + ", none within the budget as measured: the fittest kept"
+    rank = m.get("rank") or 0
+    return timed + ", the fittest measured within the budget kept (" + (
+        "the search's own fittest)" if rank == 0 else f"number {rank + 1} by fitness)")
 
 
 def _plural(n: int, word: str) -> str:
@@ -101,7 +117,7 @@ def markdown(f: dict) -> str:
         f"- search: {f['search']['evaluated']} candidates scored with the `{f['evaluator']}` evaluator "
         f"({c['importance']}-ordered dense weights, sliced, BatchNorm recalibrated"
         f"{_tuned(f.get('tune_steps'))}), "
-        f"{f['search']['candidates_per_s']:.2f}/s", "",
+        f"{f['search']['candidates_per_s']:.2f}/s{_measured(f.get('measured') or {})}", "",
         "| network | test top-1 (fine-tuned) | fitness (val, before fine-tuning) | predicted ms | "
         "measured ms | measured vs budget | speed-up vs dense (measured) | FLOPs | params |",
         "|---|---|---|---|---|---|---|---|---|", *rows, "",
