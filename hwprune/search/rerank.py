@@ -60,9 +60,9 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
     are scored too, where the search evaluated them. With ``draws`` > 1 each score is the mean over that many draws
     of the batches a candidate is recalibrated and tuned on (the d-th from ``d * (calib_batches + tune_steps)``
     batches into ``calib_loader``; the first, the search's own): one draw's luck on them moves a 20-step score by up
-    to 2 points. ``workers``: processes that score (:func:`~.evaluator.score_many`; None: one per core). ``result.best`` entries gain
-    ``rescored`` and
-    ``rescored_rank`` (the winner's rank by the search's own fitness, 0: the search's winner);
+    to 2 points. ``workers``: processes that score (:func:`~.evaluator.score_many`; None: one per core).
+    ``result.best`` entries gain ``rescored`` and ``rescored_rank`` (the winner's rank by the search's own fitness,
+    0: the search's winner);
     ``result.stats["rerank"]`` records what was done."""
     if not isinstance(top, int) or top < 1:
         raise HwpruneError(f"rerank needs a positive number of candidates to score again, got top={top!r}")
