@@ -46,8 +46,12 @@ def test_quickstart_fast_end_to_end(qs):
         # the magnitude network keeps the channels L1 ranks best; the others inherit the default (Taylor) order
         assert s["dense"]["importance"] == ("l1" if name == "magnitude" else "taylor")
     assert len({json.dumps(run[f"finetune_{n}"]["settings"]["train"]) for n in f["networks"]}) == 1
+    best = json.loads((out / "search" / "result.json").read_text())["best"][0]
     for name, r in f["networks"].items():
-        assert r["predicted_ms"] <= f["budget_ms"]  # the search and the baseline both meet the budget on paper
+        # the baselines meet the budget on paper; the searched network what the table was asked for after it steered
+        # by measurement (possibly more than the budget: a table that over-predicts is asked for more)
+        asked = (best.get("steered") or {}).get("asked_ms", f["budget_ms"]) if name == "searched" else f["budget_ms"]
+        assert r["predicted_ms"] <= max(asked, f["budget_ms"]) + 1e-4
         # the table predicts the real network as it predicts the dense one timed beside it: measured over predicted
         # alone failed once with 4 processes on 2 cores, where every network, the dense one too, ran slower
         ratio = (r["measured_ms"] / r["predicted_ms"]) / (r["dense_measured_ms"] / f["dense_predicted_ms"])
@@ -68,11 +72,11 @@ def test_quickstart_fast_end_to_end(qs):
     assert "| L1 magnitude (global) |" in report and "| dense (unpruned) |" in report
     assert "**Smoke run**" in report and "tolerance 0%" in report
     # the search timed its fittest here and kept the fittest measured within the budget, and the report says so
-    best = json.loads((out / "search" / "result.json").read_text())["best"][0]
     assert run["search"]["settings"]["measure_top"] == FAST.measure_top == f["measured"]["top"] > 0
     assert 1 <= best["measured_checked"] <= 3 * FAST.measure_top  # (up to 3 rounds of them until one fits)
     assert f["measured"]["rank"] == best.get("measured_rank") and "fittest timed here" in report
     assert best["measured_within"] is False or best["measured_ms"] <= f["budget_ms"] + 1e-4
+    assert ("the searched one as measured here" in report) == (best["measured_within"] is not False)
     assert "% over" in report or "% under" in report
 
 
