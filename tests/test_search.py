@@ -252,10 +252,11 @@ def test_candidates_scored_in_forked_processes_get_the_scores_of_this_one(setup)
 
 
 
-def test_search_scores_in_a_process_per_core_unless_it_cannot_fork(setup):
-    """By default (``SearchConfig.workers`` None) candidates score in one process per core this process may run on;
-    a count given is kept; here (1) where a loader starts processes of its own, which a forked scoring process may
-    not, wrapped in a window of its batches or not."""
+def test_search_scores_in_a_process_per_core_unless_it_cannot_fork(setup, monkeypatch):
+    """By default (``SearchConfig.workers`` None) candidates score in one process per core this process may run on,
+    for a network of at most FORK_MAX_MACS, else here; a count given is kept; here (1) where a loader starts
+    processes of its own, which a forked scoring process may not, wrapped in a window of its batches or not."""
+    from hwprune.search import evaluator
     from hwprune.search.evaluator import _Limited, score_many, scoring_processes
 
     pnet, loaders, _, _ = setup
@@ -264,6 +265,13 @@ def test_search_scores_in_a_process_per_core_unless_it_cannot_fork(setup):
     cores = len(os.sched_getaffinity(0)) if linux else 1
     assert scoring_processes(None, loaders.val, loaders.calib) == (cores if linux and cores > 1 else 1)
     assert scoring_processes(3, loaders.val) == (3 if linux else 1) and scoring_processes(1) == 1
+    space = pnet.space
+    assert scoring_processes(None, space=space) == (cores if linux and cores > 1 else 1)
+    monkeypatch.setattr(evaluator, "FORK_MAX_MACS", space.flops(space.full()) - 1)  # a network over the limit
+    assert scoring_processes(None, space=space) == 1  # over the limit: here
+    assert scoring_processes(2, space=space) == (2 if linux else 1)  # a count given is kept, whatever the network
+    assert scoring_processes(None) == (cores if linux and cores > 1 else 1)  # no space told: no limit
+    monkeypatch.undo()
     spawning = torch.utils.data.DataLoader(loaders.val.dataset, batch_size=8, num_workers=1)
     assert scoring_processes(2, loaders.val, _Limited(spawning, 1)) == 1
     assert scoring_processes(None, spawning, loaders.calib) == 1

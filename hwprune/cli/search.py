@@ -57,7 +57,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--seed", type=int, default=default(SearchConfig, "seed"), show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that score candidates, one thread each (forked; Linux, CPU). Default: one per core "
-                   "(on a 2-core CPU 2 scored 1.2-1.4x as many a second as one process on both); 1 scores them "
+                   "for a network of at most 300M MACs per image (on a 2-core CPU 2 scored 1.2-1.4x as many a "
+                   "second as one process on both), else 1; 1 scores them "
                    "here, on torch's threads. Each candidate scores as on one thread, on any number of cores; under "
                    "torchrun the ranks split them instead.")
 @click.option("--device", default="auto", show_default=True)

@@ -60,8 +60,9 @@ class SearchConfig:
     steer_after: int = 0
     steer_top: int = 8
     # processes that score a generation's candidates, one torch thread each (forked from this one, Linux; 1: here,
-    # on torch's threads; None: one per core this process may run on, here where it cannot fork: on a GPU, or with
-    # loaders that start processes of their own). Small networks share little work between threads: on a 2-core CPU
+    # on torch's threads; None: one per core this process may run on for a network of at most
+    # evaluator.FORK_MAX_MACS per image, else here, and here where it cannot fork: on a GPU, or with loaders that
+    # start processes of their own). Small networks share little work between threads: on a 2-core CPU
     # two 1-thread processes scored 1.21-1.40x the candidates one 2-thread process did
     # (benchmarks/scoring_workers.py). Every candidate gets the score one thread gives it, on any number of cores
     # (more threads sum floats in another order: on Fashion-MNIST resnet20 one validation image in 2,048 scored

@@ -28,12 +28,24 @@ Enc = tuple[int, ...]
 _SCORING: tuple = ()  # what forked scoring processes score with (set before the fork, read in the children)
 
 
-def scoring_processes(workers: int | None, *loaders) -> int:
+# the most multiply-accumulates per image of a dense network whose candidates a search scores in one process per
+# core by default (a memory guard: each process holds its own candidate, activations and gradients). On a 2-core
+# EPYC two forked 1-thread processes scored 1.40x the candidates one 2-thread process did at 31M MACs (resnet20,
+# 28x28) and 1.21x at 73M (mobilenet_v2_cifar, benchmarks/scoring_workers.py); resnet18 at 98M-592M MACs gained
+# 1.07-1.09x while one process peaked at 0.64-1.99 GB (1.36 GB at 333M; scoring_workers.py --sides), so on a
+# many-core machine a larger network would multiply gigabytes for a few percent
+FORK_MAX_MACS = 300e6
+
+
+def scoring_processes(workers: int | None, *loaders, space=None) -> int:
     """How many processes :func:`score_many` scores in: ``workers``, or where None (:class:`SearchConfig`'s default)
-    one per core this process may run on; 1 (here, on torch's threads) where processes cannot be forked safely: not
-    Linux, CUDA already in use here, or a loader of ``loaders`` that starts worker processes of its own (a forked
-    scoring process may not start processes)."""
+    one per core this process may run on, if ``space``'s dense network takes at most :data:`FORK_MAX_MACS` (or
+    ``space`` is None); 1 (here, on torch's threads) where processes cannot be forked safely: not Linux, CUDA already
+    in use here, or a loader of ``loaders`` that starts worker processes of its own (a forked scoring process may not
+    start processes)."""
     if workers is None:
+        if space is not None and space.flops(space.full()) > FORK_MAX_MACS:
+            return 1
         try:
             workers = len(os.sched_getaffinity(0))
         except AttributeError:  # (not Linux: scored here below anyway)
@@ -54,10 +66,11 @@ def _unwrapped(loader):
 
 def score_many(scorer, encs: list[Enc], val, calib, calib_batches: int, workers: int | None = 1) -> list[float]:
     """``scorer.score`` of every encoding, in order: here, or in ``workers`` processes forked from this one (one
-    torch thread each; the scorer and loaders are theirs by the fork, not pickled; None: one per core). Where
+    torch thread each; the scorer and loaders are theirs by the fork, not pickled; None: one per core for a small
+    network, :func:`scoring_processes`). Where
     processes cannot be forked safely (:func:`scoring_processes`), here. (One candidate goes to a process too:
     scored here, on this process's threads, it could score otherwise than its generation's others.)"""
-    workers = scoring_processes(workers, val, calib)
+    workers = scoring_processes(workers, val, calib, space=getattr(scorer, "space", None))
     if workers <= 1 or not encs:
         return [float(scorer.score(e, val, calib, calib_batches)) for e in encs]
     global _SCORING

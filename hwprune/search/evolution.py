@@ -289,7 +289,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         total = len(getattr(val_loader, "dataset", [])) or "?"
         log(f"fitness on {len(labels)} of {total} validation images (--val-batches {cfg.val_batches}), "
             f"{len(set(labels))} classes")
-    processes = scoring_processes(cfg.workers, ev.val, ev.calib)
+    processes = scoring_processes(cfg.workers, ev.val, ev.calib, space=ev.space)
     if processes > 1 and world_info()[1] == 1:
         log(f"candidates scored in {processes} processes of one thread each ("
             + (f"--workers {cfg.workers})" if cfg.workers else "one per core; --workers 1 scores them here)"))
