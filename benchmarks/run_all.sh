@@ -65,6 +65,8 @@ if [ "$fast" = 1 ]; then
   run benchmarks/fashion_mnist.py --quick --work runs/bench_fast/work
   run benchmarks/within_budget.py --quick --work runs/bench_fast/work
   run benchmarks/search_variance.py --quick --work runs/bench_fast/work
+  run benchmarks/scoring_workers.py --models resnet20 --candidates 1 --data bundled
+  run benchmarks/scoring_workers.py --sides 32 --candidates 1
   run benchmarks/model_coverage.py --size 64 --models torchvision/resnet18 timm/efficientnet_b0
 else
   run benchmarks/flops_speed.py
@@ -76,6 +78,8 @@ else
   run benchmarks/fashion_mnist.py   # needs: apt-get install dataset-fashion-mnist
   run benchmarks/within_budget.py   # (in fashion_mnist.py's work folder)
   run benchmarks/search_variance.py # (the same)
+  run benchmarks/scoring_workers.py   # needs: apt-get install dataset-fashion-mnist
+  run benchmarks/scoring_workers.py --sides 48 64 96 128 --candidates 6
   run benchmarks/model_coverage.py  # needs: pip install --no-deps torchvision timm (skipped without them)
 fi
 echo
