@@ -67,9 +67,8 @@ def _unwrapped(loader):
 def score_many(scorer, encs: list[Enc], val, calib, calib_batches: int, workers: int | None = 1) -> list[float]:
     """``scorer.score`` of every encoding, in order: here, or in ``workers`` processes forked from this one (one
     torch thread each; the scorer and loaders are theirs by the fork, not pickled; None: one per core for a small
-    network, :func:`scoring_processes`). Where
-    processes cannot be forked safely (:func:`scoring_processes`), here. (One candidate goes to a process too:
-    scored here, on this process's threads, it could score otherwise than its generation's others.)"""
+    network). Where processes cannot be forked safely, here (:func:`scoring_processes`). (One candidate goes to a
+    process too: scored here, on this process's threads, it could score otherwise than its generation's others.)"""
     workers = scoring_processes(workers, val, calib, space=getattr(scorer, "space", None))
     if workers <= 1 or not encs:
         return [float(scorer.score(e, val, calib, calib_batches)) for e in encs]
