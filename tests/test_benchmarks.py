@@ -613,7 +613,7 @@ def test_within_budget_quick_run_scores_networks_of_one_budget(fashion, tmp_path
             & (random["predicted_ms"] >= 0.92 * random["budget_ms"] - 1e-4)).all()
     assert random["flops"].is_monotonic_increasing and (rows["macs"] == rows["flops"]).all()
     assert rows[scores[1:]].apply(lambda c: c.between(0, 1)).all().all()
-    assert list(wb._From(range(5), 7)) == [2, 3, 4, 0, 1]  # another draw of the batches: the same pass, rotated
+    assert list(wb._Rotated(range(5), 7)) == [2, 3, 4, 0, 1]  # another draw of the batches: the same pass, rotated
     assert sorted(tau["score"]) == sorted(scores) and (tau["candidates"] == 5).all()
 
 
