@@ -251,7 +251,6 @@ def test_candidates_scored_in_forked_processes_get_the_scores_of_this_one(setup)
         replace(TINY, workers=0)
 
 
-
 def test_search_scores_in_a_process_per_core_unless_it_cannot_fork(setup, monkeypatch):
     """By default (``SearchConfig.workers`` None) candidates score in one process per core this process may run on,
     for a network of at most FORK_MAX_MACS, else here; a count given is kept; here (1) where a loader starts
@@ -284,6 +283,7 @@ def test_search_scores_in_a_process_per_core_unless_it_cannot_fork(setup, monkey
     assert set(score_many(Where(), encs, _Limited(spawning, 1), loaders.calib, 1, workers=2)) == {os.getpid()}
     if linux and cores > 1:
         assert os.getpid() not in set(score_many(Where(), encs, loaders.val, loaders.calib, 1, workers=None))
+
 
 def test_pareto_front():
     xs, ys = [1, 2, 3, 4, 2.5], [0.5, 0.4, 0.7, 0.6, 0.8]

@@ -58,9 +58,8 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes that score candidates, one thread each (forked; Linux, CPU). Default: one per core "
                    "for a network of at most 300M MACs per image (on a 2-core CPU 2 scored 1.2-1.4x as many a "
-                   "second as one process on both), else 1; 1 scores them "
-                   "here, on torch's threads. Each candidate scores as on one thread, on any number of cores; under "
-                   "torchrun the ranks split them instead.")
+                   "second as one process on both), else 1; 1 scores them here, on torch's threads. Each candidate "
+                   "scores as on one thread, on any number of cores; under torchrun the ranks split them instead.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default="runs/search", show_default=True, type=click.Path(file_okay=False))
 @click.option("--measure-top", type=click.IntRange(min=0), default=0, show_default=True,
