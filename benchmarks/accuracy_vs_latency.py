@@ -262,7 +262,8 @@ def bench_model(name: str, s: Settings, work: Path, workers: int, say) -> list[d
     if not result_path.exists():
         cfg = hp.SearchConfig(population=s.population, keep_top=s.population, parents=s.parents,
                               mutations=s.mutations, crossovers=s.crossovers, generations=s.generations,
-                              calib_batches=s.calib_batches, seed=0, workers=1)  # (as its figures were scored)
+                              calib_batches=s.calib_batches, seed=0, workers=1, fill=False)  # (as its figures were
+                              # scored: one thread each, the fittest unfilled)
         dense0 = DenseModel(name, str(work / f"dense_s{s.seeds[0]}" / "model.pt"), s.round_to, importance=s.importance)
         search_stage(run, dense=dense0, table=work / "latency_table.csv", latency_ms=[b for _, b in budgets],
                      config=cfg, device="cpu", where="search", resume=True, log=say)

@@ -110,9 +110,11 @@ SEARCH_SETTINGS = ("population", "generations", "bred", "local_share", "ramp", "
 ADDED_SETTINGS = {"local_share": 0.0, "ramp": False}
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
-# how hwprune's network is picked from its search (``--pick-top``, ``--pick-draws``): a change picks again from the
-# finished searches; chosen.json's from before 2026-12-05 08:30 were picked as with the defaults (PICK_BEFORE)
-PICK_SETTINGS, PICK_BEFORE = ("pick_top", "pick_draws"), {"pick_top": 0, "pick_draws": 1}
+# how hwprune's network is picked from its search (``--pick-top``, ``--pick-draws``) and every search's winner is
+# filled to the budget (``--no-fill``): a change picks again from the finished searches (a change of ``fill`` every
+# searched method's); chosen.json's from before 2026-12-05 08:30 were picked as with the defaults, those from before
+# 2026-12-05 16:00 unfilled (PICK_BEFORE)
+PICK_SETTINGS, PICK_BEFORE = ("pick_top", "pick_draws", "fill"), {"pick_top": 0, "pick_draws": 1, "fill": False}
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
 # 2026-12-04 "anchored", beside the dense network
 SPACE = "blocks"  # chosen.json's encodings are of the space whose blocks may drop (:func:`blocks_space`)
@@ -179,6 +181,9 @@ class Settings:
     # 08:12-08:27 and took 95 s (resnet20) and about 200 s (mobilenet_v2_cifar) more (README, Results)
     pick_top: int = 0
     pick_draws: int = 1
+    # every search's winner widened toward the budget after its last generation, every step timed down from the
+    # widest until one meets the budget (SearchConfig.fill, hwprune's default since 2026-12-05 16:00)
+    fill: bool = SearchConfig.fill
     # hwprune-rerank: the default search's rerank_top fittest scored again, tuned rerank_steps steps each
     # (`hwprune search --rerank-top`); 0: not run (--ablations: 8)
     rerank_top: int = 0
@@ -467,7 +472,7 @@ def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
                         mutations=half, crossovers=half, local_share=s.local_share, ramp=s.ramp,
                         generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
-                        steer_after=s.steer_after, steer_top=s.measure_top, workers=workers)
+                        steer_after=s.steer_after, steer_top=s.measure_top, workers=workers, fill=s.fill)
 
 
 def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
@@ -518,11 +523,14 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         chosen.pop("hwprune-rerank", None)
         chosen["rerank"] = {k: getattr(s, k) for k in RERANK_SETTINGS}
     pick, picked_before = {k: getattr(s, k) for k in PICK_SETTINGS}, {}  # (hwprune's picks made another way)
-    if chosen.get("pick", PICK_BEFORE) != pick:  # (its search is kept)
+    before = {**PICK_BEFORE, **chosen.get("pick", {})}
+    if before != pick:  # (its search is kept)
         picked_before = chosen.pop("hwprune", None) or {}
         if picked_before:
-            say(f"  hwprune's pick changed ({chosen.get('pick', PICK_BEFORE)} -> {pick}): picking again from its "
-                f"search")
+            say(f"  hwprune's pick changed ({before} -> {pick}): picking again from its search")
+        if before["fill"] != pick["fill"]:  # (every search's winner filled, or not: theirs too)
+            for method, _, _ in searches[1:]:
+                chosen.pop(method, None)
         chosen["pick"] = pick
     for method, ev, extra in searches + [("hwprune-rerank", inherit, 0.0)]:
         if method in chosen or method not in methods(s):
@@ -1110,6 +1118,9 @@ def main(argv=None) -> None:
                          "the search's fittest; picked again from the kept searches)")
     ap.add_argument("--pick-draws", type=int, metavar="D",
                     help="with --pick-top, each score the mean of D draws of tuning batches (default 1)")
+    ap.add_argument("--fill", action=argparse.BooleanOptionalAction,
+                    help="widen every search's winner toward the budget (hwprune's default; --no-fill: the fittest "
+                         "as scored)")
     ap.add_argument("--finetune-epochs", type=int, metavar="E",
                     help="fine-tuning epochs of every pruned network, for every model (default: 3, "
                          "mobilenet_v2_cifar 2); another work folder (the fine-tunes are of other lengths)")
@@ -1136,7 +1147,7 @@ def main(argv=None) -> None:
         s = replace(s, **ABLATIONS)
     s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches",
                                                         "finetune_epochs", "local_share", "ramp",
-                                                        "pick_top", "pick_draws")})
+                                                        "pick_top", "pick_draws", "fill")})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]

@@ -75,6 +75,8 @@ def test_quickstart_fast_end_to_end(qs):
     assert run["search"]["settings"]["measure_top"] == FAST.measure_top == f["measured"]["top"] > 0
     assert 1 <= best["measured_checked"] <= 3 * FAST.measure_top  # (up to 3 rounds of them until one fits)
     assert f["measured"]["rank"] == best.get("measured_rank") and "fittest timed here" in report
+    assert f["measured"]["filled"] == (best.get("filled") or {}).get("steps")  # (the fill's widths, as measured)
+    assert ("toward the budget" in report) == bool(f["measured"]["filled"] and best.get("measured_within"))
     assert best["measured_within"] is False or best["measured_ms"] <= f["budget_ms"] + 1e-4
     assert ("the searched one as measured here" in report) == (best["measured_within"] is not False)
     assert "% over" in report or "% under" in report

@@ -51,26 +51,104 @@ def test_budgets_are_never_exceeded_and_nothing_is_evaluated_twice(setup):
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lats, flops=flops, config=TINY,
                  log=said.append)
     assert said[0] == "fitness on 128 of 750 validation images (--val-batches 1), 10 classes"
-    assert len(res.best) == 2 and len(res.history) == 2 * TINY.generations * TINY.population
+    searched = [h for h in res.history if "filled" not in h]  # (and after them each winner's fill ladder)
+    assert len(res.best) == 2 and len(searched) == 2 * TINY.generations * TINY.population
     assert all(b["magnitude"] is None and b["saliency"] is None for b in res.best)  # a PruningNet knows no dense
     # importances
     for h in res.history:
         limit = lats[h["budget"]]
         assert table.predict(h["encoding"]) <= limit and space.flops(h["encoding"]) <= flops
-    used = [table.predict(h["encoding"]) / lats[0] for h in res.history if h["budget"] == 0]
+    used = [table.predict(h["encoding"]) / lats[0] for h in searched if h["budget"] == 0]
     assert np.mean(np.array(used) >= TINY.min_fraction) > 0.5  # candidates use their budget, where they can
-    used = [table.predict(h["encoding"]) / lats[1] for h in res.history if h["budget"] == 1]  # FLOPs bind first:
+    used = [table.predict(h["encoding"]) / lats[1] for h in searched if h["budget"] == 1]  # FLOPs bind first:
     assert np.median(used) > 0.6  # the window cannot be met; random fill takes the closest under the budget
     encs = [tuple(h["encoding"]) for h in res.history]
-    per_budget = [[e for e, h in zip(encs, res.history) if h["budget"] == b] for b in (0, 1)]
+    per_budget = [[tuple(h["encoding"]) for h in searched if h["budget"] == b] for b in (0, 1)]
     assert all(len(set(p)) == len(p) for p in per_budget)  # novel within a budget's search
     assert res.stats["evaluated"] == len(set(encs)) + sum(1 for b in res.best if b["uniform"]
                                                           and tuple(b["uniform"]["encoding"]) not in set(encs))
-    for b, best in enumerate(res.best):  # the best is the fittest of its budget's candidates
-        assert best["fitness"] == max(h["fitness"] for h in res.history if h["budget"] == b)
+    for b, best in enumerate(res.best):  # the best is the fittest of its budget's candidates, filled
+        fittest = best["filled"]["from"] if "filled" in best else best
+        assert fittest["fitness"] == max(h["fitness"] for h in searched if h["budget"] == b)
         assert best["latency_ms"] <= lats[b] and best["uniform"]["latency_ms"] <= lats[b]
         assert best["channels"] == space.channels(best["encoding"])
     assert res.best[0]["fitness"] > 0.15  # a trained PruningNet: well above chance (0.10)
+    assert "filled" in res.best[0]  # (45% of the latency: the fittest leaves some of it to fill)
+
+
+def test_the_fill_widens_the_fittest_one_width_at_a_time_to_the_budget_in_its_proportions(setup):
+    from hwprune.search.measured import budget_candidates, meet_measured
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    lat = 0.45 * table.predict(space.full())
+    flops = 0.5 * space.flops(space.full())
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lat, flops=flops, config=TINY)
+    plain = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lat, flops=flops,
+                   config=replace(TINY, fill=False))
+    best, fittest = res.best[0], plain.best[0]
+    assert "filled" not in fittest and best["filled"]["from"]["encoding"] == fittest["encoding"]
+    ladder = [fittest["encoding"]] + [h["encoding"] for h in sorted(
+        (h for h in res.history if "filled" in h), key=lambda h: h["filled"])]
+    assert best["filled"]["steps"] == len(ladder) - 1 >= 1 and best["encoding"] == ladder[-1]
+    assert best["budget"] == fittest["budget"] == {"latency_ms": lat, "flops": flops, "params": None}
+    ev = _Evaluator(pnet, table, loaders.val, loaders.calib, TINY)
+    choices = [g.choices for g in space.groups]
+    growth = np.ones(len(choices))
+    for a, b in zip(ladder, ladder[1:]):
+        step = np.asarray(b) - np.asarray(a)
+        assert sorted(step.tolist())[-1] == 1 and np.count_nonzero(step) == 1  # one group, one width
+        g = int(np.argmax(step))
+        growth[g] = choices[g][b[g]] / choices[g][fittest["encoding"][g]]
+        # the group grown least so far relative to the fittest's widths, of those that could grow within the budget
+        could = [h for h in range(len(choices)) if a[h] + 1 < len(choices[h]) and ev.feasible(
+            np.asarray([list(a[:h]) + [a[h] + 1] + list(a[h + 1:])]), Budget(lat, flops))[0]]
+        assert all(growth[g] <= choices[h][a[h] + 1] / choices[h][fittest["encoding"][h]] + 1e-9 for h in could)
+    wider = [list(ladder[-1][:h]) + [ladder[-1][h] + 1] + list(ladder[-1][h + 1:]) for h in range(len(choices))
+             if ladder[-1][h] + 1 < len(choices[h])]
+    assert not ev.feasible(np.asarray(wider), Budget(lat, flops)).any()  # widened until no width fits
+    assert table.predict(best["encoding"]) <= lat and space.flops(best["encoding"]) <= flops
+    # meeting the budget as measured steps down the ladder, widest first, then the winner, then the rest by fitness
+    pool = [h["encoding"] for h in budget_candidates(res, 0)]
+    assert pool[:len(ladder)] == ladder[::-1] and len({tuple(e) for e in pool}) == len(pool)
+    for h in res.history:  # every step scored like a candidate (the search's scores, cached)
+        if "filled" in h:
+            assert h["fitness"] == pytest.approx(ev.fitness([tuple(h["encoding"])])[0], abs=1e-5)
+    # timed on a machine slower than the table: the widest step over the budget, the next within it
+    kernels = [m.value(table.statistic) - OVERHEAD_MS for m in FakeProfiler().measure_networks(
+        [space.materialize(e) for e in pool[:2]], space.input_shapes[0])]
+    assert kernels[0] > kernels[1]
+    scale = ((lat - OVERHEAD_MS) / kernels[0] + (lat - OVERHEAD_MS) / kernels[1]) / 2
+    said = []
+    meet_measured(res, space, table, top=4, profiler=FakeProfiler(network_scale=scale), log=said.append)
+    steps = len(ladder) - 1
+    assert res.best[0]["encoding"] == ladder[-2] and res.best[0]["measured_rank"] == 0
+    assert res.best[0]["filled"]["steps"] == steps - 1 and f"widened {steps - 1} of {steps} widths" in said[-1]
+    # so slow that the whole ladder is over: the fittest as searched, or one after it, without its fill
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=lat, flops=flops, config=TINY)
+    kernel = FakeProfiler().measure_networks([space.materialize(fittest["encoding"])], space.input_shapes[0])[0]
+    scale = 1.001 * (lat - OVERHEAD_MS) / (kernel.value(table.statistic) - OVERHEAD_MS)
+    meet_measured(res, space, table, top=4, profiler=FakeProfiler(network_scale=scale), log=said.append)
+    best = res.best[0]
+    assert best["measured_within"] and "filled" not in best and best["measured_rank"] >= 1
+    assert best["encoding"] != fittest["encoding"] and "none of its fill within" in said[-1]
+
+
+def test_the_fill_leaves_a_dropped_block_dropped_and_an_unlimited_budget_alone(setup):
+    from hwprune.search.fill import fill_ladder
+
+    _, loaders, _, cache = setup
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20", in_channels=1), (1, 1, 32, 32), drop_blocks=True)
+    table = hp.profile(space, profiler=FakeProfiler(), cache_dir=cache, calibrate=4, quiet=True)
+    ev = _Evaluator(hp.InheritEvaluator(space, hp.create_model("resnet20", in_channels=1)), table, loaders.val,
+                    loaders.calib, TINY)
+    dropped = sorted(space.branches)[0]
+    enc = list(space.narrowest(keep_blocks=True))
+    enc[dropped] = 0
+    ladder = fill_ladder(ev, tuple(enc), Budget(0.6 * table.predict(space.full())))
+    assert ladder and all(e[dropped] == 0 for e in ladder)  # every other group widened, that block kept out
+    assert len({int(np.argmax(np.subtract(b, a))) for a, b in zip([tuple(enc)] + ladder, ladder)}) > 1
+    assert fill_ladder(ev, tuple(enc), Budget()) == []
 
 
 def test_mutation_and_crossover_keep_encodings_valid(setup):
@@ -311,7 +389,12 @@ def test_cli_search_writes_the_run_folder(setup, tmp_path):
     assert all(b["flops"] <= 30e6 for b in result["best"])
     assert (tmp_path / "s" / "pareto.png").stat().st_size > 10_000
     rows = (tmp_path / "s" / "history.csv").read_text().strip().splitlines()
-    assert rows[0] == "budget,generation,encoding,latency_ms,flops,params,fitness" and len(rows) == 1 + 2 * 2 * 6
+    assert rows[0] == "budget,generation,encoding,latency_ms,flops,params,fitness,filled"
+    searched = [r for r in rows[1:] if r.endswith(",")]  # then the winners' fill ladders, their steps last
+    filled = [r for r in rows[1:] if not r.endswith(",")]
+    assert len(searched) == 2 * 2 * 6 and [int(r.split(",")[-1]) for r in filled] == list(
+        range(1, 1 + result["best"][0].get("filled", {}).get("steps", 0))) + list(
+        range(1, 1 + result["best"][1].get("filled", {}).get("steps", 0)))
     r = subprocess.run(base[:-1] + [str(tmp_path / "s2"), "--latency-ms", "0.000001"], capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 1 and r.stderr.startswith("error: latency budget 1e-06ms is below the smallest")
@@ -356,9 +439,9 @@ def test_the_budget_window_and_its_refusal(setup):
     assert _floor(ev, hp.search.Budget(3 * full), 0.9) == (0, pytest.approx(0.9 * full))  # the dense one fits
     assert _floor(ev, hp.search.Budget(flops=1e6), 0.9) == (1, pytest.approx(0.9e6))
     assert _floor(ev, hp.search.Budget(0.5 * full), 0.0) is None
-    tight = replace(TINY, min_fraction=1.0, max_draws=2000, generations=1)  # nothing lands exactly on the budget:
+    tight = replace(TINY, min_fraction=1.0, max_draws=2000, generations=1, fill=False)  # nothing lands exactly on
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=0.5123456 * full, config=tight)
-    assert len(res.history) == TINY.population  # filled from below the budget instead
+    assert len(res.history) == TINY.population  # the budget: filled from below it instead
     assert all(h["latency_ms"] <= 0.5123456 * full for h in res.history)
 
 
@@ -368,7 +451,9 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     pnet, loaders, table, _ = setup
     space = pnet.space
     budget = 0.6 * table.predict(space.full())
-    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    unfilled = replace(TINY, fill=False)  # (the fill ladder comes first: test_the_fill_...)
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=unfilled,
+                 log=lambda s: None)
     winner = dict(res.best[0])
     pool = fittest_candidates(res.history, 0, winner["encoding"])  # each once, fittest first, the winner first
     assert pool[0]["encoding"] == winner["encoding"] and len(pool) == len({tuple(h["encoding"]) for h in pool})
@@ -391,7 +476,8 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     assert best["uniform"] == winner["uniform"]  # the baselines are the search's
     assert best["table_over_measured"] < 1 and not any("unused" in m for m in said)  # the table under-predicts
     fast = FakeProfiler(network_scale=0.5)  # a machine faster than the table: the winner stays
-    res2 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    res2 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=unfilled,
+                  log=lambda s: None)
     said = []
     meet_measured(res2, space, table, top=4, profiler=fast, log=said.append)
     assert res2.best[0]["measured_rank"] == 0 and res2.best[0]["encoding"] == winner["encoding"]
@@ -401,7 +487,8 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
     assert "unused" in said[-1] and f"--latency-ms {budget * ratio:.4g}" in said[-1]
     # a machine so much slower that no candidate fits: the winner is kept, flagged, and the user told what to ask for
     crawl = FakeProfiler(network_scale=4.0)
-    res3 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
+    res3 = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=unfilled,
+                  log=lambda s: None)
     said = []
     meet_measured(res3, space, table, top=2, rounds=1, profiler=crawl, log=said.append)
     ratio = res3.best[0]["table_over_measured"]
@@ -438,14 +525,14 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     """rerank scores the top candidates with another scorer (here: the narrower the better, against the search's
     fitness), makes its best the winner, and orders the candidates meeting the budget as measured steps down by
     (:func:`fittest_candidates`) by its score first."""
-    from hwprune.search.measured import fittest_candidates
+    from hwprune.search.measured import budget_candidates, fittest_candidates
     from hwprune.search.rerank import rerank
 
     pnet, loaders, table, _ = setup
     space = pnet.space
     budget = 0.6 * table.predict(space.full())
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
-    before = fittest_candidates(res.history, 0, res.best[0]["encoding"])[:4]
+    before = [c for c in budget_candidates(res, 0) if "filled" not in c][:4]  # (the fill's steps are not scored)
 
     class Narrower:  # a score the search's fitness does not follow: fewer channels score higher
         space = pnet.space
@@ -463,6 +550,7 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     assert sorted(Narrower.scored) == sorted(tuple(c["encoding"]) for c in before)  # the 4 fittest, each once
     assert best["encoding"] == before[want]["encoding"] and best["rescored_rank"] == want
     assert best["fitness"] == before[want]["fitness"] and best["rescored"] == -sum(before[want]["encoding"])
+    assert "filled" not in best  # (the winner as scored again, not the search's fill)
     assert res.stats["rerank"]["top"] == 4 and "scored the 4 fittest again" in said[-1]
     order = fittest_candidates(res.history, 0, best["encoding"])
     assert [sum(c["encoding"]) for c in order[:4]] == sorted(sum(c["encoding"]) for c in before)  # by the new score
@@ -473,7 +561,7 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     # the budget's uniform network (in the search's first generation) is scored too, and wins where it scores best
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
     uniform = tuple(res.best[0]["uniform"]["encoding"])
-    ranked = fittest_candidates(res.history, 0, res.best[0]["encoding"])
+    ranked = [c for c in budget_candidates(res, 0) if "filled" not in c]
     at = [tuple(c["encoding"]) for c in ranked].index(uniform)
     assert at > 0  # not the search's winner already
 
@@ -533,13 +621,13 @@ def test_scoring_again_over_several_draws_of_tuning_batches_averages_them(setup)
     """With ``draws`` D, every candidate is scored D times, the d-th on the calibration batches from
     ``d * (calib_batches + tune_steps)`` on (wrapping around), and its score is the mean: a candidate lucky on one
     draw of the batches it is tuned on no longer wins by that luck alone."""
-    from hwprune.search.measured import fittest_candidates
+    from hwprune.search.measured import budget_candidates
     from hwprune.search.rerank import rerank
 
     pnet, loaders, table, _ = setup
     budget = 0.6 * table.predict(pnet.space.full())
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
-    fittest = [tuple(c["encoding"]) for c in fittest_candidates(res.history, 0, res.best[0]["encoding"])[:2]]
+    fittest = [tuple(c["encoding"]) for c in budget_candidates(res, 0) if "filled" not in c][:2]
     calib = [(torch.full((2, 1, 32, 32), float(k)), torch.zeros(2, dtype=torch.long)) for k in range(7)]  # batch k: k
 
     class Lucky:  # the fittest scores 1 on the first draw's batches and 0 on the others; the second 0.6 on all
@@ -603,8 +691,9 @@ def test_a_search_steered_by_measurement_asks_the_table_for_what_predicts_the_bu
     # the 3 fittest of the first two generations were timed, once
     early = sorted((h for h in res.history if h["generation"] <= 2), key=lambda h: -h["fitness"])
     assert len(calls) == 1 and sorted(calls[0]) == sorted(tuple(h["encoding"]) for h in early[:3])
-    later = [h for h in res.history if h["generation"] > 2]
-    assert len(later) == 2 * cfg.population and all(h["latency_ms"] <= steered["asked_ms"] for h in later)
+    later = [h for h in res.history if h["generation"] > 2]  # (the fill's steps too: within the last ask)
+    assert len([h for h in later if "filled" not in h]) == 2 * cfg.population
+    assert all(h["latency_ms"] <= steered["asked_ms"] for h in later)
     assert res.best[0]["latency_ms"] <= steered["asked_ms"] and res.best[0]["budget"]["latency_ms"] == budget
     assert any(h["latency_ms"] > steered["asked_ms"] for h in early)  # (so the steer changed what is feasible)
     assert res.best[0]["fitness"] == max(h["fitness"] for h in res.history if h["latency_ms"] <= steered["asked_ms"])

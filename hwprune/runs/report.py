@@ -55,6 +55,7 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
         # the search's fittest timed here (measure_top): how many, and which of them (0: its fittest) was kept
         "measured": {"top": manifest["search"]["settings"].get("measure_top") or 0,
                      "rank": best.get("measured_rank"), "within": best.get("measured_within"),
+                     "filled": (best.get("filled") or {}).get("steps"),  # (widths the fill widened it by)
                      "asked_ms": (best.get("steered") or {}).get("asked_ms")},
         "dense": {k: round(v, 4) for k, v in (manifest["pretrain"].get("summary") or {}).items() if v is not None},
         "networks": rows, "stage_seconds": seconds, "total_seconds": round(sum(v or 0 for v in seconds.values()), 1),
@@ -84,8 +85,9 @@ def _measured(m: dict) -> str:
     if m.get("within") is False:
         return timed + ", none within the budget as measured: the fittest kept"
     rank = m.get("rank") or 0
+    widened = f", widened {_plural(m['filled'], 'width')} toward the budget" if m.get("filled") else ""
     return timed + ", the fittest measured within the budget kept (" + (
-        "the search's own fittest)" if rank == 0 else f"number {rank + 1} by fitness)")
+        f"the search's own fittest{widened})" if rank == 0 else f"number {rank + 1} by fitness)")
 
 
 def _held(m: dict) -> str:

@@ -68,6 +68,10 @@ class SearchConfig:
     # (more threads sum floats in another order: on Fashion-MNIST resnet20 one validation image in 2,048 scored
     # otherwise); under torchrun the ranks split the candidates instead. Until 2026-12-05 1
     workers: int | None = None
+    # after the last generation, widen each budget's winner toward the budget, one group one width at a time while
+    # the table keeps it within (:mod:`.fill`: its proportions kept, a dropped block left dropped), every step kept
+    # for meeting the budget as measured; the widest is the winner. False: the fittest candidate as scored
+    fill: bool = True
 
     def __post_init__(self):
         for name in ("population", "keep_top", "max_draws", "steer_top"):

@@ -20,7 +20,8 @@ error differs across the space, and the search keeps what it under-predicts); th
 generation holds the baseline networks of that latency, as the first held those of the budget
 asked at first. State is saved
 after every generation; a resumed search continues with the same random stream and ends where
-an uninterrupted one would.
+an uninterrupted one would. With ``fill``, each budget's winner is then widened toward the budget
+(:mod:`.fill`), every step scored and kept in the history (``filled``: its steps), the widest the winner.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc, scoring_processes
 from .baselines import baseline_encodings, magnitude_baseline, saliency_baseline, uniform_baseline
+from .fill import fill_winners
 from .result import SearchResult, describe, pareto_front
 
 __all__ = ["search", "draw_encodings"]
@@ -324,7 +326,8 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
                 s.get("choices", choices) != choices:  # (the same model with or without dropped blocks: other codes)
             raise SpaceMismatchError(f"{state_path} belongs to a search of another space; use a new run folder")
         # (settings added since the state was saved are compared at their defaults)
-        alike = lambda c: {k: v for k, v in c.items() if k != "workers"}  # noqa: E731 (how many score: any)
+        # (how many score: any; the fill follows the last generation)
+        alike = lambda c: {k: v for k, v in c.items() if k not in ("workers", "fill")}  # noqa: E731
         if s["budgets"] != [asdict(b) for b in budgets] or \
                 alike({**asdict(SearchConfig()), **s["config"]}) != alike(asdict(cfg)):
             raise HwpruneError(f"{state_path} was saved with other budgets or settings; resume with the same ones")
@@ -333,6 +336,15 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         ev.cache = {tuple(json.loads(k)): v for k, v in s["cache"].items()}
         history = s["history"]
         log(f"resuming search: generations done {[e.generation for e in evolutions]}")
+
+    def save():
+        if state_path is not None and is_main():
+            write_json(state_path, {"format": STATE_FORMAT, "fingerprint": space.fingerprint, "choices": choices,
+                                    "budgets": [asdict(b) for b in budgets], "config": asdict(cfg),
+                                    "evolutions": [e.state() for e in evolutions],
+                                    "cache": {json.dumps(list(k)): v for k, v in ev.cache.items()},
+                                    "history": history})
+
     started = time.perf_counter()
     for evo in evolutions:
         while evo.generation < cfg.generations:
@@ -343,12 +355,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
             fittest = evo.top[0][0]  # (before a steer, which may leave none of the fittest kept)
             if steering and g == cfg.steer_after and evo.steered is None:
                 evo.steer(_on_main(measure), targets[evo.index], log)
-            if state_path is not None and is_main():
-                write_json(state_path, {"format": STATE_FORMAT, "fingerprint": space.fingerprint, "choices": choices,
-                                        "budgets": [asdict(b) for b in budgets], "config": asdict(cfg),
-                                        "evolutions": [e.state() for e in evolutions],
-                                        "cache": {json.dumps(list(k)): v for k, v in ev.cache.items()},
-                                        "history": history})
+            save()
             log(f"[{evo.budget.label()}] generation {g}/{cfg.generations}: best {fittest:.4f}, "
                 f"{ev.evaluated} evaluated, {ev.evaluated / max(ev.eval_seconds, 1e-9):.2f} candidates/s")
     best, weak = [], _near_chance(ev, [evo.top[0][0] for evo in evolutions])
@@ -358,13 +365,19 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
             f"classes (chance {1 / classes:.3f}): at this budget the evaluator barely tells candidates apart, so the "
             f"search is close to random; tune each candidate longer (--tune-steps, with --evaluator inherit) or score "
             f"with a PruningNet (hwprune train, then search --checkpoint; train the one you have longer)")
+    filled = fill_winners(ev, evolutions, cfg.generations + 1, log) if cfg.fill else {}
+    save()  # (the ladders' scores in the cache: a resumed search fills again without scoring)
     for evo in evolutions:
         f, e = evo.top[0]
         budget = budgets[evo.index]  # as given (a steered search asked the table for another latency)
-        best.append({"budget": asdict(budget), **describe(ev, e, f), "uniform": uniform_baseline(ev, budget),
+        ladder = filled.get(evo.index, [])
+        won = describe(ev, e, f) if not ladder else {**describe(ev, tuple(ladder[-1]["encoding"]), ladder[-1][
+            "fitness"]), "filled": {"steps": len(ladder), "from": describe(ev, e, f)}}
+        best.append({"budget": asdict(budget), **won, "uniform": uniform_baseline(ev, budget),
                      "magnitude": magnitude_baseline(ev, budget, importance),
                      "saliency": saliency_baseline(ev, budget, saliency),
                      **({"steered": evo.steered} if evo.steered else {})})
+    history = history + [h for i in sorted(filled) for h in filled[i]]
     xs = [h["latency_ms"] if h["latency_ms"] is not None else h["flops"] for h in history]
     front = pareto_front(xs, [h["fitness"] for h in history])
     stats = {"evaluated": ev.evaluated, "eval_seconds": round(ev.eval_seconds, 2),

@@ -39,7 +39,9 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
                   log: Callable[[str], None] = print) -> SearchResult:
     """For every latency budget of ``result``, time its ``top`` fittest candidates (up to ``rounds`` times ``top``
     until one fits) and make the fittest within the budget as measured the best; ``result.best`` entries gain
-    ``measured_ms``, ``measured_rank`` (0: the search's own winner), ``measured_checked`` and
+    ``measured_ms``, ``measured_rank`` (by the search's fitness, 0: its fittest; the steps of its fill,
+    :mod:`.fill`, are timed first, widest first, and ``filled["steps"]`` says how far the one kept widens it, or is
+    gone where none was within), ``measured_checked`` and
     ``table_over_measured`` (the median of predicted over measured latency of the candidates timed). A budget none
     of them meets keeps its winner, with ``measured_within`` false, and says so. There, and where the table
     over-predicts these networks and the winner measures more than 3% under the budget, it says what to ask the
@@ -75,9 +77,17 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
             continue
         rank, c, ms = chosen
         best.update({k: c[k] for k in _KEYS})
+        steps = sum("filled" in p for p in pool[:rank])  # (the fill's steps before it)
+        if "filled" in c:  # a step of the winner's fill: as far as it widens within the budget as measured
+            best["filled"] = {**best["filled"], "steps": c["filled"]}
+            rank, what = 0, f"the fittest candidate widened {c['filled']} of {steps + c['filled']} widths"
+        else:
+            best.pop("filled", None)
+            rank, what = rank - steps, ""
         best.update(measured_ms=round(float(ms), 5), measured_rank=rank, measured_within=True)
-        log(f"[{budget.label()}] measured {ms:.4g} ms: the {_ordinal(rank)} fittest candidate "
-            f"(fitness {c['fitness']:.4f}) is the fittest within the budget")
+        what = what or f"the {_ordinal(rank)} fittest candidate{' (none of its fill within)' * bool(steps)}"
+        log(f"[{budget.label()}] measured {ms:.4g} ms: {what} (fitness {c['fitness']:.4f}) is the fittest within "
+            f"the budget")
         if ms < 0.97 * budget.latency_ms and ratio > 1.02:
             log(f"[{budget.label()}] it leaves {1 - ms / budget.latency_ms:.0%} of the budget unused: the table puts "
                 f"these networks at {ratio:.3f} x their measured latency; search again with --latency-ms "
@@ -113,24 +123,26 @@ def budget_candidates(result: SearchResult, budget_index: int) -> list[dict]:
     (:func:`fittest_candidates`), only those within the latency a steered search last asked the table for (what is
     over it is predicted over the budget as measured)."""
     best = result.best[budget_index]
-    return fittest_candidates(result.history, budget_index, best["encoding"], best.get("steered", {}).get("asked_ms"))
+    winner = best.get("filled", {}).get("from", best)["encoding"]  # (the fittest, where the best is its fill)
+    return fittest_candidates(result.history, budget_index, winner, best.get("steered", {}).get("asked_ms"))
 
 
 def fittest_candidates(history: list[dict], budget_index: int, winner: list[int],
                        limit_ms: float | None = None) -> list[dict]:
     """The candidates evaluated for a budget, each once, fittest first (the search's winner first on ties); those
-    scored again (``rescored``, :func:`~.rerank.rerank`) come first, by that score. ``limit_ms``: only those the
-    table predicts within it (a steered search's last ask, ``best["steered"]["asked_ms"]``)."""
+    scored again (``rescored``, :func:`~.rerank.rerank`) come first, by that score, then the winner's fill ladder
+    (``filled``, :mod:`.fill`), widest first. ``limit_ms``: only those the table predicts within it (a steered
+    search's last ask, ``best["steered"]["asked_ms"]``)."""
     seen, out = set(), []
-    for h in history:
+    for h in sorted(history, key=lambda h: "filled" not in h):  # (a fill step also searched: kept as the step)
         key = tuple(h["encoding"])
         if limit_ms is not None and h["latency_ms"] is not None and h["latency_ms"] > limit_ms:
             continue
         if h["budget"] == budget_index and key not in seen:
             seen.add(key)
             out.append(h)
-    return sorted(out, key=lambda h: ("rescored" not in h, -h.get("rescored", h["fitness"]),
-                                      h["encoding"] != list(winner)))
+    return sorted(out, key=lambda h: ("rescored" not in h, "filled" not in h,
+                                      -h.get("rescored", h.get("filled", h["fitness"])), h["encoding"] != list(winner)))
 
 
 def _ordinal(rank: int) -> str:

@@ -82,7 +82,8 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
     stride = calib_batches + getattr(scorer, "tune_steps", 0)
     calibs = [calib_loader] + [_Rotated(calib_loader, d * stride) for d in range(1, draws)]  # (kept: one each)
     for i, best in enumerate(result.best):
-        ranked = budget_candidates(result, i)  # (within the latency a steered search last asked the table for)
+        # (within the latency a steered search last asked the table for; the searched ones, not the fill's steps)
+        ranked = [c for c in budget_candidates(result, i) if "filled" not in c]
         named = {tuple(best[b]["encoding"]): b for b in BASELINES if baselines and best.get(b)}
         ranks = list(range(min(top, len(ranked))))
         ranks += [r for r in range(len(ranks), len(ranked)) if tuple(ranked[r]["encoding"]) in named]
@@ -96,6 +97,7 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
         winner = ranked[rank]
         best.update({k: winner[k] for k in _KEYS})
         best.update(rescored=winner["rescored"], rescored_rank=rank)
+        best.pop("filled", None)  # (the winner as scored again, not widened)
         first = scores[tuple(ranked[0]["encoding"])]
         also = [named[tuple(ranked[r]["encoding"])] for r in ranks[min(top, len(ranked)):]]
         also = f" and the {' and '.join(also)} network{'s' * (len(also) > 1)}" if also else ""

@@ -72,10 +72,10 @@ def save_result(result: SearchResult, run_dir: str | Path, plot: bool = True) ->
     write_json(paths["result"], result.to_json())
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["budget", "generation", "encoding", "latency_ms", "flops", "params", "fitness"])
-    for h in result.history:
+    w.writerow(["budget", "generation", "encoding", "latency_ms", "flops", "params", "fitness", "filled"])
+    for h in result.history:  # (filled: the step of the winner's fill ladder, empty for a searched candidate)
         w.writerow([h["budget"], h["generation"], " ".join(map(str, h["encoding"])), h["latency_ms"], h["flops"],
-                    h["params"], h["fitness"]])
+                    h["params"], h["fitness"], h.get("filled", "")])
     write_atomic(paths["history"], lambda f: f.write(buf.getvalue().encode()))
     if plot:
         from .plots import plot_pareto
