@@ -70,6 +70,7 @@ def fill_winners(ev: CandidateEvaluator, evolutions, generation: int, log) -> di
         before, after = ev.costs(np.asarray([e, ladder[-1]]))[:, col]
         cost = f"{before:.4g} -> {after:.4g} ms predicted" if col == 0 else \
             f"{before / 1e6:.4g}M -> {after / 1e6:.4g}M {'FLOPs' if col == 1 else 'params'}"
-        log(f"[{evo.budget.label()}] filled the winner toward the budget: {len(ladder)} widths widened, {cost} "
+        log(f"[{evo.budget.label()}] filled the winner toward the budget: {len(ladder)} width"
+            f"{'s' * (len(ladder) > 1)} widened, {cost} "
             f"(fitness {f:.4f} -> {fits[-1]:.4f}; the widest is the winner, --no-fill keeps the fittest)")
     return out
