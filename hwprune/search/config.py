@@ -70,7 +70,10 @@ class SearchConfig:
     workers: int | None = None
     # after the last generation, widen each budget's winner toward the budget, one group one width at a time while
     # the table keeps it within (:mod:`.fill`: its proportions kept, a dropped block left dropped), every step kept
-    # for meeting the budget as measured; the widest is the winner. False: the fittest candidate as scored
+    # for meeting the budget as measured; the widest is the winner. False: the fittest candidate as scored. On
+    # Fashion-MNIST resnet20 at 50% of the dense latency the same search's pick measured 99.4% of the budget filled,
+    # 96.8% not, and fine-tuned to 0.8800 against 0.8785 (one search, 3 seeds; benchmarks/results/
+    # fashion_mnist_resnet20_fill.* and _nofill.*)
     fill: bool = True
 
     def __post_init__(self):
