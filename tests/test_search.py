@@ -131,7 +131,7 @@ def test_the_fill_widens_the_fittest_one_width_at_a_time_to_the_budget_in_its_pr
     meet_measured(res, space, table, top=4, profiler=FakeProfiler(network_scale=scale), log=said.append)
     best = res.best[0]
     assert best["measured_within"] and "filled" not in best and best["measured_rank"] >= 1
-    assert best["encoding"] != fittest["encoding"] and "none of its fill within" in said[-1]
+    assert best["encoding"] != fittest["encoding"] and "no step of the winner's fill within" in said[-1]
 
 
 def test_the_fill_leaves_a_dropped_block_dropped_and_an_unlimited_budget_alone(setup):

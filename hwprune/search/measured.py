@@ -83,11 +83,12 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
             rank, what = 0, f"the fittest candidate widened {c['filled']} of {steps + c['filled']} widths"
         else:
             best.pop("filled", None)
-            rank, what = rank - steps, ""
+            rank = rank - steps
+            what = f"the {_ordinal(rank)} fittest candidate"
         best.update(measured_ms=round(float(ms), 5), measured_rank=rank, measured_within=True)
-        what = what or f"the {_ordinal(rank)} fittest candidate{' (none of its fill within)' * bool(steps)}"
-        log(f"[{budget.label()}] measured {ms:.4g} ms: {what} (fitness {c['fitness']:.4f}) is the fittest within "
-            f"the budget")
+        over = "; no step of the winner's fill within" if steps and "filled" not in c else ""
+        log(f"[{budget.label()}] measured {ms:.4g} ms: {what} (fitness {c['fitness']:.4f}{over}) is the fittest "
+            f"within the budget")
         if ms < 0.97 * budget.latency_ms and ratio > 1.02:
             log(f"[{budget.label()}] it leaves {1 - ms / budget.latency_ms:.0%} of the budget unused: the table puts "
                 f"these networks at {ratio:.3f} x their measured latency; search again with --latency-ms "
