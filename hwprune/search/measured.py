@@ -77,8 +77,9 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
             continue
         rank, c, ms = chosen
         best.update({k: c[k] for k in _KEYS})
-        steps = sum("filled" in p for p in pool[:rank])  # (the fill's steps before it)
-        if "filled" in c:  # a step of the winner's fill: as far as it widens within the budget as measured
+        # (the fill's steps before it; none counted where a rerank's winner replaced the filled one)
+        steps = sum("filled" in p for p in pool[:rank]) if "filled" in best else 0
+        if "filled" in c and "filled" in best:  # a step of the winner's fill: as far as it widens within the budget
             best["filled"] = {**best["filled"], "steps": c["filled"]}
             rank, what = 0, f"the fittest candidate widened {c['filled']} of {steps + c['filled']} widths"
         else:
@@ -86,7 +87,7 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
             rank = rank - steps
             what = f"the {_ordinal(rank)} fittest candidate"
         best.update(measured_ms=round(float(ms), 5), measured_rank=rank, measured_within=True)
-        over = "; no step of the winner's fill within" if steps and "filled" not in c else ""
+        over = "; no step of the winner's fill within" if steps and "filled" not in best else ""
         log(f"[{budget.label()}] measured {ms:.4g} ms: {what} (fitness {c['fitness']:.4f}{over}) is the fittest "
             f"within the budget")
         if ms < 0.97 * budget.latency_ms and ratio > 1.02:
