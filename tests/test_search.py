@@ -754,3 +754,27 @@ def test_a_state_saved_before_a_setting_existed_resumes_at_its_default(setup, tm
     resumed = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget, config=TINY,
                      run_dir=tmp_path, resume=True)
     assert resumed.best == whole.best
+
+
+def test_after_a_rerank_a_step_of_the_fill_reached_in_the_walk_is_a_plain_candidate(setup):
+    """A rerank's winner is not filled (rerank drops the record); where every rescored candidate measures over the
+    budget, meeting it steps on through the search's fill ladder and keeps a step as an ordinary candidate."""
+    from hwprune.search.measured import meet_measured
+    from hwprune.search.result import SearchResult, describe
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    ev = _Evaluator(pnet, table, loaders.val, loaders.calib, TINY)
+    wide, narrow, mid = space.full(), space.narrowest(), space.uniform(0.5)
+    budget = 1.05 * table.predict(space.uniform(0.3))
+    history = [{"budget": 0, "generation": 1, **describe(ev, mid, 0.6)},
+               {"budget": 0, "generation": 1, **describe(ev, wide, 0.5), "rescored": 1.0},
+               {"budget": 0, "generation": 2, **describe(ev, narrow, 0.4), "filled": 1}]
+    best = {"budget": {"latency_ms": budget, "flops": None, "params": None}, **describe(ev, wide, 0.5),
+            "rescored": 1.0, "rescored_rank": 1}
+    res = SearchResult(space.fingerprint, [Budget(budget)], [best], history)
+    said = []
+    meet_measured(res, space, table, top=4, profiler=FakeProfiler(), log=said.append)
+    best = res.best[0]
+    assert best["encoding"] == list(narrow) and best["measured_within"] and "filled" not in best
+    assert best["measured_rank"] == 1 and "the 2nd fittest candidate" in said[-1]
