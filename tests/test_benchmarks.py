@@ -646,8 +646,9 @@ def test_within_budget_takes_each_budgets_fittest_searched_networks_and_the_one_
 
 @pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
 def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, tmp_path):
-    """--quick: one winner per search seed, each within the budget as predicted, fine-tuned with every seed, and the
-    summary spreads the winners' means (not the accuracies, which mean nothing here)."""
+    """--quick: one winner per search seed, each within the budget as measured (and as the steered search last asked
+    the table), fine-tuned with every seed, and the summary spreads the winners' means (not the accuracies, which
+    mean nothing here)."""
     import pandas as pd
 
     sv = _bench_module("search_variance")
@@ -659,7 +660,14 @@ def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, 
     q = fashion.Settings(**fashion.QUICK)
     assert list(rows.columns) == sv.COLUMNS and len(rows) == 2 * len(q.seeds)  # search seeds 0 and 1
     assert sorted(zip(rows["search_seed"], rows["seed"])) == [(k, t) for k in (0, 1) for t in q.seeds]
-    assert (rows["predicted_ms"] <= rows["budget_ms"] + 1e-4).all() and rows["fitness"].between(0, 1).all()
+    assert rows["fitness"].between(0, 1).all()
+    for _, r in rows.iterrows():  # (a steered search's winner, filled to its ask, may be predicted over the budget)
+        if r["measured_ms"] == r["measured_ms"]:  # (NaN: none of the fittest measured within it)
+            assert r["measured_ms"] <= r["budget_ms"] + 1e-4
+        state = json.loads((tmp_path / "work" / "quick" / "resnet20" / "search_variance_ramp" /
+                            f"{r['budget_fraction']}_search{r['search_seed']}" / "search_state.json").read_text())
+        asked = (state["evolutions"][0]["steered"] or {}).get("asked_ms", r["budget_ms"])
+        assert r["predicted_ms"] <= asked + 1e-4
     for _, got in rows.groupby("search_seed"):  # one network per search, fine-tuned with each seed
         assert got["encoding"].nunique() == 1 and got["fitness"].nunique() == 1
     text = (tmp_path / "search_variance_quick_ramp.md").read_text()
