@@ -532,7 +532,7 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     space = pnet.space
     budget = 0.6 * table.predict(space.full())
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
-    before = [c for c in budget_candidates(res, 0) if "filled" not in c][:4]  # (the fill's steps are not scored)
+    before = budget_candidates(res, 0, fill=False)[:4]  # (the fill's steps are not scored)
 
     class Narrower:  # a score the search's fitness does not follow: fewer channels score higher
         space = pnet.space
@@ -561,7 +561,7 @@ def test_scoring_the_fittest_again_makes_the_best_by_that_score_the_winner_and_o
     # the budget's uniform network (in the search's first generation) is scored too, and wins where it scores best
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
     uniform = tuple(res.best[0]["uniform"]["encoding"])
-    ranked = [c for c in budget_candidates(res, 0) if "filled" not in c]
+    ranked = budget_candidates(res, 0, fill=False)
     at = [tuple(c["encoding"]) for c in ranked].index(uniform)
     assert at > 0  # not the search's winner already
 
@@ -627,7 +627,7 @@ def test_scoring_again_over_several_draws_of_tuning_batches_averages_them(setup)
     pnet, loaders, table, _ = setup
     budget = 0.6 * table.predict(pnet.space.full())
     res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=TINY, log=lambda s: None)
-    fittest = [tuple(c["encoding"]) for c in budget_candidates(res, 0) if "filled" not in c][:2]
+    fittest = [tuple(c["encoding"]) for c in budget_candidates(res, 0, fill=False)][:2]
     calib = [(torch.full((2, 1, 32, 32), float(k)), torch.zeros(2, dtype=torch.long)) for k in range(7)]  # batch k: k
 
     class Lucky:  # the fittest scores 1 on the first draw's batches and 0 on the others; the second 0.6 on all

@@ -45,7 +45,7 @@ def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget) -> list[Enc]:
         if not ok.any():
             break
         growth = np.array([groups[g].choices[nxt[i, g]] for i, g in enumerate(grow)]) / base[grow]
-        cost = ev.costs(nxt)[:, [col for col, _ in budget.limits()][0]]
+        cost = ev.costs(nxt)[:, budget.limits()[0][0]]
         order = np.lexsort((grow, cost, growth))  # least relative growth, then the cheapest, then the first group
         i = next(i for i in order if ok[i])
         cur = nxt[i]

@@ -120,13 +120,15 @@ def table_meter(space: "SearchSpace", table: "LatencyTable", profiler=None, pass
     return measure
 
 
-def budget_candidates(result: SearchResult, budget_index: int) -> list[dict]:
+def budget_candidates(result: SearchResult, budget_index: int, fill: bool = True) -> list[dict]:
     """What meeting budget ``budget_index`` as measured steps down through: its candidates, fittest first
     (:func:`fittest_candidates`), only those within the latency a steered search last asked the table for (what is
-    over it is predicted over the budget as measured)."""
+    over it is predicted over the budget as measured). ``fill=False``: the searched candidates alone, without the
+    steps of the winner's fill (a step that was also searched stays, as a candidate)."""
     best = result.best[budget_index]
     winner = best.get("filled", {}).get("from", best)["encoding"]  # (the fittest, where the best is its fill)
-    return fittest_candidates(result.history, budget_index, winner, best.get("steered", {}).get("asked_ms"))
+    history = result.history if fill else [h for h in result.history if "filled" not in h]
+    return fittest_candidates(history, budget_index, winner, best.get("steered", {}).get("asked_ms"))
 
 
 def fittest_candidates(history: list[dict], budget_index: int, winner: list[int],

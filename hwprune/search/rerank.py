@@ -83,7 +83,7 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
     calibs = [calib_loader] + [_Rotated(calib_loader, d * stride) for d in range(1, draws)]  # (kept: one each)
     for i, best in enumerate(result.best):
         # (within the latency a steered search last asked the table for; the searched ones, not the fill's steps)
-        ranked = [c for c in budget_candidates(result, i) if "filled" not in c]
+        ranked = budget_candidates(result, i, fill=False)
         named = {tuple(best[b]["encoding"]): b for b in BASELINES if baselines and best.get(b)}
         ranks = list(range(min(top, len(ranked))))
         ranks += [r for r in range(len(ranks), len(ranked)) if tuple(ranked[r]["encoding"]) in named]
