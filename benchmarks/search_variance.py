@@ -1,7 +1,7 @@
 """How much does the search's own randomness move the network it picks? (the default search, run with other seeds)
 
     python benchmarks/search_variance.py [--model resnet20] [--fractions 0.5] [--search-seeds 0 1 2 3] [--no-ramp]
-        [--quick]
+        [--no-fill] [--quick]
 
 fashion_mnist.py reports one search per budget. Within a budget its methods land within a few
 tenths of a point of each other, so whether hwprune's default path beats L1 there can hang on
@@ -10,13 +10,18 @@ trained dense network and budgets, kept under its ``--work``; made when missing)
 search (:func:`fashion_mnist.search_config`, the inherit evaluator with 20 tuning steps) runs
 once per search seed and budget, the budget alone; its fittest candidate measured within the
 budget (as fashion_mnist.py's ``hwprune`` picks) is fine-tuned as that benchmark fine-tunes,
-with its 3 seeds. The summary gives each winner's fitness and mean test top-1, their spread
-over search seeds, and fashion_mnist.py's uniform and L1 networks of the same budget from its
-results (same dense network and budgets) for reference.
+with its 3 seeds. With the fill (hwprune's default since 2026-12-05 16:00, :mod:`hwprune.search.fill`)
+the same search's pick without it is fine-tuned too (``pick`` no-fill; a network both picks
+chose is fine-tuned once), so the two differ by the fill alone. The summary gives each winner's
+fitness, fill steps and mean test top-1, their spread over search seeds, what the fill moved the
+same searches' picks by, and fashion_mnist.py's uniform and L1 networks of the same budget from
+its results (same dense network and budgets) for reference.
 
-Writes ``benchmarks/results/search_variance_ramp.csv`` (one row per search seed and fine-tuning
-seed) and ``search_variance_ramp.md``; with ``--no-ramp`` (the bred share the same in every
-generation, hwprune's default until 2026-12-05) ``search_variance.*``, its searches kept apart.
+Writes ``benchmarks/results/search_variance_ramp_fill.csv`` (one row per search seed, pick and
+fine-tuning seed) and ``search_variance_ramp_fill.md``; the searches of other settings are kept
+and written apart: ``--no-fill`` ``search_variance_ramp.*`` (before 2026-12-05 16:00), with
+``--no-ramp`` too (the bred share the same in every generation, before 2026-12-05)
+``search_variance.*``.
 ``--quick`` runs in seconds on the bundled data (the test suite runs it). Every search and
 fine-tune is kept, and a rerun resumes.
 """
@@ -44,8 +49,8 @@ from hwprune.search import search  # noqa: E402
 from hwprune.search.measured import budget_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ["model", "budget_fraction", "budget_ms", "search_seed", "encoding", "fitness", "predicted_ms",
-           "measured_ms", "seed", "test_acc", "val_acc", "search_seconds"]
+COLUMNS = ["model", "budget_fraction", "budget_ms", "search_seed", "pick", "filled", "encoding", "fitness",
+           "predicted_ms", "measured_ms", "seed", "test_acc", "val_acc", "search_seconds"]
 
 
 def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[int], work: Path, workers: int,
@@ -57,6 +62,7 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
     dense, _ = hp.load_pruned(p.dense_path)
     inherit = fm.inherit_evaluator(fm.DEFAULT_EVALUATOR, space, fm.ordered_dense(space, dense, loaders,
                                                                             s.taylor_batches), s)
+    picks = ("default", "no-fill") if s.fill else ("default",)
     winners = {}
     for f, b in p.budgets:
         for seed in search_seeds:
@@ -65,54 +71,87 @@ def run(model: str, s: fm.Settings, fractions: list[float], search_seeds: list[i
                 say(f"== {model} {f:.0%} ({b:.4f} ms): search seed {seed}")
                 t = time.time()
                 res = search(inherit, loaders.val, loaders.calib, table=table, latency_ms=[b],
-                             config=fm.search_config(s, seed), run_dir=path.parent, resume=True, log=say,
+                             config=fm.search_config(s, seed, workers), run_dir=path.parent, resume=True, log=say,
                              measure=fm.steer_meter(p.within, space))  # (steered as fashion_mnist.py's searches)
-                ranked = budget_candidates(res, 0)
-                pool = [(h["encoding"], h["fitness"]) for h in ranked]
-                picked = fm.fittest_within(pool, b, p.within, space, s.measure_top, say)
-                fitness = dict((tuple(e), v) for e, v in pool)[tuple(picked["encoding"])]
-                write_json(path, {**picked, "fitness": fitness, "search_seconds": round(time.time() - t, 1)})
-            winners[(f, seed)] = json.loads(path.read_text())
+                took = round(time.time() - t, 1)
+                # the default path's pick (its winner's fill first, where it fills) and, from the same search, the
+                # pick without the fill: the two differ by the fill alone
+                got = {pick: _pick(res, fill, b, p, space, s, say) for pick, fill in zip(picks, (True, False))}
+                write_json(path, {pick: {**w, "search_seconds": took} for pick, w in got.items()})
+            kept = json.loads(path.read_text())
+            kept = {"default": {**kept, "filled": 0}} if "encoding" in kept else kept  # (one pick, before the fill)
+            winners.update({(f, seed, pick): w for pick, w in kept.items()})
     say(f"== {model}: fine-tune every winner ({s.finetune_epochs} epochs, seeds {s.seeds})")
+    # a network is fine-tuned once per seed, under the first pick that chose it (the fill may keep the fittest)
+    nets = {(f, seed, tuple(w["encoding"])): pick for (f, seed, pick), w in reversed(winners.items())}
+
+    def out(f, seed, pick, t):  # (the default pick's where every pick was the default's, before the fill)
+        return folder / f"{f}_search{seed}" / (f"s{t}" if pick == "default" else f"{pick}_s{t}")
+
     fm.run_finetunes(model, s, p.dense_path, [
         {"kind": "finetune", "model": model, "seed": t, "settings": asdict(s), "dense": str(p.dense_path),
-         "encoding": w["encoding"], "ratio": None, "label": f"{f:.0%} search {seed} seed {t}",
-         "out": str(folder / f"{f}_search{seed}" / f"s{t}" / "result.json")}
-        for (f, seed), w in winners.items() for t in s.seeds], workers, say)
+         "encoding": list(enc), "ratio": None, "label": f"{f:.0%} search {seed} {pick} seed {t}",
+         "out": str(out(f, seed, pick, t) / "result.json")}
+        for (f, seed, enc), pick in nets.items() for t in s.seeds], workers, say)
     rows = []
-    for (f, seed), w in winners.items():
+    for (f, seed, pick), w in winners.items():
         b = dict(p.budgets)[f]
         for t in s.seeds:
-            r = json.loads((folder / f"{f}_search{seed}" / f"s{t}" / "result.json").read_text())
+            ran = nets[(f, seed, tuple(w["encoding"]))]
+            r = json.loads((out(f, seed, ran, t) / "result.json").read_text())
             rows.append({"model": model, "budget_fraction": f, "budget_ms": round(b, 4), "search_seed": seed,
-                         "encoding": " ".join(map(str, w["encoding"])), "fitness": round(w["fitness"], 4),
-                         "predicted_ms": round(table.predict(w["encoding"]), 4), "measured_ms": w["measured_ms"],
-                         "seed": t, "test_acc": round(r["test_acc"], 4), "val_acc": round(r["val_acc"], 4),
-                         "search_seconds": w["search_seconds"]})
+                         "pick": pick, "filled": w["filled"], "encoding": " ".join(map(str, w["encoding"])),
+                         "fitness": round(w["fitness"], 4), "predicted_ms": round(table.predict(w["encoding"]), 4),
+                         "measured_ms": w["measured_ms"], "seed": t, "test_acc": round(r["test_acc"], 4),
+                         "val_acc": round(r["val_acc"], 4), "search_seconds": w["search_seconds"]})
     return rows
 
 
+def _pick(res, fill: bool, budget_ms: float, p, space, s, say) -> dict:
+    """The search's candidate for its budget that fashion_mnist.py's ``hwprune`` would keep: the fittest within the
+    budget as measured, its winner's fill first (widest first) where ``fill``; with its fitness and ``filled`` (the
+    fill's steps it has, 0 for a searched candidate)."""
+    ranked = budget_candidates(res, 0, fill=fill)
+    picked = fm.fittest_within([(h["encoding"], h["fitness"]) for h in ranked], budget_ms, p.within, space,
+                               s.measure_top, say)
+    h = next(h for h in ranked if list(h["encoding"]) == picked["encoding"])
+    return {**picked, "fitness": h["fitness"], "filled": h.get("filled", 0)}
+
+
 def summary(rows: list[dict], reference: list[dict]) -> str:
-    """Per budget, each search seed's winner (fitness, mean test top-1 over the fine-tuning seeds), the spread of
-    those means, and fashion_mnist.py's uniform and L1 means at the same budget (``reference``: its CSV rows)."""
-    lines = ["| model | budget | search seed | fitness | test top-1 (mean ± std over seeds) | encoding |",
-             "|---|---|---|---|---|---|"]
+    """Per budget and pick, each search seed's winner (fitness, the fill's steps, mean test top-1 over the fine-tuning
+    seeds), the spread of those means, and fashion_mnist.py's uniform and L1 means at the same budget
+    (``reference``: its CSV rows); where both picks ran, what the fill moved the same searches' picks by."""
+    lines = ["| model | budget | pick | search seed | fitness | filled | test top-1 (mean ± std over seeds) "
+             "| encoding |", "|---|---|---|---|---|---|---|---|"]
     spread = []
     for key in dict.fromkeys((r["model"], float(r["budget_fraction"])) for r in rows):
-        means = []
-        for seed in dict.fromkeys(r["search_seed"] for r in rows if (r["model"], float(r["budget_fraction"])) == key):
-            got = [r for r in rows if (r["model"], float(r["budget_fraction"]), r["search_seed"]) == (*key, seed)]
-            acc = [float(r["test_acc"]) for r in got]
-            means.append(np.mean(acc))
-            lines.append(f"| {key[0]} | {key[1]:.0%} | {seed} | {float(got[0]['fitness']):.4f} | "
-                         f"{np.mean(acc):.4f} ± {np.std(acc):.4f} | `{got[0]['encoding']}` |")
+        of = [r for r in rows if (r["model"], float(r["budget_fraction"])) == key]
+        means = {}
+        for pick in dict.fromkeys(r.get("pick", "default") for r in of):
+            means[pick] = {}
+            for seed in dict.fromkeys(r["search_seed"] for r in of):
+                got = [r for r in of if r.get("pick", "default") == pick and r["search_seed"] == seed]
+                acc = [float(r["test_acc"]) for r in got]
+                means[pick][seed] = np.mean(acc)
+                lines.append(f"| {key[0]} | {key[1]:.0%} | {pick} | {seed} | {float(got[0]['fitness']):.4f} | "
+                             f"{got[0].get('filled', 0)} | {np.mean(acc):.4f} ± {np.std(acc):.4f} | "
+                             f"`{got[0]['encoding']}` |")
         ref = {m: np.mean([float(r["test_acc"]) for r in reference if r["model"] == key[0] and r["method"] == m
                            and r["budget_fraction"] and float(r["budget_fraction"]) == key[1]] or [np.nan])
                for m in ("uniform", "l1", "hwprune")}
         known = ", ".join(f"{m} {v:.4f}" for m, v in ref.items() if not np.isnan(v))
-        spread.append(f"{key[0]} {key[1]:.0%}: winners' means {min(means):.4f}-{max(means):.4f} (mean "
-                      f"{np.mean(means):.4f}, std {np.std(means):.4f}) over {len(means)} searches"
-                      + (f"; fashion_mnist.py's results at this budget: {known}" if known else ""))
+        for pick, m in means.items():
+            v = list(m.values())
+            spread.append(f"{key[0]} {key[1]:.0%}{'' if len(means) == 1 else f' ({pick})'}: winners' means "
+                          f"{min(v):.4f}-{max(v):.4f} (mean {np.mean(v):.4f}, std {np.std(v):.4f}) over {len(v)} "
+                          f"searches" + (f"; fashion_mnist.py's results at this budget: {known}" if known else ""))
+        if {"default", "no-fill"} <= set(means):
+            d = np.array([means["default"][k] - means["no-fill"][k] for k in means["default"]])
+            same = sum(len({r["encoding"] for r in of if r["search_seed"] == k}) == 1 for k in means["default"])
+            spread.append(f"{key[0]} {key[1]:.0%}: the fill moved the same searches' picks by {100 * d.mean():+.2f} "
+                          f"points on average ({100 * d.min():+.2f} to {100 * d.max():+.2f}; higher in "
+                          f"{int((d > 0).sum())} of {len(d)}, the same network in {same})")
     return "\n".join(lines + [""] + spread)
 
 
@@ -124,14 +163,18 @@ def main(argv=None) -> None:
     ap.add_argument("--ramp", action=argparse.BooleanOptionalAction,
                     help="the searches' bred share grown to the whole generation by the last one, or not (default: "
                          "hwprune's, on); ramped searches are kept and written apart (search_variance_ramp.*)")
+    ap.add_argument("--fill", action=argparse.BooleanOptionalAction,
+                    help="widen each search's winner toward the budget, or not (default: hwprune's, on); with it, "
+                         "each search's pick without the fill is fine-tuned too (pick no-fill), and filled searches "
+                         "are kept and written apart (search_variance_ramp_fill.*)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
     s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
-    s = fm.overridden(s, ramp=args.ramp)
-    tag = "_ramp" * s.ramp  # (searches with and without it kept apart, whichever is the default)
+    s = fm.overridden(s, ramp=args.ramp, fill=args.fill)
+    tag = "_ramp" * s.ramp + "_fill" * s.fill  # (searches with and without each kept apart, whichever the default)
     seeds = args.search_seeds[:2] if args.quick else args.search_seeds
     work = Path(args.work) / ("quick" if args.quick else "full")
     # the work folder of fashion_mnist.py with these settings

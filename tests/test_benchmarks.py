@@ -646,36 +646,50 @@ def test_within_budget_takes_each_budgets_fittest_searched_networks_and_the_one_
 
 @pytest.mark.slow  # (2-3 min on 2 cores: two benchmarks' quick runs, in `pytest -m slow`)
 def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, tmp_path):
-    """--quick: one winner per search seed, each within the budget as measured (and as the steered search last asked
-    the table), fine-tuned with every seed, and the summary spreads the winners' means (not the accuracies, which
-    mean nothing here)."""
+    """--quick: one winner per search seed and pick (the default, filled, and the same search's without the fill),
+    each within the budget as measured (and as the steered search last asked the table), fine-tuned with every seed
+    (once where both picks chose one network), and the summary spreads the winners' means and the fill's move (not
+    the accuracies, which mean nothing here)."""
     import pandas as pd
 
     sv = _bench_module("search_variance")
     sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
-    # the default's searches ramp their bred share: kept and written apart from searches that do not
-    assert fashion.Settings().ramp and not (tmp_path / "search_variance_quick.csv").exists()
-    assert (tmp_path / "work" / "quick" / "resnet20" / "search_variance_ramp").is_dir()
-    rows = pd.read_csv(tmp_path / "search_variance_quick_ramp.csv", comment="#")
+    # the default's searches ramp their bred share and fill their winners: kept and written apart from others
+    assert fashion.Settings().ramp and fashion.Settings().fill
+    assert not (tmp_path / "search_variance_quick.csv").exists()
+    assert not (tmp_path / "search_variance_quick_ramp.csv").exists()
+    folder = tmp_path / "work" / "quick" / "resnet20" / "search_variance_ramp_fill"
+    rows = pd.read_csv(tmp_path / "search_variance_quick_ramp_fill.csv", comment="#")
     q = fashion.Settings(**fashion.QUICK)
-    assert list(rows.columns) == sv.COLUMNS and len(rows) == 2 * len(q.seeds)  # search seeds 0 and 1
-    assert sorted(zip(rows["search_seed"], rows["seed"])) == [(k, t) for k in (0, 1) for t in q.seeds]
-    assert rows["fitness"].between(0, 1).all()
+    assert list(rows.columns) == sv.COLUMNS and len(rows) == 2 * 2 * len(q.seeds)  # search seeds 0, 1; two picks
+    assert sorted(zip(rows["search_seed"], rows["pick"], rows["seed"])) == \
+        [(k, p, t) for k in (0, 1) for p in ("default", "no-fill") for t in q.seeds]
+    assert rows["fitness"].between(0, 1).all() and (rows.loc[rows["pick"] == "no-fill", "filled"] == 0).all()
     for _, r in rows.iterrows():  # (a steered search's winner, filled to its ask, may be predicted over the budget)
         if r["measured_ms"] == r["measured_ms"]:  # (NaN: none of the fittest measured within it)
             assert r["measured_ms"] <= r["budget_ms"] + 1e-4
-        state = json.loads((tmp_path / "work" / "quick" / "resnet20" / "search_variance_ramp" /
-                            f"{r['budget_fraction']}_search{r['search_seed']}" / "search_state.json").read_text())
+        state = json.loads((folder / f"{r['budget_fraction']}_search{r['search_seed']}" /
+                            "search_state.json").read_text())
         asked = (state["evolutions"][0]["steered"] or {}).get("asked_ms", r["budget_ms"])
         assert r["predicted_ms"] <= asked + 1e-4
-    for _, got in rows.groupby("search_seed"):  # one network per search, fine-tuned with each seed
+    for _, got in rows.groupby(["search_seed", "pick"]):  # one network per search and pick, each seed
         assert got["encoding"].nunique() == 1 and got["fitness"].nunique() == 1
-    text = (tmp_path / "search_variance_quick_ramp.md").read_text()
-    means = rows.groupby("search_seed")["test_acc"].mean()
-    assert f"winners' means {means.min():.4f}-{means.max():.4f}" in text and "over 2 searches" in text
+    for (k, t), got in rows.groupby(["search_seed", "seed"]):  # a network both picks chose: fine-tuned once
+        if got["encoding"].nunique() == 1:
+            assert got["test_acc"].nunique() == 1 and not (folder / f"{q.fractions[0]}_search{k}" /
+                                                           f"no-fill_s{t}").exists()
+        else:
+            assert (folder / f"{q.fractions[0]}_search{k}" / f"no-fill_s{t}" / "result.json").exists()
+    text = (tmp_path / "search_variance_quick_ramp_fill.md").read_text()
+    for pick, got in rows.groupby("pick"):
+        means = got.groupby("search_seed")["test_acc"].mean()
+        assert f"({pick}): winners' means {means.min():.4f}-{means.max():.4f}" in text and "over 2 searches" in text
+    means = rows.groupby(["pick", "search_seed"])["test_acc"].mean()
+    moved = 100 * (means["default"] - means["no-fill"])
+    assert f"the fill moved the same searches' picks by {moved.mean():+.2f} points" in text
     # a rerun resumes: the searches and fine-tunes are kept, and give the same rows
     sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
-    assert pd.read_csv(tmp_path / "search_variance_quick_ramp.csv", comment="#").equals(rows)
+    assert pd.read_csv(tmp_path / "search_variance_quick_ramp_fill.csv", comment="#").equals(rows)
 
 
 def _bench_module(name):
