@@ -11,6 +11,7 @@ import hwprune as hp
 from hwprune.training import TrainConfig
 from hwprune.supernet.pruningnet import PruningNet
 from hwprune.runs.quickstart import FAST, quickstart
+from hwprune.search.baselines import SLACK
 from hwprune.deploy.retrain import load_pruned, retrain
 from hwprune.training.distill import distillation_loss
 
@@ -48,9 +49,11 @@ def test_quickstart_fast_end_to_end(qs):
     assert len({json.dumps(run[f"finetune_{n}"]["settings"]["train"]) for n in f["networks"]}) == 1
     best = json.loads((out / "search" / "result.json").read_text())["best"][0]
     for name, r in f["networks"].items():
-        # the baselines meet the budget on paper; the searched network what the table was asked for after it steered
-        # by measurement (possibly more than the budget: a table that over-predicts is asked for more)
-        asked = (best.get("steered") or {}).get("asked_ms", f["budget_ms"]) if name == "searched" else f["budget_ms"]
+        # the searched network meets what the table was asked for after it steered by measurement (possibly more than
+        # the budget: a table that over-predicts is asked for more); the baselines, held to the budget as measured,
+        # what the table puts within SLACK x it (on paper, where none measured within)
+        asked = (best.get("steered") or {}).get("asked_ms", f["budget_ms"]) if name == "searched" else \
+            SLACK * f["budget_ms"] if best[name].get("measured_within") else f["budget_ms"]
         assert r["predicted_ms"] <= max(asked, f["budget_ms"]) + 1e-4
         # the table predicts the real network as it predicts the dense one timed beside it: measured over predicted
         # alone failed once with 4 processes on 2 cores, where every network, the dense one too, ran slower
@@ -78,7 +81,14 @@ def test_quickstart_fast_end_to_end(qs):
     assert f["measured"]["filled"] == (best.get("filled") or {}).get("steps")  # (the fill's widths, as measured)
     assert ("toward the budget" in report) == bool(f["measured"]["filled"] and best.get("measured_within"))
     assert best["measured_within"] is False or best["measured_ms"] <= f["budget_ms"] + 1e-4
-    assert ("the searched one as measured here" in report) == (best["measured_within"] is not False)
+    # the uniform and L1 networks were held to the budget as measured too, and the report says how all three were
+    held = f["measured"]["baselines"]
+    assert held == {k: best[k]["measured_within"] for k in ("uniform", "magnitude")}  # (set for both: timed)
+    for k, within in held.items():
+        assert within is False or best[k]["measured_ms"] <= f["budget_ms"] + 1e-4
+    said = "as measured here when each was picked" if best["measured_within"] is not False and all(held.values()) \
+        else "the searched one as measured here" if best["measured_within"] is not False else "on the same table"
+    assert said in report
     assert "% over" in report or "% under" in report
 
 

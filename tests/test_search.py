@@ -498,6 +498,83 @@ def test_meeting_the_budget_as_measured_steps_down_to_the_fittest_that_fits(setu
         meet_measured(res2, space, table, top=0, profiler=fast)
 
 
+def test_the_baselines_are_held_to_the_budget_as_measured_beside_the_searched_network(setup):
+    """Given the search's evaluator, meet_measured walks the uniform and magnitude networks widest first from those
+    the table puts within 1.1x the budget and keeps the first measured within it, scored again: a machine slower
+    than the table narrows them, a faster one widens them, one too slow for any keeps the table's, flagged."""
+    import copy
+
+    from hwprune.search.baselines import SLACK, STEP, magnitude_baseline, magnitude_encodings, uniform_encodings
+    from hwprune.search.evaluator import CandidateEvaluator
+    from hwprune.search.measured import meet_measured, table_meter
+    from hwprune.supernet.evaluate import as_evaluator
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    budget = 0.6 * table.predict(space.full())
+    rng = np.random.default_rng(0)
+    importance = {gi: rng.random(space.all_groups[gi].width) + 0.1 for gi in space.prunable_index}
+
+    class Scorer:  # the PruningNet's scores, with the L1 importances an inherit evaluator has
+        def __init__(self):
+            self.inner, self.space, self.importance = as_evaluator(pnet), space, importance
+
+        def score(self, *args, **kwargs):
+            return self.inner.score(*args, **kwargs)
+
+    unfilled = replace(TINY, fill=False)
+    ev = CandidateEvaluator(Scorer(), table, loaders.val, loaders.calib, unfilled)
+    res = search(pnet, loaders.val, loaders.calib, table=table, latency_ms=[budget], config=unfilled,
+                 log=lambda s: None)
+    res.best[0]["magnitude"] = magnitude_baseline(ev, Budget(budget), importance)  # (a PruningNet has no L1 scores)
+    table_picks = {k: res.best[0][k]["encoding"] for k in ("uniform", "magnitude")}
+    top = 4
+
+    def ladder(kind):  # what the walk times: widest first, each a step of the budget under the one before
+        keys, encs = uniform_encodings(space) if kind == "uniform" else magnitude_encodings(space, importance)
+        out = []
+        for k, e in zip(keys, encs):
+            ms = table.predict(e)
+            if ms <= SLACK * budget and (not out or ms <= table.predict(out[-1][0]) - STEP * budget):
+                out.append((tuple(int(v) for v in e), float(k)))
+        return out[: 3 * top]
+
+    kernels = {k: [m - OVERHEAD_MS for m in table_meter(space, table, FakeProfiler())([e for e, _ in ladder(k)])]
+               for k in table_picks}
+    # slower than the table by a factor that puts the table's uniform network over the budget and a narrower one
+    # on its walk under it
+    u = ladder("uniform")
+    at = [e for e, _ in u].index(tuple(table_picks["uniform"]))
+    under = next(j for j in range(at + 1, len(u)) if kernels["uniform"][j] < kernels["uniform"][at])
+    k = kernels["uniform"]
+    slow = FakeProfiler(network_scale=(budget - OVERHEAD_MS) / ((k[at] + k[under]) / 2))
+    for prof in (slow, FakeProfiler(network_scale=0.5)):
+        got, said = copy.deepcopy(res), []
+        meet_measured(got, space, table, top=top, profiler=prof, log=said.append, baselines=ev)
+        for kind in table_picks:
+            walk = ladder(kind)
+            ms = [OVERHEAD_MS + prof.network_scale * k for k in kernels[kind]]
+            j = next(j for j, m in enumerate(ms) if m <= budget)  # the first within, widest first
+            held = got.best[0][kind]
+            assert held["encoding"] == list(walk[j][0]) and held["measured_within"]
+            assert held["measured_ms"] == pytest.approx(ms[j], rel=1e-4) and held["measured_ms"] <= budget
+            assert held["fitness"] == pytest.approx(ev.fitness([walk[j][0]])[0], abs=1e-5)
+            assert held["multiplier" if kind == "uniform" else "threshold"] == pytest.approx(walk[j][1], abs=1e-6)
+            if prof is slow and kind == "uniform":  # narrower than the table's, which measured over
+                assert j > at and sum(held["channels"].values()) < sum(space.channels(table_picks[kind]).values())
+            if prof is not slow:  # a fast machine: the widest the walk times
+                assert j == 0
+        assert got.best[0]["saliency"] == res.best[0]["saliency"]  # (the knapsack stays the table's)
+        assert sum("within the budget (" in m for m in said) == 2
+    crawl, said = copy.deepcopy(res), []
+    meet_measured(crawl, space, table, top=2, rounds=1, profiler=FakeProfiler(network_scale=4.0), log=said.append,
+                  baselines=ev)
+    for kind in table_picks:  # none within: the table's network stays, flagged
+        assert crawl.best[0][kind]["encoding"] == table_picks[kind]
+        assert crawl.best[0][kind]["measured_within"] is False and "measured_ms" not in crawl.best[0][kind]
+        assert any(f"none of the 2 widest {kind} networks" in m for m in said)
+
+
 def test_the_meter_times_twice_and_keeps_each_networks_faster_reading(setup):
     """One timing call a busy machine slowed throughout (every network 1.6x on an H200) must not steer a search or
     fail a budget; a machine slower on both timings still reads slow."""

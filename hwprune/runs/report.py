@@ -56,7 +56,10 @@ def report_stage(run: RunFolder, space, table, *, config: dict, budget_ms: float
         "measured": {"top": manifest["search"]["settings"].get("measure_top") or 0,
                      "rank": best.get("measured_rank"), "within": best.get("measured_within"),
                      "filled": (best.get("filled") or {}).get("steps"),  # (widths the fill widened it by)
-                     "asked_ms": (best.get("steered") or {}).get("asked_ms")},
+                     "asked_ms": (best.get("steered") or {}).get("asked_ms"),
+                     # the baselines held to the budget as measured too (None: to the table alone)
+                     "baselines": {name: (best.get(name) or {}).get("measured_within") for name in networks
+                                   if name != "searched"}},
         "dense": {k: round(v, 4) for k, v in (manifest["pretrain"].get("summary") or {}).items() if v is not None},
         "networks": rows, "stage_seconds": seconds, "total_seconds": round(sum(v or 0 for v in seconds.values()), 1),
     }
@@ -94,6 +97,9 @@ def _held(m: dict) -> str:
     """How the three networks were held to the budget, as the report says it."""
     if not m.get("top") or m.get("within") is False:
         return " on the same table"
+    if (m.get("baselines") or {}) and all(m["baselines"].values()):
+        return (" as measured here when each was picked (the searched one's table asked for what it predicts at the "
+                "budget as measured, so its prediction may read over it)")
     return (" (the uniform and L1 networks on the table; the searched one as measured here when it was picked, the "
             "table asked for what it predicts at the budget as measured, so its prediction may read over it)")
 

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import HwpruneError
 from ..files.atomic import check_writable, write_atomic
-from ..training.distributed import init_distributed, is_main, resolve_device
+from ..training.distributed import init_distributed, is_main, resolve_device, world_info
 from .folder import RunFolder
 from .settings import DataSettings, DenseModel, PretrainJob, ProfileSettings, TrainJob, from_dict
 
@@ -347,9 +347,13 @@ def search_stage(run: RunFolder, *, checkpoint: str | Path | None = None, dense:
                     loaders.calib, top=rerank[0], calib_batches=cfg.calib_batches, **fresh_batches(cfg.val_batches),
                     draws=rerank[2] if len(rerank) > 2 else 1, workers=cfg.workers, log=log or (lambda m: None))
     if measure_top and lut is not None and latency_ms and is_main():
+        from ..search.evaluator import CandidateEvaluator
         from ..search.measured import meet_measured
 
-        meet_measured(result, scorer.space, lut, top=measure_top, log=log or (lambda m: None))
+        # the uniform and magnitude networks held to the measured budget too (scored on the main process alone:
+        # under torchrun the other ranks have gone on)
+        held = CandidateEvaluator(scorer, lut, loaders.val, loaders.calib, cfg) if world_info()[1] == 1 else None
+        meet_measured(result, scorer.space, lut, top=measure_top, log=log or (lambda m: None), baselines=held)
     if is_main():
         save_result(result, folder)
     files = {name: folder / f for name, f in (("result", "result.json"), ("history", "history.csv"),

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..errors import HwpruneError
+from .baselines import hold_measured
 from .result import SearchResult
 
 if TYPE_CHECKING:
     from ..core.space import SearchSpace
     from ..latency.table import LatencyTable
+    from .evaluator import CandidateEvaluator
 
 __all__ = ["meet_measured", "budget_candidates", "fittest_candidates", "table_meter"]
 
@@ -36,7 +38,7 @@ _KEYS = ("encoding", "channels", "latency_ms", "flops", "params", "fitness")
 
 def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTable", top: int = 8,
                   rounds: int = 3, profiler=None, passes: int = 5, runs_per_pass: int = 10,
-                  log: Callable[[str], None] = print) -> SearchResult:
+                  log: Callable[[str], None] = print, baselines: "CandidateEvaluator | None" = None) -> SearchResult:
     """For every latency budget of ``result``, time its ``top`` fittest candidates (up to ``rounds`` times ``top``
     until one fits) and make the fittest within the budget as measured the best; ``result.best`` entries gain
     ``measured_ms``, ``measured_rank`` (by the search's fitness, 0: its fittest; the steps of its fill,
@@ -47,13 +49,19 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
     over-predicts these networks and the winner measures more than 3% under the budget, it says what to ask the
     table for instead: the budget times that ratio (on Fashion-MNIST resnet20 at 28x28 the table put networks
     near 30% and 50% of the dense latency 5-7% over their measured latency, and every winner left that share of
-    its budget unused)."""
+    its budget unused).
+
+    ``baselines``: the search's evaluator, bound to ``table``; with it the result's uniform and magnitude networks
+    are held to each budget as measured too, and scored again where that changes them
+    (:func:`~.baselines.hold_measured`), so that the three compare at the same measured latency."""
     if top < 1 or rounds < 1:
         raise HwpruneError(f"top and rounds must be positive, got top={top}, rounds={rounds}")
     measure = table_meter(space, table, profiler, passes, runs_per_pass)
     for i, (budget, best) in enumerate(zip(result.budgets, result.best)):
         if budget.latency_ms is None:
             continue
+        if baselines is not None:
+            hold_measured(baselines, best, budget, measure, top, rounds, log)
         pool = budget_candidates(result, i)
         checked, chosen, ratios = 0, None, []
         for start in range(0, min(len(pool), rounds * top), top):
