@@ -111,10 +111,11 @@ ADDED_SETTINGS = {"local_share": 0.0, "ramp": False}
 # hwprune-rerank's own: a change scores its candidates again
 RERANK_SETTINGS = ("rerank_top", "rerank_steps", "rerank_baselines", "rerank_fresh")
 # how hwprune's network is picked from its search (``--pick-top``, ``--pick-draws``) and every search's winner is
-# filled to the budget (``--no-fill``): a change picks again from the finished searches (a change of ``fill`` every
-# searched method's); chosen.json's from before 2026-12-05 08:30 were picked as with the defaults, those from before
-# 2026-12-05 16:00 unfilled (PICK_BEFORE)
-PICK_SETTINGS, PICK_BEFORE = ("pick_top", "pick_draws", "fill"), {"pick_top": 0, "pick_draws": 1, "fill": False}
+# filled to the budget (``--no-fill``, ``--fill-rule``): a change picks again from the finished searches (a change of
+# the fill every searched method's); chosen.json's from before 2026-12-05 08:30 were picked as with the defaults,
+# those from before 2026-12-05 16:00 unfilled (PICK_BEFORE)
+PICK_SETTINGS = ("pick_top", "pick_draws", "fill", "fill_rule")
+PICK_BEFORE = {"pick_top": 0, "pick_draws": 1, "fill": False, "fill_rule": "proportion"}
 METER = "beside references"  # how chosen.json's networks were held to the budget (:func:`anchored`); until
 # 2026-12-04 "anchored", beside the dense network
 SPACE = "blocks"  # chosen.json's encodings are of the space whose blocks may drop (:func:`blocks_space`)
@@ -184,6 +185,7 @@ class Settings:
     # every search's winner widened toward the budget after its last generation, every step timed down from the
     # widest until one meets the budget (SearchConfig.fill, hwprune's default since 2026-12-05 16:00)
     fill: bool = SearchConfig.fill
+    fill_rule: str = SearchConfig.fill_rule  # which group the fill widens first (SearchConfig.fill_rule)
     # hwprune-rerank: the default search's rerank_top fittest scored again, tuned rerank_steps steps each
     # (`hwprune search --rerank-top`); 0: not run (--ablations: 8)
     rerank_top: int = 0
@@ -472,7 +474,8 @@ def search_config(s: Settings, seed: int = 0, workers: int = 1) -> SearchConfig:
                         mutations=half, crossovers=half, local_share=s.local_share, ramp=s.ramp,
                         generations=s.generations,
                         calib_batches=s.calib_batches, val_batches=s.val_batches, seed=seed,
-                        steer_after=s.steer_after, steer_top=s.measure_top, workers=workers, fill=s.fill)
+                        steer_after=s.steer_after, steer_top=s.measure_top, workers=workers, fill=s.fill,
+                        fill_rule=s.fill_rule)
 
 
 def l1_ratio(measure_at, budget_ms: float, s: Settings, say) -> float:
@@ -528,7 +531,8 @@ def choose(name: str, s: Settings, work: Path, space, loaders, table, budgets, d
         picked_before = chosen.pop("hwprune", None) or {}
         if picked_before:
             say(f"  hwprune's pick changed ({before} -> {pick}): picking again from its search")
-        if before["fill"] != pick["fill"]:  # (every search's winner filled, or not: theirs too)
+        filled = lambda p: (p["fill"], p["fill"] and p["fill_rule"])  # noqa: E731
+        if filled(before) != filled(pick):  # (every search's winner filled, or not, or another way: theirs too)
             for method, _, _ in searches[1:]:
                 chosen.pop(method, None)
         chosen["pick"] = pick
@@ -1121,6 +1125,8 @@ def main(argv=None) -> None:
     ap.add_argument("--fill", action=argparse.BooleanOptionalAction,
                     help="widen every search's winner toward the budget (hwprune's default; --no-fill: the fittest "
                          "as scored)")
+    ap.add_argument("--fill-rule", choices=("proportion", "saliency"),
+                    help="which group the fill widens first (SearchConfig.fill_rule; default: proportion)")
     ap.add_argument("--finetune-epochs", type=int, metavar="E",
                     help="fine-tuning epochs of every pruned network, for every model (default: 3, "
                          "mobilenet_v2_cifar 2); another work folder (the fine-tunes are of other lengths)")
@@ -1147,7 +1153,7 @@ def main(argv=None) -> None:
         s = replace(s, **ABLATIONS)
     s = overridden(s, **{k: getattr(args, k) for k in ("rerank_top", "rerank_steps", "val_batches",
                                                         "finetune_epochs", "local_share", "ramp",
-                                                        "pick_top", "pick_draws", "fill")})
+                                                        "pick_top", "pick_draws", "fill", "fill_rule")})
     if args.methods:
         every = list(dict.fromkeys(m for name in s.models for m in methods(replace(s.for_model(name), only=None))))
         unknown = [m for m in args.methods if m not in every]

@@ -167,14 +167,18 @@ def main(argv=None) -> None:
                     help="widen each search's winner toward the budget, or not (default: hwprune's, on); with it, "
                          "each search's pick without the fill is fine-tuned too (pick no-fill), and filled searches "
                          "are kept and written apart (search_variance_ramp_fill.*)")
+    ap.add_argument("--fill-rule", choices=("proportion", "saliency"),
+                    help="which group the fill widens first (default: hwprune's, proportion); another rule's "
+                         "searches are kept and written apart (search_variance_ramp_fill_saliency.*)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="seconds, on the bundled data (for tests)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "fashion_mnist"), help="fashion_mnist.py's kept work")
     ap.add_argument("--out", default=os.environ.get("HWPRUNE_BENCH_RESULTS", str(ROOT / "benchmarks" / "results")))
     args = ap.parse_args(argv)
     s = fm.Settings(**fm.QUICK) if args.quick else fm.Settings()
-    s = fm.overridden(s, ramp=args.ramp, fill=args.fill)
-    tag = "_ramp" * s.ramp + "_fill" * s.fill  # (searches with and without each kept apart, whichever the default)
+    s = fm.overridden(s, ramp=args.ramp, fill=args.fill, fill_rule=args.fill_rule)
+    # (searches with and without each kept apart, whichever the default)
+    tag = "_ramp" * s.ramp + "_fill" * s.fill + f"_{s.fill_rule}" * (s.fill and s.fill_rule != "proportion")
     seeds = args.search_seeds[:2] if args.quick else args.search_seeds
     work = Path(args.work) / ("quick" if args.quick else "full")
     # the work folder of fashion_mnist.py with these settings

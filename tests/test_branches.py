@@ -288,10 +288,11 @@ def test_the_cli_searches_with_dropped_blocks_by_default_and_a_channels_table_se
     pruned, info = hp.load_pruned(tmp_path / "r" / "model.pt")
     assert hook_macs(pruned, torch.zeros(1, 1, 32, 32)) == space.flops(info["encoding"]) == best["flops"]
     r = _cli(*search, "--keep-blocks", "--population", "4", "--mutations", "2", "--crossovers", "2", "--generations",
-             "1", "--tune-steps", "0", "--out", tmp_path / "k2")
+             "1", "--tune-steps", "0", "--fill-rule", "saliency", "--out", tmp_path / "k2")
     assert r.returncode == 0, r.stderr
     stage = json.loads((tmp_path / "k2" / "run.json").read_text())["stages"]["search"]
     assert stage["settings"]["dense"]["drop_blocks"] is False
+    assert stage["settings"]["search"]["fill_rule"] == "saliency"  # (the inherit evaluator has the saliency it needs)
 
 
 def test_info_shows_which_groups_may_drop_their_block():

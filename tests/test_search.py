@@ -151,6 +151,47 @@ def test_the_fill_leaves_a_dropped_block_dropped_and_an_unlimited_budget_alone(s
     assert fill_ladder(ev, tuple(enc), Budget()) == []
 
 
+def test_the_saliency_fill_widens_where_the_added_channels_bring_the_most_saliency_per_ms(setup):
+    """fill_rule="saliency": each step widens, of the groups that fit, one the table prices at nothing, else the one
+    whose added channels bring the most of the dense model's Taylor saliency per ms added; and the rule is refused
+    in one line before a search without saliency runs."""
+    from hwprune.search.fill import fill_ladder
+
+    pnet, loaders, table, _ = setup
+    space = pnet.space
+    ev = _Evaluator(pnet, table, loaders.val, loaders.calib, TINY)
+    rng = np.random.default_rng(1)
+    saliency = {gi: rng.random(space.all_groups[gi].width) for gi in space.prunable_index}
+    kept = [np.concatenate([[0.0], np.cumsum(saliency[gi])])[np.asarray(g.choices)]
+            for gi, g in zip(space.prunable_index, space.groups)]
+    budget = Budget(0.6 * table.predict(space.full()))
+    start = tuple(space.narrowest())
+    ladder = fill_ladder(ev, start, budget, "saliency", saliency)
+    assert len(ladder) >= 2 and ladder != fill_ladder(ev, start, budget)  # (another order than by proportion)
+    for a, b in zip((start, *ladder), ladder):
+        g = int(np.argmax(np.subtract(b, a)))
+        assert np.count_nonzero(np.subtract(b, a)) == 1 and b[g] == a[g] + 1
+        options = {}
+        for h in range(len(a)):
+            if a[h] + 1 < len(space.groups[h].choices):
+                e = list(a)
+                e[h] += 1
+                if ev.feasible(np.asarray([e]), budget)[0]:
+                    added = table.predict(e) - table.predict(a)
+                    gain = kept[h][e[h]] - kept[h][a[h]]
+                    options[h] = (added <= 0, gain if added <= 0 else gain / added)
+        assert options[g] == max(options.values())  # (free width first, then the most saliency per ms)
+    last = ladder[-1]  # widened until no width fits
+    wider = [list(last[:h]) + [last[h] + 1] + list(last[h + 1:]) for h in range(len(start))
+             if last[h] + 1 < len(space.groups[h].choices)]
+    assert not ev.feasible(np.asarray(wider), budget).any()
+    with pytest.raises(hp.HwpruneError, match="fill_rule='saliency' needs the dense model's Taylor saliency"):
+        search(pnet, loaders.val, loaders.calib, table=table, latency_ms=budget.latency_ms,
+               config=replace(TINY, fill_rule="saliency"))
+    with pytest.raises(hp.HwpruneError, match="fill_rule must be one of proportion, saliency"):
+        replace(TINY, fill_rule="widest")
+
+
 def test_mutation_and_crossover_keep_encodings_valid(setup):
     pnet, loaders, table, _ = setup
     space = pnet.space

@@ -52,6 +52,10 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--fill/--no-fill", default=default(SearchConfig, "fill"), show_default=True,
               help="Widen the winner toward the budget after the last generation, one width at a time while the "
                    "table keeps it within (its proportions kept); --no-fill keeps the fittest as scored.")
+@click.option("--fill-rule", type=click.Choice(["proportion", "saliency"]),
+              default=default(SearchConfig, "fill_rule"), show_default=True,
+              help="Which group the fill widens first: the one grown least relative to the winner, or (--evaluator "
+                   "inherit) the one whose added channels bring the most Taylor saliency per ms.")
 @click.option("--min-fraction", type=float, default=default(SearchConfig, "min_fraction"), show_default=True,
               help="Consider only networks that use at least this share of the budget (0: any under it).")
 @click.option("--calib-batches", type=int, default=default(SearchConfig, "calib_batches"), show_default=True,
@@ -88,7 +92,7 @@ from .options import DROP_BLOCKS_HELP, MODEL_HELP, WEIGHTS_HELP, default, echo_l
 @click.option("--quiet", is_flag=True)
 def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, importance, tune_steps, table, latency_ms,
            latency_fraction, flops, params, data, population, generations, parents, keep_top, mutations, crossovers,
-           mutation_prob, local_share, ramp, fill,
+           mutation_prob, local_share, ramp, fill, fill_rule,
            min_fraction, calib_batches, val_batches, seed, workers, device, out, measure_top, steer_after, rerank_top,
            rerank_steps, rerank_draws, resume, allow_mismatch, as_json, quiet):
     """Find the most accurate channel configuration under each budget."""
@@ -121,7 +125,7 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
         steer_after = generations // 2 if measure_top and (lat or frac) else 0
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, local_share=local_share, ramp=ramp,
-                       fill=fill, min_fraction=min_fraction, generations=generations, calib_batches=calib_batches,
+                       fill=fill, fill_rule=fill_rule, min_fraction=min_fraction, generations=generations, calib_batches=calib_batches,
                        val_batches=val_batches, seed=seed,
                        steer_after=steer_after, steer_top=measure_top or default(SearchConfig, "steer_top"),
                        workers=workers)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import check_number
+from ..errors import HwpruneError, check_number
+
+FILL_RULES = ("proportion", "saliency")  # SearchConfig.fill_rule
 
 __all__ = ["SearchConfig"]
 
@@ -75,6 +77,10 @@ class SearchConfig:
     # 96.8% not, and fine-tuned to 0.8800 against 0.8785 (one search, 3 seeds; benchmarks/results/
     # fashion_mnist_resnet20_fill.* and _nofill.*)
     fill: bool = True
+    # how the fill picks the group to widen (:mod:`.fill`): "proportion", the group grown least relative to the
+    # winner's width; "saliency", the one whose added channels bring the most Taylor saliency (of the dense model)
+    # per ms the table adds (the inherit evaluator's estimates, as the latency-saliency baseline spends the budget)
+    fill_rule: str = "proportion"
 
     def __post_init__(self):
         for name in ("population", "keep_top", "max_draws", "steer_top"):
@@ -86,3 +92,5 @@ class SearchConfig:
         check_number("local_share", self.local_share, inclusive=True, maximum=1)
         check_number("min_fraction", self.min_fraction, inclusive=True, maximum=1)
         check_number("val_batches", self.val_batches, integer=True, minimum=1, inclusive=True, optional=True)
+        if self.fill_rule not in FILL_RULES:
+            raise HwpruneError(f"fill_rule must be one of {', '.join(FILL_RULES)}, got {self.fill_rule!r}")

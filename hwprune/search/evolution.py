@@ -41,7 +41,7 @@ from .budgets import Budget, InfeasibleBudgetError, check_feasible
 from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc, scoring_processes
 from .baselines import baseline_encodings, magnitude_baseline, saliency_baseline, uniform_baseline
-from .fill import fill_winners
+from .fill import check_fill_rule, fill_winners
 from .measured import _KEYS
 from .result import SearchResult, describe, pareto_front
 
@@ -317,6 +317,8 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
                            f"{cfg.generations}): steer after fewer")
     state_path = Path(run_dir) / "search_state.json" if run_dir else None
     importance, saliency = getattr(ev.scorer, "importance", None), getattr(ev.scorer, "saliency", None)
+    if cfg.fill:
+        check_fill_rule(cfg.fill_rule, saliency)  # (said before the search, not after it)
     seeding = (lambda b: baseline_encodings(ev, b, importance, saliency)) if cfg.seed_baselines else (lambda b: ())
     evolutions = [_Evolution(ev, b, cfg, i, seeding) for i, b in enumerate(budgets)]
     history: list[dict] = []
@@ -327,8 +329,8 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
                 s.get("choices", choices) != choices:  # (the same model with or without dropped blocks: other codes)
             raise SpaceMismatchError(f"{state_path} belongs to a search of another space; use a new run folder")
         # (settings added since the state was saved are compared at their defaults)
-        # (how many score: any; the fill follows the last generation)
-        alike = lambda c: {k: v for k, v in c.items() if k not in ("workers", "fill")}  # noqa: E731
+        # (how many score: any; the fill, and how it fills, follow the last generation)
+        alike = lambda c: {k: v for k, v in c.items() if k not in ("workers", "fill", "fill_rule")}  # noqa: E731
         if s["budgets"] != [asdict(b) for b in budgets] or \
                 alike({**asdict(SearchConfig()), **s["config"]}) != alike(asdict(cfg)):
             raise HwpruneError(f"{state_path} was saved with other budgets or settings; resume with the same ones")

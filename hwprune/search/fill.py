@@ -12,28 +12,41 @@ table (and the FLOPs and params limits) keeps it within the budget. A group whos
 stays dropped: dropping a block is a structural choice the search made, not spare width. Every step is kept, so
 that meeting the budget as measured (:func:`~.measured.meet_measured`) steps down the ladder from its widest
 network before it gives up the filled width.
+
+``rule="saliency"`` (``SearchConfig.fill_rule``) widens instead the group whose added channels bring the most Taylor
+saliency of the dense model (the inherit evaluator's per-channel estimates, in its channel order) per ms the table
+adds, width the table prices at nothing first: the latency-saliency baseline's rule (:mod:`.baselines`), spent on
+the budget the winner leaves.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import HwpruneError
 from .budgets import Budget
 from .evaluator import CandidateEvaluator, Enc
 from .result import describe
 
-__all__ = ["fill_ladder", "fill_winners"]
+__all__ = ["fill_ladder", "fill_winners", "check_fill_rule"]
 
 
-def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget) -> list[Enc]:
+def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget, rule: str = "proportion",
+                saliency: dict[int, np.ndarray] | None = None) -> list[Enc]:
     """The networks from ``enc`` (excluded) to the widest the fill reaches within ``budget``, one group widened by
-    one choice per step; empty where ``budget`` sets no limit or no group can widen within it."""
+    one choice per step (``rule``: module docstring; "saliency" needs ``saliency``, keyed as
+    :func:`~.baselines.saliency_encoding`'s); empty where ``budget`` sets no limit or no group can widen within it."""
     if not budget.limits():
         return []
+    check_fill_rule(rule, saliency)
     groups = ev.space.groups
     start = np.asarray(enc, dtype=np.int64)
     base = np.array([g.choices[c] for g, c in zip(groups, start)], dtype=float)
     top = np.asarray(ev.space.num_choices) - 1
     free = np.array([not (g.droppable and c == 0) for g, c in zip(groups, start)])  # (a dropped block stays so)
+    col = budget.limits()[0][0]
+    kept = None if rule != "saliency" else [  # each group's leading channels' saliency at each of its choices
+        np.concatenate([[0.0], np.cumsum(np.clip(np.asarray(saliency[gi], dtype=np.float64), 0, None))])[
+            np.asarray(g.choices)] for gi, g in zip(ev.space.prunable_index, groups)]
     cur, ladder = start.copy(), []
     while True:
         grow = np.flatnonzero(free & (cur < top))
@@ -44,13 +57,28 @@ def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget) -> list[Enc]:
         ok = ev.feasible(nxt, budget)
         if not ok.any():
             break
-        growth = np.array([groups[g].choices[nxt[i, g]] for i, g in enumerate(grow)]) / base[grow]
-        cost = ev.costs(nxt)[:, budget.limits()[0][0]]
-        order = np.lexsort((grow, cost, growth))  # least relative growth, then the cheapest, then the first group
+        cost = ev.costs(nxt)[:, col]
+        if kept is None:
+            growth = np.array([groups[g].choices[nxt[i, g]] for i, g in enumerate(grow)]) / base[grow]
+            order = np.lexsort((grow, cost, growth))  # least relative growth, then the cheapest, then the first group
+        else:
+            gain = np.array([kept[g][nxt[i, g]] - kept[g][cur[g]] for i, g in enumerate(grow)])
+            added = cost - ev.costs(cur[None])[0, col]
+            free_width = added <= 0
+            # width the table prices at nothing first (the most saliency), then the most saliency per cost added
+            per = np.where(free_width, gain, gain / np.where(free_width, 1.0, added))
+            order = np.lexsort((grow, -per, ~free_width))
         i = next(i for i in order if ok[i])
         cur = nxt[i]
         ladder.append(tuple(int(v) for v in cur))
     return ladder
+
+
+def check_fill_rule(rule: str, saliency) -> None:
+    """Refuse a saliency fill without the dense model's saliency, in one line."""
+    if rule == "saliency" and not saliency:
+        raise HwpruneError("fill_rule='saliency' needs the dense model's Taylor saliency: score with the inherit "
+                           "evaluator (a Taylor-ordered dense model), or fill by proportion")
 
 
 def fill_winners(ev: CandidateEvaluator, evolutions, generation: int, log) -> dict[int, list[dict]]:
@@ -58,9 +86,10 @@ def fill_winners(ev: CandidateEvaluator, evolutions, generation: int, log) -> di
     ``filled`` (its step) and ``generation``}, for the budgets whose winner widens (``evolutions``: each budget's
     search, its ``top`` fittest first); within the budget as the table was last asked (a steered search's ask)."""
     out = {}
+    rule = ev.cfg.fill_rule
     for evo in evolutions:
         f, e = evo.top[0]
-        ladder = fill_ladder(ev, e, evo.budget)
+        ladder = fill_ladder(ev, e, evo.budget, rule, getattr(ev.scorer, "saliency", None))
         if not ladder:
             continue
         fits = ev.fitness(ladder)
