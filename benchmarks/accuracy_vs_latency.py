@@ -434,14 +434,16 @@ def plot(rows: list[dict], summary: list[dict], path: Path) -> None:
 
 
 def environment() -> dict:
+    from importlib.metadata import version
+
     import onnxruntime
-    import torch_pruning
 
     from hwprune.profilers.machine import cpu_name
 
+    # (torch_pruning's installed version from its package metadata: 1.6.1 names its __version__ 1.6.0)
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(), "cores": mp.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "torch_pruning": torch_pruning.__version__, "hwprune": hp.__version__}
+            "torch_pruning": version("torch-pruning"), "hwprune": hp.__version__}
 
 
 def main(argv=None) -> None:
