@@ -84,8 +84,12 @@ def test_quickstart_fast_end_to_end(qs):
     # the uniform and L1 networks were held to the budget as measured too, and the report says how all three were
     held = f["measured"]["baselines"]
     assert held == {k: best[k]["measured_within"] for k in ("uniform", "magnitude")}  # (set for both: timed)
+    from hwprune.cli.search import _held
+
     for k, within in held.items():
         assert within is False or best[k]["measured_ms"] <= f["budget_ms"] + 1e-4
+        # (`hwprune search` prints what each was measured at, where it was held)
+        assert _held(best[k]) == ("" if within is False else f" (measured {best[k]['measured_ms']:.3f} ms)")
     said = "as measured here when each was picked" if best["measured_within"] is not False and all(held.values()) \
         else "the searched one as measured here" if best["measured_within"] is not False else "on the same table"
     assert said in report

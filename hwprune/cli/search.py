@@ -148,12 +148,18 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
         line = (f"budget {_label(best['budget'])}: best top-1 {best['fitness']:.4f}  {lat_s}"
                 f"FLOPs {human(best['flops'])}  params {human(best['params'])}")
         if u:
-            line += f"  | uniform x{u['ratio']:.2f}: {u['fitness']:.4f}"
+            line += f"  | uniform x{u['ratio']:.2f}: {u['fitness']:.4f}{_held(u)}"
         if best.get("magnitude"):
-            line += f"  | {best['magnitude']['metric']} magnitude: {best['magnitude']['fitness']:.4f}"
+            line += f"  | {best['magnitude']['metric']} magnitude: {best['magnitude']['fitness']:.4f}" \
+                    f"{_held(best['magnitude'])}"
         if best.get("saliency"):
             line += f"  | saliency per cost: {best['saliency']['fitness']:.4f}"
         click.echo(line)
+
+
+def _held(b: dict) -> str:
+    """A baseline's measured latency, where --measure-top held it to the budget as measured."""
+    return f" (measured {b['measured_ms']:.3f} ms)" if b.get("measured_ms") is not None else ""
 
 
 def _label(b: dict) -> str:
