@@ -125,8 +125,8 @@ def search(evaluator, checkpoint, model_name, weights, round_to, drop_blocks, im
         steer_after = generations // 2 if measure_top and (lat or frac) else 0
     cfg = SearchConfig(population=population, keep_top=keep_top, parents=parents, mutations=mutations,
                        crossovers=crossovers, mutation_prob=mutation_prob, local_share=local_share, ramp=ramp,
-                       fill=fill, fill_rule=fill_rule, min_fraction=min_fraction, generations=generations, calib_batches=calib_batches,
-                       val_batches=val_batches, seed=seed,
+                       fill=fill, fill_rule=fill_rule, min_fraction=min_fraction, generations=generations,
+                       calib_batches=calib_batches, val_batches=val_batches, seed=seed,
                        steer_after=steer_after, steer_top=measure_top or default(SearchConfig, "steer_top"),
                        workers=workers)
     result = search_stage(RunFolder(out), checkpoint=checkpoint, dense=dense, table=table, latency_ms=lat,
