@@ -18,7 +18,8 @@ same searches' picks by, and fashion_mnist.py's uniform and L1 networks of the s
 its results (same dense network and budgets) for reference.
 
 Writes ``benchmarks/results/search_variance_ramp_fill.csv`` (one row per search seed, pick and
-fine-tuning seed) and ``search_variance_ramp_fill.md``; the searches of other settings are kept
+fine-tuning seed; the rows of the other models and budgets already there kept) and
+``search_variance_ramp_fill.md``; the searches of other settings are kept
 and written apart: ``--no-fill`` ``search_variance_ramp.*`` (before 2026-12-05 16:00), with
 ``--no-ramp`` too (the bred share the same in every generation, before 2026-12-05)
 ``search_variance.*``.
@@ -189,6 +190,11 @@ def main(argv=None) -> None:
     rows = run(args.model, s, args.fractions, seeds, work / args.model, args.workers, say, tag)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # the rows of other models and budgets already written there are kept (each run is of one model)
+    ran = {(r["model"], float(r["budget_fraction"])) for r in rows}
+    if (out / f"{stem}.csv").exists():
+        rows = [r for r in common.read_csv(out / f"{stem}.csv")
+                if (r["model"], float(r["budget_fraction"])) not in ran] + rows
     reference = out / ("fashion_mnist_quick.csv" if args.quick else "fashion_mnist.csv")
     text = summary(rows, common.read_csv(reference) if reference.exists() else [])
     write_atomic(out / f"{stem}.csv", common.csv_text(rows, avl.environment(), COLUMNS))

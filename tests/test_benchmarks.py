@@ -687,9 +687,16 @@ def test_search_variance_quick_run_fine_tunes_each_search_seeds_winner(fashion, 
     means = rows.groupby(["pick", "search_seed"])["test_acc"].mean()
     moved = 100 * (means["default"] - means["no-fill"])
     assert f"the fill moved the same searches' picks by {moved.mean():+.2f} points" in text
-    # a rerun resumes: the searches and fine-tunes are kept, and give the same rows
+    # a rerun resumes: the searches and fine-tunes are kept, and give the same rows; another model's rows written
+    # there before (each run is of one model) are kept
+    other = rows.iloc[:1].assign(model="mobilenet_v2_cifar")
+    pd.concat([other, rows]).to_csv(tmp_path / "search_variance_quick_ramp_fill.csv", index=False)
     sv.main(["--quick", "--workers", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
-    assert pd.read_csv(tmp_path / "search_variance_quick_ramp_fill.csv", comment="#").equals(rows)
+    again = pd.read_csv(tmp_path / "search_variance_quick_ramp_fill.csv", comment="#")
+    assert again.iloc[1:].reset_index(drop=True).equals(rows) and again.iloc[0]["model"] == "mobilenet_v2_cifar"
+    text = (tmp_path / "search_variance_quick_ramp_fill.md").read_text()
+    acc = other.iloc[0]["test_acc"]  # (its one pick: the summary names none)
+    assert f"mobilenet_v2_cifar 50%: winners' means {acc:.4f}-{acc:.4f}" in text
 
 
 def _bench_module(name):
