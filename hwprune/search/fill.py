@@ -48,6 +48,7 @@ def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget, rule: str = "p
         np.concatenate([[0.0], np.cumsum(np.clip(np.asarray(saliency[gi], dtype=np.float64), 0, None))])[
             np.asarray(g.choices)] for gi, g in zip(ev.space.prunable_index, groups)]
     cur, ladder = start.copy(), []
+    now = ev.costs(start[None])[0, col]  # (the current network's cost: after each step, the step's own)
     while True:
         grow = np.flatnonzero(free & (cur < top))
         if not len(grow):
@@ -63,13 +64,13 @@ def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget, rule: str = "p
             order = np.lexsort((grow, cost, growth))  # least relative growth, then the cheapest, then the first group
         else:
             gain = np.array([kept[g][nxt[i, g]] - kept[g][cur[g]] for i, g in enumerate(grow)])
-            added = cost - ev.costs(cur[None])[0, col]
+            added = cost - now
             free_width = added <= 0
             # width the table prices at nothing first (the most saliency), then the most saliency per cost added
             per = np.where(free_width, gain, gain / np.where(free_width, 1.0, added))
             order = np.lexsort((grow, -per, ~free_width))
         i = next(i for i in order if ok[i])
-        cur = nxt[i]
+        cur, now = nxt[i], cost[i]
         ladder.append(tuple(int(v) for v in cur))
     return ladder
 
