@@ -64,13 +64,37 @@ def signed(pred, meas) -> float:
 
 
 def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", repeats: int | None = None,
-        passes: int | None = None, rounds: int = 1) -> None:
+        passes: int | None = None, rounds: int = 1, suite_runs: int = 1) -> None:
     """``repeats`` / ``passes``: the profiling's (kernel runs per chunk, end-to-end calibration passes), unless
     :func:`hwprune.profile`'s defaults; ``rounds``: each network's timed runs in this many rounds over all the
-    networks (:func:`bench_common.user_runs`; 1: all of a network's runs at once)."""
+    networks (:func:`bench_common.user_runs`; 1: all of a network's runs at once); ``suite_runs``: the whole suite
+    this many times over, every table profiled from nothing each time (``run`` column), and, where more than one,
+    each net's figures over the runs (:func:`expectation`)."""
     runs, n = (30, 4) if quick else (200, n)
     effort = {k: v for k, v in (("repeats", repeats), ("passes", passes)) if v is not None}
     rows, points = [], []
+    for suite_run in range(1, suite_runs + 1):
+        if suite_runs > 1:
+            print(f"-- suite run {suite_run} of {suite_runs}", flush=True)
+        _run_once(rows, points, suite_run, seeds, n, runs, quick, only, effort, rounds)
+    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
+    spread = f" in {rounds} interleaved rounds" if rounds > 1 else ""
+    head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
+            f"{runs} timed runs per network{spread}, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
+    write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
+    plot(points, results / f"latency_fidelity_families{suffix}.png")
+    if suite_runs > 1:
+        summary = expectation(rows)
+        write_rows(results / f"latency_fidelity_families{suffix}_expectation.csv", summary,
+                   head.rstrip("\n") + f", {suite_runs} runs of the suite\n")
+        plot_runs(rows, results / f"latency_fidelity_families{suffix}_expectation.png")
+        print_expectation(summary)
+
+
+def _run_once(rows: list, points: list, suite_run: int, seeds, n: int, runs: int, quick: bool, only, effort: dict,
+              rounds: int) -> None:
+    """One run of the suite: every network's tables profiled from nothing, its candidates timed, its rows added."""
     with tempfile.TemporaryDirectory(prefix="hwprune-fidelity-") as store, \
             tempfile.TemporaryDirectory(prefix="hwprune-fidelity-again-") as store_again:
         for name, model, shape, desc in networks(seeds, quick, only):
@@ -87,7 +111,7 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                                           calibrate=16, quiet=True, **effort) for s in STATISTICS}
                 for attempt in range(3):
                     fast = {"passes": 2, "calibration": "affine", "profiler": get_profiler(
-                        "onnxruntime", "cpu", threads=1, repeats=repeats or 5, max_wait_s=0.2)}
+                        "onnxruntime", "cpu", threads=1, repeats=effort.get("repeats", 5), max_wait_s=0.2)}
                     try:
                         return {s: hp.profile(space, backend="onnxruntime", threads=1, statistic=s, cache_dir=into,
                                               calibrate=4, quiet=True, **fast, **effort) for s in STATISTICS}
@@ -116,7 +140,7 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                 reprofiled = tables_again[table].predict_batch(np.asarray(encs))
                 meas, again = [m[col] for m in first], [m[col] for m in retest]
                 a, r, q = agreement(pred, meas), agreement(again, meas), agreement(reprofiled, meas)
-                rows.append({"network": name, "description": desc, "statistic": s, "n": len(encs),
+                rows.append({"run": suite_run, "network": name, "description": desc, "statistic": s, "n": len(encs),
                              "bias": round(signed(pred, meas), 4), "mape": round(a["mape"], 4),
                              "within_10pct": round(a["within_10pct"], 3), "spearman": round(a["spearman"], 4),
                              "retest_bias": round(signed(again, meas), 4), "retest_mape": round(r["mape"], 4),
@@ -131,7 +155,7 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                              "probe_profile_ms": round(speed["profile"], 4), "probe_first_ms": round(speed["first"], 4),
                              "probe_retest_ms": round(speed["retest"], 4),
                              "profile_seconds": round(profile_s, 1)})
-                points += [{"network": name, "statistic": s, "encoding": " ".join(map(str, e)),
+                points += [{"run": suite_run, "network": name, "statistic": s, "encoding": " ".join(map(str, e)),
                             "predicted_ms": round(float(p), 5), "measured_ms": round(m, 5), "retest_ms": round(g, 5),
                             "reprofiled_ms": round(float(p2), 5)}
                            for e, p, m, g, p2 in zip(encs, pred, meas, again, reprofiled)]
@@ -143,13 +167,85 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
                       f"{row['reprofiled_spearman']:.3f}, {row['tables_apart']:.1%} apart | machine "
                       f"{speed['first'] / speed['profile']:.2f}x / {speed['retest'] / speed['profile']:.2f}x as slow "
                       f"timing / retesting as profiling", flush=True)
-    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
-    spread = f" in {rounds} interleaved rounds" if rounds > 1 else ""
-    head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
-            f"{runs} timed runs per network{spread}, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
-    write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
-    plot(points, results / f"latency_fidelity_families{suffix}.png")
+
+
+GOAL = {"bias": 0.03, "within_10pct": 0.95, "spearman": 0.98}  # the goal each row is read against (#20)
+
+
+def expectation(rows: list[dict]) -> list[dict]:
+    """Per network and statistic, over the suite's runs: the bias of every table profiled (each run's and its
+    profiled-again one: two tables per run, each from nothing) as a mean and range, the share of runs whose first
+    table met the bias bar, the within-10% and Spearman figures' mean and worst, and the machine's own spread
+    (the user's timing measured twice, the two tables of a run apart) beside them. ``meets``: the mean bias, the
+    mean within-10% share and the mean Spearman meet :data:`GOAL`."""
+    out = []
+    keys = list(dict.fromkeys((r["network"], r["statistic"]) for r in rows))
+    for net, stat in keys:
+        group = [r for r in rows if r["network"] == net and r["statistic"] == stat]
+        biases = np.array([r["bias"] for r in group] + [r["reprofiled_bias"] for r in group], dtype=float)
+        first = np.array([r["bias"] for r in group], dtype=float)
+        within = np.array([r["within_10pct"] for r in group], dtype=float)
+        rho = np.array([r["spearman"] for r in group], dtype=float)
+        row = {"network": net, "statistic": stat, "runs": len(group), "tables": len(biases),
+               "bias_mean": round(float(biases.mean()), 4), "bias_min": round(float(biases.min()), 4),
+               "bias_max": round(float(biases.max()), 4), "bias_std": round(float(biases.std(ddof=1)), 4)
+               if len(biases) > 1 else 0.0,
+               "runs_bias_within_bar": round(float(np.mean(np.abs(first) <= GOAL["bias"])), 3),
+               "within_10pct_mean": round(float(within.mean()), 3), "within_10pct_min": round(float(within.min()), 3),
+               "spearman_mean": round(float(rho.mean()), 4), "spearman_min": round(float(rho.min()), 4),
+               "retest_abs_bias_mean": round(float(np.mean([abs(r["retest_bias"]) for r in group])), 4),
+               "tables_apart_mean": round(float(np.mean([r["tables_apart"] for r in group])), 4)}
+        row["meets"] = bool(abs(row["bias_mean"]) <= GOAL["bias"] and row["within_10pct_mean"] >= GOAL["within_10pct"]
+                            and row["spearman_mean"] >= GOAL["spearman"])
+        out.append(row)
+    return out
+
+
+def print_expectation(summary: list[dict]) -> None:
+    print(f"{'network':<11} {'statistic':<13} {'bias mean (range) over tables':<32} {'runs in bar':>11} "
+          f"{'in 10%':>7} {'Spearman':>9} {'retest |bias|':>14} {'apart':>6}  goal")
+    for r in summary:
+        print(f"{r['network']:<11} {r['statistic']:<13} {r['bias_mean']:+6.1%} ({r['bias_min']:+.1%} to "
+              f"{r['bias_max']:+.1%}){'':<8} {r['runs_bias_within_bar']:>10.0%} {r['within_10pct_mean']:>7.0%} "
+              f"{r['spearman_mean']:>9.3f} {r['retest_abs_bias_mean']:>14.1%} {r['tables_apart_mean']:>6.1%}  "
+              f"{'met' if r['meets'] else 'MISSED'}")
+    met = sum(r["meets"] for r in summary)
+    print(f"goal met in expectation on {met} of {len(summary)} rows (mean over runs: |bias| <= {GOAL['bias']:.0%}, "
+          f"within 10% >= {GOAL['within_10pct']:.0%}, Spearman >= {GOAL['spearman']})")
+
+
+def plot_runs(rows: list[dict], path: Path) -> None:
+    """Each table's bias, run by run (dots; the profiled-again table hollow), and its mean (bar), per network and
+    statistic, against the 3% bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(dict.fromkeys(r["network"] for r in rows))
+    stats = list(dict.fromkeys(r["statistic"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(nets) + 2), 3.6))
+    width = 0.8 / len(stats)
+    for j, (stat, color) in enumerate(zip(stats, ("C0", "C1", "C2", "C3"))):
+        for i, net in enumerate(nets):
+            group = [r for r in rows if r["network"] == net and r["statistic"] == stat]
+            x = i - 0.4 + width * (j + 0.5)
+            first, again = [r["bias"] for r in group], [r["reprofiled_bias"] for r in group]
+            ax.scatter([x] * len(first), first, s=12, color=color, label=stat if i == 0 else None)
+            ax.scatter([x] * len(again), again, s=12, facecolors="none", edgecolors=color)
+            ax.plot([x - width / 2, x + width / 2], [np.mean(first + again)] * 2, color=color, lw=2)
+    ax.axhspan(-GOAL["bias"], GOAL["bias"], color="grey", alpha=0.15)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(range(len(nets)), nets, fontsize=8)
+    ax.set_ylabel("mean signed error (predicted / measured - 1)", fontsize=8)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.legend(fontsize=7, title="table statistic (vs measured)", title_fontsize=7)
+    ax.set_title(f"bias over {max(r['run'] for r in rows)} runs of the suite (dots: first table, hollow: profiled "
+                 "again; bars: mean)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def plot(points: list[dict], path: Path) -> None:

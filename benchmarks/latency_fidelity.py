@@ -1,7 +1,8 @@
 """How well latency tables predict real networks, beside FLOPs and test-retest.
 
     python benchmarks/latency_fidelity.py [--models resnet20-32 mobilenet_v2_cifar-32] [--threads 1] [--n 100]
-    python benchmarks/latency_fidelity.py --families [--seeds 0 1 2] [--n 30] [--rounds 5] [--repeats R] [--passes P] [--quick]
+    python benchmarks/latency_fidelity.py --families [--seeds 0 1 2] [--n 30] [--rounds 5] [--repeats R] [--passes P]
+        [--suite-runs K] [--quick]
 
 Shipped tables: for each onnxruntime table of this CPU (``benchmarks/profile_tables.py``
 makes them), N random networks measured end to end twice, now, and compared with
@@ -28,6 +29,13 @@ within +-10%, Spearman of the prediction against the same statistic measured, th
 same for the retest against the first measurement, the second profiling's bias and
 Spearman, and how far the two tables' predictions lie apart), the points in
 ``latency_fidelity_families_points.csv`` and ``latency_fidelity_families.png``.
+``--suite-runs K``: all of that K times over (a ``run`` column), every table profiled
+from nothing each time, and per network and statistic the figures over the runs: every
+table's bias (2K tables: each run's and its profiled-again one) as a mean and range, the
+share of runs whose table met the 3% bar, mean and worst within-10% and Spearman, beside
+the machine's own spread (``..._expectation.csv``; ``..._expectation.png``, each table's
+bias run by run). One profiling and one timing are each a snapshot of a machine whose
+speed moves from minute to minute; the mean over runs is the predictor's own bias.
 """
 from __future__ import annotations
 
@@ -81,15 +89,20 @@ def main() -> None:
     ap.add_argument("--passes", type=int, help="--families: calibration passes when profiling (default: profile's)")
     ap.add_argument("--rounds", type=int, default=5, help="--families: each network's timed runs in this many "
                     "rounds over all the networks (1: all at once)")
+    ap.add_argument("--suite-runs", type=int, default=1, help="--families: the whole suite this many times, every "
+                    "table profiled from nothing each time; with more than one, each net's figures over the runs "
+                    "(latency_fidelity_families_TAG_expectation.csv/png)")
     ap.add_argument("--quick", action="store_true", help="--families: one small network per family, 4 "
                     "candidates, 30 timed runs (seconds; the test suite runs it)")
     args = ap.parse_args()
+    if args.suite_runs < 1:
+        ap.error(f"--suite-runs must be at least 1, got {args.suite_runs}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.families:
         import fidelity_families
 
         return fidelity_families.run(RESULTS, args.seeds, args.n or 30, args.quick, args.only, args.tag,
-                                     args.repeats, args.passes, args.rounds)
+                                     args.repeats, args.passes, args.rounds, args.suite_runs)
     args.n = args.n or 100
     fidelity, speeds = [], []
     for name in args.models:
