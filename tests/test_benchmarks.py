@@ -751,7 +751,8 @@ def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tm
     assert (tmp_path / "latency_fidelity_families_quick.png").stat().st_size > 0
     assert sorted(zip(rows.network, rows.statistic)) == sorted((f"{f}-0", s) for f in nf.FAMILIES
                                                                for s in ("p10", "median", "p10 vs median"))
-    assert (rows.n == 4).all() and len(points) == 4 * len(rows)
+    assert (rows.n == 4).all() and len(points) == 4 * len(rows) and (rows.run == 1).all() and (points.run == 1).all()
+    assert not (tmp_path / "latency_fidelity_families_quick_expectation.csv").exists()  # one run: nothing over runs
     assert ((rows.within_10pct >= 0) & (rows.within_10pct <= 1) & (rows.mape >= 0)).all()
     assert (points[["predicted_ms", "measured_ms", "retest_ms", "reprofiled_ms"]] > 0).all().all()
     assert (rows.tables_apart > 0).all()  # profiled again from nothing, not served from the first table's store
@@ -771,6 +772,65 @@ def test_fidelity_families_quick_run_writes_one_row_per_network_and_statistic(tm
         assert row.tables_apart == pytest.approx((g.reprofiled_ms / g.predicted_ms - 1).abs().mean(),
                                                  abs=tol(g.reprofiled_ms, g.predicted_ms))
         assert g.encoding.nunique() >= 2  # the full and the narrowest network at least
+
+
+def test_fidelity_families_expectation_reads_every_table_of_every_run():
+    """--suite-runs: per network and statistic, the bias over both tables of each run (the first and the one
+    profiled again), the share of runs whose first table met the 3% bar, and the goal read on the means."""
+    ff = _bench_module("fidelity_families")
+
+    def row(run, net, stat, bias, again, within, rho, retest, apart):
+        return {"run": run, "network": net, "statistic": stat, "bias": bias, "reprofiled_bias": again,
+                "within_10pct": within, "spearman": rho, "retest_bias": retest, "tables_apart": apart}
+
+    rows = [row(1, "a", "p10", 0.01, 0.05, 1.0, 0.99, -0.02, 0.04), row(1, "a", "median", 0.04, 0.035, 1.0, 0.99,
+                                                                        0.01, 0.01),
+            row(2, "a", "p10", -0.04, 0.02, 0.9, 0.975, 0.04, 0.06), row(2, "a", "median", 0.05, 0.03, 1.0, 0.99,
+                                                                         0.0, 0.02)]
+    p10, median = ff.expectation(rows)
+    assert (p10["network"], p10["statistic"], p10["runs"], p10["tables"]) == ("a", "p10", 2, 4)
+    assert p10["bias_mean"] == pytest.approx(0.01) and (p10["bias_min"], p10["bias_max"]) == (-0.04, 0.05)
+    assert p10["bias_std"] == pytest.approx(np.std([0.01, 0.05, -0.04, 0.02], ddof=1), abs=1e-4)
+    assert p10["runs_bias_within_bar"] == 0.5  # run 1's table at +1%, run 2's at -4%
+    assert (p10["within_10pct_mean"], p10["within_10pct_min"]) == (0.95, 0.9)
+    assert (p10["spearman_mean"], p10["spearman_min"]) == (pytest.approx(0.9825), 0.975)
+    assert p10["retest_abs_bias_mean"] == pytest.approx(0.03) and p10["tables_apart_mean"] == pytest.approx(0.05)
+    assert p10["meets"]  # each run missed something (-4%; 90% within 10%), the means meet the goal
+    assert median["bias_mean"] == pytest.approx(0.03875, abs=1e-4) and median["runs_bias_within_bar"] == 0.0
+    assert not median["meets"]  # every table over by 3-5%: a bias the predictor has, not one run's
+
+
+def test_machine_drift_levels_and_window_gaps():
+    """A sweep's level is its networks' geometric mean over their own medians; two back-to-back windows differ by
+    the ratio of their mean levels."""
+    md = _bench_module("machine_drift")
+    assert md.sweep_levels(np.array([[1.0, 2.0], [2.0, 4.0], [1.0, 2.0]])).tolist() == pytest.approx([1.0, 2.0, 1.0])
+    # each network over its own median (2 and 2): one twice as slow and one twice as fast is the machine as usual
+    assert md.sweep_levels(np.array([[1.0, 4.0], [4.0, 1.0], [2.0, 2.0]])).tolist() == pytest.approx([1.0] * 3)
+    t = np.arange(6.0)
+    n, mean_gap, p90_gap = md.window_gaps(t, np.array([1.0, 1.0, 1.1, 1.1, 1.045, 1.045]), 2.0)
+    assert (n, mean_gap, p90_gap) == (3, pytest.approx(0.075), pytest.approx(0.095))
+    assert np.isnan(md.window_gaps(t, np.ones(6), 10.0)[1])  # one window: nothing to compare
+    assert md.autocorrelation(t, np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0]), 2.0) == pytest.approx(1.0)
+    assert md.autocorrelation(t, np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0]), 1.0) == pytest.approx(-1.0)
+
+
+def test_machine_drift_quick_run_writes_a_row_per_sweep(tmp_path):
+    import pandas as pd
+
+    pytest.importorskip("onnxruntime")
+    md = _bench_module("machine_drift")
+    md.main(["--quick", "--out", str(tmp_path), "--net", "plain-0"])
+    sweeps = pd.read_csv(tmp_path / "machine_drift_quick.csv", comment="#")
+    summary = pd.read_csv(tmp_path / "machine_drift_quick_summary.csv", comment="#")
+    assert len(sweeps) >= 2 and sweeps.seconds.is_monotonic_increasing and (sweeps.reference_ms > 0).all()
+    assert (sweeps.level > 0).all() and 0.5 < sweeps.level.median() < 2
+    n, gap, _ = md.window_gaps(sweeps.seconds.to_numpy(), sweeps.level.to_numpy(), 1.0)
+    assert summary.windows.iloc[0] == n and (np.isnan(gap) or summary.mean_abs_gap.iloc[0] == pytest.approx(
+        gap, abs=1e-4))
+    assert (tmp_path / "machine_drift_quick.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="FAMILY-SEED"):
+        md.main(["--quick", "--out", str(tmp_path), "--net", "nope-1"])
 
 
 def test_network_timing_quick_run_times_every_network_three_ways(tmp_path):
