@@ -833,6 +833,19 @@ def test_machine_drift_quick_run_writes_a_row_per_sweep(tmp_path):
         md.main(["--quick", "--out", str(tmp_path), "--net", "nope-1"])
 
 
+def test_session_placement_quick_run_times_each_session_in_fresh_processes(tmp_path):
+    import pandas as pd
+
+    pytest.importorskip("onnxruntime")
+    sp = _bench_module("session_placement")
+    sp.main(["--quick", "--out", str(tmp_path)])
+    rows = pd.read_csv(tmp_path / "session_placement_quick.csv", comment="#")
+    assert list(rows.process) == [0, 1] and rows.network.nunique() == 1  # one network, two fresh processes
+    assert (rows[[f"{s}_ms" for s in sp.SESSIONS]] > 0).all().all()
+    with pytest.raises(SystemExit):
+        sp.main(["--processes", "0", "--out", str(tmp_path)])
+
+
 def test_network_timing_quick_run_times_every_network_three_ways(tmp_path):
     """--quick: a row per network (widest and narrowest of each space) with each protocol's p10 and median, and the
     ratios the summary quotes are of those p10s (the ratios themselves depend on the machine)."""
