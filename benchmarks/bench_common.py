@@ -137,6 +137,12 @@ def user_runs(models, x, runs: int, rounds: int = 1, warmup: int = 20) -> list:
     rounds that visit every model in turn (each round warmed up again), so that a burst of load on this shared
     machine lands on a share of several models' runs instead of on all of one model's. ``x``: the input (zeros of
     each model's input shape when None)."""
+    return time_sessions(user_sessions(models, x), runs, rounds, warmup)
+
+
+def user_sessions(models, x) -> list:
+    """(session, feed) of each ONNX model (bytes or a path) as a user makes one: onnxruntime, 1 thread, input ``x``
+    (zeros of the model's input shape when None)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -150,6 +156,13 @@ def user_runs(models, x, runs: int, rounds: int = 1, warmup: int = 20) -> list:
         inp = sess.get_inputs()[0]
         feed = x if x is not None else np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], np.float32)
         sessions.append((sess, {inp.name: feed}))
+    return sessions
+
+
+def time_sessions(sessions, runs: int, rounds: int = 1, warmup: int = 20) -> list:
+    """The run times (ms) of each of :func:`user_sessions`' sessions, timed as :func:`user_runs` says."""
+    import numpy as np
+
     times: list[list[float]] = [[] for _ in sessions]
     for r in range(rounds):
         for i, (sess, feed) in enumerate(sessions):

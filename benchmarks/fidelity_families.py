@@ -73,16 +73,17 @@ def run(results: Path, seeds, n: int, quick: bool, only=None, tag: str = "", rep
     runs, n = (30, 4) if quick else (200, n)
     effort = {k: v for k, v in (("repeats", repeats), ("passes", passes)) if v is not None}
     rows, points = [], []
+    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
+    spread = f" in {rounds} interleaved rounds" if rounds > 1 else ""
     for suite_run in range(1, suite_runs + 1):
         if suite_runs > 1:
             print(f"-- suite run {suite_run} of {suite_runs}", flush=True)
         _run_once(rows, points, suite_run, seeds, n, runs, quick, only, effort, rounds)
-    suffix = ("_quick" if quick else "") + (f"_{tag}" if tag else "")
-    spread = f" in {rounds} interleaved rounds" if rounds > 1 else ""
-    head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
-            f"{runs} timed runs per network{spread}, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
-    write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
+        # written after every run: a run that fails later keeps the ones before it
+        head = (f"# {cpu_name()}, onnxruntime {version_of('onnxruntime')}, hwprune {hp.__version__}, 1 thread, "
+                f"{runs} timed runs per network{spread}, {time.strftime('%Y-%m-%d %H:%M')}\n")
+        write_rows(results / f"latency_fidelity_families{suffix}.csv", rows, head)
+        write_rows(results / f"latency_fidelity_families{suffix}_points.csv", points, head)
     plot(points, results / f"latency_fidelity_families{suffix}.png")
     if suite_runs > 1:
         summary = expectation(rows)

@@ -95,8 +95,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="--families: one small network per family, 4 "
                     "candidates, 30 timed runs (seconds; the test suite runs it)")
     args = ap.parse_args()
-    if args.suite_runs < 1:
-        ap.error(f"--suite-runs must be at least 1, got {args.suite_runs}")
+    for flag, value in (("--suite-runs", args.suite_runs), ("--rounds", args.rounds), ("--repeats", args.repeats),
+                        ("--passes", args.passes), ("--n", args.n)):
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
+    if args.suite_runs > 1 and not args.families:
+        ap.error("--suite-runs runs the generated families' suite: add --families")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.families:
         import fidelity_families

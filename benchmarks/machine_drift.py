@@ -6,17 +6,18 @@ A latency table is profiled in a few seconds and a user times a model in a few s
 another moment. However right the model of latency, the two agree no better than the
 machine's speed at those two moments does. This measures that: ``--networks`` random
 networks of one space (a generated net of ``latency_fidelity.py --families``, or vgg6)
-timed the way a user times them (a plain onnxruntime session, 1 thread, 10 warm-up runs,
-then 40 timed ``InferenceSession.run`` calls), one network after another, sweep after sweep
+timed the way a user times them (a plain onnxruntime session each, made once, 1 thread, 10
+warm-up runs, then 40 timed ``InferenceSession.run`` calls), one network after another, sweep after sweep
 for ``--seconds``, with the profilers' reference kernel (p10 of 60 runs) after each sweep.
 A sweep's *level* is the geometric mean over the networks of its median over that
-network's median over all sweeps (1.0: the machine at its average speed).
+network's median over all sweeps: time over its median (1.0: the machine at its median speed,
+1.1: 10% slower).
 
 Writes ``benchmarks/results/machine_drift[_TAG].csv`` (per sweep: seconds since the start,
 level, reference kernel ms), ``..._summary.csv`` (per window length: how far the mean
 levels of two windows taken back to back differ, mean and p90, what a table profiled in
 one window and a timing in the next would differ by from the machine alone; and the
-level's autocorrelation at a few lags) and ``..._png`` (level and reference over time).
+level's autocorrelation at a few lags) and ``.png`` (level and reference over time).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import net_families  # noqa: E402
-from bench_common import user_runs, write_rows  # noqa: E402
+from bench_common import time_sessions, user_sessions, write_rows  # noqa: E402
 from fidelity_families import machine_ms, vgg6  # noqa: E402
 
 import hwprune as hp  # noqa: E402
@@ -61,14 +62,17 @@ def sweep_levels(medians: np.ndarray) -> np.ndarray:
 
 
 def window_gaps(t: np.ndarray, level: np.ndarray, window_s: float) -> tuple[int, float, float]:
-    """Split the run into back-to-back windows of ``window_s`` seconds (by sweep start time): (windows, mean and
-    p90 of |mean level of one window / mean level of the next - 1|); (windows, nan, nan) with fewer than two."""
+    """Split the run into back-to-back windows of ``window_s`` seconds (by sweep start time; a last window the run
+    did not fill is left out): (windows, mean and p90 of |mean level of one window / mean level of the next - 1|
+    over neighbouring windows that both hold a sweep); nan where no such pair is."""
+    span = t[-1] - t[0] + (np.diff(t).mean() if len(t) > 1 else 0.0)  # the last sweep ends a sweep after it starts
+    count = int(np.floor(span / window_s + 1e-9))
     idx = np.floor((t - t[0]) / window_s).astype(int)
-    means = np.array([level[idx == k].mean() for k in range(idx.max() + 1) if (idx == k).any()])
-    if len(means) < 2:
-        return len(means), float("nan"), float("nan")
-    gaps = np.abs(means[1:] / means[:-1] - 1)
-    return len(means), float(gaps.mean()), float(np.percentile(gaps, 90))
+    means = [level[idx == k].mean() if (idx == k).any() else np.nan for k in range(count)]
+    gaps = np.array([abs(b / a - 1) for a, b in zip(means, means[1:]) if not (np.isnan(a) or np.isnan(b))])
+    if not len(gaps):
+        return count, float("nan"), float("nan")
+    return count, float(gaps.mean()), float(np.percentile(gaps, 90))
 
 
 def autocorrelation(t: np.ndarray, level: np.ndarray, lag_s: float) -> float:
@@ -96,10 +100,12 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(7)
     blobs = [export_network(space.materialize(space.sample(rng)), shape) for _ in range(args.networks)]
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    sessions = user_sessions(blobs, x)  # made once: a new session may land its buffers elsewhere and run at
+    # another speed (session_placement.py), which is not the machine's
     start, times, medians, probes = time.perf_counter(), [], [], []
     while time.perf_counter() - start < args.seconds:
         times.append(time.perf_counter() - start)
-        medians.append([float(np.median(r)) for r in user_runs(blobs, x, 40, 1, warmup=10)])
+        medians.append([float(np.median(r)) for r in time_sessions(sessions, 40, 1, warmup=10)])
         probes.append(machine_ms(60))
     t, level = np.array(times), sweep_levels(np.array(medians))
     suffix = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")

@@ -7,9 +7,10 @@ A table's kernels are timed in sessions created one after another in the profili
 process, and each one freed before the next; a user often times a model in a fresh
 process, as the first session it creates. onnxruntime places a session's buffers where
 the process's allocator finds room, and some kernels run at different speeds depending
-on where their buffers land (on the 2-core AMD EPYC of 2026-12-05, a 12-channel 3x3
-conv at 64x64 in the plain layout). For each network (the widest and two random ones of
-``plain-2``, ``residual-1`` and ``vgg6`` of ``latency_fidelity.py --families``), in each of
+on where their buffers land (on the 2-core AMD EPYC of 2026-12-05, the layout copies of a
+12-channel tensor at 64x64). For each network (of ``plain-2``, ``residual-1`` and ``vgg6`` of
+``latency_fidelity.py --families``: the widest and two random ones of each, plain-2's first
+random one replaced by ``2 2 0 2``, 12 channels in both its 64x64 layers), in each of
 ``--processes`` fresh processes: the network's first session is timed (onnxruntime, 1
 thread, 30 warm-up then 300 timed runs, p10), then sessions of other networks (a chunk of
 profiled kernels, as the profiler builds them) are created, run and freed three times,
@@ -74,6 +75,17 @@ def child(network: str, others: str, runs: int) -> dict:
     return out
 
 
+def run_child(name: str, network: Path, others: Path, runs: int) -> dict:
+    """:func:`child` in a fresh process; its failure as one line (the child's last line of stderr)."""
+    done = subprocess.run([sys.executable, __file__, "--child", str(network), str(others), str(runs)],
+                          capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}, no output"])[-1]
+        raise SystemExit(f"session_placement: the fresh process timing {name} failed: {why}")
+    return json.loads(lines[-1])
+
+
 def networks(quick: bool):
     """(name, ONNX bytes) of every network measured."""
     import hwprune as hp
@@ -132,9 +144,7 @@ def main(argv=None) -> None:
             path = Path(tmp) / f"net{k}.onnx"
             path.write_bytes(blob)
             for proc in range(processes):
-                done = subprocess.run([sys.executable, __file__, "--child", str(path), str(others), str(runs)],
-                                      capture_output=True, text=True, check=True)
-                ms = json.loads(done.stdout.strip().splitlines()[-1])
+                ms = run_child(name, path, others, runs)
                 rows.append({"network": name, "process": proc, **{f"{s}_ms": round(ms[s], 5) for s in SESSIONS}})
             got = [r for r in rows if r["network"] == name]
             ratios = {s: np.array([r[f"{s}_ms"] / r["first_ms"] for r in got]) for s in SESSIONS[1:]}

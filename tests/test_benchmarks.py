@@ -800,6 +800,27 @@ def test_fidelity_families_expectation_reads_every_table_of_every_run():
     assert not median["meets"]  # every table over by 3-5%: a bias the predictor has, not one run's
 
 
+def test_fidelity_families_suite_runs_reads_each_row_over_the_runs(tmp_path):
+    """--suite-runs 2 end to end, one family: both runs' rows kept, and the expectation file is their summary."""
+    import pandas as pd
+
+    pytest.importorskip("onnxruntime")
+    ff = _bench_module("fidelity_families")
+    ff.run(tmp_path, [0], 4, quick=True, only=["plain"], suite_runs=2)
+    rows = pd.read_csv(tmp_path / "latency_fidelity_families_quick.csv", comment="#")
+    summary = pd.read_csv(tmp_path / "latency_fidelity_families_quick_expectation.csv", comment="#")
+    assert sorted(rows.run.unique()) == [1, 2] and len(rows) == 2 * 3  # three statistics a run
+    assert (tmp_path / "latency_fidelity_families_quick_expectation.png").stat().st_size > 0
+    assert list(summary.statistic) == ["p10", "median", "p10 vs median"]
+    assert (summary.runs == 2).all() and (summary.tables == 4).all()
+    for _, row in summary.iterrows():
+        g = rows[rows.statistic == row.statistic]
+        both = pd.concat([g.bias, g.reprofiled_bias])
+        assert row.bias_mean == pytest.approx(both.mean(), abs=1e-4)
+        assert (row.bias_min, row.bias_max) == (pytest.approx(both.min()), pytest.approx(both.max()))
+        assert row.spearman_min == pytest.approx(g.spearman.min())
+
+
 def test_machine_drift_levels_and_window_gaps():
     """A sweep's level is its networks' geometric mean over their own medians; two back-to-back windows differ by
     the ratio of their mean levels."""
@@ -810,7 +831,13 @@ def test_machine_drift_levels_and_window_gaps():
     t = np.arange(6.0)
     n, mean_gap, p90_gap = md.window_gaps(t, np.array([1.0, 1.0, 1.1, 1.1, 1.045, 1.045]), 2.0)
     assert (n, mean_gap, p90_gap) == (3, pytest.approx(0.075), pytest.approx(0.095))
-    assert np.isnan(md.window_gaps(t, np.ones(6), 10.0)[1])  # one window: nothing to compare
+    # a last window the run did not fill is left out (its one sweep at 5.0 would be a 378% gap)
+    assert md.window_gaps(np.arange(7.0), np.array([1.0, 1.0, 1.1, 1.1, 1.045, 1.045, 5.0]), 2.0) == (
+        3, pytest.approx(0.075), pytest.approx(0.095))
+    assert np.isnan(md.window_gaps(t, np.ones(6), 10.0)[1])  # not one full window: nothing to compare
+    # windows with no sweep in them break the chain: only neighbours that both hold a sweep are compared
+    n, gap, _ = md.window_gaps(np.array([0.0, 0.5, 4.0, 4.5]), np.array([1.0, 1.0, 2.0, 2.0]), 1.0)
+    assert n == 6 and np.isnan(gap)  # the last sweep, at 4.5 s, ends a mean sweep (1.5 s) later
     assert md.autocorrelation(t, np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0]), 2.0) == pytest.approx(1.0)
     assert md.autocorrelation(t, np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0]), 1.0) == pytest.approx(-1.0)
 
@@ -823,11 +850,10 @@ def test_machine_drift_quick_run_writes_a_row_per_sweep(tmp_path):
     md.main(["--quick", "--out", str(tmp_path), "--net", "plain-0"])
     sweeps = pd.read_csv(tmp_path / "machine_drift_quick.csv", comment="#")
     summary = pd.read_csv(tmp_path / "machine_drift_quick_summary.csv", comment="#")
-    assert len(sweeps) >= 2 and sweeps.seconds.is_monotonic_increasing and (sweeps.reference_ms > 0).all()
-    assert (sweeps.level > 0).all() and 0.5 < sweeps.level.median() < 2
-    n, gap, _ = md.window_gaps(sweeps.seconds.to_numpy(), sweeps.level.to_numpy(), 1.0)
-    assert summary.windows.iloc[0] == n and (np.isnan(gap) or summary.mean_abs_gap.iloc[0] == pytest.approx(
-        gap, abs=1e-4))
+    assert len(sweeps) >= 1 and sweeps.seconds.is_monotonic_increasing and (sweeps.reference_ms > 0).all()
+    assert (sweeps.level > 0).all()
+    assert list(summary.measure) == ["back-to-back 1 s windows", "autocorrelation at 1 s"]
+    assert summary.windows.iloc[0] >= 2  # 3 s of sweeps: at least two full 1 s windows
     assert (tmp_path / "machine_drift_quick.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="FAMILY-SEED"):
         md.main(["--quick", "--out", str(tmp_path), "--net", "nope-1"])
@@ -844,6 +870,9 @@ def test_session_placement_quick_run_times_each_session_in_fresh_processes(tmp_p
     assert (rows[[f"{s}_ms" for s in sp.SESSIONS]] > 0).all().all()
     with pytest.raises(SystemExit):
         sp.main(["--processes", "0", "--out", str(tmp_path)])
+    # a fresh process that fails says so in one line, with its own last word
+    with pytest.raises(SystemExit, match="timing missing failed: .*(NO_SUCHFILE|[Nn]o such file|Load model)"):
+        sp.run_child("missing", tmp_path / "missing.onnx", tmp_path / "missing.onnx", 5)
 
 
 def test_network_timing_quick_run_times_every_network_three_ways(tmp_path):
