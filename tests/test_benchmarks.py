@@ -850,10 +850,11 @@ def test_machine_drift_quick_run_writes_a_row_per_sweep(tmp_path):
     md.main(["--quick", "--out", str(tmp_path), "--net", "plain-0"])
     sweeps = pd.read_csv(tmp_path / "machine_drift_quick.csv", comment="#")
     summary = pd.read_csv(tmp_path / "machine_drift_quick_summary.csv", comment="#")
-    assert len(sweeps) >= 1 and sweeps.seconds.is_monotonic_increasing and (sweeps.reference_ms > 0).all()
-    assert (sweeps.level > 0).all()
+    # a row per sweep, however many this machine managed in 3 s (the header counts them)
+    head = (tmp_path / "machine_drift_quick.csv").read_text().splitlines()[0]
+    assert f"{len(sweeps)} sweeps in 3 s" in head and "plain-0: 2 networks" in head
+    assert sweeps.seconds.is_monotonic_increasing and (sweeps.reference_ms > 0).all() and (sweeps.level > 0).all()
     assert list(summary.measure) == ["back-to-back 1 s windows", "autocorrelation at 1 s"]
-    assert summary.windows.iloc[0] >= 2  # 3 s of sweeps: at least two full 1 s windows
     assert (tmp_path / "machine_drift_quick.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="FAMILY-SEED"):
         md.main(["--quick", "--out", str(tmp_path), "--net", "nope-1"])
