@@ -48,7 +48,8 @@ def fill_ladder(ev: CandidateEvaluator, enc: Enc, budget: Budget, rule: str = "p
         np.concatenate([[0.0], np.cumsum(np.clip(np.asarray(saliency[gi], dtype=np.float64), 0, None))])[
             np.asarray(g.choices)] for gi, g in zip(ev.space.prunable_index, groups)]
     cur, ladder = start.copy(), []
-    now = ev.costs(start[None])[0, col]  # (the current network's cost: after each step, the step's own)
+    # (the saliency rule's current cost: the start's, then each step's own; the proportion rule needs none)
+    now = ev.costs(start[None])[0, col] if kept is not None else None
     while True:
         grow = np.flatnonzero(free & (cur < top))
         if not len(grow):
