@@ -51,7 +51,7 @@ def test_bad_calibration_input_is_one_line():
         fit_calibration([1.0, 2.0], [1.0])
     with pytest.raises(hp.HwpruneError, match="finite and positive"):
         fit_calibration([1.0, float("nan")], [1.0, 2.0])
-    with pytest.raises(hp.HwpruneError, match="auto, constant or affine"):
+    with pytest.raises(hp.HwpruneError, match="must be one of auto, constant, affine, proportional"):
         fit_calibration([1.0, 2.0], [1.0, 2.0], model="cubic")
     with pytest.raises(hp.HwpruneError, match="different kernel sums"):
         fit_calibration([1.0, 2.0], [1.0, 1.0], model="affine")
@@ -152,6 +152,30 @@ def test_kernels_timed_on_a_busier_machine_than_the_networks_are_timed_again(spa
     again = hp.profile(space, profiler=FakeProfiler(), cache_dir=tmp_path / "always", calibrate=8, quiet=True,
                        calibration="constant")
     assert again.overhead_ms == pytest.approx(OVERHEAD_MS, abs=1e-6)
+
+
+def test_auto_falls_back_to_a_share_of_the_kernels_where_they_still_sum_to_more_than_networks(space, tmp_path):
+    """Kernels that cost a share more alone than inside networks even when timed twice (tiny kernels; here every
+    kernel read 4x): "auto" refits the same networks as a share of their kernels' sum, positive at every width, and
+    says why; the models asked for by name refuse (above). Four networks: too few for "auto" to take a slope."""
+    plain = FakeProfiler()
+    hp.profile(space, profiler=plain, cache_dir=tmp_path / "plain", calibrate=4, quiet=True)
+    busy = _Busy(busy_for=10**9)
+    table = hp.profile(space, profiler=busy, cache_dir=tmp_path / "always", calibrate=4, quiet=True)
+    assert busy.chunks == 2 * plain.chunks  # timed once more first
+    cal = table.meta["calibration"]
+    assert cal["model"] == "proportional" and table.overhead_ms == 0.0 and "block_ms" not in cal
+    ratios = [n["measured_ms"] / n["lookup_sum_ms"] for n in cal["networks"]]
+    assert table.scale == pytest.approx(np.median(ratios), rel=1e-3) and 0.25 < table.scale < 0.5
+    assert cal["fallback"].startswith("constant predicted -") and "timed twice" in cal["fallback"]
+    assert table.predict(space.narrowest()) > 0 and table.predict(space.full()) > table.predict(space.narrowest())
+    assert cal["loo_mape"]["proportional"] < cal["loo_mape"]["constant"]
+    from hwprune.latency.calibration import describe
+    line = describe(cal)
+    assert line.startswith("calibration (proportional): ") and cal["fallback"] in line and "\n" not in line
+    assert "fallback" not in recalibrate(table, "constant").meta["calibration"]  # a model asked for: no fallback
+    with pytest.raises(hp.HwpruneError, match="kernel sum above 0 ms"):
+        fit_calibration([1.0, 2.0], [0.0, 1.0], "proportional")
 
 
 def test_a_calibration_that_misses_its_own_networks_says_what_to_do():

@@ -82,7 +82,12 @@ def test_cli_profile_validate_and_refusal(real_table, tmp_path):
     r = CliRunner().invoke(main, args + ["--calibration", "affine"])  # refit the finished table: nothing measured
     assert r.exit_code == 0 and "scale" in r.output
     refit = hp.LatencyTable.load(out)
-    assert before.meta["calibration"]["model"] == "constant" and before.scale == 1.0  # 3 networks: no slope
+    cal = before.meta["calibration"]  # 3 networks: no slope. A constant, or where that predicted <= 0 ms for the
+    # narrowest network twice (tiny kernels that cost a share more alone than in a network), a share of the kernels
+    if "fallback" in cal:
+        assert cal["model"] == "proportional" and before.overhead_ms == 0.0
+    else:
+        assert cal["model"] == "constant" and before.scale == 1.0
     assert refit.meta["calibration"]["model"] == "affine"
     loo = refit.meta["calibration"]["loo_mape"]["affine"]  # said, with what to do where it is suspect
     assert f"calibration (affine): {loo:.1%} mean error on each of its 3 networks" in r.output

@@ -32,9 +32,12 @@ from .options import build_space, default, model_options
               help="Timed runs per kernel chunk.")
 @click.option("--calibrate", type=int, default=default(ProfileSettings, "calibrate"), show_default=True,
               help="Networks measured end to end to fit the overhead.")
-@click.option("--calibration", type=click.Choice(["auto", "constant", "affine"]),
-              help="Predict overhead + kernel sum (constant), overhead + scale * sum (affine), or whichever "
-                   "predicts the calibration networks clearly better (auto, the default). On a finished OUT: "
+@click.option("--calibration", type=click.Choice(["auto", "constant", "affine", "proportional"]),
+              help="Predict overhead + kernel sum (constant), overhead + scale * sum (affine), scale * sum "
+                   "(proportional), or whichever of the first two predicts the calibration networks clearly better "
+                   "(auto, the default; proportional where that predicts <= 0 ms for the narrowest network even with "
+                   "its kernels timed twice). On a "
+                   "finished OUT: "
                    "refit it on its stored networks, without measuring.")
 @click.option("--passes", type=int, default=default(ProfileSettings, "passes"), show_default=True,
               help="Interleaved passes over the networks in every end-to-end measurement.")

@@ -19,6 +19,14 @@ its slope is positive, and there are at least :data:`MIN_AFFINE_NETWORKS` networ
 otherwise the constant, which needs less data and cannot extrapolate badly. Both
 errors are kept in the table's metadata.
 
+A third model, *proportional* (``overhead = 0``, ``scale = median(measured / sum)``),
+is never chosen by "auto" on its own: :func:`hwprune.latency.profiling.profile` falls
+back to it where the chosen model predicts 0 ms or less for the narrowest network even
+after the kernels were timed again. That happens where kernels timed alone cost a share
+more than inside a network (a quarter-width resnet20 at 1 thread, kernels of 1-3 us: the
+full network measured 15-25% under its kernels' sum), so the fitted constant goes below
+what the narrowest network's kernels sum to; a share stays positive at every width.
+
 In a space that may drop residual blocks (``drop_blocks``), a dropped block saves other
 than its kernels' lookups, in either direction: more where a kernel costs more inside a
 network than alone (the ops a runtime fuses into it, its dispatch: resnet20 at 28x28 on
@@ -48,16 +56,21 @@ if TYPE_CHECKING:
     from .table import LatencyTable
 
 __all__ = ["fit_calibration", "recalibrate", "describe", "loo_mapes", "AFFINE_GAIN", "AFFINE_MIN_POINTS",
-           "MIN_AFFINE_NETWORKS", "SUSPECT_LOO_MAPE"]
+           "MIN_AFFINE_NETWORKS", "SUSPECT_LOO_MAPE", "MODELS"]
 
 AFFINE_GAIN = 0.9  # affine only if its leave-one-out MAPE is below this share of the constant's
 AFFINE_MIN_POINTS = 0.005  # ... and lower by this much (half a point of MAPE: more than measurement noise)
 MIN_AFFINE_NETWORKS = 5
+MODELS = ("auto", "constant", "affine", "proportional")
 # a calibration that predicts its own networks (each from the others) worse than this, on average, is suspect. It
 # foretells the validation: the shipped 1-thread tables reach 2.1-3.4% (validated: MAPE 1.9-3.8%), the 2-thread
 # mobilenet_v2_cifar and resnet18 ones 22% and 14% (validated: 16% and 12%, test-retest 32% and 18%); a
 # mobilenet_v2_cifar table profiled while a 2-core machine timed one network 0.75 and 0.99 ms a minute apart, 21%
 SUSPECT_LOO_MAPE = 0.10
+
+
+def _proportional(measured: np.ndarray, sums: np.ndarray) -> tuple[float, float]:
+    return 0.0, float(np.median(measured / sums))
 
 
 def _constant(measured: np.ndarray, sums: np.ndarray) -> tuple[float, float]:
@@ -105,31 +118,35 @@ def _affine_wins(loo: dict, suffix: str, n: int) -> bool:
 def fit_calibration(measured, sums, model: str = "auto", dropped=None) -> dict:
     """``{"model", "overhead_ms", "scale", "loo_mape"}`` (and ``"block_ms"`` where it is fitted) for networks
     measured at ``measured`` ms whose kernel lookups sum to ``sums`` ms and which drop ``dropped`` residual blocks
-    (None: none). ``model``: "auto" (module docstring), "constant" or "affine"."""
+    (None: none). ``model``: "auto" (module docstring), "constant", "affine" or "proportional"."""
     m, s = np.asarray(measured, dtype=np.float64), np.asarray(sums, dtype=np.float64)
     if m.shape != s.shape or m.ndim != 1 or len(m) < 1:
         raise HwpruneError(f"calibration needs one kernel sum per measured network, got {m.shape} and {s.shape}")
     if not (np.isfinite(m).all() and np.isfinite(s).all() and (m > 0).all()):
         raise HwpruneError("calibration measurements must be finite and positive; measure the networks again")
-    if model not in ("auto", "constant", "affine"):
-        raise HwpruneError(f"calibration model must be auto, constant or affine, got {model!r}")
+    if model not in MODELS:
+        raise HwpruneError(f"calibration model must be one of {', '.join(MODELS)}, got {model!r}")
+    if model == "proportional" and not (s > 0).all():
+        raise HwpruneError("a proportional calibration needs every network's kernel sum above 0 ms")
     loo = {}
     if len(m) >= 3:
         loo["constant"] = _loo_mape(_plain(_constant), m, s)
         if np.ptp(s) > 0:
             loo["affine"] = _loo_mape(_plain(_affine), m, s)
-    if model == "affine":
+        if model == "proportional":
+            loo["proportional"] = _loo_mape(_plain(_proportional), m, s)
+    if model in ("constant", "proportional"):
+        chosen = model
+    elif model == "affine":
         if len(m) < 2 or np.ptp(s) == 0:
             raise HwpruneError("an affine calibration needs at least 2 networks with different kernel sums")
         chosen = "affine"
-    elif model == "constant":
-        chosen = "constant"
     else:
         chosen = "affine" if _affine_wins(loo, "", len(m)) and _affine(m, s)[1] > 0 else "constant"
-    overhead, scale = (_affine if chosen == "affine" else _constant)(m, s)
+    overhead, scale = {"affine": _affine, "constant": _constant, "proportional": _proportional}[chosen](m, s)
     out = {"model": chosen, "overhead_ms": overhead, "scale": scale}
     d = np.zeros_like(s) if dropped is None else np.asarray(dropped, dtype=np.float64)
-    if d.shape == s.shape and len(m) >= MIN_AFFINE_NETWORKS and np.ptp(d) > 0:
+    if d.shape == s.shape and len(m) >= MIN_AFFINE_NETWORKS and np.ptp(d) > 0 and chosen != "proportional":
         # with a cost per dropped block the two models compete again: a scale fitted to the networks' spread in
         # size alone (the widest network's weights leaving the cache) extrapolates badly where blocks drop
         for base in ("constant", "affine") if model == "auto" else (chosen,):
@@ -160,9 +177,10 @@ def describe(calibration: dict) -> str:
     what to do where that is over :data:`SUSPECT_LOO_MAPE`."""
     model = calibration.get("model", "constant") + ("+blocks" if "block_ms" in calibration else "")
     n, loo = len(calibration.get("networks", [])), loo_mapes(calibration).get(model)
+    why = f" (the {calibration['fallback']})" if calibration.get("fallback") else ""
     if loo is None:
-        return f"calibration ({model}) on {n} network(s): too few to check it on networks it was not fitted on"
-    line = f"calibration ({model}): {loo:.1%} mean error on each of its {n} networks predicted from the others"
+        return f"calibration ({model}) on {n} network(s): too few to check it on networks it was not fitted on{why}"
+    line = f"calibration ({model}): {loo:.1%} mean error on each of its {n} networks predicted from the others{why}"
     if loo > SUSPECT_LOO_MAPE:
         line += (f"; over {SUSPECT_LOO_MAPE:.0%}, the machine's speed likely changed while profiling (or these "
                  f"networks do what kernels timed alone do not show): profile again when it is quiet (--force) "
@@ -186,6 +204,7 @@ def recalibrate(table: "LatencyTable", model: str = "auto") -> "LatencyTable":
     sums = table.kernel_sum_batch(encs)
     measured = [n["measured_ms"] for n in nets]
     cal.pop("block_ms", None)
+    cal.pop("fallback", None)  # a model asked for
     cal.update(fit_calibration(measured, sums, model, table.dropped_batch(encs)))
     cal["networks"] = [dict(n, lookup_sum_ms=round(float(v), 5)) for n, v in zip(nets, sums)]
     return LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)

@@ -88,7 +88,10 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     is the one two measurements of the same network agree on; every end-to-end
     measurement (calibration, validation) uses the same statistic.
     ``cache_dir``: the kernel store folder (default: :func:`~.store.default_cache_dir`).
-    ``calibration``: "auto", "constant" or "affine" (:func:`~.calibration.fit_calibration`).
+    ``calibration``: "auto", "constant", "affine" or "proportional" (:func:`~.calibration.fit_calibration`).
+    Where the calibration predicts 0 ms or less for the narrowest network the kernels are timed once more; where
+    it still does, "auto" falls back to the proportional model (its reason under ``meta["calibration"]
+    ["fallback"]``) and the others refuse.
     """
     if statistic not in STATISTICS:
         raise HwpruneError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
@@ -148,6 +151,12 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
         floor = LatencyTable(entries, meta, interpolate=interpolate).predict(space.narrowest())
         if floor > 0:
             break
+        if attempt == 2 and calibration == "auto":
+            # timed twice, the kernels still sum to more than whole networks take by more than the narrowest one's
+            # kernels: kernels cost a share more alone than inside a network here (tiny kernels), which a constant
+            # cannot carry to every width and a share can (.calibration's module docstring)
+            meta["calibration"] = _proportional(uncalibrated, meta["calibration"], floor)
+            break
         if attempt == 2:
             store.save(force=True)
             raise HwpruneError(
@@ -171,6 +180,16 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     if out is not None:
         table.save(out)
     return table
+
+
+def _proportional(table: LatencyTable, cal: dict, floor: float) -> dict:
+    """``cal``, fitted on ``table``'s kernels, refitted as a share of the kernels' sum, saying why."""
+    nets = cal["networks"]
+    sums = table.kernel_sum_batch(np.array([n["encoding"] for n in nets]))
+    refit = fit_calibration([n["measured_ms"] for n in nets], sums, "proportional")
+    return {**{k: v for k, v in cal.items() if k != "block_ms"}, **refit,
+            "fallback": f"{cal.get('model', 'constant')} predicted {floor:.4f} ms for the narrowest network "
+                        f"(overhead {cal['overhead_ms']:+.4f} ms) with its kernels timed twice"}
 
 
 def _entries(needed: dict, store: KernelStore) -> pd.DataFrame:

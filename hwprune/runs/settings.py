@@ -116,7 +116,7 @@ class ProfileSettings:
     statistic: str = "p10"  # which recorded statistic the table predicts
     repeats: int = 25  # timed runs per kernel chunk
     calibrate: int = 16  # networks measured end to end to fit the calibration
-    calibration: str = "auto"  # auto, constant or affine
+    calibration: str = "auto"  # auto, constant, affine or proportional
     passes: int = 5  # interleaved passes over the networks in every end-to-end measurement
     runs_per_pass: int = 10
     options: dict = field(default_factory=dict)  # backend options, e.g. {"opt_level": "basic"}
