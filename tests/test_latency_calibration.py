@@ -167,7 +167,7 @@ def test_auto_falls_back_to_a_share_of_the_kernels_where_they_still_sum_to_more_
     assert cal["model"] == "proportional" and table.overhead_ms == 0.0 and "block_ms" not in cal
     ratios = [n["measured_ms"] / n["lookup_sum_ms"] for n in cal["networks"]]
     assert table.scale == pytest.approx(np.median(ratios), rel=1e-3) and 0.25 < table.scale < 0.5
-    assert cal["fallback"].startswith("constant predicted -") and "timed twice" in cal["fallback"]
+    assert cal["fallback"].startswith("constant predicted -") and "for the narrowest network" in cal["fallback"]
     assert table.predict(space.narrowest()) > 0 and table.predict(space.full()) > table.predict(space.narrowest())
     assert cal["loo_mape"]["proportional"] < cal["loo_mape"]["constant"]
     from hwprune.latency.calibration import describe
@@ -176,6 +176,22 @@ def test_auto_falls_back_to_a_share_of_the_kernels_where_they_still_sum_to_more_
     assert "fallback" not in recalibrate(table, "constant").meta["calibration"]  # a model asked for: no fallback
     with pytest.raises(hp.HwpruneError, match="kernel sum above 0 ms"):
         fit_calibration([1.0, 2.0], [0.0, 1.0], "proportional")
+
+
+def test_a_refit_that_predicts_nothing_for_the_narrowest_network_is_refused(space, tmp_path):
+    """Networks that cost a quarter of their kernels' sum: auto takes the exact line; a constant refit of that table
+    would predict <= 0 ms for narrow networks, and given the space recalibrate refuses it (hwprune profile
+    --calibration constant on a finished table leaves it as it was)."""
+    table = hp.profile(space, profiler=FakeProfiler(network_scale=0.25), cache_dir=tmp_path, calibrate=8, quiet=True)
+    assert table.meta["calibration"]["model"] == "affine" and table.scale == pytest.approx(0.25, rel=1e-4)
+    assert recalibrate(table, "constant").predict(space.narrowest()) <= 0  # what a refit without the check writes
+    with pytest.raises(hp.HwpruneError, match=r"constant calibration predicts -[0-9.]+ ms for the narrowest") as e:
+        recalibrate(table, "constant", space)
+    assert "\n" not in str(e.value) and "--calibration proportional" in str(e.value)
+    share = recalibrate(table, "proportional", space)
+    assert share.overhead_ms == 0.0 and share.predict(space.narrowest()) > 0 and "fallback" not in share.meta[
+        "calibration"]
+    assert recalibrate(share, "auto", space).meta["calibration"]["model"] == "affine"
 
 
 def test_a_calibration_that_misses_its_own_networks_says_what_to_do():

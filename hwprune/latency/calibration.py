@@ -53,6 +53,7 @@ import numpy as np
 from ..errors import HwpruneError
 
 if TYPE_CHECKING:
+    from ..core.space import SearchSpace
     from .table import LatencyTable
 
 __all__ = ["fit_calibration", "recalibrate", "describe", "loo_mapes", "AFFINE_GAIN", "AFFINE_MIN_POINTS",
@@ -188,11 +189,14 @@ def describe(calibration: dict) -> str:
     return line
 
 
-def recalibrate(table: "LatencyTable", model: str = "auto") -> "LatencyTable":
+def recalibrate(table: "LatencyTable", model: str = "auto", space: "SearchSpace | None" = None) -> "LatencyTable":
     """The same table refitted (:func:`fit_calibration`) on the networks its calibration measured.
 
     The networks' kernel sums are recomputed from the table's own rows, so only the
-    measured end-to-end latencies are taken from the stored calibration.
+    measured end-to-end latencies are taken from the stored calibration. Given the
+    table's ``space``, a refit that predicts 0 ms or less for its narrowest network (a
+    search under it would admit any narrow network) is refused in one line, but for
+    "auto", which then takes the proportional model and says why (``"fallback"``).
     """
     from .table import LatencyTable
 
@@ -204,7 +208,19 @@ def recalibrate(table: "LatencyTable", model: str = "auto") -> "LatencyTable":
     sums = table.kernel_sum_batch(encs)
     measured = [n["measured_ms"] for n in nets]
     cal.pop("block_ms", None)
-    cal.pop("fallback", None)  # a model asked for
+    cal.pop("fallback", None)
     cal.update(fit_calibration(measured, sums, model, table.dropped_batch(encs)))
     cal["networks"] = [dict(n, lookup_sum_ms=round(float(v), 5)) for n, v in zip(nets, sums)]
-    return LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)
+    refit = LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)
+    floor = refit.predict(space.narrowest()) if space is not None else 1.0
+    if floor <= 0 and model == "auto":
+        why = f"{cal['model']} predicted {floor:.4f} ms for the narrowest network (overhead {cal['overhead_ms']:+.4f} ms)"
+        cal.pop("block_ms", None)
+        cal.update(fit_calibration(measured, sums, "proportional"), fallback=why)
+        return LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)
+    if floor <= 0:
+        raise HwpruneError(
+            f"the {cal['model']} calibration predicts {floor:.4f} ms for the narrowest network (overhead "
+            f"{cal['overhead_ms']:+.4f} ms): its networks took less than their kernels sum to; refit with "
+            f"--calibration proportional (a share of the kernels' sum) or auto, or profile again (--force)")
+    return refit

@@ -25,7 +25,7 @@ from ..profilers.base import Profiler
 from ..profilers.registry import get_profiler
 from ..profilers.protocol import QUIET_TOLERANCE, chunked
 from ..profilers.spec import SPEC_COLUMNS, STATISTICS
-from .calibration import fit_calibration
+from .calibration import fit_calibration, recalibrate
 from .kernels import kernel_slots, slot_pairs
 from .layouts import layout_edges, reorder_specs, tensor_widths
 from .store import KernelStore, default_cache_dir
@@ -155,7 +155,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
             # timed twice, the kernels still sum to more than whole networks take by more than the narrowest one's
             # kernels: kernels cost a share more alone than inside a network here (tiny kernels), which a constant
             # cannot carry to every width and a share can (.calibration's module docstring)
-            meta["calibration"] = _proportional(uncalibrated, meta["calibration"], floor)
+            meta["calibration"] = recalibrate(LatencyTable(entries, meta, interpolate=interpolate), "auto", space).meta["calibration"]
             break
         if attempt == 2:
             store.save(force=True)
@@ -180,16 +180,6 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
     if out is not None:
         table.save(out)
     return table
-
-
-def _proportional(table: LatencyTable, cal: dict, floor: float) -> dict:
-    """``cal``, fitted on ``table``'s kernels, refitted as a share of the kernels' sum, saying why."""
-    nets = cal["networks"]
-    sums = table.kernel_sum_batch(np.array([n["encoding"] for n in nets]))
-    refit = fit_calibration([n["measured_ms"] for n in nets], sums, "proportional")
-    return {**{k: v for k, v in cal.items() if k != "block_ms"}, **refit,
-            "fallback": f"{cal.get('model', 'constant')} predicted {floor:.4f} ms for the narrowest network "
-                        f"(overhead {cal['overhead_ms']:+.4f} ms) with its kernels timed twice"}
 
 
 def _entries(needed: dict, store: KernelStore) -> pd.DataFrame:
