@@ -42,7 +42,7 @@ from .config import SearchConfig
 from .evaluator import CandidateEvaluator, Enc, scoring_processes
 from .baselines import baseline_encodings, magnitude_baseline, saliency_baseline, uniform_baseline
 from .fill import check_fill_rule, fill_winners
-from .measured import _KEYS
+from .measured import CANDIDATE_KEYS
 from .result import SearchResult, describe, pareto_front
 
 __all__ = ["search", "draw_encodings"]
@@ -374,7 +374,7 @@ def search(evaluator, val_loader, calib_loader, table=None, latency_ms: float | 
         f, e = evo.top[0]
         budget = budgets[evo.index]  # as given (a steered search asked the table for another latency)
         ladder = filled.get(evo.index, [])
-        won = describe(ev, e, f) if not ladder else {**{k: ladder[-1][k] for k in _KEYS}, "filled": {
+        won = describe(ev, e, f) if not ladder else {**{k: ladder[-1][k] for k in CANDIDATE_KEYS}, "filled": {
             "steps": len(ladder), "from": describe(ev, e, f)}}
         best.append({"budget": asdict(budget), **won, "uniform": uniform_baseline(ev, budget),
                      "magnitude": magnitude_baseline(ev, budget, importance),

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["meet_measured", "budget_candidates", "fittest_candidates", "table_meter"]
 
-_KEYS = ("encoding", "channels", "latency_ms", "flops", "params", "fitness")
+CANDIDATE_KEYS = (  # a candidate's fields a search result's best entry takes from it (its encoding, costs, fitness)
+    "encoding", "channels", "latency_ms", "flops", "params", "fitness")
 
 
 def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTable", top: int = 8,
@@ -84,7 +85,7 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
                 f"(and this --measure-top), or profile the table again on a quiet machine")
             continue
         rank, c, ms = chosen
-        best.update({k: c[k] for k in _KEYS})
+        best.update({k: c[k] for k in CANDIDATE_KEYS})
         # (the fill's steps before it; none counted where a rerank's winner replaced the filled one)
         steps = sum("filled" in p for p in pool[:rank]) if "filled" in best else 0
         if "filled" in c and "filled" in best:  # a step of the winner's fill: as far as it widens within the budget
@@ -93,7 +94,7 @@ def meet_measured(result: SearchResult, space: "SearchSpace", table: "LatencyTab
         else:
             best.pop("filled", None)
             rank = rank - steps
-            what = f"the {_ordinal(rank)} fittest candidate"
+            what = f"the {ordinal(rank)} fittest candidate"
         best.update(measured_ms=round(float(ms), 5), measured_rank=rank, measured_within=True)
         over = "; no step of the winner's fill within" if steps and "filled" not in best else ""
         log(f"[{budget.label()}] measured {ms:.4g} ms: {what} (fitness {c['fitness']:.4f}{over}) is the fittest "
@@ -157,6 +158,6 @@ def fittest_candidates(history: list[dict], budget_index: int, winner: list[int]
                                       -h.get("rescored", h.get("filled", h["fitness"])), h["encoding"] != list(winner)))
 
 
-def _ordinal(rank: int) -> str:
+def ordinal(rank: int) -> str:
     n = rank + 1
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

@@ -32,7 +32,7 @@ from typing import Callable
 from ..errors import HwpruneError
 from .baselines import BASELINES
 from .evaluator import _Limited, _Rotated, score_many
-from .measured import _KEYS, _ordinal, budget_candidates
+from .measured import CANDIDATE_KEYS, ordinal, budget_candidates
 from .result import SearchResult
 
 __all__ = ["rerank", "fresh_batches", "VAL_FACTOR"]
@@ -95,7 +95,7 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
                 h["rescored"] = scores[tuple(h["encoding"])]
         rank = max(ranks, key=lambda r: (scores[tuple(ranked[r]["encoding"])], -r))  # ties: the fitter
         winner = ranked[rank]
-        best.update({k: winner[k] for k in _KEYS})
+        best.update({k: winner[k] for k in CANDIDATE_KEYS})
         best.update(rescored=winner["rescored"], rescored_rank=rank)
         best.pop("filled", None)  # (the winner as scored again, not widened)
         first = scores[tuple(ranked[0]["encoding"])]
@@ -104,7 +104,7 @@ def rerank(result: SearchResult, scorer, val_loader, calib_loader, top: int = 8,
         which = named.get(tuple(winner["encoding"]))
         log(f"[{result.budgets[i].label()}] scored the {min(top, len(ranked))} fittest{also} again"
             f"{f' (mean of {draws} draws of tuning batches)' if draws > 1 else ''}: the "
-            f"{_ordinal(rank)} by the search's fitness{f' (the {which} network)' if which else ''} is the best "
+            f"{ordinal(rank)} by the search's fitness{f' (the {which} network)' if which else ''} is the best "
             f"({winner['rescored']:.4f}; the search's winner {first:.4f}){fresh}")
     result.stats["rerank"] = {"top": top, "baselines": baselines, "skip_batches": skip_batches, "val_batches": scored,
                               "scorer": getattr(scorer, "name", type(scorer).__name__),
