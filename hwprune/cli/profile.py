@@ -36,9 +36,7 @@ from .options import build_space, default, model_options
               help="Predict overhead + kernel sum (constant), overhead + scale * sum (affine), scale * sum "
                    "(proportional), or whichever of the first two predicts the calibration networks clearly better "
                    "(auto, the default; proportional where that predicts <= 0 ms for the narrowest network even with "
-                   "its kernels timed twice). On a "
-                   "finished OUT: "
-                   "refit it on its stored networks, without measuring.")
+                   "its kernels timed twice). On a finished OUT: refit it on its stored networks, without measuring.")
 @click.option("--passes", type=int, default=default(ProfileSettings, "passes"), show_default=True,
               help="Interleaved passes over the networks in every end-to-end measurement.")
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),

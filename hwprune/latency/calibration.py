@@ -20,12 +20,13 @@ otherwise the constant, which needs less data and cannot extrapolate badly. Both
 errors are kept in the table's metadata.
 
 A third model, *proportional* (``overhead = 0``, ``scale = median(measured / sum)``),
-is never chosen by "auto" on its own: :func:`hwprune.latency.profiling.profile` falls
-back to it where the chosen model predicts 0 ms or less for the narrowest network even
-after the kernels were timed again. That happens where kernels timed alone cost a share
-more than inside a network (a quarter-width resnet20 at 1 thread, kernels of 1-3 us: the
-full network measured 15-25% under its kernels' sum), so the fitted constant goes below
-what the narrowest network's kernels sum to; a share stays positive at every width.
+is never chosen by "auto" on its own: "auto" falls back to it where the chosen model
+predicts 0 ms or less for the narrowest network (:func:`recalibrate` given the space;
+:func:`hwprune.latency.profiling.profile` after timing the kernels once more). That
+happens where kernels timed alone cost a share more than inside a network (a
+quarter-width resnet20 at 1 thread, kernels of 1-3 us: the full network measured 15-20%
+under its kernels' sum), so the fitted constant goes below what the narrowest network's
+kernels sum to; a share stays positive at every width.
 
 In a space that may drop residual blocks (``drop_blocks``), a dropped block saves other
 than its kernels' lookups, in either direction: more where a kernel costs more inside a
@@ -214,7 +215,8 @@ def recalibrate(table: "LatencyTable", model: str = "auto", space: "SearchSpace 
     refit = LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)
     floor = refit.predict(space.narrowest()) if space is not None else 1.0
     if floor <= 0 and model == "auto":
-        why = f"{cal['model']} predicted {floor:.4f} ms for the narrowest network (overhead {cal['overhead_ms']:+.4f} ms)"
+        why = (f"{cal['model']} predicted {floor:.4f} ms for the narrowest network (overhead "
+               f"{cal['overhead_ms']:+.4f} ms)")
         cal.pop("block_ms", None)
         cal.update(fit_calibration(measured, sums, "proportional"), fallback=why)
         return LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)

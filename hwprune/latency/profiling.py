@@ -155,7 +155,8 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
             # timed twice, the kernels still sum to more than whole networks take by more than the narrowest one's
             # kernels: kernels cost a share more alone than inside a network here (tiny kernels), which a constant
             # cannot carry to every width and a share can (.calibration's module docstring)
-            meta["calibration"] = recalibrate(LatencyTable(entries, meta, interpolate=interpolate), "auto", space).meta["calibration"]
+            table = recalibrate(LatencyTable(entries, meta, interpolate=interpolate), "auto", space)
+            meta["calibration"] = table.meta["calibration"]
             break
         if attempt == 2:
             store.save(force=True)
