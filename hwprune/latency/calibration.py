@@ -24,7 +24,7 @@ is never chosen by "auto" on its own: "auto" falls back to it where the chosen m
 predicts 0 ms or less for the narrowest network (:func:`recalibrate` given the space;
 :func:`hwprune.latency.profiling.profile` after timing the kernels once more). That
 happens where kernels timed alone cost a share more than inside a network (a
-quarter-width resnet20 at 1 thread, kernels of 1-3 us: the full network measured 15-20%
+quarter-width resnet20 at 1 thread, kernels of 1-3 us: the full network measured 3-15%
 under its kernels' sum), so the fitted constant goes below what the narrowest network's
 kernels sum to; a share stays positive at every width.
 
