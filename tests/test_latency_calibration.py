@@ -173,25 +173,60 @@ def test_auto_falls_back_to_a_share_of_the_kernels_where_they_still_sum_to_more_
     from hwprune.latency.calibration import describe
     line = describe(cal)
     assert line.startswith("calibration (proportional): ") and cal["fallback"] in line and "\n" not in line
-    assert "fallback" not in recalibrate(table, "constant").meta["calibration"]  # a model asked for: no fallback
+    assert "fallback" not in recalibrate(table, "proportional").meta["calibration"]  # a model asked for by name
+    with pytest.raises(hp.HwpruneError, match="the constant calibration predicts -"):  # and refused, as in profile
+        recalibrate(table, "constant")
     with pytest.raises(hp.HwpruneError, match="kernel sum above 0 ms"):
         fit_calibration([1.0, 2.0], [0.0, 1.0], "proportional")
 
 
 def test_a_refit_that_predicts_nothing_for_the_narrowest_network_is_refused(space, tmp_path):
     """Networks that cost a quarter of their kernels' sum: auto takes the exact line; a constant refit of that table
-    would predict <= 0 ms for narrow networks, and given the space recalibrate refuses it (hwprune profile
-    --calibration constant on a finished table leaves it as it was)."""
+    would predict <= 0 ms for narrow networks, and recalibrate refuses it (hwprune profile --calibration constant on
+    a finished table leaves it as it was)."""
     table = hp.profile(space, profiler=FakeProfiler(network_scale=0.25), cache_dir=tmp_path, calibrate=8, quiet=True)
     assert table.meta["calibration"]["model"] == "affine" and table.scale == pytest.approx(0.25, rel=1e-4)
-    assert recalibrate(table, "constant").predict(space.narrowest()) <= 0  # what a refit without the check writes
+    assert table.narrowest() == space.narrowest()
+    nets = table.meta["calibration"]["networks"]
+    constant = fit_calibration([n["measured_ms"] for n in nets], [n["lookup_sum_ms"] for n in nets], "constant")
+    floor = constant["overhead_ms"] + table.kernel_sum_batch([space.narrowest()])[0]
+    assert floor <= 0  # what a constant refit would predict for the narrowest network
     with pytest.raises(hp.HwpruneError, match=r"constant calibration predicts -[0-9.]+ ms for the narrowest") as e:
-        recalibrate(table, "constant", space)
+        recalibrate(table, "constant")
     assert "\n" not in str(e.value) and "--calibration proportional" in str(e.value)
-    share = recalibrate(table, "proportional", space)
+    share = recalibrate(table, "proportional")
     assert share.overhead_ms == 0.0 and share.predict(space.narrowest()) > 0 and "fallback" not in share.meta[
         "calibration"]
-    assert recalibrate(share, "auto", space).meta["calibration"]["model"] == "affine"
+    assert recalibrate(share, "auto").meta["calibration"]["model"] == "affine"
+
+
+def test_the_fallback_drops_a_cost_per_dropped_block(tmp_path):
+    """In a space that drops blocks, auto may fit a cost per dropped block beside the constant; where that model
+    predicts <= 0 ms for the narrowest network, the proportional fallback keeps no block term (it is a share of the
+    kernels alone) and says which model it replaced."""
+    space = hp.SearchSpace.from_model(hp.create_model("resnet20").eval(), (1, 3, 32, 32), drop_blocks=True)
+    table = hp.profile(space, profiler=FakeProfiler(), cache_dir=tmp_path, calibrate=8, quiet=True)
+    cal = table.meta["calibration"]
+    encs = [n["encoding"] for n in cal["networks"]]
+    sums, dropped = table.kernel_sum_batch(encs), table.dropped_batch(encs)
+    narrowest = table.kernel_sum_batch([space.narrowest()])[0]
+    assert table.dropped_batch([space.narrowest()])[0] == dropped.max()  # it drops every block, as the most do
+    # networks that cost their kernels less a constant just over the narrowest network's kernels, and more for
+    # every block they drop: exactly a constant with a cost per dropped block, whose prediction for the narrowest
+    # network is below zero
+    gap = narrowest + 0.0003 * dropped.max() + 0.0005
+    measured = sums - gap + 0.0003 * dropped
+    assert (measured > 0).all()
+    fitted = fit_calibration(measured, sums, "auto", dropped)
+    assert fitted["model"] == "constant" and fitted["block_ms"] == pytest.approx(-0.0003)
+    hand = hp.LatencyTable(table.entries, dict(table.meta, calibration={
+        **cal, "networks": [dict(n, measured_ms=float(m)) for n, m in zip(cal["networks"], measured)]}))
+    refit = recalibrate(hand, "auto")
+    assert refit.meta["calibration"]["model"] == "proportional" and "block_ms" not in refit.meta["calibration"]
+    assert refit.block_ms == 0.0 and refit.predict(space.narrowest()) > 0
+    assert refit.meta["calibration"]["fallback"].startswith("constant+blocks predicted -0.0005 ms")
+    with pytest.raises(hp.HwpruneError, match=r"the constant\+blocks calibration predicts -0.0005 ms"):
+        recalibrate(hand, "constant")
 
 
 def test_a_calibration_that_misses_its_own_networks_says_what_to_do():

@@ -35,8 +35,9 @@ from .options import build_space, default, model_options
 @click.option("--calibration", type=click.Choice(["auto", "constant", "affine", "proportional"]),
               help="Predict overhead + kernel sum (constant), overhead + scale * sum (affine), scale * sum "
                    "(proportional), or whichever of the first two predicts the calibration networks clearly better "
-                   "(auto, the default; proportional where that predicts <= 0 ms for the narrowest network even with "
-                   "its kernels timed twice). On a finished OUT: refit it on its stored networks, without measuring.")
+                   "(auto, the default; proportional where that predicts <= 0 ms for the narrowest network, after "
+                   "timing the kernels once more when profiling). On a finished OUT: refit it on its stored networks, "
+                   "without measuring (a refit predicting <= 0 ms is refused).")
 @click.option("--passes", type=int, default=default(ProfileSettings, "passes"), show_default=True,
               help="Interleaved passes over the networks in every end-to-end measurement.")
 @click.option("--opt-level", type=click.Choice(["all", "extended", "basic", "disable"]),

@@ -21,7 +21,7 @@ errors are kept in the table's metadata.
 
 A third model, *proportional* (``overhead = 0``, ``scale = median(measured / sum)``),
 is never chosen by "auto" on its own: "auto" falls back to it where the chosen model
-predicts 0 ms or less for the narrowest network (:func:`recalibrate` given the space;
+predicts 0 ms or less for the narrowest network (:func:`recalibrate`;
 :func:`hwprune.latency.profiling.profile` after timing the kernels once more). That
 happens where kernels timed alone cost a share more than inside a network (a
 quarter-width resnet20 at 1 thread, kernels of 1-3 us: the full network measured 3-15%
@@ -54,7 +54,6 @@ import numpy as np
 from ..errors import HwpruneError
 
 if TYPE_CHECKING:
-    from ..core.space import SearchSpace
     from .table import LatencyTable
 
 __all__ = ["fit_calibration", "recalibrate", "describe", "loo_mapes", "AFFINE_GAIN", "AFFINE_MIN_POINTS",
@@ -190,14 +189,14 @@ def describe(calibration: dict) -> str:
     return line
 
 
-def recalibrate(table: "LatencyTable", model: str = "auto", space: "SearchSpace | None" = None) -> "LatencyTable":
+def recalibrate(table: "LatencyTable", model: str = "auto") -> "LatencyTable":
     """The same table refitted (:func:`fit_calibration`) on the networks its calibration measured.
 
     The networks' kernel sums are recomputed from the table's own rows, so only the
-    measured end-to-end latencies are taken from the stored calibration. Given the
-    table's ``space``, a refit that predicts 0 ms or less for its narrowest network (a
-    search under it would admit any narrow network) is refused in one line, but for
-    "auto", which then takes the proportional model and says why (``"fallback"``).
+    measured end-to-end latencies are taken from the stored calibration. A refit that
+    predicts 0 ms or less for the narrowest network of the table's space (a search under
+    it would admit any narrow network) is refused in one line, but for "auto", which then
+    takes the proportional model and says why (``"fallback"``).
     """
     from .table import LatencyTable
 
@@ -213,16 +212,16 @@ def recalibrate(table: "LatencyTable", model: str = "auto", space: "SearchSpace 
     cal.update(fit_calibration(measured, sums, model, table.dropped_batch(encs)))
     cal["networks"] = [dict(n, lookup_sum_ms=round(float(v), 5)) for n, v in zip(nets, sums)]
     refit = LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)
-    floor = refit.predict(space.narrowest()) if space is not None else 1.0
+    floor = refit.predict(refit.narrowest())
+    name = cal["model"] + ("+blocks" if "block_ms" in cal else "")
     if floor <= 0 and model == "auto":
-        why = (f"{cal['model']} predicted {floor:.4f} ms for the narrowest network (overhead "
-               f"{cal['overhead_ms']:+.4f} ms)")
+        why = f"{name} predicted {floor:.4f} ms for the narrowest network (overhead {cal['overhead_ms']:+.4f} ms)"
         cal.pop("block_ms", None)
         cal.update(fit_calibration(measured, sums, "proportional"), fallback=why)
         return LatencyTable(table.entries, dict(table.meta, calibration=cal), interpolate=table.interpolate)
     if floor <= 0:
         raise HwpruneError(
-            f"the {cal['model']} calibration predicts {floor:.4f} ms for the narrowest network (overhead "
+            f"the {name} calibration predicts {floor:.4f} ms for the narrowest network (overhead "
             f"{cal['overhead_ms']:+.4f} ms): its networks took less than their kernels sum to; refit with "
             f"--calibration proportional (a share of the kernels' sum) or auto, or profile again (--force)")
     return refit

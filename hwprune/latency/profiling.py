@@ -155,7 +155,7 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
             # timed twice, the kernels still sum to more than whole networks take by more than the narrowest one's
             # kernels: kernels cost a share more alone than inside a network here (tiny kernels), which a constant
             # cannot carry to every width and a share can (.calibration's module docstring)
-            table = recalibrate(LatencyTable(entries, meta, interpolate=interpolate), "auto", space)
+            table = recalibrate(LatencyTable(entries, meta, interpolate=interpolate), "auto")
             meta["calibration"] = table.meta["calibration"]
             break
         if attempt == 2:
@@ -163,8 +163,9 @@ def profile(space: "SearchSpace", backend: str = "onnxruntime", device: str = "c
             raise HwpruneError(
                 f"the latency table predicts {floor:.4f} ms for the narrowest network even with its kernels timed "
                 f"twice (calibrated overhead {meta['calibration']['overhead_ms']:+.4f} ms): the machine's speed "
-                f"changed between timing the kernels and the whole networks; profile again when it is quiet, or "
-                f"let each measurement wait longer for it (HWPRUNE_MAX_WAIT_S)")
+                f"changed between timing the kernels and the whole networks, or its kernels are too small to time "
+                f"alone: profile again when it is quiet, let each measurement wait longer for it "
+                f"(HWPRUNE_MAX_WAIT_S), or calibrate with auto or proportional (a share of the kernels' sum)")
         # the kernels' sum exceeds what whole networks take by more than the narrowest network's own kernels: they
         # were timed while the machine ran slower than when the networks were. Time them again, once, and calibrate
         redo = [(spec, sorted(pairs)) for spec, pairs in needed.values()]

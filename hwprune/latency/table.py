@@ -128,6 +128,10 @@ class LatencyTable:
         except (TypeError, IndexError, ValueError):  # not a valid encoding: said in one line
             return self._predict(self._check(enc))
 
+    def narrowest(self) -> tuple[int, ...]:
+        """The narrowest network of the space the table indexes: every group at its first (least) choice."""
+        return (0,) * len(self._choices)
+
     def _predict(self, enc) -> float:
         if len(enc) != len(self._n_list) or not all(0 <= v < n for v, n in zip(enc, self._n_list)):
             enc = self._check(enc)  # raises, naming the bad entry

@@ -121,7 +121,7 @@ def profile_stage(run: RunFolder | None, space, settings: ProfileSettings | None
         table = LatencyTable.load(out, space, expect={"backend": s.backend, "device": s.device, "threads": s.threads,
                                                       "batch": s.batch_size, "dtype": s.dtype, **s.options})
         if recalibrate:
-            table = refit(table, recalibrate, space)  # (refused, OUT untouched, where it predicts <= 0 ms)
+            table = refit(table, recalibrate)  # (refused, OUT untouched, where it predicts <= 0 ms)
             table.save(out)
     else:
         table = profile(space, backend=s.backend, device=s.device, threads=s.threads, batch_size=s.batch_size,
