@@ -42,6 +42,7 @@ def child(network: str, others: str, runs: int) -> dict:
     """In this (fresh) process: the p10 (ms) of ``network``'s first session, of one made after sessions of
     ``others`` came and went, and of one made after that one was freed too."""
     import onnxruntime as ort
+    from bench_common import time_sessions
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
@@ -53,16 +54,8 @@ def child(network: str, others: str, runs: int) -> dict:
                                                                   dtype=np.float32) for i in sess.get_inputs()}
         return sess, feeds
 
-    def p10(path) -> float:
-        sess, feeds = session(path)
-        for _ in range(30):
-            sess.run(None, feeds)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter_ns()
-            sess.run(None, feeds)
-            times.append((time.perf_counter_ns() - t) / 1e6)
-        return float(np.percentile(times, 10))
+    def p10(path) -> float:  # 30 warm-up runs, then ``runs`` timed ones
+        return float(np.percentile(time_sessions([session(path)], runs, 1, warmup=30)[0], 10))
 
     out = {"first": p10(network)}
     for _ in range(3):
